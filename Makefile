@@ -1,0 +1,46 @@
+# mailapp developer commands. `make run` and `make test` are the quick start.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app wsgi
+PORT ?= 5000
+export PORT
+
+.PHONY: install run test lint migration bench faults clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	mkdir -p instance
+	$(FLASK) db upgrade
+	$(FLASK) users ensure-admin
+	@echo
+	@echo "mailapp is starting at http://127.0.0.1:$(PORT)  (Ctrl-C stops every process)"
+	@echo "Sign in with the admin above (MAILAPP_ADMIN_EMAIL, default admin@example.com)."
+	@echo "Sent mail lands in the Dev inbox: http://127.0.0.1:$(PORT)/dev/inbox/"
+	@echo
+	$(BIN)/honcho start web worker beat devsmtp
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+# Regenerates the initial migration from the models. Only while nothing has been released.
+migration: install
+	rm -f migrations/versions/0001_*.py
+	rm -f /tmp/mailapp-migration.sqlite
+	DATABASE_URL=sqlite:////tmp/mailapp-migration.sqlite $(FLASK) db migrate -m "initial schema" --rev-id 0001
+	rm -f /tmp/mailapp-migration.sqlite
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,137 @@
+"""Configuration read from the environment, with embedded defaults that need no services."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance"))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def database_url(raw: str) -> str:
+    """Pin PostgreSQL URLs to psycopg2, the driver we ship (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg2://" + raw[len(prefix):]
+    return raw
+
+
+class Config:
+    """Production and `make run` settings. Every value can be overridden by an env var of the same name."""
+
+    ENV_NAME = os.environ.get("MAILAPP_ENV", "development")
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+
+    SQLALCHEMY_DATABASE_URI = database_url(
+        os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'mailapp.sqlite'}")
+    )
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+
+    CELERY_BROKER_URL = os.environ.get(
+        "CELERY_BROKER_URL", f"sqla+sqlite:///{INSTANCE_DIR / 'celery.sqlite'}"
+    )
+    # Redis for the shared send-rate bucket and login throttling. Empty on the embedded default,
+    # where a database-backed bucket is used instead.
+    REDIS_URL = os.environ.get(
+        "REDIS_URL",
+        os.environ.get("CELERY_BROKER_URL", "")
+        if os.environ.get("CELERY_BROKER_URL", "").startswith("redis")
+        else "",
+    )
+
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/")
+
+    MAIL_SERVER = os.environ.get("MAIL_SERVER", "127.0.0.1")
+    MAIL_PORT = _env_int("MAIL_PORT", 1025)
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
+    MAIL_USE_TLS = _env_bool("MAIL_USE_TLS", False)
+    MAIL_USE_SSL = _env_bool("MAIL_USE_SSL", False)
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "mailapp@localhost")
+    # Messages per second across every worker, for the one SMTP relay. 0 means unlimited.
+    MAIL_RATE_LIMIT = _env_float("MAIL_RATE_LIMIT", 0)
+
+    MAILAPP_ADMIN_EMAIL = os.environ.get("MAILAPP_ADMIN_EMAIL")
+    MAILAPP_ADMIN_PASSWORD = os.environ.get("MAILAPP_ADMIN_PASSWORD")
+
+    DEVINBOX_DIR = os.environ.get("DEVINBOX_DIR", str(INSTANCE_DIR / "devinbox"))
+    DEVINBOX_ENABLED = _env_bool("DEVINBOX_ENABLED", True)
+    UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))
+
+    # Uploads: layouts are small; CSV files can be large but are streamed to disk.
+    LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
+    MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 512 * 1024 * 1024)
+
+    SEND_BATCH_SIZE = _env_int("SEND_BATCH_SIZE", 500)
+    SEND_LEASE_SECONDS = _env_int("SEND_LEASE_SECONDS", 300)
+    SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None
+    BOOTSTRAP_SERVE_LOCAL = True
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", REDIS_URL or "memory://")
+    RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN", "10 per minute")
+
+    TESTING = False
+
+    @property
+    def CELERY(self) -> dict:  # noqa: N802 - Flask reads config keys in upper case
+        return {
+            "broker_url": self.CELERY_BROKER_URL,
+            "task_ignore_result": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "broker_connection_retry_on_startup": True,
+            "beat_schedule": {
+                "dispatch-due-campaigns": {
+                    "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",
+                    "schedule": 2.0,
+                },
+            },
+        }
+
+
+class DevelopmentConfig(Config):
+    """`make run`: embedded default with a throwaway secret key."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-secret-key-change-me")
+
+
+class TestConfig(Config):
+    """Tests: passed to create_app by tests/conftest.py, with paths and ports filled in there."""
+
+    TESTING = True
+    SECRET_KEY = "test-secret-key"  # noqa: S105 - tests only
+    WTF_CSRF_ENABLED = True
+    RATELIMIT_ENABLED = True
+    RATELIMIT_STORAGE_URI = "memory://"
+    SEND_LEASE_SECONDS = 30
+
+
+def config_from_env() -> Config:
+    """The config class wsgi.py uses: production refuses to start without SECRET_KEY."""
+    if os.environ.get("MAILAPP_ENV", "development") == "production":
+        if not os.environ.get("SECRET_KEY"):
+            raise RuntimeError("SECRET_KEY must be set when MAILAPP_ENV=production")
+        return Config()
+    return DevelopmentConfig()

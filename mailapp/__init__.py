@@ -1,0 +1,71 @@
+"""mailapp: a self-hosted email newsletter service. create_app builds the Flask app."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from config import Config, config_from_env
+
+
+def create_app(config: Config | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.from_object(config if config is not None else config_from_env())
+    if not app.config.get("SECRET_KEY"):
+        raise RuntimeError("SECRET_KEY is not set")
+
+    import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
+    from mailapp import db_setup
+    from mailapp.celery_app import celery_init_app
+    from mailapp.extensions import bootstrap, csrf, db, limiter, login_manager, mail, migrate
+
+    db.init_app(app)
+    db_setup.configure_engine_events(app)
+    migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True)
+    csrf.init_app(app)
+    mail.init_app(app)
+    login_manager.init_app(app)
+    limiter.init_app(app)
+    bootstrap.init_app(app)
+    celery_init_app(app)
+    # Importing the task modules registers their @shared_task functions with the worker.
+    import mailapp.campaigns.tasks
+    import mailapp.subscribers.tasks  # noqa: F401
+
+    _register_blueprints(app)
+
+    from mailapp import cli, web
+
+    web.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _migrations_dir():  # noqa: ANN202 - a Path, imported lazily
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _register_blueprints(app: Flask) -> None:
+    from mailapp.api import bp as api_bp
+    from mailapp.auth import bp as auth_bp
+    from mailapp.campaigns import bp as campaigns_bp
+    from mailapp.dashboard import bp as dashboard_bp
+    from mailapp.devinbox import bp as devinbox_bp
+    from mailapp.extensions import csrf
+    from mailapp.layouts import bp as layouts_bp
+    from mailapp.subscribers import bp as subscribers_bp
+    from mailapp.tracking import bp as tracking_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(dashboard_bp)
+    app.register_blueprint(layouts_bp, url_prefix="/layouts")
+    app.register_blueprint(subscribers_bp)
+    app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
+    app.register_blueprint(devinbox_bp, url_prefix="/dev/inbox")
+    app.register_blueprint(tracking_bp)
+    # The API authenticates with bearer tokens, not cookies, so CSRF does not apply; the tracking
+    # endpoints are public, and RFC 8058 one-click POSTs come with no token by design.
+    csrf.exempt(api_bp)
+    csrf.exempt(tracking_bp)
+    app.register_blueprint(api_bp, url_prefix="/api/v1")

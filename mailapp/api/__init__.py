@@ -1,0 +1,30 @@
+"""JSON API under /api/v1, authenticated with bearer tokens."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from mailapp.auth.services import user_for_token
+
+bp = Blueprint("api", __name__)
+
+
+@bp.before_request
+def require_bearer_token():  # noqa: ANN201
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    if user is None:
+        body = {
+            "error": {
+                "code": "unauthorized",
+                "message": "A valid API token is required: Authorization: Bearer <token>.",
+                "details": None,
+            }
+        }
+        return jsonify(body), 401, {"WWW-Authenticate": "Bearer"}
+    g.api_user = user
+    return None
+
+
+from mailapp.api import campaigns, layouts, lists, reports, subscribers  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""API: campaigns (filled in by its area)."""

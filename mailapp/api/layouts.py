@@ -1,0 +1,1 @@
+"""API: layouts (filled in by its area)."""

@@ -1,0 +1,1 @@
+"""API: lists (filled in by its area)."""

@@ -1,0 +1,1 @@
+"""API: reports (filled in by its area)."""

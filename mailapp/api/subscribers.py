@@ -1,0 +1,1 @@
+"""API: subscribers (filled in by its area)."""

@@ -1,0 +1,71 @@
+"""Users, passwords (scrypt, via Werkzeug) and hashed API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from mailapp.errors import ConflictError, NotFoundError, ValidationError
+from mailapp.extensions import db
+from mailapp.models import ApiToken, User, utcnow
+from mailapp.subscribers.validation import normalize_email
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
+    email = normalize_email(email)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
+    if db.session.scalar(select(User).where(User.email == email)) is not None:
+        raise ConflictError(f"A user with email {email} already exists.")
+    user = User(email=email, password_hash=generate_password_hash(password), is_admin=is_admin)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or not check_password_hash(user.password_hash, password):
+        return None
+    return user
+
+
+def ensure_first_admin() -> tuple[str, str, bool] | None:
+    """Create the first admin if there is no user yet. Returns (email, password, was_generated)."""
+    if db.session.scalar(select(func.count()).select_from(User)):
+        return None
+    email = os.environ.get("MAILAPP_ADMIN_EMAIL") or "admin@example.com"
+    password = os.environ.get("MAILAPP_ADMIN_PASSWORD")
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(12)
+    create_user(email, password, is_admin=True)
+    return email, password, generated
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_token(email: str, *, name: str = "") -> str:
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise NotFoundError(f"No user with email {email}.")
+    token = "mk_" + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token)))
+    db.session.flush()
+    return token
+
+
+def user_for_token(token: str) -> User | None:
+    api_token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if api_token is None:
+        return None
+    api_token.last_used_at = utcnow()
+    return api_token.user

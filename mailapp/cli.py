@@ -1,0 +1,70 @@
+"""CLI commands: `flask --app wsgi users ...` and `flask --app wsgi tokens ...`."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from mailapp.errors import MailappError
+
+users_cli = AppGroup("users", help="Manage dashboard users.")
+tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--admin/--no-admin", default=True)
+def create_user_command(email: str, password: str, admin: bool) -> None:
+    from mailapp.auth.services import create_user
+    from mailapp.extensions import db
+
+    try:
+        user = create_user(email, password, is_admin=admin)
+    except MailappError as error:
+        raise click.ClickException(error.message) from error
+    db.session.commit()
+    click.echo(f"Created user {user.email}")
+
+
+@users_cli.command("ensure-admin")
+def ensure_admin_command() -> None:
+    """Create the first admin from MAILAPP_ADMIN_EMAIL/PASSWORD, or with a generated password."""
+    from mailapp.auth.services import ensure_first_admin
+    from mailapp.extensions import db
+
+    created = ensure_first_admin()
+    db.session.commit()
+    if created is None:
+        click.echo("An admin user already exists.")
+        return
+    email, password, generated = created
+    click.echo(f"Created admin {email}")
+    if generated:
+        click.echo(f"Generated password (shown once): {password}")
+
+
+@tokens_cli.command("create")
+@click.argument("email")
+@click.option("--name", default="cli", help="A label to recognise the token by.")
+def create_token_command(email: str, name: str) -> None:
+    """Print a new API token for EMAIL as the last line of output."""
+    from mailapp.auth.services import create_api_token
+    from mailapp.extensions import db
+
+    try:
+        token = create_api_token(email, name=name)
+    except MailappError as error:
+        raise click.ClickException(error.message) from error
+    db.session.commit()
+    click.echo("API token (shown once, keep it safe):")
+    click.echo(token)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(tokens_cli)
+    from mailapp.devinbox.cli import devinbox_cli
+
+    app.cli.add_command(devinbox_cli)

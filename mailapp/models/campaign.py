@@ -1,0 +1,98 @@
+"""Campaigns, their target lists, and the per-recipient delivery log."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mailapp.models.base import Base, UTCDateTime, utcnow
+from mailapp.models.layout import Layout
+from mailapp.models.subscriber import SubscriberList
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+campaign_lists = Table(
+    "campaign_lists",
+    Base.metadata,
+    Column("campaign_id", ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("list_id", ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(500))
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    from_email: Mapped[str] = mapped_column(String(320))
+    reply_to: Mapped[str] = mapped_column(String(320), default="")
+    layout_id: Mapped[int | None] = mapped_column(ForeignKey("layouts.id", ondelete="SET NULL"))
+    message: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.DRAFT, index=True)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Bumped on every schedule change, so a queued start message for an older schedule does nothing.
+    schedule_version: Mapped[int] = mapped_column(default=0)
+    track_opens: Mapped[bool] = mapped_column(default=True)
+    track_clicks: Mapped[bool] = mapped_column(default=True)
+    # Why the campaign is paused or failed, shown on its page.
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    total_recipients: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    layout: Mapped[Layout | None] = relationship()
+    lists: Mapped[list[SubscriberList]] = relationship(secondary=campaign_lists)
+
+
+class Delivery(Base):
+    """One recipient of one campaign: the row that makes "sent exactly once" checkable."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
+        Index("ix_deliveries_campaign_status_id", "campaign_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    # Kept (as NULL) when the subscriber is deleted, so the log and the counts stay true.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str] = mapped_column(String(300), default="")
+    smtp_code: Mapped[int | None] = mapped_column()
+    error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    open_count: Mapped[int] = mapped_column(default=0)
+    first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    click_count: Mapped[int] = mapped_column(default=0)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,93 @@
+"""Subscribers, lists, list membership and CSV imports."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mailapp.models.base import Base, UTCDateTime, utcnow
+
+
+class SubscriberStatus(enum.StrEnum):
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BLOCKLISTED = "blocklisted"
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+list_members = Table(
+    "list_members",
+    Base.metadata,
+    Column("list_id", ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    Column("subscriber_id", ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_list_members_subscriber_id", "subscriber_id"),
+)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stored lower-cased, so the plain unique index makes emails unique regardless of case and
+    # upserts can target it on both SQLite and PostgreSQL.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.ACTIVE, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which campaign's link they unsubscribed through. No foreign key: subscribers are created before
+    # campaigns in the schema, and the id stays meaningful in reports after a campaign is deleted.
+    unsubscribed_campaign_id: Mapped[int | None] = mapped_column()
+
+    lists: Mapped[list[SubscriberList]] = relationship(
+        secondary=list_members, back_populates="subscribers"
+    )
+
+
+class SubscriberList(Base):
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    subscribers: Mapped[list[Subscriber]] = relationship(
+        secondary=list_members, back_populates="lists", lazy="dynamic"
+    )
+
+
+class SubscriberImport(Base):
+    """One CSV upload into a list, processed by a Celery task; its counters drive the progress bar."""
+
+    __tablename__ = "imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id", ondelete="SET NULL"))
+    filename: Mapped[str] = mapped_column(String(300), default="")
+    file_path: Mapped[str] = mapped_column(String(1000), default="")
+    file_size: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(20), default=ImportStatus.QUEUED)
+    total: Mapped[int] = mapped_column(default=0)
+    processed: Mapped[int] = mapped_column(default=0)
+    imported: Mapped[int] = mapped_column(default=0)
+    updated: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    # The first errors, [{line, email, reason}], capped so a broken million-row file stays small.
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error_count: Mapped[int] = mapped_column(default=0)
+    failure: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

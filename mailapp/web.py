@@ -1,0 +1,72 @@
+"""App-wide web wiring: the login loader, security headers, error pages, and template helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from mailapp.errors import MailappError
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'self'"
+)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def init_app(app: Flask) -> None:
+    from mailapp.extensions import db, login_manager
+    from mailapp.models import User
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "warning"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        return db.session.get(User, int(user_id))
+
+    @app.after_request
+    def security_headers(response):  # noqa: ANN001, ANN202
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.errorhandler(MailappError)
+    def mailapp_error(error: MailappError):  # noqa: ANN202
+        if wants_json():
+            return jsonify(error.to_dict()), error.status_code
+        return render_template("error.html", title=error.code, message=error.message), error.status_code
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):  # noqa: ANN202
+        if wants_json():
+            code = (error.name or "error").lower().replace(" ", "_")
+            body = {"error": {"code": code, "message": error.description, "details": None}}
+            return jsonify(body), error.code
+        return render_template(
+            "error.html", title=f"{error.code} {error.name}", message=error.description
+        ), error.code
+
+    @app.context_processor
+    def navigation() -> dict:
+        # The nav bar links only to areas whose pages exist.
+        return {"nav_endpoints": app.view_functions.keys()}
+
+    @app.template_filter("datetime")
+    def format_datetime(value: datetime | None) -> str:
+        """UTC in the HTML; static/js/app.js rewrites <time> elements into the browser's zone."""
+        if value is None:
+            return "—"
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+
+    @app.template_filter("isotime")
+    def iso_datetime(value: datetime | None) -> str:
+        return value.isoformat() if value else ""

@@ -1,0 +1,110 @@
+"""A real SMTP server for tests (aiosmtpd) that parses and keeps every message it accepts.
+
+Faults are injected the way a real relay produces them: by answering a recipient with a 4xx or 5xx
+reply, or by refusing connections while stopped."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class ReceivedMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    message: EmailMessage
+
+    @property
+    def to(self) -> str:
+        return self.rcpt_tos[0]
+
+    def html(self) -> str:
+        part = self.message.get_body(preferencelist=("html",))
+        return part.get_content() if part is not None else ""
+
+    def text(self) -> str:
+        part = self.message.get_body(preferencelist=("plain",))
+        return part.get_content() if part is not None else ""
+
+
+@dataclass
+class CapturingHandler:
+    messages: list[ReceivedMessage] = field(default_factory=list)
+    # recipient address -> list of SMTP replies to give, one per attempt, e.g. ["451 4.3.0 try later"].
+    # When the list runs out the recipient is accepted.
+    scripted_replies: dict[str, list[str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            replies = self.scripted_replies.get(address.lower())
+            if replies:
+                return replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        raw = envelope.original_content or envelope.content
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(
+                ReceivedMessage(envelope.mail_from, list(envelope.rcpt_tos), raw, parsed)
+            )
+        return "250 Message accepted for delivery"
+
+
+class SMTPTestServer:
+    def __init__(self) -> None:
+        self.handler = CapturingHandler()
+        self.port = _free_port()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
+            data_size_limit=50 * 1024 * 1024,
+        )
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def reset(self) -> None:
+        with self.handler.lock:
+            self.handler.messages.clear()
+            self.handler.scripted_replies.clear()
+
+    def script_replies(self, address: str, replies: list[str]) -> None:
+        with self.handler.lock:
+            self.handler.scripted_replies[address.lower()] = list(replies)
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedMessage]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.messages
+            if len(messages) >= count:
+                return messages
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} messages, got {len(self.messages)} within {timeout}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
