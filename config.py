@@ -107,6 +107,10 @@ class Config:
                     "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",
                     "schedule": 2.0,
                 },
+                "sweep-expired-leases": {
+                    "task": "mailapp.sending.tasks.sweep_expired_leases",
+                    "schedule": 10.0,
+                },
             },
         }
 

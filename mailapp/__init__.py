@@ -29,7 +29,9 @@ def create_app(config: Config | None = None) -> Flask:
     celery_init_app(app)
     # Importing the task modules registers their @shared_task functions with the worker.
     import mailapp.campaigns.tasks
-    import mailapp.subscribers.tasks  # noqa: F401
+    import mailapp.sending.tasks
+    import mailapp.subscribers.tasks
+    import mailapp.tracking.tasks  # noqa: F401
 
     _register_blueprints(app)
 

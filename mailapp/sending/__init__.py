@@ -1,0 +1,1 @@
+"""The send engine: render, build MIME, SMTP batches, rate limit. No Flask routes."""
