@@ -176,7 +176,9 @@ def recipient_context(
 
 
 def sample_context(
-    *, message: str = "This is where the campaign's message goes.", subscriber: Mapping[str, Any] | None = None
+    *,
+    message: str = "This is where the campaign's message goes.",
+    subscriber: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return recipient_context(
         subscriber=subscriber or SAMPLE_SUBSCRIBER,
@@ -203,8 +205,8 @@ def _trial_render(environment: SandboxedEnvironment, source: str) -> Iterable[_P
 def _attribute_name(node: nodes.Node) -> str | None:
     if isinstance(node, nodes.Getattr):
         return node.attr
-    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-        return node.arg.value
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return node.arg.value if isinstance(node.arg.value, str) else None
     return None
 
 
