@@ -56,6 +56,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.devinbox import bp as devinbox_bp
     from mailapp.extensions import csrf
     from mailapp.layouts import bp as layouts_bp
+    from mailapp.reports import bp as reports_bp
     from mailapp.subscribers import bp as subscribers_bp
     from mailapp.tracking import bp as tracking_bp
 
@@ -64,6 +65,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(layouts_bp, url_prefix="/layouts")
     app.register_blueprint(subscribers_bp)
     app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
+    app.register_blueprint(reports_bp, url_prefix="/reports")
     app.register_blueprint(devinbox_bp, url_prefix="/dev/inbox")
     app.register_blueprint(tracking_bp)
     # The API authenticates with bearer tokens, not cookies, so CSRF does not apply; the tracking

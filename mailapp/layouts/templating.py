@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import css_inline
 from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
@@ -143,6 +144,12 @@ def compile_template(source: str, *, environment: SandboxedEnvironment | None = 
     environment = environment or _environment
     validate_template(source, environment=environment)
     return environment.from_string(source)
+
+
+def inline_css(html: str) -> str:
+    """Move <style> rules into style attributes, as mail clients (Gmail among them) need. Done once per
+    layout, before rendering: the Jinja expressions pass through untouched."""
+    return css_inline.inline(html, keep_style_tags=False, load_remote_stylesheets=False)
 
 
 def message_html(text: str) -> Markup:

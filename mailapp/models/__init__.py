@@ -1,7 +1,8 @@
 """All models, imported here so Alembic and the app see every table."""
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
-from mailapp.models.campaign import Campaign, CampaignStatus, Delivery, DeliveryStatus, campaign_lists
+from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
+from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.subscriber import (
     ImportStatus,

@@ -1,11 +1,11 @@
-"""Campaigns, their target lists, and the per-recipient delivery log."""
+"""Campaigns and their target lists."""
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
@@ -20,13 +20,6 @@ class CampaignStatus(enum.StrEnum):
     PAUSED = "paused"
     SENT = "sent"
     CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
-    SENT = "sent"
     FAILED = "failed"
 
 
@@ -58,6 +51,9 @@ class Campaign(Base):
     # Why the campaign is paused or failed, shown on its page.
     status_reason: Mapped[str] = mapped_column(Text, default="")
     total_recipients: Mapped[int] = mapped_column(default=0)
+    # Set once the delivery rows exist: a campaign claimed for sending but not yet snapshotted (its
+    # worker died in between) is not "finished" just because it has no pending rows.
+    snapshot_taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -65,34 +61,3 @@ class Campaign(Base):
 
     layout: Mapped[Layout | None] = relationship()
     lists: Mapped[list[SubscriberList]] = relationship(secondary=campaign_lists)
-
-
-class Delivery(Base):
-    """One recipient of one campaign: the row that makes "sent exactly once" checkable."""
-
-    __tablename__ = "deliveries"
-    __table_args__ = (
-        UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
-        Index("ix_deliveries_campaign_status_id", "campaign_id", "status", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    # Kept (as NULL) when the subscriber is deleted, so the log and the counts stay true.
-    subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
-    )
-    email: Mapped[str] = mapped_column(String(320))
-    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
-    attempts: Mapped[int] = mapped_column(default=0)
-    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    message_id: Mapped[str] = mapped_column(String(300), default="")
-    smtp_code: Mapped[int | None] = mapped_column()
-    error: Mapped[str] = mapped_column(Text, default="")
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    open_count: Mapped[int] = mapped_column(default=0)
-    first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    click_count: Mapped[int] = mapped_column(default=0)
-    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

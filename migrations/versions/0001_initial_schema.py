@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:15:06.282719
+Create Date: 2026-11-28 03:18:09.479064
 
 """
 from alembic import op
@@ -93,6 +93,7 @@ def upgrade():
     sa.Column('track_clicks', sa.Boolean(), nullable=False),
     sa.Column('status_reason', sa.Text(), nullable=False),
     sa.Column('total_recipients', sa.Integer(), nullable=False),
+    sa.Column('snapshot_taken_at', mailapp.models.base.UTCDateTime(), nullable=True),
     sa.Column('created_at', mailapp.models.base.UTCDateTime(), nullable=False),
     sa.Column('updated_at', mailapp.models.base.UTCDateTime(), nullable=False),
     sa.Column('started_at', mailapp.models.base.UTCDateTime(), nullable=True),

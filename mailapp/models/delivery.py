@@ -1,0 +1,49 @@
+"""The per-recipient delivery log: one row per recipient of a campaign."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailapp.models.base import Base, UTCDateTime
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Delivery(Base):
+    """One recipient of one campaign: the row that makes "sent exactly once" checkable."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
+        Index("ix_deliveries_campaign_status_id", "campaign_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    # Kept (as NULL) when the subscriber is deleted, so the log and the counts stay true.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str] = mapped_column(String(300), default="")
+    smtp_code: Mapped[int | None] = mapped_column()
+    error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    open_count: Mapped[int] = mapped_column(default=0)
+    first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    click_count: Mapped[int] = mapped_column(default=0)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
