@@ -7,9 +7,25 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
+
+
+class AttributesJSON(TypeDecorator):
+    """JSONB on PostgreSQL (imports merge attributes with `||` and compare them with `@>`, which plain
+    json lacks); JSON text on SQLite."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -42,7 +58,7 @@ class Subscriber(Base):
     # upserts can target it on both SQLite and PostgreSQL.
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(300), default="")
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attributes: Mapped[dict[str, Any]] = mapped_column(AttributesJSON(), default=dict)
     status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.ACTIVE, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -84,7 +100,9 @@ class SubscriberImport(Base):
     processed: Mapped[int] = mapped_column(default=0)
     imported: Mapped[int] = mapped_column(default=0)
     updated: Mapped[int] = mapped_column(default=0)
+    # skipped = duplicates (an email seen earlier in the same file) + rows that would change nothing.
     skipped: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
     # The first errors, [{line, email, reason}], capped so a broken million-row file stays small.
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error_count: Mapped[int] = mapped_column(default=0)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:18:09.479064
+Create Date: 2026-11-28 03:21:16.954095
 
 """
 from alembic import op
@@ -41,7 +41,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('name', sa.String(length=300), nullable=False),
-    sa.Column('attributes', sa.JSON(), nullable=False),
+    sa.Column('attributes', mailapp.models.subscriber.AttributesJSON(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('created_at', mailapp.models.base.UTCDateTime(), nullable=False),
     sa.Column('updated_at', mailapp.models.base.UTCDateTime(), nullable=False),
@@ -89,6 +89,7 @@ def upgrade():
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('send_at', mailapp.models.base.UTCDateTime(), nullable=True),
     sa.Column('schedule_version', sa.Integer(), nullable=False),
+    sa.Column('start_queued_version', sa.Integer(), nullable=False),
     sa.Column('track_opens', sa.Boolean(), nullable=False),
     sa.Column('track_clicks', sa.Boolean(), nullable=False),
     sa.Column('status_reason', sa.Text(), nullable=False),
@@ -117,6 +118,7 @@ def upgrade():
     sa.Column('imported', sa.Integer(), nullable=False),
     sa.Column('updated', sa.Integer(), nullable=False),
     sa.Column('skipped', sa.Integer(), nullable=False),
+    sa.Column('duplicates', sa.Integer(), nullable=False),
     sa.Column('errors', sa.JSON(), nullable=False),
     sa.Column('error_count', sa.Integer(), nullable=False),
     sa.Column('failure', sa.Text(), nullable=False),
