@@ -12,13 +12,14 @@ from mailapp.models.subscriber import (
     SubscriberStatus,
     list_members,
 )
-from mailapp.models.tracking import ClickEvent, Link, OpenEvent
+from mailapp.models.tracking import CampaignStats, ClickEvent, Link, OpenEvent
 from mailapp.models.user import ApiToken, User
 
 __all__ = [
     "ApiToken",
     "Base",
     "Campaign",
+    "CampaignStats",
     "CampaignStatus",
     "ClickEvent",
     "Delivery",

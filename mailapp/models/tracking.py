@@ -1,4 +1,4 @@
-"""Tracked links and the open and click events recorded against deliveries."""
+"""Tracked links, the open and click events recorded against deliveries, and per-campaign counters."""
 
 from __future__ import annotations
 
@@ -23,26 +23,56 @@ class Link(Base):
 
 class OpenEvent(Base):
     __tablename__ = "open_events"
-    __table_args__ = (Index("ix_open_events_campaign_at", "campaign_id", "at"),)
+    __table_args__ = (
+        Index("ix_open_events_campaign_at", "campaign_id", "at"),
+        Index("ix_open_events_delivery_machine", "delivery_id", "is_machine"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     user_agent: Mapped[str] = mapped_column(String(500), default="")
     ip: Mapped[str] = mapped_column(String(64), default="")
     is_machine: Mapped[bool] = mapped_column(default=False)
+    # The Redis stream entry an open was buffered as: a flush that crashed after its commit but before
+    # removing the entries replays them, and this key makes the replay insert (and count) nothing twice.
+    buffer_key: Mapped[str | None] = mapped_column(String(40), unique=True)
 
 
 class ClickEvent(Base):
     __tablename__ = "click_events"
-    __table_args__ = (Index("ix_click_events_campaign_at", "campaign_id", "at"),)
+    __table_args__ = (
+        Index("ix_click_events_campaign_at", "campaign_id", "at"),
+        Index("ix_click_events_delivery_machine", "delivery_id", "is_machine"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     link_id: Mapped[int] = mapped_column(ForeignKey("links.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     user_agent: Mapped[str] = mapped_column(String(500), default="")
     ip: Mapped[str] = mapped_column(String(64), default="")
     is_machine: Mapped[bool] = mapped_column(default=False)
+
+
+class CampaignStats(Base):
+    """Engagement counters per campaign, kept in the same transaction as the events they count, so the
+    dashboard and reports read one row instead of counting millions of events.
+
+    unique_opens counts recipients with a human open OR a human click (a click implies an open);
+    clicks and unique_clicks leave out scanner clicks, which are counted in scanner_clicks."""
+
+    __tablename__ = "campaign_stats"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    opens: Mapped[int] = mapped_column(default=0)
+    machine_opens: Mapped[int] = mapped_column(default=0)
+    unique_opens: Mapped[int] = mapped_column(default=0)
+    clicks: Mapped[int] = mapped_column(default=0)
+    scanner_clicks: Mapped[int] = mapped_column(default=0)
+    unique_clicks: Mapped[int] = mapped_column(default=0)
+    unsubscribes: Mapped[int] = mapped_column(default=0)
