@@ -1,0 +1,224 @@
+"""Fixtures of the fault-injection tests: a private PostgreSQL and Redis (whatever DATABASE_URL and
+CELERY_BROKER_URL say, the shared servers are never restarted), the schema built by the migration
+command the Procfile runs, a counting SMTP server in this process, and real worker and beat processes.
+
+MAILAPP_FAULTS_FULL=1 (`make faults`) switches every test from its short CI form to the issue's full
+figures: 10,000 recipients, three kills, a 30 s outage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from config import TestConfig, database_url
+from tests.faults.servers import (
+    BIN,
+    REPO_ROOT,
+    Beat,
+    CeleryProcess,
+    CountingSMTPServer,
+    PostgresServer,
+    RedisServer,
+    Worker,
+)
+
+FULL = os.environ.get("MAILAPP_FAULTS_FULL", "") == "1"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SECRET_KEY = "faults-secret-key"
+PUBLIC_URL = "http://mailapp.test"
+# Short leases, so the sweeper hands a killed worker's rows back within seconds.
+LEASE_SECONDS = 5
+
+
+@dataclass
+class FaultServers:
+    postgres: PostgresServer
+    redis: RedisServer
+    database_url: str
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis.url(0)
+
+
+@pytest.fixture(scope="session")
+def fault_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServers]:
+    postgres = PostgresServer()
+    redis_server = RedisServer()
+    try:
+        postgres.init()
+        redis_server.start()
+        servers = FaultServers(postgres, redis_server, postgres.create_database("mailapp_faults"))
+        env = process_env(servers, smtp_port=1, workdir=tmp_path_factory.mktemp("faults-migrate"))
+        result = subprocess.run(
+            [str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], cwd=REPO_ROOT, env=env,
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert result.returncode == 0, f"migration failed:\n{result.stdout}\n{result.stderr}"
+        yield servers
+    finally:
+        redis_server.destroy()
+        postgres.destroy()
+
+
+def process_env(servers: FaultServers, smtp_port: int, workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of every worker, beat and CLI process: the operator's variables, nothing else."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MAILAPP_", "CELERY_"))}
+    env.update(
+        MAILAPP_ENV="development",
+        MAILAPP_INSTANCE_DIR=str(workdir / "instance"),
+        PYTHONPATH=str(REPO_ROOT),
+        SECRET_KEY=SECRET_KEY,
+        DATABASE_URL=servers.database_url,
+        CELERY_BROKER_URL=servers.broker_url,
+        REDIS_URL=servers.broker_url,
+        MAIL_SERVER="127.0.0.1",
+        MAIL_PORT=str(smtp_port),
+        PUBLIC_URL=PUBLIC_URL,
+        SEND_LEASE_SECONDS=str(LEASE_SECONDS),
+        DEVINBOX_ENABLED="false",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def fault_app(fault_servers: FaultServers, app: Flask) -> Flask:
+    """The app as this process sees the private servers: to build campaigns and read the outcome.
+
+    create_app makes its Celery app the process default; the default goes back to the suite's, so only
+    code run inside `fault_cluster` (which sets this one as current) publishes to the private Redis."""
+    from celery import _state
+
+    from mailapp import create_app
+
+    previous_default = _state.default_app
+    config = TestConfig()
+    config.SECRET_KEY = SECRET_KEY
+    config.SQLALCHEMY_DATABASE_URI = database_url(fault_servers.database_url)
+    config.CELERY_BROKER_URL = fault_servers.broker_url
+    config.REDIS_URL = fault_servers.broker_url
+    config.PUBLIC_URL = PUBLIC_URL
+    config.SEND_LEASE_SECONDS = LEASE_SECONDS
+    created = create_app(config)
+    _state.default_app = previous_default
+    return created
+
+
+@dataclass
+class FaultCluster:
+    """One test's world: the private servers, an SMTP server, and the processes the test starts."""
+
+    servers: FaultServers
+    app: Flask
+    smtp: CountingSMTPServer
+    workdir: Path
+    processes: list[CeleryProcess] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return process_env(self.servers, self.smtp.port, self.workdir, **extra)
+
+    def worker(self, concurrency: int = 4, **extra_env: str) -> Worker:
+        started = Worker(len(self.processes), concurrency, self.env(**extra_env), self.workdir)
+        self.processes.append(started)
+        started.start_and_wait()
+        return started
+
+    def beat(self, **extra_env: str) -> Beat:
+        started = Beat(len(self.processes), self.env(**extra_env), self.workdir)
+        self.processes.append(started)
+        started.start_and_wait()
+        return started
+
+    def logs(self) -> str:
+        return "\n".join(process.tail() for process in self.processes)
+
+    def scalar(self, sql: str, **params: object) -> object:
+        """A fresh read, outside the test's ORM session (which may hold stale rows)."""
+        from mailapp.extensions import db
+
+        with db.engine.connect() as connection:
+            return connection.execute(text(sql), params).scalar()
+
+    def delivery_statuses(self, campaign_id: int) -> dict[str, int]:
+        from mailapp.extensions import db
+
+        with db.engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT status, count(*) FROM deliveries WHERE campaign_id = :c GROUP BY status"),
+                {"c": campaign_id},
+            )
+            return {status: count for status, count in rows}
+
+    def campaign_status(self, campaign_id: int) -> str:
+        return str(self.scalar("SELECT status FROM campaigns WHERE id = :c", c=campaign_id))
+
+
+def _empty_tables() -> None:
+    from mailapp.extensions import db
+
+    tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+    with db.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def fault_cluster(
+    fault_servers: FaultServers, fault_app: Flask, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[FaultCluster]:
+    from celery import _state
+
+    from mailapp.extensions import db
+
+    smtp = CountingSMTPServer()
+    smtp.start()
+    if not fault_servers.redis.ping():
+        fault_servers.redis.start()
+    fault_servers.redis.flushall()
+    previous_current = _state.get_current_app()
+    celery_app = fault_app.extensions["celery"]
+    celery_app.set_current()
+    cluster = FaultCluster(fault_servers, fault_app, smtp, tmp_path)
+    with fault_app.app_context():
+        _empty_tables()
+        try:
+            yield cluster
+        finally:
+            for process in cluster.processes:
+                process.kill()
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(cluster.logs())
+            db.session.remove()
+            _empty_tables()
+            smtp.stop()
+            previous_current.set_current()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+    """Keep each phase's report on the test item, so a failed test's fixture can print the logs."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def record_result(name: str, figures: dict) -> Path:
+    """Print the measured figures and keep them under tests/faults/results/ (git-ignored)."""
+    figures = {"test": name, "full": FULL, "at": datetime.now(UTC).isoformat(timespec="seconds"), **figures}
+    line = json.dumps(figures, sort_keys=True)
+    print(f"\nFAULT FIGURES {line}")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.jsonl"
+    with path.open("a") as results:
+        results.write(line + "\n")
+    return path
