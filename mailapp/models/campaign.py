@@ -46,6 +46,9 @@ class Campaign(Base):
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # Bumped on every schedule change, so a queued start message for an older schedule does nothing.
     schedule_version: Mapped[int] = mapped_column(default=0)
+    # The schedule_version whose start message (an ETA task) has been queued, so the beat dispatcher
+    # queues each schedule once as it enters the horizon rather than on every tick.
+    start_queued_version: Mapped[int] = mapped_column(default=0)
     track_opens: Mapped[bool] = mapped_column(default=True)
     track_clicks: Mapped[bool] = mapped_column(default=True)
     # Why the campaign is paused or failed, shown on its page.
