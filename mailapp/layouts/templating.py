@@ -5,14 +5,18 @@ with the context from `recipient_context`."""
 
 from __future__ import annotations
 
+import operator
+import re
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import css_inline
 from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from mailapp.errors import TemplateError
@@ -49,13 +53,58 @@ SAMPLE_SUBSCRIBER: dict[str, Any] = {
 }
 
 
-class _StrictSandbox(SandboxedEnvironment):
-    """The sandbox, refusing any underscore attribute rather than only the ones Jinja knows are unsafe."""
+# The longest string or list a `*` may build, and the largest exponent `**` may take: a layout must not
+# be able to make a worker allocate gigabytes or spin on a huge power.
+MAX_REPEAT_LENGTH = 1_000_000
+MAX_EXPONENT = 100
+
+# Template constructs that reach outside the one template; layouts have no loader to include from.
+_REFUSED_NODES: dict[type[nodes.Node], str] = {
+    nodes.Include: "{% include %} is not supported in layouts.",
+    nodes.Extends: "{% extends %} is not supported in layouts.",
+    nodes.Import: "{% import %} is not supported in layouts.",
+    nodes.FromImport: "{% from ... import %} is not supported in layouts.",
+}
+
+# Jinja's own globals that a layout may use. lipsum, cycler and joiner are left out: they add nothing to
+# an email and are the usual first step of template-injection payloads.
+_ALLOWED_GLOBALS = ("range", "dict", "namespace")
+
+
+class _StrictSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, stricter than Jinja's: any underscore attribute is refused (not only those Jinja
+    knows are unsafe), an unsafe access raises at once instead of rendering as an empty string (so
+    `''['__cla' ~ 'ss__']`, which no static check can see, still fails validation), the context's
+    lists and dicts cannot be modified (they may be shared between recipients), and `*` / `**` are
+    bounded."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals = {name: self.globals[name] for name in _ALLOWED_GLOBALS}
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr.startswith("_"):
             return False
         return super().is_safe_attribute(obj, attr, value)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
+
+    def call_binop(self, context: Context, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponents above {MAX_EXPONENT} are not allowed.")
+            return operator.pow(left, right)
+        for sequence, times in ((left, right), (right, left)):
+            if (
+                isinstance(sequence, str | list | tuple)
+                and isinstance(times, int)
+                and len(sequence) * times > MAX_REPEAT_LENGTH
+            ):
+                raise SecurityError(f"repeating beyond {MAX_REPEAT_LENGTH:,} items is not allowed.")
+        return operator.mul(left, right)
 
 
 _environment = _StrictSandbox(autoescape=True, undefined=ChainableUndefined)
@@ -85,6 +134,16 @@ def validate_template(source: str, *, environment: SandboxedEnvironment | None =
     details [{line, message}] for syntax errors, unknown variables and unsafe constructs."""
     environment = environment or _environment
     try:
+        return _validate(source, environment)
+    except RecursionError as error:
+        raise TemplateError(
+            "The template is nested too deeply to check.",
+            [{"line": None, "message": "The template is nested too deeply to check."}],
+        ) from error
+
+
+def _validate(source: str, environment: SandboxedEnvironment) -> list[str]:
+    try:
         tree = environment.parse(source)
     except TemplateSyntaxError as error:
         raise TemplateError(
@@ -96,10 +155,13 @@ def validate_template(source: str, *, environment: SandboxedEnvironment | None =
     used: set[str] = set()
     local_names = _locally_assigned_names(tree)
 
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.NSRef)):
         attribute = _attribute_name(node)
         if attribute is not None and attribute.startswith("_"):
             problems.append(_Problem(node.lineno, f"Access to '{attribute}' is not allowed."))
+
+    for node_type, message in _REFUSED_NODES.items():
+        problems.extend(_Problem(node.lineno, message) for node in tree.find_all(node_type))
 
     for node in tree.find_all(nodes.Filter):
         if node.name == "attr" and any(
@@ -146,10 +208,28 @@ def compile_template(source: str, *, environment: SandboxedEnvironment | None = 
     return environment.from_string(source)
 
 
+_JINJA_CHUNK = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_PLACEHOLDER = re.compile(r"(?:<!--|&lt;!--)\s*mailapp-jinja-(\d+)\s*(?:-->|--&gt;)|mailapp-jinja-(\d+)-")
+
+
 def inline_css(html: str) -> str:
     """Move <style> rules into style attributes, as mail clients (Gmail among them) need. Done once per
-    layout, before rendering: the Jinja expressions pass through untouched."""
-    return css_inline.inline(html, keep_style_tags=False, load_remote_stylesheets=False)
+    layout, before rendering. The inliner parses and re-serialises the HTML, which would move a
+    `{% for %}` out of a <table> (HTML "foster parenting") or re-escape an expression, so every Jinja
+    tag is swapped for a placeholder first (an HTML comment between elements, a bare word inside a
+    tag) and put back afterwards, unchanged."""
+    chunks: list[str] = []
+
+    def protect(match: re.Match[str]) -> str:
+        chunks.append(match.group(0))
+        index = len(chunks) - 1
+        before = html[: match.start()]
+        inside_tag = before.rfind("<") > before.rfind(">")
+        return f"mailapp-jinja-{index}-" if inside_tag else f"<!--mailapp-jinja-{index}-->"
+
+    protected = _JINJA_CHUNK.sub(protect, html)
+    inlined = css_inline.inline(protected, keep_style_tags=False, load_remote_stylesheets=False)
+    return _PLACEHOLDER.sub(lambda match: chunks[int(match.group(1) or match.group(2))], inlined)
 
 
 def message_html(text: str) -> Markup:
@@ -203,14 +283,24 @@ def _trial_render(environment: SandboxedEnvironment, source: str) -> Iterable[_P
     try:
         environment.from_string(source).render(sample_context())
     except SecurityError as error:
-        return [_Problem(None, f"Not allowed by the template sandbox: {error}")]
+        return [_Problem(_template_line(error), f"Not allowed by the template sandbox: {error}")]
     except Exception as error:  # noqa: BLE001 - any render failure is a template error to report
-        return [_Problem(getattr(error, "lineno", None), f"The template fails to render: {error}")]
+        reason = str(error) or type(error).__name__
+        return [_Problem(_template_line(error), f"The template fails to render: {reason}")]
     return []
 
 
+def _template_line(error: BaseException) -> int | None:
+    """The template line a render error came from: Jinja rewrites tracebacks so the template's own
+    frames carry its line numbers, under the file name "<template>"."""
+    lines = [
+        frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == "<template>"
+    ]
+    return lines[-1] if lines else getattr(error, "lineno", None)
+
+
 def _attribute_name(node: nodes.Node) -> str | None:
-    if isinstance(node, nodes.Getattr):
+    if isinstance(node, nodes.Getattr | nodes.NSRef):
         return node.attr
     if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
         return node.arg.value if isinstance(node.arg.value, str) else None
@@ -219,7 +309,7 @@ def _attribute_name(node: nodes.Node) -> str | None:
 
 def _locally_assigned_names(tree: nodes.Template) -> set[str]:
     """Names a template defines itself ({% set %}, {% for %} targets, macro arguments)."""
-    names: set[str] = {"loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace"}
+    names: set[str] = {"loop", "caller", "varargs", "kwargs", *_ALLOWED_GLOBALS}
     for node in tree.find_all(nodes.Name):
         if node.ctx in ("store", "param"):
             names.add(node.name)
