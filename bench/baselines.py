@@ -46,9 +46,11 @@ _PARAGRAPH = (
 )
 _ARTICLE = """
 <tr><td style="padding:24px 32px;border-bottom:1px solid #eeeeee;font-family:Helvetica,Arial,sans-serif">
-  <h2 style="margin:0 0 12px;font-size:20px;color:#222222">Story {n}: what's new for {{{{ subscriber.name }}}}</h2>
+  <h2 style="margin:0 0 12px;font-size:20px;color:#222222">
+    Story {n}: what's new for {{{{ subscriber.name }}}}</h2>
   <p style="margin:0 0 12px;font-size:15px;line-height:22px;color:#444444">{text}</p>
-  <p style="margin:0"><a href="https://shop.example.com/story/{n}?utm_source=newsletter&amp;uid={{{{ subscriber.id }}}}"
+  <p style="margin:0"><a
+     href="https://shop.example.com/story/{n}?utm_source=newsletter&amp;uid={{{{ subscriber.id }}}}"
      style="color:#0d6efd;font-weight:bold;text-decoration:none">Read story {n} &rarr;</a></p>
 </td></tr>"""
 
@@ -181,11 +183,8 @@ def run(scale: str) -> list[Row]:
     ]  # fmt: skip
     if not find_tool("smtp-source"):
         reason = "smtp-source is not installed (Debian package postfix; `make bench` installs it)"
-        rows += [unavailable_row(CEILING_ONE, "msg/s", reason), unavailable_row(CEILING_FOUR, "msg/s", reason)]
-        return rows
+        return rows + [unavailable_row(name, "msg/s", reason) for name in (CEILING_ONE, CEILING_FOUR)]
     for name, sessions in ((CEILING_ONE, 1), (CEILING_FOUR, 4)):
-        rows.append(
-            result_row(name, smtp_source_rate(source_count, sessions), "msg/s",
-                       notes=f"{source_count} messages of 20 KB, {sessions} reused connection(s). {note}".strip())
-        )  # fmt: skip
+        notes = f"{source_count} messages of 20 KB, {sessions} reused connection(s). {note}"
+        rows.append(result_row(name, smtp_source_rate(source_count, sessions), "msg/s", notes=notes.strip()))
     return rows

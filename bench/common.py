@@ -173,7 +173,7 @@ def combine_runs(rows_per_run: list[list[Row]]) -> list[Row]:
         for row in rows:
             by_name.setdefault(row["name"], []).append(row)
     combined: list[Row] = []
-    for name, runs in by_name.items():
+    for runs in by_name.values():
         last = runs[-1]
         values = [row.get("value") for row in runs]
         row = dict(last)

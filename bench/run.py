@@ -59,7 +59,7 @@ def module_names() -> list[str]:
 
 
 def ensure_tools() -> list[str]:
-    """Install Postfix's smtp-sink/smtp-source and wrk from Debian when missing; returns what is still missing.
+    """Install smtp-sink/smtp-source (Postfix) and wrk from Debian when missing; returns what still is.
 
     Postfix is preseeded to "No configuration", so no mail daemon is set up; if the install started one
     anyway, it is stopped again.
@@ -173,9 +173,7 @@ def run_benchmarks(
         "runs": runs,
         "sink": sink_description,
         "missing_tools": missing_tools,
-        "modules": {
-            name: "ok" if isinstance(module, ModuleType) else module["notes"] for name, module in loaded.items()
-        },
+        "modules": {name: "ok" if isinstance(m, ModuleType) else m["notes"] for name, m in loaded.items()},
     }
     write_results(combined, meta, out_dir)
     return combined, meta
