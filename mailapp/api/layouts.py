@@ -1,1 +1,98 @@
-"""API: layouts (filled in by its area)."""
+"""API: layouts. POST takes JSON {name, html} or multipart name + file; template problems answer 422
+template_error with details [{line, message}]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+from sqlalchemy import select
+
+from mailapp.api import bp
+from mailapp.api.common import json_body, paginated
+from mailapp.errors import NotFoundError, ValidationError
+from mailapp.extensions import db
+from mailapp.layouts import services
+from mailapp.models import Layout
+
+
+@bp.get("/layouts")
+def list_layouts():  # noqa: ANN201
+    statement = select(Layout).order_by(Layout.id)
+    return jsonify(paginated(statement, lambda layout: services.serialize_layout(layout, with_html=False)))
+
+
+@bp.post("/layouts")
+def create_layout():  # noqa: ANN201
+    name, html = _layout_input(require_all=True)
+    layout = services.create_layout(name or "", html or "")
+    db.session.commit()
+    return jsonify(services.serialize_layout(layout)), 201
+
+
+@bp.get("/layouts/<int:layout_id>")
+def get_layout(layout_id: int):  # noqa: ANN201
+    return jsonify(services.serialize_layout(_layout_or_404(layout_id)))
+
+
+@bp.patch("/layouts/<int:layout_id>")
+def update_layout(layout_id: int):  # noqa: ANN201
+    layout = _layout_or_404(layout_id)
+    name, html = _layout_input(require_all=False)
+    services.update_layout(layout, name=name, html=html)
+    db.session.commit()
+    return jsonify(services.serialize_layout(layout))
+
+
+@bp.delete("/layouts/<int:layout_id>")
+def delete_layout(layout_id: int):  # noqa: ANN201
+    services.delete_layout(_layout_or_404(layout_id))
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/layouts/<int:layout_id>/preview")
+def preview_layout(layout_id: int):  # noqa: ANN201
+    layout = _layout_or_404(layout_id)
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        raise ValidationError("The request body must be a JSON object (or empty).")
+    subscriber_id = body.get("subscriber_id")
+    if subscriber_id is not None and (isinstance(subscriber_id, bool) or not isinstance(subscriber_id, int)):
+        raise ValidationError(
+            "subscriber_id must be a whole number.",
+            [{"field": "subscriber_id", "message": "Not an integer."}],
+        )
+    return jsonify({"html": services.render_preview(layout, subscriber_id)})
+
+
+def _layout_or_404(layout_id: int) -> Layout:
+    layout = db.session.get(Layout, layout_id)
+    if layout is None:
+        raise NotFoundError(f"There is no layout with id {layout_id}.")
+    return layout
+
+
+def _layout_input(*, require_all: bool) -> tuple[str | None, str | None]:
+    """(name, html) from a JSON body or a multipart form with a `file`; None where not given."""
+    if request.mimetype == "multipart/form-data":
+        name = request.form.get("name")
+        upload = request.files.get("file")
+        html = request.form.get("html")
+        if upload is not None and upload.filename:
+            html = services.decode_layout_file(upload.read(services.max_layout_bytes() + 1), upload.filename)
+    else:
+        body: dict[str, Any] = json_body()
+        name, html = body.get("name"), body.get("html")
+    for field, value in (("name", name), ("html", html)):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(
+                f"{field} must be a string.", [{"field": field, "message": "Not a string."}]
+            )
+    missing = [field for field, value in (("name", name), ("html", html)) if require_all and value is None]
+    if missing:
+        raise ValidationError(
+            f"Missing: {', '.join(missing)}. Send JSON {{name, html}} or multipart name + file.",
+            [{"field": field, "message": "Required."} for field in missing],
+        )
+    return name, html

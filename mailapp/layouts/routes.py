@@ -1,1 +1,176 @@
-"""Routes of the layouts area."""
+"""Routes of the layouts area: list, create (paste or upload), edit, preview, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+from sqlalchemy import select
+
+from mailapp.errors import ConflictError, InvalidStateError, MailappError, NotFoundError, TemplateError
+from mailapp.extensions import db
+from mailapp.layouts import bp, services, templating
+from mailapp.layouts.forms import DeleteForm, LayoutForm, PreviewForm
+from mailapp.models import Layout
+
+PER_PAGE = 25
+# The preview is uploaded HTML: served with a CSP that puts it in a unique opaque origin with scripts,
+# forms and plugins off, even if someone opens the frame's URL directly.
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
+
+
+@bp.get("/")
+@login_required
+def index():  # noqa: ANN201
+    page = request.args.get("page", 1, type=int)
+    pager = db.paginate(select(Layout).order_by(Layout.name), page=page, per_page=PER_PAGE, error_out=False)
+    return render_template("layouts/index.html", pager=pager, delete_form=DeleteForm())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def create():  # noqa: ANN201
+    form = LayoutForm()
+    if not form.is_submitted():
+        form.html.data = STARTER_LAYOUT
+    problems: list[dict[str, Any]] = []
+    if form.validate_on_submit():
+        try:
+            layout = services.create_layout(form.name.data, _submitted_html(form))
+        except MailappError as error:
+            db.session.rollback()
+            problems = _show_error(form, error)
+        else:
+            db.session.commit()
+            _flash_saved(layout, "created")
+            return redirect(url_for("layouts.edit", layout_id=layout.id))
+    return _render_editor(form, None, problems), 422 if form.is_submitted() else 200
+
+
+@bp.route("/<int:layout_id>", methods=["GET", "POST"])
+@login_required
+def edit(layout_id: int):  # noqa: ANN201
+    layout = db.get_or_404(Layout, layout_id)
+    form = LayoutForm(obj=layout)
+    problems: list[dict[str, Any]] = []
+    if form.validate_on_submit():
+        try:
+            services.update_layout(layout, name=form.name.data, html=_submitted_html(form))
+        except MailappError as error:
+            db.session.rollback()
+            problems = _show_error(form, error)
+        else:
+            db.session.commit()
+            _flash_saved(layout, "saved")
+            return redirect(url_for("layouts.edit", layout_id=layout.id))
+    status = 422 if form.is_submitted() else 200
+    return _render_editor(form, db.session.get(Layout, layout_id), problems), status
+
+
+@bp.post("/<int:layout_id>/delete")
+@login_required
+def delete(layout_id: int):  # noqa: ANN201
+    layout = db.get_or_404(Layout, layout_id)
+    if not DeleteForm().validate_on_submit():
+        abort(400, "The form expired: reload the page and try again.")
+    name = layout.name
+    try:
+        services.delete_layout(layout)
+    except InvalidStateError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("layouts.edit", layout_id=layout_id))
+    db.session.commit()
+    flash(f"Layout '{name}' deleted.", "success")
+    return redirect(url_for("layouts.index"))
+
+
+@bp.get("/<int:layout_id>/preview")
+@login_required
+def preview_frame(layout_id: int):  # noqa: ANN201
+    """The rendered layout alone, for the sandboxed iframe on the layout page."""
+    layout = db.get_or_404(Layout, layout_id)
+    subscriber_id = request.args.get("subscriber_id", type=int)
+    try:
+        html = services.render_preview(layout, subscriber_id)
+    except (TemplateError, NotFoundError) as error:
+        html = render_template("layouts/preview_error.html", error=error)
+    return Response(html, mimetype="text/html", headers=SANDBOX_HEADERS)
+
+
+def _render_editor(form: LayoutForm, layout: Layout | None, problems: list[dict[str, Any]]) -> str:
+    check = services.inspect_layout(layout) if layout is not None else None
+    preview_form = PreviewForm(request.args)
+    subscriber_id = None
+    if layout is not None and preview_form.email.data:
+        try:
+            subscriber_id = services.find_subscriber_id(preview_form.email.data)
+        except NotFoundError as error:
+            preview_form.email.errors = [error.message]
+    return render_template(
+        "layouts/edit.html",
+        form=form,
+        layout=layout,
+        check=check,
+        problems=problems,
+        preview_form=preview_form,
+        subscriber_id=subscriber_id,
+        variable_help=templating.VARIABLE_HELP,
+        max_bytes=services.max_layout_bytes(),
+        delete_form=DeleteForm(),
+        used_by=services.campaigns_needing_layout(layout) if layout is not None else [],
+    )
+
+
+def _submitted_html(form: LayoutForm) -> str:
+    """The uploaded file if one was chosen (it replaces the textarea), else the textarea. The decoded
+    file goes back into the textarea, so a template error can be fixed in place."""
+    upload = form.file.data
+    if upload and upload.filename:
+        # One byte past the limit is enough to refuse a file; never read a huge upload whole.
+        html = services.decode_layout_file(upload.read(services.max_layout_bytes() + 1), upload.filename)
+        form.html.data = html
+        return html
+    return form.html.data or ""
+
+
+def _show_error(form: LayoutForm, error: MailappError) -> list[dict[str, Any]]:
+    """Put a service error on the form: name problems under the name field, the rest (with their line
+    numbers) in the error box above the editor."""
+    details = error.details if isinstance(error.details, list) else []
+    if isinstance(error, ConflictError) or any(d.get("field") == "name" for d in details):
+        form.name.errors = [*form.name.errors, error.message]
+        return []
+    if isinstance(error, TemplateError):
+        return [{"line": d.get("line"), "message": d.get("message")} for d in details]
+    return [{"line": None, "message": error.message}]
+
+
+def _flash_saved(layout: Layout, verb: str) -> None:
+    flash(f"Layout '{layout.name}' {verb}.", "success")
+    for warning in services.inspect_layout(layout).warnings:
+        flash(warning, "warning")
+
+
+STARTER_LAYOUT = """<!doctype html>
+<html>
+<head>
+  <meta charset="utf-8">
+  <style>
+    body { font-family: Arial, sans-serif; color: #222; }
+    .footer { color: #888; font-size: 12px; }
+  </style>
+</head>
+<body>
+  <h1>{{ campaign.subject }}</h1>
+  <p>Hello {{ subscriber.name or "there" }},</p>
+  {{ message }}
+  <p class="footer">
+    Sent by {{ sender.name }} &lt;{{ sender.email }}&gt;.
+    <a href="{{ view_in_browser_url }}">View in your browser</a> ·
+    <a href="{{ unsubscribe_url }}">Unsubscribe</a>
+  </p>
+</body>
+</html>
+"""

@@ -1,0 +1,226 @@
+"""Layouts: decoding uploads, validating and storing templates, refusing deletes in use, previews."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
+from mailapp.extensions import db
+from mailapp.layouts import templating
+from mailapp.models import Campaign, CampaignStatus, Layout, Subscriber
+
+NAME_MAX_LENGTH = 200
+ALLOWED_EXTENSIONS = (".html", ".htm")
+# A layout in use by a campaign in one of these states is still needed to send it.
+CAMPAIGN_STATES_NEEDING_LAYOUT = (
+    CampaignStatus.DRAFT,
+    CampaignStatus.SCHEDULED,
+    CampaignStatus.SENDING,
+    CampaignStatus.PAUSED,
+)
+UNSUBSCRIBE_WARNING = (
+    "This layout has no {{ unsubscribe_url }}. Every marketing email needs a visible unsubscribe "
+    "link (Gmail and Yahoo require one from bulk senders); add <a href=\"{{ unsubscribe_url }}\">"
+    "Unsubscribe</a> to the footer."
+)
+
+
+@dataclass(frozen=True)
+class LayoutCheck:
+    """What the layout page shows about a template: the variables it uses and any warnings."""
+
+    variables: list[str]
+    warnings: list[str]
+
+
+def max_layout_bytes() -> int:
+    return int(current_app.config["LAYOUT_MAX_BYTES"])
+
+
+def decode_layout_file(data: bytes, filename: str | None = None) -> str:
+    """An uploaded layout file as text: an .html/.htm file of at most LAYOUT_MAX_BYTES, in UTF-8 (a BOM
+    is dropped). Raises ValidationError saying what is wrong, and where for bad bytes."""
+    if filename and not filename.lower().endswith(ALLOWED_EXTENSIONS):
+        raise ValidationError(
+            f"'{filename}' is not an HTML file: upload a .html or .htm file.",
+            [{"field": "file", "line": None, "message": "Only .html and .htm files are accepted."}],
+        )
+    _check_size(len(data))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValidationError(
+            f"The file is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} is not valid "
+            "UTF-8. Save the file as UTF-8 and upload it again.",
+            [{"field": "file", "line": line, "message": "Not valid UTF-8."}],
+        ) from error
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ValidationError(
+            f"The file contains a NUL byte on line {line}: it looks like a binary file, not HTML.",
+            [{"field": "file", "line": line, "message": "NUL byte: not an HTML text file."}],
+        )
+    return text
+
+
+def check_layout_html(html: str) -> LayoutCheck:
+    """Validate a template for storing. Raises ValidationError (too big, empty) or TemplateError (syntax,
+    unknown variables, sandbox) with line numbers; returns the variables used and warnings."""
+    _check_size(len(html.encode("utf-8")))
+    if not html.strip():
+        raise ValidationError(
+            "The layout is empty: paste some HTML or upload a file.",
+            [{"field": "html", "line": None, "message": "The layout is empty."}],
+        )
+    variables = templating.validate_template(html)
+    warnings = [] if "unsubscribe_url" in variables else [UNSUBSCRIBE_WARNING]
+    return LayoutCheck(variables=variables, warnings=warnings)
+
+
+def inspect_layout(layout: Layout) -> LayoutCheck:
+    """The variables and warnings of a stored layout; a stored layout that no longer validates shows
+    its problems as warnings rather than failing the page."""
+    try:
+        return check_layout_html(layout.html)
+    except TemplateError as error:
+        return LayoutCheck(variables=[], warnings=[_describe(problem) for problem in error.details or []])
+    except ValidationError as error:
+        return LayoutCheck(variables=[], warnings=[error.message])
+
+
+def create_layout(name: str, html: str) -> Layout:
+    clean_name = _clean_name(name)
+    check_layout_html(html)
+    _ensure_name_free(clean_name)
+    layout = Layout(name=clean_name, html=html)
+    db.session.add(layout)
+    db.session.flush()
+    return layout
+
+
+def update_layout(layout: Layout, *, name: str | None = None, html: str | None = None) -> Layout:
+    if name is not None:
+        clean_name = _clean_name(name)
+        if clean_name != layout.name:
+            _ensure_name_free(clean_name, excluding_id=layout.id)
+        layout.name = clean_name
+    if html is not None:
+        check_layout_html(html)
+        layout.html = html
+    db.session.flush()
+    return layout
+
+
+def campaigns_needing_layout(layout: Layout) -> list[Campaign]:
+    return list(
+        db.session.scalars(
+            select(Campaign)
+            .where(Campaign.layout_id == layout.id, Campaign.status.in_(CAMPAIGN_STATES_NEEDING_LAYOUT))
+            .order_by(Campaign.id)
+        )
+    )
+
+
+def delete_layout(layout: Layout) -> None:
+    """Delete a layout no unsent campaign needs. Sent campaigns keep their history (layout_id is set to
+    NULL by the foreign key)."""
+    in_use = campaigns_needing_layout(layout)
+    if in_use:
+        names = ", ".join(f"'{campaign.name}' ({campaign.status})" for campaign in in_use[:5])
+        more = f" and {len(in_use) - 5} more" if len(in_use) > 5 else ""
+        raise InvalidStateError(
+            f"Layout '{layout.name}' is used by {len(in_use)} campaign(s) not yet sent: {names}{more}. "
+            "Choose another layout for them, or cancel them, before deleting it.",
+            [{"campaign_id": c.id, "name": c.name, "status": c.status} for c in in_use],
+        )
+    db.session.delete(layout)
+    db.session.flush()
+
+
+def render_preview(layout: Layout, subscriber_id: int | None = None) -> str:
+    """The layout as it will be sent: CSS inlined, rendered for a real subscriber or the sample one."""
+    subscriber = templating.SAMPLE_SUBSCRIBER
+    if subscriber_id is not None:
+        found = db.session.get(Subscriber, subscriber_id)
+        if found is None:
+            raise NotFoundError(f"There is no subscriber with id {subscriber_id}.")
+        subscriber = subscriber_context(found)
+    template = templating.compile_template(templating.inline_css(layout.html))
+    return template.render(templating.sample_context(subscriber=subscriber))
+
+
+def subscriber_context(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "id": subscriber.id,
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "attributes": dict(subscriber.attributes or {}),
+    }
+
+
+def find_subscriber_id(email: str) -> int:
+    """The id of the subscriber with this email (any case), for picking a preview recipient."""
+    subscriber_id = db.session.scalar(select(Subscriber.id).where(Subscriber.email == email.strip().lower()))
+    if subscriber_id is None:
+        raise NotFoundError(f"No subscriber has the email address '{email.strip()}'.")
+    return subscriber_id
+
+
+def serialize_layout(layout: Layout, *, with_html: bool = True) -> dict[str, Any]:
+    check = inspect_layout(layout)
+    data: dict[str, Any] = {
+        "id": layout.id,
+        "name": layout.name,
+        "variables": check.variables,
+        "warnings": check.warnings,
+        "created_at": layout.created_at.isoformat(),
+        "updated_at": layout.updated_at.isoformat(),
+    }
+    if with_html:
+        data["html"] = layout.html
+    return data
+
+
+def _check_size(size: int) -> None:
+    limit = max_layout_bytes()
+    if size > limit:
+        raise ValidationError(
+            f"The layout is larger than the limit of {limit / 1024 / 1024:.1f} MB ({limit:,} bytes). "
+            "Move images to a web host and link to them instead of embedding them.",
+            [{"field": "html", "line": None, "message": f"Larger than {limit:,} bytes."}],
+        )
+
+
+def _clean_name(name: str | None) -> str:
+    clean = (name or "").strip()
+    if not clean:
+        raise ValidationError(
+            "Give the layout a name.", [{"field": "name", "message": "A name is required."}]
+        )
+    if len(clean) > NAME_MAX_LENGTH:
+        raise ValidationError(
+            f"The name is {len(clean)} characters; at most {NAME_MAX_LENGTH} are allowed.",
+            [{"field": "name", "message": f"At most {NAME_MAX_LENGTH} characters."}],
+        )
+    return clean
+
+
+def _ensure_name_free(name: str, excluding_id: int | None = None) -> None:
+    statement = select(Layout.id).where(func.lower(Layout.name) == name.lower())
+    if excluding_id is not None:
+        statement = statement.where(Layout.id != excluding_id)
+    if db.session.scalar(statement) is not None:
+        raise ConflictError(
+            f"A layout named '{name}' already exists: choose another name.",
+            [{"field": "name", "message": "This name is taken."}],
+        )
+
+
+def _describe(problem: dict[str, Any]) -> str:
+    line = problem.get("line")
+    return f"Line {line}: {problem['message']}" if line else str(problem["message"])
