@@ -111,6 +111,10 @@ class Config:
                     "task": "mailapp.sending.tasks.sweep_expired_leases",
                     "schedule": 10.0,
                 },
+                "flush-open-events": {
+                    "task": "mailapp.tracking.tasks.flush_open_events",
+                    "schedule": 1.0,
+                },
             },
         }
 

@@ -1,0 +1,432 @@
+"""Recording opens, clicks and unsubscribes against deliveries, and keeping the campaign counters true.
+
+Every write path goes through the same steps, in one transaction:
+1. lock the campaign's counter row (PostgreSQL row lock; SQLite's write lock is already held), so two
+   writers cannot both count the same recipient as a new unique opener or clicker;
+2. look up which recipients had already engaged (a human open or a human click);
+3. insert the events and bump the delivery and campaign counters by what was actually inserted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from markupsafe import Markup
+from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, union, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailapp.db_setup import is_postgres
+from mailapp.errors import NotFoundError
+from mailapp.extensions import db
+from mailapp.layouts.templating import compile_template, inline_css, message_html, recipient_context
+from mailapp.models import (
+    Campaign,
+    CampaignStats,
+    ClickEvent,
+    Delivery,
+    Link,
+    OpenEvent,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from mailapp.tracking import buffer, machine, tokens
+
+log = logging.getLogger(__name__)
+
+# A transparent 1x1 GIF.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def early_seconds() -> float:
+    return float(current_app.config.get("TRACKING_EARLY_SECONDS", machine.DEFAULT_EARLY_SECONDS))
+
+
+def _insert_ignoring_conflicts(table: Table):  # noqa: ANN202 - a dialect Insert
+    dialect = postgresql if is_postgres() else sqlite
+    return dialect.insert(table)
+
+
+def _lock_campaign_stats(campaign_ids: Iterable[int]) -> None:
+    """Make sure each campaign has its counter row, and hold it until the commit."""
+    ids = sorted(set(campaign_ids))
+    if not ids:
+        return
+    table = CampaignStats.__table__
+    statement = _insert_ignoring_conflicts(table).on_conflict_do_nothing(index_elements=["campaign_id"])
+    db.session.execute(statement, [{"campaign_id": campaign_id} for campaign_id in ids])
+    if is_postgres():
+        db.session.execute(
+            select(table.c.campaign_id)
+            .where(table.c.campaign_id.in_(ids))
+            .order_by(table.c.campaign_id)
+            .with_for_update()
+        ).all()
+
+
+def _bump_campaign_stats(campaign_id: int, **increments: int) -> None:
+    increments = {name: amount for name, amount in increments.items() if amount}
+    if not increments:
+        return
+    table = CampaignStats.__table__
+    db.session.execute(
+        update(table)
+        .where(table.c.campaign_id == campaign_id)
+        .values({name: table.c[name] + amount for name, amount in increments.items()})
+    )
+
+
+def _engaged_deliveries(delivery_ids: Iterable[int]) -> set[int]:
+    """Deliveries whose recipient has already opened or clicked as a human (a click implies an open)."""
+    ids = sorted(set(delivery_ids))
+    if not ids:
+        return set()
+    opened = select(OpenEvent.delivery_id).where(
+        OpenEvent.delivery_id.in_(ids), OpenEvent.is_machine.is_(False)
+    )
+    clicked = select(ClickEvent.delivery_id).where(
+        ClickEvent.delivery_id.in_(ids), ClickEvent.is_machine.is_(False)
+    )
+    return set(db.session.scalars(select(union(opened, clicked).subquery().c[0])))
+
+
+# --- opens -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenHit:
+    delivery_id: int
+    at: datetime
+    user_agent: str
+    ip: str
+    buffer_key: str | None = None
+
+
+def accept_open(token: str, user_agent: str | None, remote_addr: str | None) -> bool:
+    """The pixel route's one call. A bad token records nothing. With Redis the open is appended to the
+    buffer; otherwise (or if Redis fails) it is written to the session, and True says the caller must
+    commit."""
+    try:
+        delivery_id, _ = tokens.read_token("open", token)
+    except tokens.BadToken:
+        return False
+    at = utcnow()
+    agent = (user_agent or "")[:500]
+    ip = machine.truncate_ip(remote_addr)
+    client = buffer.redis_client()
+    if client is not None:
+        try:
+            buffer.push_open(client, delivery_id, at, agent, ip)
+            return False
+        except buffer.redis.RedisError:
+            log.exception("open buffer unavailable; writing the open directly")
+    record_opens([OpenHit(delivery_id, at, agent, ip)])
+    return True
+
+
+def record_opens(hits: list[OpenHit]) -> int:
+    """Insert open events in bulk and bump the counters by what was inserted. Opens of deliveries that
+    no longer exist are dropped. Returns the number of events inserted. The caller commits."""
+    if not hits:
+        return 0
+    deliveries = {
+        row.id: row
+        for row in db.session.execute(
+            select(Delivery.id, Delivery.campaign_id, Delivery.sent_at).where(
+                Delivery.id.in_(sorted({hit.delivery_id for hit in hits}))
+            )
+        )
+    }
+    window = early_seconds()
+    rows: list[dict[str, Any]] = []
+    for hit in hits:
+        delivery = deliveries.get(hit.delivery_id)
+        if delivery is None:
+            continue
+        rows.append(
+            {
+                "delivery_id": hit.delivery_id,
+                "campaign_id": delivery.campaign_id,
+                "at": hit.at,
+                "user_agent": hit.user_agent[:500],
+                "ip": hit.ip,
+                "is_machine": machine.is_machine_user_agent(hit.user_agent)
+                or machine.is_early(hit.at, delivery.sent_at, window),
+                "buffer_key": hit.buffer_key,
+            }
+        )
+    if not rows:
+        return 0
+    _lock_campaign_stats(row["campaign_id"] for row in rows)
+    engaged = _engaged_deliveries(row["delivery_id"] for row in rows if not row["is_machine"])
+    inserted = _insert_open_rows(rows)
+    _apply_open_counters(inserted, engaged)
+    return len(inserted)
+
+
+def _insert_open_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows actually inserted: a replayed buffer entry (same buffer_key) is skipped."""
+    table = OpenEvent.__table__
+    if all(row["buffer_key"] is None for row in rows):
+        db.session.execute(table.insert(), rows)
+        return rows
+    statement = (
+        _insert_ignoring_conflicts(table)
+        .on_conflict_do_nothing(index_elements=["buffer_key"])
+        .returning(table.c.buffer_key)
+    )
+    keys = set(db.session.scalars(statement, rows))
+    return [row for row in rows if row["buffer_key"] in keys]
+
+
+def _apply_open_counters(rows: list[dict[str, Any]], engaged_before: set[int]) -> None:
+    per_delivery: dict[int, list] = {}
+    per_campaign: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    newly_engaged: set[int] = set()
+    for row in rows:
+        counts = per_delivery.setdefault(row["delivery_id"], [0, row["at"]])
+        counts[0] += 1
+        counts[1] = min(counts[1], row["at"])
+        campaign = per_campaign[row["campaign_id"]]
+        campaign["opens"] += 1
+        if row["is_machine"]:
+            campaign["machine_opens"] += 1
+        elif row["delivery_id"] not in engaged_before and row["delivery_id"] not in newly_engaged:
+            newly_engaged.add(row["delivery_id"])
+            campaign["unique_opens"] += 1
+    _bump_delivery_open_counters(per_delivery)
+    for campaign_id, increments in sorted(per_campaign.items()):
+        _bump_campaign_stats(campaign_id, **increments)
+
+
+def _bump_delivery_open_counters(per_delivery: dict[int, list]) -> None:
+    """open_count += n and first_opened_at = the earliest open, for many deliveries at once."""
+    items = sorted(per_delivery.items())
+    if is_postgres():
+        # One statement for the whole batch: arrays unnested into a join.
+        db.session.execute(
+            text(
+                "UPDATE deliveries AS d SET open_count = d.open_count + v.n, "
+                "first_opened_at = LEAST(COALESCE(d.first_opened_at, v.first_at), v.first_at) "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:counts AS integer[]), "
+                "CAST(:firsts AS timestamp[])) AS v(id, n, first_at) WHERE d.id = v.id"
+            ),
+            {
+                "ids": [delivery_id for delivery_id, _ in items],
+                "counts": [counts[0] for _, counts in items],
+                "firsts": [counts[1].replace(tzinfo=None) for _, counts in items],
+            },
+        )
+        return
+    table = Delivery.__table__
+    first = bindparam("first_at", type_=table.c.first_opened_at.type)
+    db.session.execute(
+        update(table)
+        .where(table.c.id == bindparam("delivery_id"))
+        .values(
+            open_count=table.c.open_count + bindparam("n"),
+            first_opened_at=case(
+                (or_(table.c.first_opened_at.is_(None), table.c.first_opened_at > first), first),
+                else_=table.c.first_opened_at,
+            ),
+        ),
+        [
+            {"delivery_id": delivery_id, "n": counts[0], "first_at": counts[1]}
+            for delivery_id, counts in items
+        ],
+    )
+
+
+def flush_open_buffer(*, wait: bool = True, max_events: int | None = None) -> int:
+    """Move buffered opens into the database, committing batch by batch and removing each batch from
+    the stream only after its commit. wait=False gives up at once if another flush holds the lock
+    (the beat task); wait=True waits for it (tests, benchmarks, flush on demand). Returns how many
+    events were inserted."""
+    client = buffer.redis_client()
+    if client is None:
+        return 0
+    lock = client.lock(buffer.FLUSH_LOCK_KEY, timeout=300, blocking_timeout=60 if wait else None)
+    if not lock.acquire(blocking=wait):
+        return 0
+    inserted = 0
+    handled = 0
+    try:
+        while max_events is None or handled < max_events:
+            entries = client.xrange(buffer.STREAM_KEY, min="-", max="+", count=buffer.FLUSH_BATCH)
+            if not entries:
+                break
+            hits = [
+                OpenHit(**parsed)
+                for entry_id, fields in entries
+                if (parsed := buffer.parse_entry(entry_id, fields)) is not None
+            ]
+            try:
+                inserted += record_opens(hits)
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                raise
+            client.xdel(buffer.STREAM_KEY, *[entry_id for entry_id, _ in entries])
+            handled += len(entries)
+    finally:
+        try:
+            lock.release()
+        except buffer.redis.exceptions.LockError:
+            log.warning("the open flush outlived its lock; a concurrent flush may have replayed entries")
+    return inserted
+
+
+def buffered_open_count() -> int:
+    client = buffer.redis_client()
+    return buffer.pending_count(client) if client is not None else 0
+
+
+# --- clicks ----------------------------------------------------------------------------------------
+
+
+def record_click(token: str, user_agent: str | None, remote_addr: str | None) -> str | None:
+    """The URL to redirect to, after recording the click; None for a bad token or a link that is not
+    this campaign's (nothing is written then). The caller commits."""
+    try:
+        delivery_id, position = tokens.read_token("click", token)
+    except tokens.BadToken:
+        return None
+    found = db.session.execute(
+        select(Delivery.id, Delivery.campaign_id, Delivery.sent_at, Link.id.label("link_id"), Link.url)
+        .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == position))
+        .where(Delivery.id == delivery_id)
+    ).first()
+    if found is None or not found.url.lower().startswith(("http://", "https://")):
+        return None
+    at = utcnow()
+    agent = (user_agent or "")[:500]
+    is_machine = machine.is_machine_user_agent(agent) or machine.is_early(at, found.sent_at, early_seconds())
+    _lock_campaign_stats([found.campaign_id])
+    if is_machine:
+        _bump_campaign_stats(found.campaign_id, scanner_clicks=1)
+    else:
+        clicked_before = db.session.scalar(
+            select(
+                exists().where(ClickEvent.delivery_id == delivery_id, ClickEvent.is_machine.is_(False))
+            )
+        )
+        engaged_before = delivery_id in _engaged_deliveries([delivery_id])
+        _bump_campaign_stats(
+            found.campaign_id,
+            clicks=1,
+            unique_clicks=0 if clicked_before else 1,
+            unique_opens=0 if engaged_before else 1,
+        )
+    db.session.add(
+        ClickEvent(
+            delivery_id=delivery_id,
+            campaign_id=found.campaign_id,
+            link_id=found.link_id,
+            at=at,
+            user_agent=agent,
+            ip=machine.truncate_ip(remote_addr),
+            is_machine=is_machine,
+        )
+    )
+    table = Delivery.__table__
+    db.session.execute(
+        update(table)
+        .where(table.c.id == delivery_id)
+        .values(
+            click_count=table.c.click_count + 1,
+            first_clicked_at=case(
+                (table.c.first_clicked_at.is_(None), at), else_=table.c.first_clicked_at
+            ),
+        )
+    )
+    return found.url
+
+
+# --- unsubscribe and view in browser ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsubscribeTarget:
+    delivery: Delivery
+    subscriber: Subscriber | None
+    campaign: Campaign | None
+
+    @property
+    def email(self) -> str:
+        return self.subscriber.email if self.subscriber is not None else self.delivery.email
+
+    @property
+    def is_unsubscribed(self) -> bool:
+        if self.subscriber is not None:
+            return self.subscriber.status != SubscriberStatus.ACTIVE
+        return self.delivery.unsubscribed_at is not None
+
+
+def delivery_for_token(kind: str, token: str) -> Delivery:
+    """The delivery a valid token names; NotFoundError for a bad token or a deleted delivery."""
+    try:
+        delivery_id, _ = tokens.read_token(kind, token)
+    except tokens.BadToken as error:
+        raise NotFoundError("This link is not valid. Please use the link from your email.") from error
+    delivery = db.session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise NotFoundError("This link is no longer valid.")
+    return delivery
+
+
+def unsubscribe_target(token: str) -> UnsubscribeTarget:
+    """What the confirmation page shows. Reads only: mail scanners prefetch GET links."""
+    delivery = delivery_for_token("unsubscribe", token)
+    subscriber = db.session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id else None
+    return UnsubscribeTarget(delivery, subscriber, db.session.get(Campaign, delivery.campaign_id))
+
+
+def unsubscribe(token: str) -> UnsubscribeTarget:
+    """Unsubscribe the recipient of the delivery the token names. Idempotent: a second call changes
+    nothing, and an earlier unsubscribe (its time and campaign) is kept. The caller commits."""
+    target = unsubscribe_target(token)
+    now = utcnow()
+    delivery, subscriber = target.delivery, target.subscriber
+    if delivery.unsubscribed_at is None:
+        _lock_campaign_stats([delivery.campaign_id])
+        delivery.unsubscribed_at = now
+        _bump_campaign_stats(delivery.campaign_id, unsubscribes=1)
+    if subscriber is not None and subscriber.status == SubscriberStatus.ACTIVE:
+        subscriber.status = SubscriberStatus.UNSUBSCRIBED
+        subscriber.unsubscribed_at = now
+        subscriber.unsubscribed_campaign_id = delivery.campaign_id
+    db.session.flush()
+    return target
+
+
+def render_for_browser(token: str) -> Markup:
+    """The message of a delivery as its recipient got it, for the view-in-browser link. Rendered here
+    from the campaign's layout and the subscriber's data; links are left as written (not tracked)."""
+    delivery = delivery_for_token("view", token)
+    campaign = db.session.get(Campaign, delivery.campaign_id)
+    if campaign is None or campaign.layout is None:
+        raise NotFoundError("This message is no longer available.")
+    subscriber = db.session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id else None
+    context = recipient_context(
+        subscriber={
+            "id": subscriber.id if subscriber else 0,
+            "email": subscriber.email if subscriber else delivery.email,
+            "name": subscriber.name if subscriber else "",
+            "attributes": dict(subscriber.attributes or {}) if subscriber else {},
+        },
+        sender={"email": campaign.from_email, "name": campaign.from_name},
+        campaign={"id": campaign.id, "name": campaign.name, "subject": campaign.subject},
+        message=message_html(campaign.message),
+        unsubscribe_url=tokens.unsubscribe_url(delivery.id),
+        view_in_browser_url=tokens.view_url(delivery.id),
+    )
+    return Markup(compile_template(inline_css(campaign.layout.html)).render(context))  # noqa: S704 - sandboxed, autoescaped render
