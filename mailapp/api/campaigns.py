@@ -1,1 +1,215 @@
-"""API: campaigns (filled in by its area)."""
+"""API: campaigns. Create, read, edit, delete, send, schedule, cancel, pause, resume, retry failed, test
+sends, and the per-recipient delivery log (keyset-paginated)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import request
+from sqlalchemy import select
+
+from mailapp.api import bp
+from mailapp.api.common import json_body, paginated
+from mailapp.campaigns import services, tasks
+from mailapp.errors import ValidationError
+from mailapp.extensions import db
+from mailapp.models import Campaign, Delivery
+
+MAX_DELIVERIES_PER_PAGE = 500
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) -> dict[str, Any]:
+    stats = stats if stats is not None else services.campaign_stats(campaign.id)
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "status": campaign.status,
+        "status_reason": campaign.status_reason,
+        "subject": campaign.subject,
+        "from_name": campaign.from_name,
+        "from_email": campaign.from_email,
+        "reply_to": campaign.reply_to,
+        "layout_id": campaign.layout_id,
+        "list_ids": sorted(lst.id for lst in campaign.lists),
+        "message": campaign.message,
+        "track_opens": campaign.track_opens,
+        "track_clicks": campaign.track_clicks,
+        "send_at": _iso(campaign.send_at),
+        "started_at": _iso(campaign.started_at),
+        "finished_at": _iso(campaign.finished_at),
+        "created_at": _iso(campaign.created_at),
+        "stats": {
+            "total": stats["total"] or campaign.total_recipients,
+            "pending": stats["pending"] + stats["sending"],
+            "sent": stats["sent"],
+            "failed": stats["failed"],
+        },
+    }
+
+
+def _campaign_response(campaign_id: int, status: int = 200) -> tuple[dict[str, Any], int]:
+    campaign = services.get_campaign(campaign_id)
+    db.session.refresh(campaign)
+    return serialize_campaign(campaign), status
+
+
+@bp.get("/campaigns")
+def list_campaigns():  # noqa: ANN201
+    statement = select(Campaign).order_by(Campaign.id.desc())
+    status = request.args.get("status")
+    if status:
+        statement = statement.where(Campaign.status == status)
+    page = paginated(statement, lambda campaign: campaign)
+    stats = services.stats_for_campaigns([campaign.id for campaign in page["items"]])
+    page["items"] = [serialize_campaign(campaign, stats[campaign.id]) for campaign in page["items"]]
+    return page
+
+
+@bp.post("/campaigns")
+def create_campaign():  # noqa: ANN201
+    campaign = services.create_campaign(json_body())
+    db.session.commit()
+    return _campaign_response(campaign.id, 201)
+
+
+@bp.get("/campaigns/<int:campaign_id>")
+def get_campaign(campaign_id: int):  # noqa: ANN201
+    return serialize_campaign(services.get_campaign(campaign_id))
+
+
+@bp.patch("/campaigns/<int:campaign_id>")
+def update_campaign(campaign_id: int):  # noqa: ANN201
+    services.update_campaign(campaign_id, json_body())
+    db.session.commit()
+    return _campaign_response(campaign_id)
+
+
+@bp.delete("/campaigns/<int:campaign_id>")
+def delete_campaign(campaign_id: int):  # noqa: ANN201
+    services.delete_campaign(campaign_id)
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/campaigns/<int:campaign_id>/send")
+def send_campaign(campaign_id: int):  # noqa: ANN201
+    campaign = services.send_campaign_now(campaign_id)
+    version = campaign.schedule_version
+    db.session.commit()
+    tasks.start_scheduled(campaign_id, version)
+    return _campaign_response(campaign_id, 202)
+
+
+def parse_send_at(raw: Any) -> datetime:
+    """ISO 8601 with an explicit offset ('Z' or +hh:mm); a time without one is ambiguous and refused."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationError(
+            "send_at is required: an ISO 8601 time with an offset, e.g. 2026-12-01T09:30:00+01:00.",
+            [{"field": "send_at", "message": "Required."}],
+        )
+    text = raw.strip()
+    try:
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+    except ValueError as error:
+        raise ValidationError(
+            f"send_at {raw!r} is not an ISO 8601 time.", [{"field": "send_at", "message": "Not ISO 8601."}]
+        ) from error
+    if value.tzinfo is None:
+        raise ValidationError(
+            f"send_at {raw!r} has no UTC offset; add one, e.g. 'Z' or '+01:00'.",
+            [{"field": "send_at", "message": "No UTC offset."}],
+        )
+    return value
+
+
+@bp.post("/campaigns/<int:campaign_id>/schedule")
+def schedule_campaign(campaign_id: int):  # noqa: ANN201
+    send_at = parse_send_at(json_body().get("send_at"))
+    campaign = services.schedule_campaign(campaign_id, send_at)
+    db.session.commit()
+    tasks.queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
+    return _campaign_response(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/cancel")
+def cancel_campaign(campaign_id: int):  # noqa: ANN201
+    services.cancel_campaign(campaign_id)
+    db.session.commit()
+    return _campaign_response(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/pause")
+def pause_campaign(campaign_id: int):  # noqa: ANN201
+    services.pause_campaign(campaign_id, "Paused through the API.")
+    db.session.commit()
+    return _campaign_response(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/resume")
+def resume_campaign(campaign_id: int):  # noqa: ANN201
+    services.resume_campaign(campaign_id)
+    db.session.commit()
+    tasks.continue_sending(campaign_id)
+    return _campaign_response(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/retry-failed")
+def retry_failed(campaign_id: int):  # noqa: ANN201
+    count = services.retry_failed_deliveries(campaign_id)
+    db.session.commit()
+    tasks.continue_sending(campaign_id)
+    body, status = _campaign_response(campaign_id)
+    body["retried"] = count
+    return body, status
+
+
+@bp.post("/campaigns/<int:campaign_id>/test")
+def test_campaign(campaign_id: int):  # noqa: ANN201
+    body = json_body()
+    emails = body.get("emails")
+    if not isinstance(emails, list):
+        raise ValidationError(
+            "emails must be a list of addresses.", [{"field": "emails", "message": "Not a list."}]
+        )
+    sent_to = services.send_test(campaign_id, emails, body.get("subscriber_id"))
+    return {"sent_to": sent_to, "subscriber_id": body.get("subscriber_id")}
+
+
+def serialize_delivery(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "subscriber_id": delivery.subscriber_id,
+        "email": delivery.email,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "sent_at": _iso(delivery.sent_at),
+        "message_id": delivery.message_id,
+        "smtp_code": delivery.smtp_code,
+        "error": delivery.error,
+    }
+
+
+@bp.get("/campaigns/<int:campaign_id>/deliveries")
+def campaign_deliveries(campaign_id: int):  # noqa: ANN201
+    """Keyset pages: pass the answer's next_after as ?after= for the next page (fast at any depth)."""
+    services.get_campaign(campaign_id)
+    try:
+        after = int(request.args.get("after", 0))
+        per_page = int(request.args.get("per_page", 100))
+    except ValueError as error:
+        raise ValidationError("after and per_page must be whole numbers.") from error
+    if not 1 <= per_page <= MAX_DELIVERIES_PER_PAGE:
+        raise ValidationError(f"per_page must be between 1 and {MAX_DELIVERIES_PER_PAGE}.")
+    status = request.args.get("status") or None
+    rows, next_after = services.delivery_page(campaign_id, status=status, after=after or None, limit=per_page)
+    return {
+        "items": [serialize_delivery(row) for row in rows],
+        "per_page": per_page,
+        "after": after or None,
+        "next_after": next_after,
+    }

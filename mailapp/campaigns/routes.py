@@ -1,1 +1,275 @@
-"""Routes of the campaigns area."""
+"""Routes of the campaigns area: list, create, edit, duplicate, delete, schedule or send, pause, resume,
+cancel, retry failed, test sends, the live progress JSON and the delivery log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import login_required
+from sqlalchemy import select
+
+from mailapp.campaigns import bp, services, tasks
+from mailapp.campaigns.forms import ActionForm, CampaignForm, ScheduleForm, TestSendForm
+from mailapp.errors import MailappError
+from mailapp.extensions import db
+from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
+from mailapp.models.base import utcnow
+
+PER_PAGE = 25
+
+
+@bp.get("/")
+@login_required
+def index():  # noqa: ANN201
+    page = request.args.get("page", 1, type=int)
+    campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
+    return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
+
+
+@bp.get("/recipients-count")
+@login_required
+def recipients_count():  # noqa: ANN201
+    list_ids = [int(value) for value in request.args.getlist("list_ids") if value.isdigit()]
+    return jsonify({"list_ids": list_ids, "recipients": services.count_recipients(list_ids)})
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def create():  # noqa: ANN201
+    form = _campaign_form()
+    problems: list[Any] = []
+    if form.validate_on_submit():
+        try:
+            campaign = services.create_campaign(form.campaign_data())
+        except MailappError as error:
+            db.session.rollback()
+            problems = _show_error(form, error)
+        else:
+            db.session.commit()
+            flash(f"Campaign '{campaign.name}' saved as a draft.", "success")
+            return redirect(url_for("campaigns.show", campaign_id=campaign.id))
+    status = 422 if form.is_submitted() else 200
+    return render_template("campaigns/edit.html", form=form, campaign=None, problems=problems), status
+
+
+@bp.route("/<int:campaign_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(campaign_id: int):  # noqa: ANN201
+    campaign = db.get_or_404(Campaign, campaign_id)
+    if "edit" not in services.allowed_actions(campaign):
+        flash(
+            f"This campaign is {campaign.status}: only drafts and scheduled campaigns can be edited.",
+            "warning",
+        )
+        return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+    form = _campaign_form(campaign)
+    problems: list[Any] = []
+    if form.validate_on_submit():
+        try:
+            services.update_campaign(campaign_id, form.campaign_data())
+        except MailappError as error:
+            db.session.rollback()
+            problems = _show_error(form, error)
+        else:
+            db.session.commit()
+            flash("Campaign saved.", "success")
+            return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+    status = 422 if form.is_submitted() else 200
+    return render_template("campaigns/edit.html", form=form, campaign=campaign, problems=problems), status
+
+
+@bp.get("/<int:campaign_id>")
+@login_required
+def show(campaign_id: int):  # noqa: ANN201
+    campaign = db.get_or_404(Campaign, campaign_id)
+    return _render_page(campaign)
+
+
+@bp.get("/<int:campaign_id>/progress.json")
+@login_required
+def progress(campaign_id: int):  # noqa: ANN201
+    db.get_or_404(Campaign, campaign_id)
+    return jsonify(services.progress(campaign_id))
+
+
+@bp.post("/<int:campaign_id>/schedule")
+@login_required
+def schedule(campaign_id: int):  # noqa: ANN201
+    campaign = db.get_or_404(Campaign, campaign_id)
+    form = ScheduleForm()
+    if not form.validate_on_submit():
+        return _render_page(campaign, schedule_form=form), 422
+    try:
+        scheduled = services.schedule_campaign(campaign_id, form.send_at_utc())
+    except MailappError as error:
+        db.session.rollback()
+        form.send_at.errors = [*form.send_at.errors, error.message]
+        return _render_page(db.get_or_404(Campaign, campaign_id), schedule_form=form), error.status_code
+    db.session.commit()
+    tasks.queue_start(
+        scheduled.id, scheduled.schedule_version, scheduled.send_at, scheduled.start_queued_version
+    )
+    flash("Campaign scheduled. It starts at the time shown below, in your timezone.", "success")
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/test")
+@login_required
+def test_send(campaign_id: int):  # noqa: ANN201
+    campaign = db.get_or_404(Campaign, campaign_id)
+    form = TestSendForm()
+    if not form.validate_on_submit():
+        return _render_page(campaign, test_form=form), 422
+    try:
+        sent_to = services.send_test(campaign_id, form.emails.data, form.subscriber.data or None)
+    except MailappError as error:
+        db.session.rollback()
+        form.emails.errors = [*form.emails.errors, error.message]
+        return _render_page(campaign, test_form=form), error.status_code
+    flash(f"Test sent to {', '.join(sent_to)}.", "success")
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+def _send(campaign_id: int) -> str:
+    campaign = services.send_campaign_now(campaign_id)
+    version = campaign.schedule_version
+    db.session.commit()
+    tasks.start_scheduled(campaign_id, version)
+    return "Sending started."
+
+
+def _cancel(campaign_id: int) -> str:
+    services.cancel_campaign(campaign_id)
+    db.session.commit()
+    return "Campaign cancelled."
+
+
+def _pause(campaign_id: int) -> str:
+    services.pause_campaign(campaign_id)
+    db.session.commit()
+    return "Campaign paused: messages already being sent finish, the rest wait."
+
+
+def _resume(campaign_id: int) -> str:
+    services.resume_campaign(campaign_id)
+    db.session.commit()
+    tasks.continue_sending(campaign_id)
+    return "Sending resumed."
+
+
+def _retry_failed(campaign_id: int) -> str:
+    count = services.retry_failed_deliveries(campaign_id)
+    db.session.commit()
+    tasks.continue_sending(campaign_id)
+    return f"{count} failed deliveries will be tried again."
+
+
+ACTIONS: dict[str, Callable[[int], str]] = {
+    "send": _send,
+    "cancel": _cancel,
+    "pause": _pause,
+    "resume": _resume,
+    "retry-failed": _retry_failed,
+}
+
+
+@bp.post("/<int:campaign_id>/<any(send, cancel, pause, resume, 'retry-failed'):action>")
+@login_required
+def action(campaign_id: int, action: str):  # noqa: ANN201
+    db.get_or_404(Campaign, campaign_id)
+    if not ActionForm().validate_on_submit():
+        abort(400, "The form expired: reload the page and try again.")
+    try:
+        message = ACTIONS[action](campaign_id)
+    except MailappError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        flash(message, "success")
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/duplicate")
+@login_required
+def duplicate(campaign_id: int):  # noqa: ANN201
+    db.get_or_404(Campaign, campaign_id)
+    if not ActionForm().validate_on_submit():
+        abort(400, "The form expired: reload the page and try again.")
+    copy = services.duplicate_campaign(campaign_id)
+    db.session.commit()
+    flash(f"Created '{copy.name}' as a draft.", "success")
+    return redirect(url_for("campaigns.edit", campaign_id=copy.id))
+
+
+@bp.post("/<int:campaign_id>/delete")
+@login_required
+def delete(campaign_id: int):  # noqa: ANN201
+    campaign = db.get_or_404(Campaign, campaign_id)
+    if not ActionForm().validate_on_submit():
+        abort(400, "The form expired: reload the page and try again.")
+    name = campaign.name
+    try:
+        services.delete_campaign(campaign_id)
+    except MailappError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+    db.session.commit()
+    flash(f"Campaign '{name}' deleted.", "success")
+    return redirect(url_for("campaigns.index"))
+
+
+def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
+    if campaign is not None and request.method == "GET":
+        form = CampaignForm(data=services.campaign_fields(campaign))
+    else:
+        form = CampaignForm()
+    form.layout_id.choices = [(0, "— choose a layout —")] + [
+        (layout.id, layout.name) for layout in db.session.scalars(select(Layout).order_by(Layout.name))
+    ]
+    form.list_ids.choices = [
+        (lst.id, lst.name) for lst in db.session.scalars(select(SubscriberList).order_by(SubscriberList.name))
+    ]
+    return form
+
+
+def _show_error(form: CampaignForm, error: MailappError) -> list[Any]:
+    """Put each {field, message} detail beside its field; return what belongs to no field."""
+    leftover = []
+    details = error.details if isinstance(error.details, list) else []
+    for detail in details:
+        field = getattr(form, str(detail.get("field", "")), None) if isinstance(detail, dict) else None
+        if field is not None:
+            field.errors = [*field.errors, detail["message"]]
+        else:
+            leftover.append(detail)
+    if not details:
+        leftover.append(error.message)
+    return leftover
+
+
+def _render_page(
+    campaign: Campaign, *, schedule_form: ScheduleForm | None = None, test_form: TestSendForm | None = None
+) -> str:
+    status_filter = request.args.get("status") or None
+    if status_filter not in {None, *DeliveryStatus}:
+        status_filter = None
+    after = request.args.get("after", type=int)
+    deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
+    return render_template(
+        "campaigns/show.html",
+        campaign=campaign,
+        progress=services.progress(campaign.id),
+        actions=services.allowed_actions(campaign),
+        schedule_form=schedule_form or ScheduleForm(),
+        test_form=test_form or TestSendForm(),
+        action_form=ActionForm(),
+        deliveries=deliveries,
+        next_after=next_after,
+        after=after,
+        status_filter=status_filter,
+        delivery_statuses=list(DeliveryStatus),
+        now=utcnow(),
+    )
