@@ -76,3 +76,9 @@ class CampaignStats(Base):
     scanner_clicks: Mapped[int] = mapped_column(default=0)
     unique_clicks: Mapped[int] = mapped_column(default=0)
     unsubscribes: Mapped[int] = mapped_column(default=0)
+    # Delivery counts of a finished campaign, cached for the campaign.finished_at they were counted at:
+    # counting a million-row campaign on every dashboard view is what makes dashboards slow.
+    recipients: Mapped[int | None] = mapped_column()
+    sent: Mapped[int | None] = mapped_column()
+    failed: Mapped[int | None] = mapped_column()
+    counted_for_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

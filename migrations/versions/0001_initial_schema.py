@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:21:45.813340
+Create Date: 2026-11-28 03:27:09.582585
 
 """
 from alembic import op
@@ -153,6 +153,10 @@ def upgrade():
     sa.Column('scanner_clicks', sa.Integer(), nullable=False),
     sa.Column('unique_clicks', sa.Integer(), nullable=False),
     sa.Column('unsubscribes', sa.Integer(), nullable=False),
+    sa.Column('recipients', sa.Integer(), nullable=True),
+    sa.Column('sent', sa.Integer(), nullable=True),
+    sa.Column('failed', sa.Integer(), nullable=True),
+    sa.Column('counted_for_finished_at', mailapp.models.base.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_stats_campaign_id_campaigns'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('campaign_id', name=op.f('pk_campaign_stats'))
     )
