@@ -1,1 +1,81 @@
-"""Routes of the devinbox area."""
+"""Routes of the dev inbox: the messages the built-in SMTP server received, newest first. Only when
+DEVINBOX_ENABLED is true, and only for signed-in users."""
+
+from __future__ import annotations
+
+from math import ceil
+
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from mailapp.devinbox import bp
+from mailapp.devinbox.forms import DeleteAllForm
+from mailapp.devinbox.store import inbox_for_app
+
+PER_PAGE = 50
+# Received HTML is untrusted: its frame gets a unique opaque origin with scripts and forms off, even
+# when its URL is opened directly.
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
+
+
+@bp.before_request
+def only_when_enabled() -> None:
+    if not current_app.config.get("DEVINBOX_ENABLED"):
+        abort(404)
+
+
+@bp.get("/")
+@login_required
+def index():  # noqa: ANN201
+    page = max(request.args.get("page", 1, type=int), 1)
+    messages, total = inbox_for_app(current_app).page(page, PER_PAGE)
+    pages = max(ceil(total / PER_PAGE), 1)
+    pager = {"page": page, "pages": pages, "has_prev": page > 1, "has_next": page < pages, "total": total}
+    return render_template(
+        "devinbox/index.html",
+        messages=messages,
+        pager=pager,
+        delete_form=DeleteAllForm(),
+        smtp_host=current_app.config.get("MAIL_SERVER"),
+        smtp_port=current_app.config.get("MAIL_PORT"),
+    )
+
+
+@bp.get("/<message_id>")
+@login_required
+def show(message_id: str):  # noqa: ANN201
+    message = inbox_for_app(current_app).get(message_id)
+    return render_template("devinbox/message.html", message=message)
+
+
+@bp.get("/<message_id>/html")
+@login_required
+def html_frame(message_id: str):  # noqa: ANN201
+    """The message's HTML part alone, for the sandboxed iframe (its text part if it has no HTML)."""
+    message = inbox_for_app(current_app).get(message_id)
+    html = message.html()
+    if html is None:
+        text = message.text() or "(This message has no body.)"
+        html = render_template("devinbox/text_frame.html", text=text)
+    return Response(html, mimetype="text/html", headers=SANDBOX_HEADERS)
+
+
+@bp.get("/<message_id>/raw")
+@login_required
+def raw(message_id: str):  # noqa: ANN201
+    message = inbox_for_app(current_app).get(message_id)
+    return Response(
+        message.raw,
+        mimetype="message/rfc822",
+        headers={"Content-Disposition": f'attachment; filename="{message.id}.eml"', **SANDBOX_HEADERS},
+    )
+
+
+@bp.post("/delete-all")
+@login_required
+def delete_all():  # noqa: ANN201
+    if not DeleteAllForm().validate_on_submit():
+        abort(400, "The form expired: reload the page and try again.")
+    deleted = inbox_for_app(current_app).delete_all()
+    flash(f"Deleted {deleted:,} message(s) from the dev inbox.", "success")
+    return redirect(url_for("devinbox.index"))
