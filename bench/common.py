@@ -422,3 +422,34 @@ def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
+
+
+# --- an app on the bench's own database ---------------------------------------------------------------
+
+BENCH_DATABASE_ENV = "MAILAPP_BENCH_DATABASE_URL"
+BENCH_REDIS_ENV = "MAILAPP_BENCH_REDIS_URL"
+DEFAULT_BENCH_DATABASE = "postgresql://postgres@127.0.0.1/mailapp_bench"
+DEFAULT_BENCH_REDIS = "redis://127.0.0.1:6379/6"
+
+
+def bench_app(database: str, broker: str, workdir: Path, **overrides: Any):  # noqa: ANN201 - a Flask app
+    """The mailapp app on the given database and broker, with throwaway paths under workdir."""
+    from config import Config, database_url
+    from mailapp import create_app
+
+    class BenchConfig(Config):
+        SECRET_KEY = "bench-secret-key"  # noqa: S105 - benchmarks only
+        WTF_CSRF_ENABLED = False
+        RATELIMIT_ENABLED = False
+
+    config = BenchConfig()
+    config.SQLALCHEMY_DATABASE_URI = database_url(database)
+    config.CELERY_BROKER_URL = broker
+    config.REDIS_URL = broker if broker.startswith("redis") else ""
+    config.RATELIMIT_STORAGE_URI = "memory://"
+    config.DEVINBOX_DIR = str(workdir / "devinbox")
+    config.UPLOAD_DIR = str(workdir / "uploads")
+    config.DEVINBOX_ENABLED = False
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return create_app(config)

@@ -1,0 +1,231 @@
+"""Scheduling delay: how long after its send_at a scheduled campaign starts, with a real worker and beat.
+
+Measured on Redis + PostgreSQL (MAILAPP_BENCH_REDIS_URL, default Redis db 6; the bench database) and on
+the embedded default (SQLite + the sqla+sqlite broker). Each run starts `celery -A wsgi:celery_app
+worker` and `... beat` as in the Procfile, schedules a small campaign a few seconds ahead through the
+campaigns service (commit, then queue_start, like the dashboard does), and reads back started_at.
+"smoke" measures the embedded default only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH_DATABASE_ENV,
+    BENCH_REDIS_ENV,
+    DEFAULT_BENCH_DATABASE,
+    DEFAULT_BENCH_REDIS,
+    ROOT,
+    SINK_HOST_ENV,
+    SINK_PORT_ENV,
+    Row,
+    bench_app,
+    result_row,
+    unavailable_row,
+)
+
+LEAD_SECONDS = 3.0  # how far ahead the campaign is scheduled once the worker and beat are up
+READY_TIMEOUT = 60.0
+START_TIMEOUT = 30.0
+BENCH_PREFIX = "bench-schedule"
+
+
+def log(message: str) -> None:
+    print(f"[bench_schedule {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _service_missing() -> str | None:
+    try:
+        from mailapp.campaigns import services, tasks
+    except ImportError as error:
+        return f"mailapp.campaigns cannot be imported ({error})"
+    if not hasattr(services, "schedule_campaign") or not hasattr(tasks, "queue_start"):
+        return "mailapp.campaigns.services.schedule_campaign / tasks.queue_start not built yet"
+    return None
+
+
+@contextlib.contextmanager
+def celery_processes(env: dict[str, str], workdir: Path) -> Iterator[list[subprocess.Popen]]:
+    """A worker and a beat, as the Procfile runs them, stopped (TERM, then KILL) on the way out."""
+    celery = str(Path(sys.executable).with_name("celery"))
+    commands = {
+        "worker": [celery, "-A", "wsgi:celery_app", "worker", "--loglevel=INFO", "--concurrency=2",
+                   "--without-gossip", "--without-mingle", "-n", f"bench-schedule-{os.getpid()}@%h"],
+        "beat": [celery, "-A", "wsgi:celery_app", "beat", "--loglevel=INFO",
+                 "-s", str(workdir / "celerybeat-schedule")],
+    }  # fmt: skip
+    processes = []
+    try:
+        for name, command in commands.items():
+            log_file = (workdir / f"{name}.log").open("w")
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+            )  # fmt: skip
+        yield processes
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_ready(workdir: Path, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    worker_log, beat_log = workdir / "worker.log", workdir / "beat.log"
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a celery process exited early: {_tail(workdir)}")
+        if " ready." in worker_log.read_text() and "beat: Starting" in beat_log.read_text():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"worker/beat not ready after {READY_TIMEOUT:.0f} s: {_tail(workdir)}")
+
+
+def _tail(workdir: Path) -> str:
+    lines = []
+    for name in ("worker", "beat"):
+        path = workdir / f"{name}.log"
+        if path.exists():
+            errors = [line for line in path.read_text().splitlines() if "Error" in line or "error" in line]
+            lines += [f"{name}: {line.strip()}" for line in errors[-2:]]
+    return " / ".join(lines)[-600:] or "no error in the logs"
+
+
+def _make_campaign() -> int:
+    """A draft campaign to three subscribers, ready to be scheduled."""
+    from mailapp.extensions import db
+    from mailapp.models.campaign import Campaign
+    from mailapp.models.layout import Layout
+    from mailapp.models.subscriber import Subscriber, SubscriberList
+
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    target = SubscriberList(name=f"{BENCH_PREFIX} {stamp}")
+    target.subscribers.extend(
+        Subscriber(email=f"{BENCH_PREFIX}-{stamp}-{i}@example.com", name=f"Reader {i}") for i in range(3)
+    )
+    layout = Layout(name=f"{BENCH_PREFIX} {stamp}", html="<html><body>{{ message }}</body></html>")
+    campaign = Campaign(
+        name=f"{BENCH_PREFIX} {stamp}", subject="Scheduled", from_email="news@example.com",
+        layout=layout, message="Hello {{ subscriber.name }}", lists=[target],
+    )  # fmt: skip
+    db.session.add_all([target, layout, campaign])
+    db.session.commit()
+    return campaign.id
+
+
+def _remove_bench_rows() -> None:
+    from sqlalchemy import delete
+
+    from mailapp.extensions import db
+    from mailapp.models.campaign import Campaign
+    from mailapp.models.layout import Layout
+    from mailapp.models.subscriber import Subscriber, SubscriberList
+
+    db.session.rollback()
+    for model, column in ((Campaign, Campaign.name), (SubscriberList, SubscriberList.name),
+                          (Layout, Layout.name), (Subscriber, Subscriber.email)):  # fmt: skip
+        db.session.execute(delete(model).where(column.like(f"{BENCH_PREFIX}%")))
+    db.session.commit()
+
+
+def measure_delay(database: str, broker: str, workdir: Path) -> float:
+    """Seconds from send_at to started_at for one scheduled campaign."""
+    from flask_migrate import upgrade
+    from sqlalchemy import inspect
+
+    from mailapp.campaigns import services, tasks
+    from mailapp.extensions import db
+    from mailapp.models.base import utcnow
+    from mailapp.models.campaign import Campaign
+
+    if broker.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(broker).flushdb()
+    app = bench_app(database, broker, workdir)
+    with app.app_context():
+        if not inspect(db.engine).has_table("alembic_version"):
+            upgrade()
+        try:
+            _remove_bench_rows()
+            campaign_id = _make_campaign()
+            env = {
+                **os.environ,
+                "DATABASE_URL": database,
+                "CELERY_BROKER_URL": broker,
+                "SECRET_KEY": "bench-secret-key",
+                "MAILAPP_INSTANCE_DIR": str(workdir),
+                "DEVINBOX_ENABLED": "0",
+                "MAIL_SERVER": os.environ.get(SINK_HOST_ENV, "127.0.0.1"),
+                "MAIL_PORT": os.environ.get(SINK_PORT_ENV, "9"),
+            }
+            with celery_processes(env, workdir) as processes:
+                _wait_ready(workdir, processes)
+                send_at = utcnow() + timedelta(seconds=LEAD_SECONDS)
+                scheduled = services.schedule_campaign(campaign_id, send_at)
+                db.session.commit()
+                tasks.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
+                                  scheduled.start_queued_version)  # fmt: skip
+                deadline = time.monotonic() + LEAD_SECONDS + START_TIMEOUT
+                while time.monotonic() < deadline:
+                    db.session.rollback()  # a fresh snapshot on each poll
+                    started_at = db.session.get(Campaign, campaign_id).started_at
+                    if started_at is not None:
+                        return (started_at - send_at).total_seconds()
+                    time.sleep(0.05)
+                raise RuntimeError(f"not started {START_TIMEOUT:.0f} s after send_at: {_tail(workdir)}")
+        finally:
+            _remove_bench_rows()
+            db.session.remove()
+            db.engine.dispose()
+
+
+def _row(name: str, target_s: float, database: str, broker: str, setup: str) -> Row:
+    with tempfile.TemporaryDirectory(prefix="mailapp-bench-schedule-") as folder:
+        workdir = Path(folder)
+        try:
+            delay = measure_delay(
+                database.replace("{workdir}", folder), broker.replace("{workdir}", folder), workdir
+            )
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            return result_row(name, None, "s", target=f"< {target_s:g}", notes=f"error: {error}")
+    notes = f"{setup}; scheduled {LEAD_SECONDS:g} s ahead, worker + beat processes"
+    return result_row(name, delay, "s", target=f"< {target_s:g}", notes=notes)
+
+
+def run(scale: str) -> list[Row]:
+    redis_name = "schedule: start delay, Redis + PostgreSQL"
+    embedded_name = "schedule: start delay, embedded default"
+    missing = _service_missing()
+    if missing:
+        return [unavailable_row(redis_name, "s", missing, target="< 2"),
+                unavailable_row(embedded_name, "s", missing, target="< 5")]  # fmt: skip
+    rows: list[Any] = []
+    if scale == "full":
+        database = os.environ.get(BENCH_DATABASE_ENV) or DEFAULT_BENCH_DATABASE
+        broker = os.environ.get(BENCH_REDIS_ENV) or DEFAULT_BENCH_REDIS
+        rows.append(_row(redis_name, 2, database, broker, f"{broker} broker, {database.split('@')[-1]}"))
+    else:
+        rows.append(unavailable_row(redis_name, "s", "measured at full scale only", target="< 2"))
+    rows.append(_row(embedded_name, 5, "sqlite:///{workdir}/mailapp.sqlite",
+                     "sqla+sqlite:///{workdir}/celery.sqlite", "SQLite + sqla+sqlite broker"))  # fmt: skip
+    return rows
