@@ -134,6 +134,8 @@ class TestConfig(Config):
     RATELIMIT_ENABLED = True
     RATELIMIT_STORAGE_URI = "memory://"
     SEND_LEASE_SECONDS = 30
+    # Flask-Mail suppresses sending when TESTING; tests send to a real SMTP server (tests/smtp.py).
+    MAIL_SUPPRESS_SEND = False
 
 
 def config_from_env() -> Config:
