@@ -1,1 +1,16 @@
-"""API: reports (filled in by its area)."""
+"""API: a campaign's report, the same numbers as its report page."""
+
+from __future__ import annotations
+
+from flask import jsonify
+
+from mailapp.api import bp
+from mailapp.extensions import db
+from mailapp.reports.services import campaign_report
+
+
+@bp.get("/campaigns/<int:campaign_id>/report")
+def campaign_report_json(campaign_id: int):  # noqa: ANN201
+    report = campaign_report(campaign_id).as_api()
+    db.session.commit()
+    return jsonify(report)

@@ -56,15 +56,23 @@ def _insert_ignoring_conflicts(table: Table):  # noqa: ANN202 - a dialect Insert
     return dialect.insert(table)
 
 
+def ensure_campaign_stats(campaign_ids: Iterable[int]) -> list[int]:
+    """Create the missing counter rows (concurrent writers may race to do it: the loser does nothing).
+    Returns the ids, sorted."""
+    ids = sorted(set(campaign_ids))
+    if ids:
+        statement = _insert_ignoring_conflicts(CampaignStats.__table__).on_conflict_do_nothing(
+            index_elements=["campaign_id"]
+        )
+        db.session.execute(statement, [{"campaign_id": campaign_id} for campaign_id in ids])
+    return ids
+
+
 def _lock_campaign_stats(campaign_ids: Iterable[int]) -> None:
     """Make sure each campaign has its counter row, and hold it until the commit."""
-    ids = sorted(set(campaign_ids))
-    if not ids:
-        return
+    ids = ensure_campaign_stats(campaign_ids)
     table = CampaignStats.__table__
-    statement = _insert_ignoring_conflicts(table).on_conflict_do_nothing(index_elements=["campaign_id"])
-    db.session.execute(statement, [{"campaign_id": campaign_id} for campaign_id in ids])
-    if is_postgres():
+    if ids and is_postgres():
         db.session.execute(
             select(table.c.campaign_id)
             .where(table.c.campaign_id.in_(ids))

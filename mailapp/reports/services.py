@@ -1,0 +1,566 @@
+"""Campaign report figures, computed from the per-campaign counters, indexed aggregates of the events,
+and the delivery log.
+
+Definitions (shown on the report page too):
+- sent: deliveries the SMTP server accepted; every rate is a fraction of sent.
+- opens: every recorded pixel fetch, machine ones included; machine_opens: those made by a mail privacy
+  proxy, a security scanner or a prefetcher (see mailapp.tracking.machine), or within seconds of sending.
+- unique_opens: recipients with at least one human open OR a human click (a click implies an open: the
+  reader's client may block images). open_rate = unique_opens / sent.
+- clicks, unique_clicks: human clicks and the recipients who clicked; scanner clicks are counted apart.
+  click_rate = unique_clicks / sent; click_to_open_rate = unique_clicks / unique_opens.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, literal_column, select, update
+
+from mailapp.db_setup import is_postgres
+from mailapp.errors import NotFoundError
+from mailapp.extensions import db
+from mailapp.models import (
+    Campaign,
+    CampaignStats,
+    CampaignStatus,
+    ClickEvent,
+    Delivery,
+    DeliveryStatus,
+    Link,
+    OpenEvent,
+    utcnow,
+)
+from mailapp.tracking.services import ensure_campaign_stats
+
+HOURLY_SPAN = timedelta(hours=48)
+TOP_LINKS = 20
+DELIVERY_PAGE_SIZE = 50
+EXPORT_CHUNK = 5000
+FINISHED = {CampaignStatus.SENT, CampaignStatus.CANCELLED, CampaignStatus.FAILED}
+COUNTER_FIELDS = (
+    "opens",
+    "machine_opens",
+    "unique_opens",
+    "clicks",
+    "scanner_clicks",
+    "unique_clicks",
+    "unsubscribes",
+)
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    at: datetime
+    span: timedelta
+    human_opens: int = 0
+    machine_opens: int = 0
+    clicks: int = 0
+
+    @property
+    def opens(self) -> int:
+        return self.human_opens + self.machine_opens
+
+
+@dataclass(frozen=True)
+class LinkFigures:
+    position: int
+    url: str
+    clicks: int
+    unique_clicks: int
+
+
+@dataclass
+class CampaignReport:
+    campaign: Campaign
+    recipients: int = 0
+    sent: int = 0
+    failed: int = 0
+    opens: int = 0
+    machine_opens: int = 0
+    unique_opens: int = 0
+    clicks: int = 0
+    scanner_clicks: int = 0
+    unique_clicks: int = 0
+    unsubscribes: int = 0
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    top_links: list[LinkFigures] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        return max(self.recipients - self.sent - self.failed, 0)
+
+    @property
+    def open_rate(self) -> float:
+        return _fraction(self.unique_opens, self.sent)
+
+    @property
+    def click_rate(self) -> float:
+        return _fraction(self.unique_clicks, self.sent)
+
+    @property
+    def click_to_open_rate(self) -> float:
+        return _fraction(self.unique_clicks, self.unique_opens)
+
+    @property
+    def unsubscribe_rate(self) -> float:
+        return _fraction(self.unsubscribes, self.sent)
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "recipients": self.recipients,
+            "sent": self.sent,
+            "failed": self.failed,
+            "unique_opens": self.unique_opens,
+            "opens": self.opens,
+            "machine_opens": self.machine_opens,
+            "open_rate": self.open_rate,
+            "unique_clicks": self.unique_clicks,
+            "clicks": self.clicks,
+            "click_rate": self.click_rate,
+            "unsubscribes": self.unsubscribes,
+            "timeline": [
+                {"at": point.at.isoformat(), "opens": point.opens, "clicks": point.clicks}
+                for point in self.timeline
+            ],
+            "top_links": [
+                {"url": link.url, "clicks": link.clicks, "unique_clicks": link.unique_clicks}
+                for link in self.top_links
+            ],
+        }
+
+
+def _fraction(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def get_campaign(campaign_id: int) -> Campaign:
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFoundError(f"Campaign {campaign_id} does not exist.")
+    return campaign
+
+
+def counters_for(campaign_ids: list[int]) -> dict[int, CampaignStats]:
+    if not campaign_ids:
+        return {}
+    return {
+        stats.campaign_id: stats
+        for stats in db.session.scalars(
+            select(CampaignStats).where(CampaignStats.campaign_id.in_(campaign_ids))
+        )
+    }
+
+
+def delivery_counts(
+    campaigns: list[Campaign], counters: dict[int, CampaignStats]
+) -> dict[int, dict[str, int]]:
+    """{campaign_id: {recipients, sent, failed}}. A finished campaign's counts are cached in its
+    campaign_stats row (for the finished_at they were counted at); the others are counted live with
+    the (campaign_id, status, id) index. The caller commits, to keep what was cached."""
+    result: dict[int, dict[str, int]] = {}
+    to_count: list[int] = []
+    for campaign in campaigns:
+        stats = counters.get(campaign.id)
+        if (
+            stats is not None
+            and campaign.finished_at is not None
+            and stats.counted_for_finished_at == campaign.finished_at
+            and stats.sent is not None
+        ):
+            result[campaign.id] = {
+                "recipients": stats.recipients or 0,
+                "sent": stats.sent,
+                "failed": stats.failed or 0,
+            }
+        else:
+            to_count.append(campaign.id)
+    if to_count:
+        counted = {campaign_id: {"recipients": 0, "sent": 0, "failed": 0} for campaign_id in to_count}
+        rows = db.session.execute(
+            select(Delivery.campaign_id, Delivery.status, func.count())
+            .where(Delivery.campaign_id.in_(to_count))
+            .group_by(Delivery.campaign_id, Delivery.status)
+        )
+        for campaign_id, status, number in rows:
+            counted[campaign_id]["recipients"] += number
+            if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
+                counted[campaign_id][str(status)] += number
+        result.update(counted)
+        for campaign in campaigns:
+            if campaign.id in counted and campaign.status in FINISHED and campaign.finished_at is not None:
+                _cache_delivery_counts(campaign, counted[campaign.id])
+    return result
+
+
+def _cache_delivery_counts(campaign: Campaign, counts: dict[str, int]) -> None:
+    ensure_campaign_stats([campaign.id])
+    # An UPDATE of the cache columns only, so a concurrent tracking write's counters are never
+    # overwritten with what this session read.
+    db.session.execute(
+        update(CampaignStats)
+        .where(CampaignStats.campaign_id == campaign.id)
+        .values(
+            recipients=counts["recipients"],
+            sent=counts["sent"],
+            failed=counts["failed"],
+            counted_for_finished_at=campaign.finished_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def campaign_report(campaign_id: int) -> CampaignReport:
+    campaign = get_campaign(campaign_id)
+    counters = counters_for([campaign.id])
+    counts = delivery_counts([campaign], counters)[campaign.id]
+    stats = counters.get(campaign.id)
+    report = CampaignReport(campaign=campaign, **counts)
+    if stats is not None:
+        for name in COUNTER_FIELDS:
+            setattr(report, name, getattr(stats, name) or 0)
+    report.timeline = timeline(campaign)
+    report.top_links = top_links(campaign.id)
+    return report
+
+
+def _hour_bucket(column):  # noqa: ANN001, ANN202 - a SQL expression
+    if is_postgres():
+        return func.date_trunc("hour", column)
+    return func.strftime("%Y-%m-%d %H:00:00", column)
+
+
+def _as_utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def timeline(campaign: Campaign, *, now: datetime | None = None) -> list[TimelinePoint]:
+    """Opens (human and machine) and human clicks per hour for the first 48 hours from the campaign's
+    start, then per day (24-hour spans from the end of the hourly part). Empty spans are included up
+    to the last activity (or now, during the first 48 hours)."""
+    now = now or utcnow()
+    hourly: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
+    opens_bucket = _hour_bucket(OpenEvent.at).label("bucket")
+    for bucket, is_machine, number in db.session.execute(
+        select(opens_bucket, OpenEvent.is_machine, func.count())
+        .where(OpenEvent.campaign_id == campaign.id)
+        .group_by(literal_column("bucket"), OpenEvent.is_machine)
+    ):
+        hourly[_as_utc(bucket)][1 if is_machine else 0] += number
+    clicks_bucket = _hour_bucket(ClickEvent.at).label("bucket")
+    for bucket, number in db.session.execute(
+        select(clicks_bucket, func.count())
+        .where(ClickEvent.campaign_id == campaign.id, ClickEvent.is_machine.is_(False))
+        .group_by(literal_column("bucket"))
+    ):
+        hourly[_as_utc(bucket)][2] += number
+    start_moment = campaign.started_at or (min(hourly) if hourly else None)
+    if start_moment is None:
+        return []
+    start = _floor_hour(min([start_moment, *hourly]))
+    cutoff = _floor_hour(start_moment) + HOURLY_SPAN
+    last = max([*hourly, _floor_hour(min(now, cutoff - timedelta(hours=1)))])
+
+    def key(hour: datetime) -> tuple[datetime, timedelta]:
+        if hour < cutoff:
+            return hour, timedelta(hours=1)
+        return cutoff + timedelta(days=(hour - cutoff) // timedelta(days=1)), timedelta(days=1)
+
+    buckets: dict[datetime, list] = {}
+    moment = start
+    while moment <= last:
+        at, span = key(moment)
+        buckets.setdefault(at, [span, 0, 0, 0])
+        moment += timedelta(hours=1) if moment < cutoff else timedelta(days=1)
+    for hour, (human, machine_count, clicks) in hourly.items():
+        at, span = key(hour)
+        entry = buckets.setdefault(at, [span, 0, 0, 0])
+        entry[1] += human
+        entry[2] += machine_count
+        entry[3] += clicks
+    return [
+        TimelinePoint(at=at, span=span, human_opens=human, machine_opens=machine_count, clicks=clicks)
+        for at, (span, human, machine_count, clicks) in sorted(buckets.items())
+    ]
+
+
+def top_links(campaign_id: int, limit: int = TOP_LINKS) -> list[LinkFigures]:
+    """The campaign's tracked links by human clicks, the unclicked ones last."""
+    clicks = (
+        select(
+            ClickEvent.link_id,
+            func.count().label("clicks"),
+            func.count(ClickEvent.delivery_id.distinct()).label("unique_clicks"),
+        )
+        .where(ClickEvent.campaign_id == campaign_id, ClickEvent.is_machine.is_(False))
+        .group_by(ClickEvent.link_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(
+            Link.position,
+            Link.url,
+            func.coalesce(clicks.c.clicks, 0),
+            func.coalesce(clicks.c.unique_clicks, 0),
+        )
+        .outerjoin(clicks, clicks.c.link_id == Link.id)
+        .where(Link.campaign_id == campaign_id)
+        .order_by(func.coalesce(clicks.c.clicks, 0).desc(), Link.position)
+        .limit(limit)
+    )
+    return [LinkFigures(position, url, total, unique) for position, url, total, unique in rows]
+
+
+# --- per-recipient activity -------------------------------------------------------------------------
+
+ACTIVITY_FILTERS = {
+    "all": "Everyone",
+    "opened": "Opened",
+    "clicked": "Clicked",
+    "not_opened": "Not opened",
+    "unsubscribed": "Unsubscribed",
+    "failed": "Failed",
+}
+
+
+@dataclass(frozen=True)
+class RecipientActivity:
+    delivery: Delivery
+    human_open: bool
+    human_click: bool
+
+    @property
+    def opened(self) -> bool:
+        return self.human_open or self.human_click
+
+    @property
+    def machine_only(self) -> bool:
+        return self.delivery.open_count > 0 and not self.opened
+
+
+def _human(model, delivery_ids: list[int]) -> set[int]:  # noqa: ANN001
+    if not delivery_ids:
+        return set()
+    return set(
+        db.session.scalars(
+            select(model.delivery_id).distinct().where(
+                model.delivery_id.in_(delivery_ids), model.is_machine.is_(False)
+            )
+        )
+    )
+
+
+def _human_exists(model):  # noqa: ANN001, ANN202
+    return select(model.id).where(model.delivery_id == Delivery.id, model.is_machine.is_(False)).exists()
+
+
+def activity_page(
+    campaign_id: int, *, show: str = "all", after: int = 0
+) -> tuple[list[RecipientActivity], int | None]:
+    """One page of the campaign's recipients with their activity, in delivery order, and the id to
+    continue after (keyset pagination: the page costs the same on page 1 and page 20,000)."""
+    get_campaign(campaign_id)
+    statement = select(Delivery).where(Delivery.campaign_id == campaign_id, Delivery.id > after)
+    if show == "opened":
+        statement = statement.where(_human_exists(OpenEvent) | _human_exists(ClickEvent))
+    elif show == "not_opened":
+        statement = statement.where(
+            ~_human_exists(OpenEvent), ~_human_exists(ClickEvent), Delivery.status == DeliveryStatus.SENT
+        )
+    elif show == "clicked":
+        statement = statement.where(_human_exists(ClickEvent))
+    elif show == "unsubscribed":
+        statement = statement.where(Delivery.unsubscribed_at.is_not(None))
+    elif show == "failed":
+        statement = statement.where(Delivery.status == DeliveryStatus.FAILED)
+    deliveries = list(db.session.scalars(statement.order_by(Delivery.id).limit(DELIVERY_PAGE_SIZE + 1)))
+    more = len(deliveries) > DELIVERY_PAGE_SIZE
+    deliveries = deliveries[:DELIVERY_PAGE_SIZE]
+    return _with_activity(deliveries), (deliveries[-1].id if more else None)
+
+
+def _with_activity(deliveries: list[Delivery]) -> list[RecipientActivity]:
+    ids = [delivery.id for delivery in deliveries]
+    opened, clicked = _human(OpenEvent, ids), _human(ClickEvent, ids)
+    return [
+        RecipientActivity(delivery, delivery.id in opened, delivery.id in clicked) for delivery in deliveries
+    ]
+
+
+# --- CSV exports ------------------------------------------------------------------------------------
+
+
+def _safe_cell(value: Any) -> Any:
+    """Keep spreadsheet programs from running a cell as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv_line(row: list[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow([_safe_cell(value) for value in row])
+    return out.getvalue()
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+DELIVERY_CSV_HEADER = [
+    "email",
+    "status",
+    "attempts",
+    "sent_at",
+    "smtp_code",
+    "error",
+    "message_id",
+    "opened",
+    "first_opened_at",
+    "opens",
+    "machine_opens_only",
+    "clicked",
+    "first_clicked_at",
+    "clicks",
+    "unsubscribed_at",
+]
+
+
+def delivery_log_csv(campaign_id: int) -> Iterator[str]:
+    """The campaign's delivery log with each recipient's activity, streamed in chunks by id."""
+    get_campaign(campaign_id)
+    yield _csv_line(DELIVERY_CSV_HEADER)
+    after = 0
+    while True:
+        deliveries = list(
+            db.session.scalars(
+                select(Delivery)
+                .where(Delivery.campaign_id == campaign_id, Delivery.id > after)
+                .order_by(Delivery.id)
+                .limit(EXPORT_CHUNK)
+            )
+        )
+        if not deliveries:
+            return
+        for row in _with_activity(deliveries):
+            d = row.delivery
+            yield _csv_line(
+                [
+                    d.email,
+                    d.status,
+                    d.attempts,
+                    _iso(d.sent_at),
+                    d.smtp_code or "",
+                    d.error,
+                    d.message_id,
+                    "yes" if row.opened else "no",
+                    _iso(d.first_opened_at),
+                    d.open_count,
+                    "yes" if row.machine_only else "no",
+                    "yes" if row.human_click else "no",
+                    _iso(d.first_clicked_at),
+                    d.click_count,
+                    _iso(d.unsubscribed_at),
+                ]
+            )
+        after = deliveries[-1].id
+        db.session.expunge_all()
+
+
+def report_csv(report: CampaignReport) -> Iterator[str]:
+    """The report's figures, then its timeline, then its links: three tables separated by blank lines."""
+    yield _csv_line(["metric", "value"])
+    for name in (
+        "recipients",
+        "sent",
+        "failed",
+        "unique_opens",
+        "opens",
+        "machine_opens",
+        "open_rate",
+        "clicks",
+        "scanner_clicks",
+        "unique_clicks",
+        "click_rate",
+        "click_to_open_rate",
+        "unsubscribes",
+        "unsubscribe_rate",
+    ):
+        yield _csv_line([name, getattr(report, name)])
+    yield "\r\n"
+    yield _csv_line(["period_start", "period_hours", "opens", "human_opens", "machine_opens", "clicks"])
+    for point in report.timeline:
+        yield _csv_line(
+            [
+                point.at.isoformat(),
+                int(point.span.total_seconds() // 3600),
+                point.opens,
+                point.human_opens,
+                point.machine_opens,
+                point.clicks,
+            ]
+        )
+    yield "\r\n"
+    yield _csv_line(["link_position", "url", "clicks", "unique_clicks"])
+    for link in report.top_links:
+        yield _csv_line([link.position, link.url, link.clicks, link.unique_clicks])
+
+
+# --- reports index ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    campaign: Campaign
+    sent: int
+    unique_opens: int
+    unique_clicks: int
+    unsubscribes: int
+
+    @property
+    def open_rate(self) -> float:
+        return _fraction(self.unique_opens, self.sent)
+
+    @property
+    def click_rate(self) -> float:
+        return _fraction(self.unique_clicks, self.sent)
+
+
+def summaries(campaigns: list[Campaign]) -> list[CampaignSummary]:
+    """Key rates of several campaigns: one counter read and one grouped count (cached once finished)."""
+    counters = counters_for([campaign.id for campaign in campaigns])
+    counts = delivery_counts(campaigns, counters)
+    result = []
+    for campaign in campaigns:
+        stats = counters.get(campaign.id)
+        result.append(
+            CampaignSummary(
+                campaign=campaign,
+                sent=counts[campaign.id]["sent"],
+                unique_opens=stats.unique_opens if stats else 0,
+                unique_clicks=stats.unique_clicks if stats else 0,
+                unsubscribes=stats.unsubscribes if stats else 0,
+            )
+        )
+    return result
+
+
+def sent_campaigns_page(page: int, per_page: int = 25):  # noqa: ANN201 - a Flask-SQLAlchemy Pagination
+    return db.paginate(
+        select(Campaign).where(Campaign.status != CampaignStatus.DRAFT).order_by(Campaign.id.desc()),
+        page=page,
+        per_page=per_page,
+        error_out=False,
+    )
