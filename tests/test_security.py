@@ -1,0 +1,253 @@
+"""Security sweeps over the whole URL map: every non-public endpoint refuses the anonymous, every
+state-changing form needs its CSRF token, every page carries the security headers, and uploaded HTML
+is only ever shown in a sandboxed iframe whose content route sends `Content-Security-Policy: sandbox`.
+
+The sweeps enumerate app.url_map, so a route added tomorrow is checked without anyone writing a test:
+a route without @login_required answers the anonymous with its page (200) or a 404/405 instead of the
+redirect to /login, and the sweep fails naming it."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from html.parser import HTMLParser
+from urllib.parse import urlparse
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, text
+from werkzeug.routing import AnyConverter, FloatConverter, IntegerConverter, Rule, UUIDConverter
+
+from mailapp.models import Delivery
+from tests.factories import (
+    CampaignFactory,
+    LayoutFactory,
+    SubscriberFactory,
+    SubscriberListFactory,
+)
+
+# Endpoints anyone may reach, each with the reason. Everything else must demand a login (pages) or a
+# bearer token (/api/). Add to this list only what a stranger must be able to open.
+PUBLIC_ENDPOINTS = {
+    "auth.login": "the sign-in page itself",
+    "static": "the app's own CSS and JS",
+    "bootstrap.static": "Bootstrap's CSS and JS, served locally by Bootstrap-Flask",
+}
+# The tracking blueprint's links sit in sent emails and are opened by recipients who have no account:
+# open pixel, click redirect, unsubscribe, view in browser. Their signed token is the authentication.
+PUBLIC_TRACKING_PREFIXES = ("/o/", "/c/", "/u/", "/v/")
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def is_public(rule: Rule) -> bool:
+    if rule.endpoint in PUBLIC_ENDPOINTS:
+        return True
+    return rule.endpoint.startswith("tracking.") and rule.rule.startswith(PUBLIC_TRACKING_PREFIXES)
+
+
+def is_api(rule: Rule) -> bool:
+    return rule.rule.startswith("/api/")
+
+
+def methods_of(rule: Rule) -> list[str]:
+    return sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+
+
+def build_urls(rule: Rule, ids: dict[str, int]) -> list[str]:
+    """The rule's URLs with dummy arguments: a seeded row's id where the argument names one, else 1 for
+    numbers and "x" for strings; one URL per choice of an `any(...)` argument."""
+    choices: dict[str, list[object]] = {}
+    for name, converter in rule._converters.items():
+        if isinstance(converter, IntegerConverter | FloatConverter):
+            choices[name] = [ids.get(name, 1)]
+        elif isinstance(converter, UUIDConverter):
+            choices[name] = [uuid.UUID(int=1)]
+        elif isinstance(converter, AnyConverter):
+            choices[name] = sorted(converter.items)
+        else:
+            choices[name] = ["x"]
+    urls = []
+    for combination in itertools.product(*choices.values()):
+        built = rule.build(dict(zip(choices, combination, strict=True)), append_unknown=False)
+        assert built is not None, f"cannot build {rule.rule} from {combination}"
+        urls.append(built[1])
+    return urls
+
+
+def all_rules(app: Flask) -> list[Rule]:
+    return sorted(app.url_map.iter_rules(), key=lambda rule: (rule.rule, rule.endpoint))
+
+
+@pytest.fixture
+def seeded_ids(user, db) -> dict[str, int]:  # noqa: ANN001
+    """One row of each kind, so routes with ids reach a real object rather than a 404."""
+    subscriber = SubscriberFactory()
+    mailing_list = SubscriberListFactory(subscribers=[subscriber])
+    layout = LayoutFactory()
+    campaign = CampaignFactory(layout=layout)
+    delivery = Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, email=subscriber.email)
+    db.session.add(delivery)
+    db.session.commit()
+    ids = {
+        "list_id": mailing_list.id,
+        "subscriber_id": subscriber.id,
+        "layout_id": layout.id,
+        "campaign_id": campaign.id,
+        "delivery_id": delivery.id,
+        "user_id": user.id,
+    }
+    db.session.rollback()  # reading the ids began a transaction; on SQLite it holds the write lock
+    return ids
+
+
+def snapshot(db) -> dict[str, list[tuple]]:  # noqa: ANN001
+    """Every row of every table, to prove a refused request wrote nothing."""
+    state = {}
+    for table in db.metadata.sorted_tables:
+        rows = db.session.execute(select(table)).all()
+        state[table.name] = sorted(tuple(str(value) for value in row) for row in rows)
+    db.session.rollback()
+    return state
+
+
+def test_public_allow_list_names_real_endpoints(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert set(PUBLIC_ENDPOINTS) <= endpoints
+
+
+def test_every_non_public_endpoint_refuses_the_anonymous(app, client, seeded_ids):
+    # Forms carry a CSRF token from the anonymous session, so the request gets past CSRF and it is the
+    # login requirement that must answer.
+    token = client.csrf_token("/login")
+    checked, failures = 0, []
+    for rule in all_rules(app):
+        if is_public(rule):
+            continue
+        for url, method in itertools.product(build_urls(rule, seeded_ids), methods_of(rule)):
+            response = client.open(url, method=method, headers={"X-CSRFToken": token})
+            checked += 1
+            if is_api(rule):
+                body = response.get_json(silent=True) or {}
+                code = (body.get("error") or {}).get("code")
+                if response.status_code != 401 or code != "unauthorized":
+                    failures.append(f"{method} {url} ({rule.endpoint}): {response.status_code} {code}")
+            else:
+                location = urlparse(response.headers.get("Location", "")).path
+                if response.status_code != 302 or location != "/login":
+                    status = response.status_code
+                    failures.append(f"{method} {url} ({rule.endpoint}): {status} to {location!r}")
+    assert not failures, "reachable without signing in:\n" + "\n".join(failures)
+    assert checked >= 3
+
+
+def test_every_state_changing_form_needs_a_csrf_token(app, db, auth_client, seeded_ids):
+    before = snapshot(db)
+    checked, failures = 0, []
+    for rule in all_rules(app):
+        if is_api(rule) or rule.endpoint.startswith("tracking."):
+            continue
+        methods = sorted(set(methods_of(rule)) & STATE_CHANGING)
+        for url, method in itertools.product(build_urls(rule, seeded_ids), methods):
+            response = auth_client.open(url, method=method, data={"name": "changed", "confirm": "y"})
+            checked += 1
+            if response.status_code != 400 or "CSRF token" not in response.get_data(as_text=True):
+                failures.append(f"{method} {url} ({rule.endpoint}): {response.status_code}")
+    assert not failures, "accepted without a CSRF token:\n" + "\n".join(failures)
+    assert checked >= 2
+    assert snapshot(db) == before
+    # Sign-out too needs the token: the session survives the forged POST /logout.
+    assert auth_client.get("/").status_code == 200
+
+
+class _IframeFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.iframes: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "iframe":
+            self.iframes.append(dict(attrs))
+
+
+def html_pages(app: Flask, client, ids: dict[str, int]):  # noqa: ANN001, ANN201
+    """(url, endpoint, response) of every page a signed-in user can open that answers 200 HTML."""
+    for rule in all_rules(app):
+        if "GET" not in (rule.methods or set()) or is_api(rule) or is_public(rule):
+            continue
+        for url in build_urls(rule, ids):
+            response = client.get(url)
+            # Read every body, downloads too: a streamed response must finish inside this request.
+            response.get_data()
+            response.close()
+            if response.mimetype == "text/html" and response.status_code == 200:
+                yield url, rule.endpoint, response
+
+
+def _csp_directives(header: str) -> dict[str, str]:
+    directives = {}
+    for part in header.split(";"):
+        name, _, value = part.strip().partition(" ")
+        if name:
+            directives[name.lower()] = value.strip()
+    return directives
+
+
+def test_every_page_sends_the_security_headers(app, auth_client, seeded_ids):
+    checked, failures = 0, []
+    for url, _endpoint, response in html_pages(app, auth_client, seeded_ids):
+        checked += 1
+        csp = _csp_directives(response.headers.get("Content-Security-Policy", ""))
+        if response.headers.get("X-Content-Type-Options") != "nosniff":
+            failures.append(f"{url}: no X-Content-Type-Options: nosniff")
+        if "sandbox" in csp:
+            continue  # uploaded HTML shown in a frame: checked by the iframe test below
+        if csp.get("script-src") != "'self'":
+            failures.append(f"{url}: script-src is {csp.get('script-src')!r}")
+        if "frame-ancestors" not in csp:
+            failures.append(f"{url}: no frame-ancestors")
+        if csp.get("object-src") != "'none'":
+            failures.append(f"{url}: object-src is {csp.get('object-src')!r}")
+    assert not failures, "\n".join(failures)
+    assert checked >= 2
+
+
+def test_anonymous_answers_carry_the_headers_too(client):
+    for url in ("/login", "/"):
+        response = client.get(url)
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_uploaded_html_is_only_shown_in_sandboxed_frames(app, auth_client, seeded_ids):
+    """Every iframe on every page is sandboxed without allow-scripts/allow-same-origin, and the route it
+    loads sends a CSP `sandbox` of its own, so opening the frame's URL directly is just as inert."""
+    frames: dict[str, str] = {}
+    failures = []
+    for url, endpoint, response in html_pages(app, auth_client, seeded_ids):
+        finder = _IframeFinder()
+        finder.feed(response.get_data(as_text=True))
+        for iframe in finder.iframes:
+            sandbox = iframe.get("sandbox")
+            if sandbox is None:
+                failures.append(f"{url}: iframe {iframe.get('src')} has no sandbox attribute")
+            elif {"allow-scripts", "allow-same-origin"} & set(sandbox.split()):
+                failures.append(f"{url}: iframe sandbox={sandbox!r} lets its content run or escape")
+            if iframe.get("src"):
+                frames[iframe["src"]] = endpoint
+    for src, page in frames.items():
+        response = auth_client.get(src)
+        csp = _csp_directives(response.headers.get("Content-Security-Policy", ""))
+        if "sandbox" not in csp or "allow-scripts" in csp.get("sandbox", ""):
+            policy = response.headers.get("Content-Security-Policy")
+            failures.append(f"{src} (framed by {page}): CSP is {policy!r}")
+    assert not failures, "\n".join(failures)
+    if "layouts.edit" in app.view_functions:
+        assert any(page == "layouts.edit" for page in frames.values()), "the layout page shows no preview"
+
+
+def test_snapshot_sees_writes(db):
+    """The CSRF sweep's "nothing changed" check must be able to see a change."""
+    before = snapshot(db)
+    LayoutFactory()
+    assert snapshot(db) != before
+    assert db.session.scalar(text("SELECT count(*) FROM layouts")) == 1
