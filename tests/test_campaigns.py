@@ -155,11 +155,20 @@ def test_schedule_bumps_the_version_and_marks_near_starts_queued(app, db, audien
 @pytest.mark.parametrize(
     ("action", "status"),
     [
-        ("pause", "draft"), ("pause", "scheduled"), ("pause", "sent"),
-        ("resume", "draft"), ("resume", "sending"), ("resume", "cancelled"),
-        ("cancel", "draft"), ("cancel", "sent"), ("cancel", "cancelled"),
-        ("schedule", "sending"), ("schedule", "sent"),
-        ("send", "sending"), ("send", "paused"), ("send", "cancelled"),
+        ("pause", "draft"),
+        ("pause", "scheduled"),
+        ("pause", "sent"),
+        ("resume", "draft"),
+        ("resume", "sending"),
+        ("resume", "cancelled"),
+        ("cancel", "draft"),
+        ("cancel", "sent"),
+        ("cancel", "cancelled"),
+        ("schedule", "sending"),
+        ("schedule", "sent"),
+        ("send", "sending"),
+        ("send", "paused"),
+        ("send", "cancelled"),
     ],
 )
 def test_illegal_transitions_say_the_current_state(db, audience, action, status):  # noqa: F811
@@ -204,8 +213,14 @@ def test_cancel_scheduled_makes_the_queued_start_stale(db, audience):  # noqa: F
 def test_retry_failed_resets_failed_deliveries_only(db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience, status="sent", finished_at=utcnow())
     subscribers = audience.active
-    failed = make_delivery(campaign.id, subscriber_id=subscribers[0].id, status="failed",
-                             attempts=3, error="550 5.1.1 no such user", smtp_code=550)
+    failed = make_delivery(
+        campaign.id,
+        subscriber_id=subscribers[0].id,
+        status="failed",
+        attempts=3,
+        error="550 5.1.1 no such user",
+        smtp_code=550,
+    )
     sent = make_delivery(campaign.id, subscriber_id=subscribers[1].id, status="sent", attempts=1)
     assert services.retry_failed_deliveries(campaign.id) == 1
     db.session.commit()
@@ -242,11 +257,7 @@ def test_stats_for_many_campaigns_in_one_query(db, audience):  # noqa: F811
 
 def test_delivery_page_is_keyset_paginated_and_filtered(db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience, status="sending")
-    rows = [
-        make_delivery(campaign.id,
-                        status="failed" if index % 3 == 0 else "sent")
-        for index in range(7)
-    ]
+    rows = [make_delivery(campaign.id, status="failed" if index % 3 == 0 else "sent") for index in range(7)]
     first_page, cursor = services.delivery_page(campaign.id, limit=3)
     assert [row.id for row in first_page] == [row.id for row in rows[:3]]
     second_page, cursor2 = services.delivery_page(campaign.id, after=cursor, limit=3)
@@ -305,9 +316,9 @@ def test_index_lists_campaigns_with_counts(auth_client, db, audience):  # noqa: 
     make_delivery(campaign.id, subscriber_id=audience.active[1].id, status="failed")
     html = auth_client.get("/campaigns/").get_data(as_text=True)
     assert "Spring sale" in html
-    row = html[html.index("Spring sale"):]
+    row = html[html.index("Spring sale") :]
     assert re.search(r">\s*2\s*</td>", row)
-    assert "text-danger\">1" in row.replace(" ", "")
+    assert 'text-danger">1' in row.replace(" ", "")
 
 
 def test_create_through_the_form(auth_client, db, audience):  # noqa: F811
@@ -352,8 +363,10 @@ def test_schedule_in_the_browser_timezone(auth_client, db, audience):  # noqa: F
     campaign = make_ready_campaign(audience)
     when = (datetime.now(UTC) + timedelta(days=3)).replace(second=0, microsecond=0)
     local = when.astimezone(__import__("zoneinfo").ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%dT%H:%M")
-    response = auth_client.post_form(f"/campaigns/{campaign.id}/schedule",
-                                     {"send_at": local, "timezone": "Asia/Tokyo", "utc_offset": "-540"})
+    response = auth_client.post_form(
+        f"/campaigns/{campaign.id}/schedule",
+        {"send_at": local, "timezone": "Asia/Tokyo", "utc_offset": "-540"},
+    )
     assert response.status_code == 302
     db.session.refresh(campaign)
     assert campaign.status == "scheduled"
@@ -366,8 +379,10 @@ def test_schedule_in_the_browser_timezone(auth_client, db, audience):  # noqa: F
 
 def test_schedule_in_the_past_shows_a_clear_message(auth_client, db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience)
-    response = auth_client.post_form(f"/campaigns/{campaign.id}/schedule",
-                                     {"send_at": "2020-01-01T10:00", "timezone": "UTC", "utc_offset": "0"})
+    response = auth_client.post_form(
+        f"/campaigns/{campaign.id}/schedule",
+        {"send_at": "2020-01-01T10:00", "timezone": "UTC", "utc_offset": "0"},
+    )
     assert response.status_code == 422
     assert "in the past" in response.get_data(as_text=True)
     db.session.refresh(campaign)
@@ -409,10 +424,22 @@ def test_duplicate_and_delete_through_the_page(auth_client, db, audience):  # no
 
 def test_progress_json_and_delivery_log(auth_client, db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience, status="sending", started_at=utcnow() - timedelta(seconds=10))
-    make_delivery(campaign.id, subscriber_id=audience.active[0].id, email="a@example.com",
-                    status="sent", sent_at=utcnow(), message_id="<m1@example.com>")
-    make_delivery(campaign.id, subscriber_id=audience.active[1].id, email="b@example.com",
-                    status="failed", error="550 5.1.1 mailbox unknown", smtp_code=550)
+    make_delivery(
+        campaign.id,
+        subscriber_id=audience.active[0].id,
+        email="a@example.com",
+        status="sent",
+        sent_at=utcnow(),
+        message_id="<m1@example.com>",
+    )
+    make_delivery(
+        campaign.id,
+        subscriber_id=audience.active[1].id,
+        email="b@example.com",
+        status="failed",
+        error="550 5.1.1 mailbox unknown",
+        smtp_code=550,
+    )
     make_delivery(campaign.id, subscriber_id=audience.active[2].id, email="c@example.com")
     body = auth_client.get(f"/campaigns/{campaign.id}/progress.json").get_json()
     assert body["status"] == "sending"
@@ -420,7 +447,7 @@ def test_progress_json_and_delivery_log(auth_client, db, audience):  # noqa: F81
     assert body["average_rate"] > 0
     assert "pause" in body["actions"]
     html = auth_client.get(f"/campaigns/{campaign.id}?status=failed").get_data(as_text=True)
-    log = html[html.index('data-testid="delivery-log"'):]
+    log = html[html.index('data-testid="delivery-log"') :]
     assert "b@example.com" in log
     assert "550 5.1.1 mailbox unknown" in log
     assert "a@example.com" not in log

@@ -513,13 +513,13 @@ def send_test(
 ) -> list[str]:
     """Render the campaign for one subscriber (or the sample one) and send it now to the given addresses.
     Returns the addresses it went to."""
-    from mailapp.sending.engine import send_test_messages
-
     campaign = get_campaign(campaign_id)
     addresses = parse_test_recipients(emails)
     subscriber_id = resolve_test_subscriber(subscriber)
     if campaign.layout_id is None:
         raise ValidationError("The campaign has no layout: choose one before sending a test.")
+    from mailapp.sending.engine import send_test_messages
+
     send_test_messages(campaign.id, addresses, subscriber_id)
     return addresses
 
