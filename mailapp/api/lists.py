@@ -1,1 +1,94 @@
-"""API: lists (filled in by its area)."""
+"""API: lists, CSV imports into them, and their CSV export."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, request
+from sqlalchemy import select
+
+from mailapp.api import bp
+from mailapp.api.common import json_body, paginated
+from mailapp.errors import ImportFileError, ValidationError
+from mailapp.extensions import db
+from mailapp.models.subscriber import SubscriberList
+from mailapp.subscribers import services, tasks
+from mailapp.subscribers.routes import csv_export_response
+
+
+def list_to_dict(item: SubscriberList, counts: services.ListCounts | None = None) -> dict:
+    counts = counts or services.list_counts([item.id])[item.id]
+    return {
+        "id": item.id,
+        "name": item.name,
+        "description": item.description,
+        "created_at": item.created_at.isoformat() if item.created_at else None,
+        "subscriber_count": counts.total,
+        "active_count": counts.active,
+        "unsubscribed_count": counts.unsubscribed,
+        "blocklisted_count": counts.blocklisted,
+    }
+
+
+@bp.get("/lists")
+def api_lists():  # noqa: ANN201
+    body = paginated(select(SubscriberList).order_by(SubscriberList.id), lambda item: item)
+    counts = services.list_counts(item.id for item in body["items"])
+    body["items"] = [list_to_dict(item, counts[item.id]) for item in body["items"]]
+    return jsonify(body)
+
+
+@bp.post("/lists")
+def api_create_list():  # noqa: ANN201
+    data = json_body()
+    created = services.create_list(data.get("name"), data.get("description", ""))
+    db.session.commit()
+    return jsonify(list_to_dict(created)), 201
+
+
+@bp.get("/lists/<int:list_id>")
+def api_get_list(list_id: int):  # noqa: ANN201
+    return jsonify(list_to_dict(services.get_list(list_id)))
+
+
+@bp.patch("/lists/<int:list_id>")
+def api_update_list(list_id: int):  # noqa: ANN201
+    target = services.get_list(list_id)
+    data = json_body()
+    unknown = set(data) - {"name", "description"}
+    if unknown:
+        raise ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    if "name" in data and data["name"] is None:
+        raise ValidationError("A list needs a name.", {"field": "name"})
+    services.update_list(target, name=data.get("name"), description=data.get("description"))
+    db.session.commit()
+    return jsonify(list_to_dict(target))
+
+
+@bp.delete("/lists/<int:list_id>")
+def api_delete_list(list_id: int):  # noqa: ANN201
+    services.delete_list(services.get_list(list_id))
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.post("/lists/<int:list_id>/import")
+def api_import(list_id: int):  # noqa: ANN201
+    target = services.get_list(list_id)
+    upload = request.files.get("file")
+    if upload is None:
+        raise ImportFileError(
+            "Send the CSV file as multipart/form-data in the field 'file'.", {"field": "file"}
+        )
+    record = services.start_import(target, upload.filename or "", upload.stream)
+    db.session.commit()
+    tasks.run_import.delay(record.id)
+    return jsonify({"import_id": record.id}), 202
+
+
+@bp.get("/imports/<int:import_id>")
+def api_import_status(import_id: int):  # noqa: ANN201
+    return jsonify(services.import_to_dict(services.get_import(import_id)))
+
+
+@bp.get("/lists/<int:list_id>/export")
+def api_export(list_id: int) -> Response:
+    return csv_export_response(services.get_list(list_id))

@@ -1,1 +1,78 @@
-"""API: subscribers (filled in by its area)."""
+"""API: subscribers, searched and filtered, with their list memberships."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, request
+
+from mailapp.api import bp
+from mailapp.api.common import json_body, page_args
+from mailapp.errors import ValidationError
+from mailapp.extensions import db
+from mailapp.models.subscriber import Subscriber
+from mailapp.subscribers import services
+
+FIELDS = {"email", "name", "attributes", "status", "list_ids"}
+
+
+def _filters() -> tuple[str | None, int | None, str | None]:
+    raw_list_id = request.args.get("list_id", "").strip()
+    list_id = None
+    if raw_list_id:
+        if not raw_list_id.isdigit():
+            raise ValidationError("list_id must be a list id.", {"field": "list_id"})
+        list_id = int(raw_list_id)
+    status = request.args.get("status", "").strip() or None
+    return request.args.get("q", "").strip() or None, list_id, status
+
+
+@bp.get("/subscribers")
+def api_subscribers():  # noqa: ANN201
+    """?page=&per_page= over the newest first, with the total; ?q= searches email and name."""
+    page, per_page = page_args()
+    q, list_id, status = _filters()
+    statement = services.subscriber_filter(q, list_id, status).order_by(Subscriber.id.desc())
+    rows = list(db.session.scalars(statement.limit(per_page).offset((page - 1) * per_page)))
+    memberships = services.list_ids_by_subscriber([row.id for row in rows])
+    items = []
+    for row in rows:
+        item = services.subscriber_to_dict(row, with_lists=False)
+        item["list_ids"] = memberships[row.id]
+        items.append(item)
+    total = services.count_subscribers(q, list_id, status)
+    return jsonify({"items": items, "page": page, "per_page": per_page, "total": total})
+
+
+@bp.post("/subscribers")
+def api_create_subscriber():  # noqa: ANN201
+    data = json_body()
+    unknown = set(data) - FIELDS
+    if unknown:
+        raise ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    created = services.create_subscriber(
+        data.get("email"), data.get("name", ""), data.get("attributes"), data.get("list_ids"),
+        data.get("status", "active"),
+    )
+    db.session.commit()
+    return jsonify(services.subscriber_to_dict(created)), 201
+
+
+@bp.get("/subscribers/<int:subscriber_id>")
+def api_get_subscriber(subscriber_id: int):  # noqa: ANN201
+    return jsonify(services.subscriber_to_dict(services.get_subscriber(subscriber_id)))
+
+
+@bp.patch("/subscribers/<int:subscriber_id>")
+def api_update_subscriber(subscriber_id: int):  # noqa: ANN201
+    subscriber = services.get_subscriber(subscriber_id)
+    services.update_subscriber(subscriber, **json_body())
+    db.session.commit()
+    return jsonify(services.subscriber_to_dict(subscriber))
+
+
+@bp.delete("/subscribers/<int:subscriber_id>")
+def api_delete_subscriber(subscriber_id: int):  # noqa: ANN201
+    services.delete_subscriber(services.get_subscriber(subscriber_id))
+    db.session.commit()
+    return Response(status=204)
+
+

@@ -1,1 +1,304 @@
-"""Routes of the subscribers area."""
+"""Routes of the subscribers area: lists, subscribers, CSV import (with live progress) and export."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import (
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import login_required
+from sqlalchemy import select
+
+from mailapp.errors import MailappError
+from mailapp.extensions import db
+from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
+from mailapp.subscribers import bp, services, tasks
+from mailapp.subscribers.forms import DeleteForm, ImportForm, ListForm, StatusForm, SubscriberForm
+
+PER_PAGE = 50
+LISTS_PER_PAGE = 25
+STATUS_ACTIONS = {
+    SubscriberStatus.ACTIVE: "resubscribed",
+    SubscriberStatus.UNSUBSCRIBED: "unsubscribed",
+    SubscriberStatus.BLOCKLISTED: "blocklisted",
+}
+
+
+def _int_arg(name: str) -> int | None:
+    return request.args.get(name, type=int)
+
+
+def _form_error(form: Any, error: MailappError) -> None:
+    """Show a service error next to the field it names, or above the form."""
+    details = error.details if isinstance(error.details, dict) else {}
+    field = getattr(form, str(details.get("field", "")), None)
+    if field is not None and hasattr(field, "errors"):
+        field.errors = [*field.errors, error.message]
+    else:
+        flash(error.message, "error")
+
+
+def _require_valid(form: Any) -> None:
+    if not form.validate_on_submit():
+        abort(400, "The form expired: reload the page and try again.")
+
+
+# --- lists -------------------------------------------------------------------------------------------
+
+@bp.get("/lists")
+@login_required
+def lists():  # noqa: ANN201
+    return _render_lists(ListForm())
+
+
+def _render_lists(form: ListForm, status: int = 200):  # noqa: ANN202
+    page = request.args.get("page", 1, type=int)
+    pager = db.paginate(select(SubscriberList).order_by(SubscriberList.name), page=page,
+                        per_page=LISTS_PER_PAGE, error_out=False)
+    counts = services.list_counts(item.id for item in pager.items)
+    return render_template("subscribers/lists.html", pager=pager, counts=counts, form=form,
+                           delete_form=DeleteForm()), status
+
+
+@bp.post("/lists")
+@login_required
+def create_list():  # noqa: ANN201
+    form = ListForm()
+    if form.validate_on_submit():
+        try:
+            created = services.create_list(form.name.data, form.description.data)
+        except MailappError as error:
+            db.session.rollback()
+            _form_error(form, error)
+        else:
+            db.session.commit()
+            flash(f"List '{created.name}' created. Add subscribers or import a CSV file.", "success")
+            return redirect(url_for("subscribers.list_detail", list_id=created.id))
+    return _render_lists(form, 422)
+
+
+@bp.get("/lists/<int:list_id>")
+@login_required
+def list_detail(list_id: int):  # noqa: ANN201
+    target = db.get_or_404(SubscriberList, list_id)
+    return _render_list(target, ListForm(obj=target))
+
+
+def _render_list(  # noqa: ANN202
+    target: SubscriberList, form: ListForm, status: int = 200, import_form: ImportForm | None = None
+):
+    page = services.subscriber_page(list_id=target.id, before=_int_arg("before"), after=_int_arg("after"),
+                                    limit=PER_PAGE)
+    return render_template(
+        "subscribers/list.html",
+        target=target,
+        page=page,
+        counts=services.list_counts([target.id])[target.id],
+        form=form,
+        import_form=import_form or ImportForm(),
+        delete_form=DeleteForm(),
+        imports=services.recent_imports(target.id),
+    ), status
+
+
+@bp.post("/lists/<int:list_id>")
+@login_required
+def update_list(list_id: int):  # noqa: ANN201
+    target = db.get_or_404(SubscriberList, list_id)
+    form = ListForm()
+    if form.validate_on_submit():
+        try:
+            services.update_list(target, name=form.name.data, description=form.description.data or "")
+        except MailappError as error:
+            db.session.rollback()
+            _form_error(form, error)
+        else:
+            db.session.commit()
+            flash("List saved.", "success")
+            return redirect(url_for("subscribers.list_detail", list_id=list_id))
+    return _render_list(db.session.get(SubscriberList, list_id), form, 422)
+
+
+@bp.post("/lists/<int:list_id>/delete")
+@login_required
+def delete_list(list_id: int):  # noqa: ANN201
+    target = db.get_or_404(SubscriberList, list_id)
+    _require_valid(DeleteForm())
+    name = target.name
+    services.delete_list(target)
+    db.session.commit()
+    flash(f"List '{name}' deleted. Its subscribers were kept.", "success")
+    return redirect(url_for("subscribers.lists"))
+
+
+@bp.get("/lists/<int:list_id>/export")
+@login_required
+def export_list(list_id: int):  # noqa: ANN201
+    return csv_export_response(db.get_or_404(SubscriberList, list_id))
+
+
+def csv_export_response(target: SubscriberList) -> Response:
+    """Streamed: the rows are generated batch by batch while the client downloads."""
+    filename = services.export_filename(target)
+    return Response(
+        stream_with_context(services.export_list_csv(target.id)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+# --- imports -------------------------------------------------------------------------------------------
+
+@bp.post("/lists/<int:list_id>/import")
+@login_required
+def import_csv(list_id: int):  # noqa: ANN201
+    target = db.get_or_404(SubscriberList, list_id)
+    form = ImportForm()
+    if form.validate_on_submit():
+        upload = form.file.data
+        try:
+            record = services.start_import(target, upload.filename or "", upload.stream)
+        except MailappError as error:
+            db.session.rollback()
+            form.file.errors = [*form.file.errors, error.message]
+        else:
+            db.session.commit()
+            tasks.run_import.delay(record.id)
+            return redirect(url_for("subscribers.import_detail", import_id=record.id))
+    return _render_list(target, ListForm(obj=target), 422, import_form=form)
+
+
+@bp.get("/imports/<int:import_id>")
+@login_required
+def import_detail(import_id: int):  # noqa: ANN201
+    record = services.get_import(import_id)
+    target = db.session.get(SubscriberList, record.list_id) if record.list_id else None
+    return render_template("subscribers/import.html", record=record, target=target,
+                           status=services.import_to_dict(record))
+
+
+@bp.get("/imports/<int:import_id>/status")
+@login_required
+def import_status(import_id: int):  # noqa: ANN201
+    return jsonify(services.import_to_dict(services.get_import(import_id)))
+
+
+# --- subscribers ---------------------------------------------------------------------------------------
+
+@bp.get("/subscribers")
+@login_required
+def index():  # noqa: ANN201
+    q = request.args.get("q", "").strip()
+    list_id = _int_arg("list_id")
+    status = request.args.get("status", "")
+    if status and status not in {s.value for s in SubscriberStatus}:
+        status = ""
+    page = services.subscriber_page(q=q, list_id=list_id, status=status or None, before=_int_arg("before"),
+                                    after=_int_arg("after"), limit=PER_PAGE)
+    memberships = services.list_ids_by_subscriber([item.id for item in page.items])
+    all_lists = services.all_lists()
+    return render_template(
+        "subscribers/index.html",
+        page=page,
+        memberships=memberships,
+        lists_by_id={item.id: item for item in all_lists},
+        all_lists=all_lists,
+        filters={"q": q, "list_id": list_id, "status": status},
+        statuses=[s.value for s in SubscriberStatus],
+        has_any=page.items or db.session.scalar(select(Subscriber.id).limit(1)) is not None,
+    )
+
+
+def _list_choices(form: SubscriberForm) -> None:
+    form.lists.choices = [(item.id, item.name) for item in services.all_lists()]
+
+
+@bp.route("/subscribers/new", methods=["GET", "POST"])
+@login_required
+def create_subscriber():  # noqa: ANN201
+    form = SubscriberForm()
+    _list_choices(form)
+    if not form.is_submitted() and _int_arg("list_id"):
+        form.lists.data = [_int_arg("list_id")]
+    if form.validate_on_submit():
+        try:
+            created = services.create_subscriber(
+                form.email.data, form.name.data, form.attributes.data, form.lists.data or [], form.status.data
+            )
+        except MailappError as error:
+            db.session.rollback()
+            _form_error(form, error)
+        else:
+            db.session.commit()
+            flash(f"Subscriber {created.email} added.", "success")
+            return redirect(url_for("subscribers.edit_subscriber", subscriber_id=created.id))
+    return render_template("subscribers/edit.html", form=form, subscriber=None), (
+        422 if form.is_submitted() else 200)
+
+
+@bp.route("/subscribers/<int:subscriber_id>", methods=["GET", "POST"])
+@login_required
+def edit_subscriber(subscriber_id: int):  # noqa: ANN201
+    subscriber = db.get_or_404(Subscriber, subscriber_id)
+    form = SubscriberForm(obj=subscriber)
+    _list_choices(form)
+    if not form.is_submitted():
+        form.lists.data = [item.id for item in subscriber.lists]
+        form.attributes.data = json.dumps(subscriber.attributes or {}, indent=2, ensure_ascii=False)
+    if form.validate_on_submit():
+        try:
+            services.update_subscriber(
+                subscriber, email=form.email.data, name=form.name.data, attributes=form.attributes.data,
+                status=form.status.data, list_ids=form.lists.data or [],
+            )
+        except MailappError as error:
+            db.session.rollback()
+            _form_error(form, error)
+        else:
+            db.session.commit()
+            flash("Subscriber saved.", "success")
+            return redirect(url_for("subscribers.edit_subscriber", subscriber_id=subscriber_id))
+    return render_template(
+        "subscribers/edit.html", form=form, subscriber=db.session.get(Subscriber, subscriber_id),
+        status_form=StatusForm(), delete_form=DeleteForm(),
+    ), 422 if form.is_submitted() else 200
+
+
+@bp.post("/subscribers/<int:subscriber_id>/status")
+@login_required
+def change_status(subscriber_id: int):  # noqa: ANN201
+    """Resubscribe, unsubscribe, blocklist or unblocklist (which makes them active again)."""
+    subscriber = db.get_or_404(Subscriber, subscriber_id)
+    form = StatusForm()
+    _require_valid(form)
+    services.set_subscriber_status(subscriber, form.status.data)
+    db.session.commit()
+    flash(f"{subscriber.email} {STATUS_ACTIONS[SubscriberStatus(form.status.data)]}.", "success")
+    return redirect(request.form.get("next") if _is_local(request.form.get("next"))
+                    else url_for("subscribers.edit_subscriber", subscriber_id=subscriber_id))
+
+
+def _is_local(target: str | None) -> bool:
+    return bool(target) and target.startswith("/") and not target.startswith("//")
+
+
+@bp.post("/subscribers/<int:subscriber_id>/delete")
+@login_required
+def delete_subscriber(subscriber_id: int):  # noqa: ANN201
+    subscriber = db.get_or_404(Subscriber, subscriber_id)
+    _require_valid(DeleteForm())
+    email = subscriber.email
+    services.delete_subscriber(subscriber)
+    db.session.commit()
+    flash(f"Subscriber {email} deleted.", "success")
+    return redirect(url_for("subscribers.index"))

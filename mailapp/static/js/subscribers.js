@@ -1,0 +1,79 @@
+// Subscribers and lists pages: confirm destructive actions, and follow a running CSV import live.
+document.querySelectorAll("form[data-confirm]").forEach((form) => {
+  form.addEventListener("submit", (event) => {
+    if (!window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+});
+
+(() => {
+  const root = document.getElementById("import");
+  if (!root) {
+    return;
+  }
+  const number = new Intl.NumberFormat();
+  const field = (name) => root.querySelector(`[data-field="${name}"]`);
+
+  function render(status) {
+    ["processed", "imported", "updated", "skipped", "invalid", "duplicates"].forEach((key) => {
+      const el = field(key);
+      if (el) {
+        el.textContent = number.format(status[key]);
+      }
+    });
+    field("status").textContent = status.status;
+    const finished = status.status === "done" || status.status === "failed";
+    let percent = 0;
+    if (status.status === "done") {
+      percent = 100;
+    } else if (status.total > 0) {
+      percent = Math.min(99, Math.floor((status.processed * 100) / status.total));
+    }
+    const bar = field("bar");
+    bar.style.width = `${percent}%`;
+    bar.textContent = `${percent}%`;
+    bar.parentElement.setAttribute("aria-valuenow", String(percent));
+    if (finished) {
+      bar.classList.remove("progress-bar-striped", "progress-bar-animated");
+    }
+    if (status.status === "failed") {
+      bar.classList.add("bg-danger");
+    }
+    const failure = field("failure");
+    failure.textContent = status.failure || "";
+    failure.classList.toggle("d-none", !status.failure);
+    const body = field("errors");
+    body.replaceChildren();
+    if (status.errors.length === 0) {
+      const row = body.insertRow();
+      const cell = row.insertCell();
+      cell.colSpan = 3;
+      cell.className = "text-body-secondary";
+      cell.textContent = finished ? "None." : "None so far.";
+    }
+    status.errors.forEach((error) => {
+      const row = body.insertRow();
+      [error.line, error.email, error.reason].forEach((value) => {
+        row.insertCell().textContent = value;
+      });
+    });
+    return finished;
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(root.dataset.statusUrl, { headers: { Accept: "application/json" } });
+      if (response.ok && render(await response.json())) {
+        return;
+      }
+    } catch (error) {
+      // A dropped connection: try again on the next tick.
+    }
+    window.setTimeout(poll, 1000);
+  }
+
+  if (root.dataset.status !== "done" && root.dataset.status !== "failed") {
+    window.setTimeout(poll, 500);
+  }
+})();

@@ -1,0 +1,40 @@
+"""Forms of the subscribers area: lists, subscribers, status actions and CSV uploads."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms.validators import AnyOf, DataRequired, Length, Optional
+
+from mailapp.models.subscriber import SubscriberStatus
+from mailapp.subscribers.importer import NAME_MAX_LENGTH
+from mailapp.subscribers.services import LIST_NAME_MAX
+
+STATUS_CHOICES = [(status.value, status.value.capitalize()) for status in SubscriberStatus]
+
+
+class ListForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=LIST_NAME_MAX)])
+    description = TextAreaField("Description", validators=[Optional()])
+
+
+class SubscriberForm(FlaskForm):
+    # Checked by services.normalize_email (email-validator), so the message says what is wrong.
+    email = StringField("Email", validators=[DataRequired(), Length(max=320)])
+    name = StringField("Name", validators=[Optional(), Length(max=NAME_MAX_LENGTH)])
+    attributes = TextAreaField("Attributes (a JSON object)", validators=[Optional()])
+    status = SelectField("Status", choices=STATUS_CHOICES, default=SubscriberStatus.ACTIVE.value)
+    lists = SelectMultipleField("Lists", coerce=int, validate_choice=False)
+
+
+class StatusForm(FlaskForm):
+    status = HiddenField(validators=[AnyOf([status.value for status in SubscriberStatus])])
+
+
+class ImportForm(FlaskForm):
+    file = FileField("CSV file", validators=[FileRequired("Choose a CSV file to import.")])
+
+
+class DeleteForm(FlaskForm):
+    """CSRF token only."""
