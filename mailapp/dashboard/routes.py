@@ -7,9 +7,21 @@ from flask_login import login_required
 
 from mailapp.dashboard import bp
 from mailapp.dashboard.services import home_summary
+from mailapp.extensions import db
+from mailapp.reports import charts
+
+GROWTH_COLOR = "#6f42c1"
 
 
 @bp.route("/")
 @login_required
 def home():  # noqa: ANN201
-    return render_template("dashboard/home.html", summary=home_summary())
+    summary = home_summary()
+    db.session.commit()  # keeps any delivery counts just cached for finished campaigns
+    growth_chart = charts.grouped_bars(
+        [day.strftime("%d %b") for day, _ in summary.growth],
+        [charts.Series("new subscribers", GROWTH_COLOR, [count for _, count in summary.growth])],
+        title="New subscribers per day, last 30 days",
+        tick_every=5,
+    )
+    return render_template("dashboard/home.html", summary=summary, growth_chart=growth_chart)

@@ -1,0 +1,77 @@
+"""The dashboard home: totals, subscriber growth, and recent campaigns with their rates."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from mailapp.dashboard.services import home_summary, subscriber_growth
+from mailapp.extensions import db
+from mailapp.tracking import tokens
+from tests.factories import CampaignFactory, SubscriberFactory
+from tests.tracking_fixtures import READER_UA, empty_open_buffer, make_campaign, make_delivery, settle
+
+__all__ = ["empty_open_buffer"]
+
+
+def at_day(day: date, hour: int = 12) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def test_growth_counts_new_subscribers_per_day_for_30_days():
+    today = date(2026, 3, 31)
+    for days_ago, how_many in [(0, 3), (1, 1), (29, 2), (30, 5)]:
+        for _ in range(how_many):
+            SubscriberFactory(created_at=at_day(today - timedelta(days=days_ago)))
+    growth = subscriber_growth(today=today)
+    assert len(growth) == 30
+    assert growth[0] == (date(2026, 3, 2), 2)
+    assert growth[-1] == (today, 3)
+    assert growth[-2] == (date(2026, 3, 30), 1)
+    assert sum(count for _, count in growth) == 6
+
+
+def test_totals_by_status():
+    SubscriberFactory.create_batch(3)
+    SubscriberFactory(status="unsubscribed")
+    SubscriberFactory(status="blocklisted")
+    summary = home_summary()
+    assert (summary.active_subscribers, summary.unsubscribed, summary.total_subscribers) == (3, 1, 5)
+    assert summary.new_subscribers == 5
+
+
+def test_home_page_shows_recent_campaigns_with_rates_and_the_growth_chart(auth_client):
+    campaign = make_campaign(name="Spring news")
+    CampaignFactory(name="Unsent draft")
+    deliveries = [make_delivery(campaign) for _ in range(4)]
+    auth_client.get(
+        f"/o/{tokens.make_token('open', deliveries[0].id)}.gif", headers={"User-Agent": READER_UA}
+    )
+    auth_client.get(
+        f"/c/{tokens.make_token('click', deliveries[1].id, 0)}", headers={"User-Agent": READER_UA}
+    )
+    settle()
+    html = auth_client.get("/").get_data(as_text=True)
+    assert "Spring news" in html
+    assert "Unsent draft" not in html
+    assert "50.0%" in html  # 2 of 4 opened (one by clicking)
+    assert "25.0%" in html  # 1 of 4 clicked
+    assert 'aria-label="New subscribers per day, last 30 days"' in html
+    assert 'data-testid="active-subscribers">4<' in html
+    assert f'/reports/campaigns/{campaign.id}"' in html
+
+
+def test_empty_dashboard_says_what_to_do(auth_client):
+    html = auth_client.get("/").get_data(as_text=True)
+    assert "No campaigns sent yet" in html
+    assert "<svg" in html
+
+
+def test_recent_campaign_counts_are_cached_once_finished():
+    campaign = make_campaign(finished_at=datetime.now(UTC))
+    make_delivery(campaign)
+    assert home_summary().recent_campaigns[0].sent == 1
+    db.session.commit()
+    # A delivery row appearing after the count is not seen while finished_at is unchanged: the cache
+    # is what keeps the dashboard from counting big campaigns on every view.
+    make_delivery(campaign)
+    assert home_summary().recent_campaigns[0].sent == 1
