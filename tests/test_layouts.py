@@ -62,11 +62,12 @@ def test_unknown_variable_is_refused(db) -> None:  # noqa: ANN001
     assert layout_count(db) == 0
 
 
-@pytest.mark.parametrize("payload", SSTI_PAYLOADS)
-def test_ssti_payload_is_refused_by_the_service(db, payload: str) -> None:  # noqa: ANN001
-    with pytest.raises(TemplateError):
-        services.create_layout("Evil", f"<p>{payload}</p>")
-    db.session.rollback()
+def test_ssti_payloads_are_refused_by_the_service(db) -> None:  # noqa: ANN001
+    # One test for the whole list (not one per payload): each test empties every table, which costs.
+    for payload in SSTI_PAYLOADS:
+        with pytest.raises(TemplateError):
+            services.create_layout("Evil", f"<p>{payload}</p>")
+        db.session.rollback()
     assert layout_count(db) == 0
 
 
@@ -121,14 +122,14 @@ def test_update_layout_validates_and_keeps_old_html_on_error(db) -> None:  # noq
     assert stored.html == "<p>{{ campaign.subject }} {{ unsubscribe_url }}</p>"
 
 
-@pytest.mark.parametrize("status", ["draft", "scheduled", "sending", "paused"])
-def test_delete_refused_while_an_unsent_campaign_uses_it(db, status: str) -> None:  # noqa: ANN001
-    layout = LayoutFactory()
-    CampaignFactory(layout=layout, status=status, name="Spring sale")
-    with pytest.raises(InvalidStateError, match="Spring sale"):
-        services.delete_layout(layout)
-    db.session.rollback()
-    assert layout_count(db) == 1
+def test_delete_refused_while_an_unsent_campaign_uses_it(db) -> None:  # noqa: ANN001
+    for status in ("draft", "scheduled", "sending", "paused"):
+        layout = LayoutFactory()
+        CampaignFactory(layout=layout, status=status, name=f"Spring sale ({status})")
+        with pytest.raises(InvalidStateError, match=re.escape(f"Spring sale ({status})")):
+            services.delete_layout(layout)
+        db.session.rollback()
+    assert layout_count(db) == 4
 
 
 def test_delete_allowed_once_campaigns_are_sent(db) -> None:  # noqa: ANN001
@@ -217,11 +218,13 @@ def test_form_flags_unknown_variable(auth_client, db) -> None:  # noqa: ANN001
     assert layout_count(db) == 0
 
 
-@pytest.mark.parametrize("payload", SSTI_PAYLOADS[:20])
-def test_form_refuses_ssti(auth_client, db, payload: str) -> None:  # noqa: ANN001
-    response = auth_client.post_form("/layouts/new", {"name": "Evil", "html": payload})
-    assert response.status_code == 422
-    assert 'data-testid="form-errors"' in response.get_data(as_text=True)
+def test_form_refuses_ssti(auth_client, db) -> None:  # noqa: ANN001
+    token = auth_client.csrf_token("/layouts/new")
+    for payload in SSTI_PAYLOADS:
+        form = {"name": "Evil", "html": payload, "csrf_token": token}
+        response = auth_client.post("/layouts/new", data=form)
+        assert response.status_code == 422, payload
+        assert 'data-testid="form-errors"' in response.get_data(as_text=True)
     assert layout_count(db) == 0
 
 
@@ -369,11 +372,11 @@ def test_api_template_error_shape(api, db) -> None:  # noqa: ANN001
     assert layout_count(db) == 0
 
 
-@pytest.mark.parametrize("payload", SSTI_PAYLOADS)
-def test_api_refuses_ssti(api, db, payload: str) -> None:  # noqa: ANN001
-    response = api.post("/api/v1/layouts", json={"name": "Evil", "html": payload})
-    assert response.status_code == 422
-    assert response.get_json()["error"]["code"] == "template_error"
+def test_api_refuses_ssti(api, db) -> None:  # noqa: ANN001
+    for payload in SSTI_PAYLOADS:
+        response = api.post("/api/v1/layouts", json={"name": "Evil", "html": payload})
+        assert response.status_code == 422, payload
+        assert response.get_json()["error"]["code"] == "template_error"
     assert layout_count(db) == 0
 
 
