@@ -9,6 +9,7 @@ otherwise), so both suites can run in one pytest session."""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +44,7 @@ ADMIN_EMAIL = "marketer@example.com"
 ADMIN_PASSWORD = "correct horse battery"
 STARTUP_TIMEOUT = 60.0
 LOG_TAIL_LINES = 60
+STATIC_REQUEST = re.compile(r'"GET /(static|bootstrap/static)/|"GET /favicon.ico')
 
 _BIN = Path(sys.executable).parent
 
@@ -63,6 +66,8 @@ class AppProcess:
             content = self.log_path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             return "(no log)"
+        # Requests for CSS and JS drown the ones that tell what happened.
+        content = [line for line in content if not STATIC_REQUEST.search(line)]
         return "\n".join(content[-lines:])
 
 
@@ -230,6 +235,8 @@ def mailapp_server() -> Iterator[RunningApp]:
             "web", str(_BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{port}",
             "--worker-class", "gthread", "--workers", "1", "--threads", "8",
             "--timeout", "60", "--graceful-timeout", "5", "--access-logfile", "-",
+            # Its default control socket is one path per user, shared with any other gunicorn here.
+            "--no-control-socket",
         )
         running.flask("db", "upgrade")
         admin = running.start("ensure-admin", str(_BIN / "flask"), "--app", "wsgi", "users", "ensure-admin")
@@ -239,7 +246,7 @@ def mailapp_server() -> Iterator[RunningApp]:
             "--hostname", f"e2e-{port}@%h",
         )
         running.start(
-            "beat", str(_BIN / "celery"), "-A", "wsgi:celery_app", "beat", "--loglevel", "INFO",
+            "beat", str(_BIN / "celery"), "-A", "wsgi:celery_app", "beat", "--loglevel", "WARNING",
             "--schedule", str(workdir / "beat-schedule"), "--pidfile", str(workdir / "beat.pid"),
         )
         if admin.process.wait(timeout=STARTUP_TIMEOUT) != 0:
@@ -268,6 +275,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
 
 
 _call_failed = pytest.StashKey[bool]()
+
+
+class _LandingPage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = f"<!doctype html><title>Shop</title><h1>Spring catalogue</h1><p>{self.path}</p>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+
+@pytest.fixture(scope="package")
+def landing_site() -> Iterator[str]:
+    """The marketer's own web site, where the links in campaigns lead: its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LandingPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 # -- the browser ------------------------------------------------------------------------------------
