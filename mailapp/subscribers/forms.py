@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from mailapp.models.subscriber import SubscriberStatus
 from mailapp.subscribers.importer import NAME_MAX_LENGTH
 from mailapp.subscribers.services import LIST_NAME_MAX
 
-STATUS_CHOICES = [(status.value, status.value.capitalize()) for status in SubscriberStatus]
+STATUS_CHOICES = [SelectChoice(status.value, status.value.capitalize()) for status in SubscriberStatus]
 
 
 class ListForm(FlaskForm):

@@ -18,6 +18,7 @@ from flask import (
 )
 from flask_login import login_required
 from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
 
 from mailapp.errors import MailappError
 from mailapp.extensions import db
@@ -220,7 +221,7 @@ def index():  # noqa: ANN201
 
 
 def _list_choices(form: SubscriberForm) -> None:
-    form.lists.choices = [(item.id, item.name) for item in services.all_lists()]
+    form.lists.choices = [SelectChoice(item.id, item.name) for item in services.all_lists()]
 
 
 @bp.route("/subscribers/new", methods=["GET", "POST"])

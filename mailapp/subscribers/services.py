@@ -231,15 +231,12 @@ def create_subscriber(
     status: Any = SubscriberStatus.ACTIVE,
 ) -> Subscriber:
     cleaned_email = _clean_email(email)
-    subscriber = Subscriber(
-        email=cleaned_email,
-        name=_clean_name(name),
-        attributes=parse_attributes(attributes),
-        status=SubscriberStatus.ACTIVE,
-    )
-    _apply_status(subscriber, _clean_status(status))
-    subscriber.lists = _lists_by_id(list_ids)
+    cleaned = {"name": _clean_name(name), "attributes": parse_attributes(attributes)}
+    wanted_status = _clean_status(status)
+    lists = _lists_by_id(list_ids)
     _ensure_email_free(cleaned_email)
+    subscriber = Subscriber(email=cleaned_email, status=SubscriberStatus.ACTIVE, lists=lists, **cleaned)
+    _apply_status(subscriber, wanted_status)
     db.session.add(subscriber)
     _flush_unique(cleaned_email)
     return subscriber
