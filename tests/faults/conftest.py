@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from tests.faults.servers import (
     PostgresServer,
     RedisServer,
     Worker,
+    wait_until,
 )
 
 FULL = os.environ.get("MAILAPP_FAULTS_FULL", "") == "1"
@@ -37,6 +39,8 @@ SECRET_KEY = "faults-secret-key"
 PUBLIC_URL = "http://mailapp.test"
 # Short leases, so the sweeper hands a killed worker's rows back within seconds.
 LEASE_SECONDS = 5
+BATCH_SIZE = 50
+FINAL_STATES = {"sent", "failed", "cancelled"}
 
 
 @dataclass
@@ -85,6 +89,8 @@ def process_env(servers: FaultServers, smtp_port: int, workdir: Path, **extra: s
         MAIL_PORT=str(smtp_port),
         PUBLIC_URL=PUBLIC_URL,
         SEND_LEASE_SECONDS=str(LEASE_SECONDS),
+        # Batches small enough to finish well inside that lease.
+        SEND_BATCH_SIZE=str(BATCH_SIZE),
         DEVINBOX_ENABLED="false",
     )
     env.update(extra)
@@ -128,15 +134,25 @@ class FaultCluster:
         return process_env(self.servers, self.smtp.port, self.workdir, **extra)
 
     def worker(self, concurrency: int = 4, **extra_env: str) -> Worker:
-        started = Worker(len(self.processes), concurrency, self.env(**extra_env), self.workdir)
-        self.processes.append(started)
-        started.start_and_wait()
-        return started
+        return self.start(workers=1, concurrency=concurrency, **extra_env)[0]  # type: ignore[return-value]
 
     def beat(self, **extra_env: str) -> Beat:
-        started = Beat(len(self.processes), self.env(**extra_env), self.workdir)
-        self.processes.append(started)
-        started.start_and_wait()
+        return self.start(beats=1, **extra_env)[0]  # type: ignore[return-value]
+
+    def start(self, workers: int = 0, beats: int = 0, concurrency: int = 4, **extra_env: str
+              ) -> list[CeleryProcess]:
+        """Start processes side by side (each takes seconds to import the app), then wait for all."""
+        started: list[CeleryProcess] = []
+        for _ in range(workers):
+            started.append(Worker(len(self.processes), concurrency, self.env(**extra_env), self.workdir))
+            self.processes.append(started[-1])
+        for _ in range(beats):
+            started.append(Beat(len(self.processes), self.env(**extra_env), self.workdir))
+            self.processes.append(started[-1])
+        for process in started:
+            process.start()
+        for process in started:
+            process.wait_ready(" ready." if isinstance(process, Worker) else "beat: Starting...")
         return started
 
     def logs(self) -> str:
@@ -161,6 +177,97 @@ class FaultCluster:
 
     def campaign_status(self, campaign_id: int) -> str:
         return str(self.scalar("SELECT status FROM campaigns WHERE id = :c", c=campaign_id))
+
+    def create_campaign(self, recipients: int, prefix: str) -> tuple[int, set[str]]:
+        """A campaign to a list of `recipients` new subscribers, as the dashboard would build it.
+        Returns its id and the addresses that must each receive it exactly once."""
+        from sqlalchemy import insert
+
+        from mailapp.extensions import db
+        from mailapp.models import Campaign, Layout, Subscriber, SubscriberList, list_members
+        from tests.factories import SIMPLE_LAYOUT
+
+        mailing_list = SubscriberList(name=f"{prefix} list")
+        layout = Layout(name=f"{prefix} layout", html=SIMPLE_LAYOUT)
+        db.session.add_all([mailing_list, layout])
+        db.session.flush()
+        emails = [f"{prefix}-{number}@example.com" for number in range(recipients)]
+        subscriber_ids = db.session.scalars(
+            insert(Subscriber).returning(Subscriber.id),
+            [{"email": email, "name": f"Reader {number}"} for number, email in enumerate(emails)],
+        ).all()
+        members = [{"list_id": mailing_list.id, "subscriber_id": sid} for sid in subscriber_ids]
+        db.session.execute(insert(list_members), members)
+        campaign = Campaign(
+            name=f"{prefix} campaign", subject="News for {{ subscriber.name }}", from_name="Example News",
+            from_email="news@example.com", layout_id=layout.id, message="This week's news.",
+            lists=[mailing_list],
+        )
+        db.session.add(campaign)
+        db.session.commit()
+        return campaign.id, set(emails)
+
+    def send_now(self, campaign_id: int) -> None:
+        """What the dashboard's "Send now" does: claim, snapshot, queue the batches to the workers."""
+        from mailapp.campaigns import services, tasks
+        from mailapp.extensions import db
+
+        campaign = services.send_campaign_now(campaign_id)
+        version = campaign.schedule_version
+        db.session.commit()
+        tasks.start_scheduled(campaign_id, version)
+        db.session.remove()
+
+    def schedule(self, campaign_id: int, send_at: datetime) -> None:
+        """What the dashboard's "Schedule" does: store the time, and queue an ETA start if it is near."""
+        from mailapp.campaigns import services, tasks
+        from mailapp.extensions import db
+
+        campaign = services.schedule_campaign(campaign_id, send_at)
+        db.session.commit()
+        tasks.queue_start(
+            campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version
+        )
+        db.session.remove()
+
+    def resume(self, campaign_id: int) -> None:
+        from mailapp.campaigns import services, tasks
+        from mailapp.extensions import db
+
+        services.resume_campaign(campaign_id)
+        db.session.commit()
+        tasks.continue_sending(campaign_id)
+        db.session.remove()
+
+    def unsent_emails(self, campaign_id: int) -> set[str]:
+        from mailapp.extensions import db
+
+        with db.engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT email FROM deliveries WHERE campaign_id = :c AND status <> 'sent'"),
+                {"c": campaign_id},
+            )
+            return {email.lower() for (email,) in rows}
+
+    def wait_finished(self, campaign_id: int, timeout: float, also: frozenset[str] = frozenset()) -> str:
+        """Wait until the campaign is sent or stopped for good (or in one of `also`); its status."""
+        states = FINAL_STATES | also
+
+        def finished() -> str | None:
+            status = self.campaign_status(campaign_id)
+            return status if status in states else None
+
+        return str(wait_until(
+            finished, timeout, f"campaign {campaign_id} to finish ({self.delivery_statuses(campaign_id)})",
+            interval=0.5,
+        ))
+
+
+def outcome(expected: set[str], received: Counter[str]) -> tuple[set[str], int]:
+    """(lost addresses, duplicate messages) of one campaign's recipients as the SMTP server saw them."""
+    lost = {email for email in expected if received[email] == 0}
+    duplicates = sum(received[email] - 1 for email in expected if received[email] > 1)
+    return lost, duplicates
 
 
 def _empty_tables() -> None:

@@ -80,7 +80,7 @@ class PostgresServer:
         # Durability is not under test here (the crash is of the client side), so skip the fsyncs.
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+            "-c fsync=off -c full_page_writes=off"
         )
         result = self._run(PG_BIN / "pg_ctl", "-D", self.data, "-o", options, "-l", self.log, "-w",
                            "start", check=False)
@@ -235,7 +235,8 @@ class Worker(CeleryProcess):
             env, workdir,
         )
 
-    def start_and_wait(self) -> None:
+    def restart(self) -> None:
+        self.kill()
         self.start()
         self.wait_ready(" ready.")
 
@@ -248,7 +249,3 @@ class Beat(CeleryProcess):
              "--pidfile", ""],
             env, workdir,
         )
-
-    def start_and_wait(self) -> None:
-        self.start()
-        self.wait_ready("beat: Starting...")
