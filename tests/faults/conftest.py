@@ -178,6 +178,16 @@ class FaultCluster:
     def campaign_status(self, campaign_id: int) -> str:
         return str(self.scalar("SELECT status FROM campaigns WHERE id = :c", c=campaign_id))
 
+    def started_at(self, campaign_id: int) -> datetime:
+        from sqlalchemy import select
+
+        from mailapp.extensions import db
+        from mailapp.models import Campaign
+
+        with db.engine.connect() as connection:
+            statement = select(Campaign.started_at).where(Campaign.id == campaign_id)
+            return connection.execute(statement).scalar_one()
+
     def create_campaign(self, recipients: int, prefix: str) -> tuple[int, set[str]]:
         """A campaign to a list of `recipients` new subscribers, as the dashboard would build it.
         Returns its id and the addresses that must each receive it exactly once."""
