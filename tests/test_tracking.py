@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -311,3 +312,30 @@ def test_a_click_seconds_after_sending_is_a_scanner_click(client):
     delivery = make_delivery(make_campaign(), sent_ago=timedelta(0))
     client.get(click_path(delivery.id, 0), headers=READER)
     assert stats(delivery.campaign_id).scanner_clicks == 1
+
+
+def test_pixel_writes_the_open_directly_when_redis_is_down(app, client, monkeypatch):
+    from mailapp.tracking import buffer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    monkeypatch.setitem(app.config, "REDIS_URL", f"redis://127.0.0.1:{dead_port}/0")
+    delivery = make_delivery(make_campaign())
+    assert_pixel(client.get(open_path(delivery.id), headers=READER))
+    assert count(OpenEvent) == 1
+    db.session.refresh(delivery)
+    assert delivery.open_count == 1
+    buffer._appenders.value[2].close()
+
+
+def test_buffer_entries_keep_user_agents_with_any_character():
+    from mailapp.tracking import buffer
+
+    parsed = buffer.parse_entry(b"17-3", {b"e": "5|1700000000.250000|10.0.0.0|Odd | agent | é".encode()})
+    assert parsed["delivery_id"] == 5
+    assert parsed["user_agent"] == "Odd | agent | é"
+    assert parsed["buffer_key"] == "17-3"
+    assert parsed["at"].timestamp() == 1700000000.25
+    assert buffer.parse_entry(b"1-0", {b"e": b"not an entry"}) is None
+    assert buffer.parse_entry(b"1-0", {}) is None

@@ -10,10 +10,11 @@ Every write path goes through the same steps, in one transaction:
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
@@ -127,7 +128,7 @@ def accept_open(token: str, user_agent: str | None, remote_addr: str | None) -> 
         delivery_id, _ = tokens.read_token("open", token)
     except tokens.BadToken:
         return False
-    at = utcnow()
+    at = time.time()
     agent = (user_agent or "")[:500]
     ip = machine.truncate_ip(remote_addr)
     client = buffer.redis_client()
@@ -135,9 +136,9 @@ def accept_open(token: str, user_agent: str | None, remote_addr: str | None) -> 
         try:
             buffer.push_open(client, delivery_id, at, agent, ip)
             return False
-        except buffer.redis.RedisError:
+        except buffer.BufferUnavailable:
             log.exception("open buffer unavailable; writing the open directly")
-    record_opens([OpenHit(delivery_id, at, agent, ip)])
+    record_opens([OpenHit(delivery_id, datetime.fromtimestamp(at, UTC), agent, ip)])
     return True
 
 
