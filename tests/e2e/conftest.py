@@ -40,11 +40,20 @@ CHROMIUM_ARGS = [
 ]
 # Not UTC, so the tests see that times are picked and shown in the browser's zone.
 BROWSER_TIMEZONE = "America/New_York"
+READER_USER_AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
 ADMIN_EMAIL = "marketer@example.com"
 ADMIN_PASSWORD = "correct horse battery"
 STARTUP_TIMEOUT = 60.0
 LOG_TAIL_LINES = 60
-STATIC_REQUEST = re.compile(r'"GET /(static|bootstrap/static)/|"GET /favicon.ico')
+# Lines that drown the ones telling what happened: requests for CSS and JS, and beat's periodic tasks.
+LOG_NOISE = re.compile(
+    r'"GET /(static|bootstrap/static)/|"GET /favicon.ico'
+    r"|Task mailapp\.(campaigns\.tasks\.dispatch_due_campaigns|tracking\.tasks\.flush_open_events"
+    r"|sending\.tasks\.sweep_expired_leases)\[[^]]+\] (received|succeeded)"
+)
 
 _BIN = Path(sys.executable).parent
 
@@ -66,8 +75,7 @@ class AppProcess:
             content = self.log_path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             return "(no log)"
-        # Requests for CSS and JS drown the ones that tell what happened.
-        content = [line for line in content if not STATIC_REQUEST.search(line)]
+        content = [line for line in content if not LOG_NOISE.search(line)]
         return "\n".join(content[-lines:])
 
 
@@ -331,10 +339,11 @@ def screenshots_dir() -> Path:
     return SCREENSHOTS_DIR
 
 
-def _new_context(browser, running: RunningApp, storage_state: dict | None = None):  # noqa: ANN001, ANN202
+def _new_context(browser, running: RunningApp, storage_state: dict | None = None, **options):  # noqa: ANN001, ANN003, ANN202
+    options.setdefault("viewport", {"width": 1280, "height": 900})
     context = browser.new_context(
-        base_url=running.base_url, timezone_id=BROWSER_TIMEZONE, locale="en-US",
-        viewport={"width": 1280, "height": 900}, storage_state=storage_state,
+        base_url=running.base_url, timezone_id=BROWSER_TIMEZONE, locale="en-US", storage_state=storage_state,
+        **options,
     )
     context.set_default_timeout(15_000)
     return context
@@ -382,6 +391,16 @@ def anonymous_page(request: pytest.FixtureRequest, chromium_browser, mailapp_ser
     """A page in a fresh context with no session: a stranger, or a subscriber opening a link."""
     context = _new_context(chromium_browser, mailapp_server)
     yield from _page_fixture(request, context, "anonymous", screenshots_dir)
+
+
+@pytest.fixture
+def reader_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,  # noqa: ANN001, ANN201
+                screenshots_dir: Path):
+    """A subscriber reading their mail in a desktop browser: no dashboard session, and a person's user
+    agent (headless Chromium's own is, rightly, counted as a machine by the open tracking)."""
+    context = _new_context(chromium_browser, mailapp_server, user_agent=READER_USER_AGENT,
+                           viewport={"width": 1024, "height": 700})
+    yield from _page_fixture(request, context, "reader", screenshots_dir)
 
 
 @pytest.fixture

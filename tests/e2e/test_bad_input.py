@@ -19,7 +19,7 @@ BROKEN_TEMPLATE = """<html>
 
 def test_a_broken_template_is_shown_with_its_line_number(page: Page, screenshot) -> None:  # noqa: ANN001
     page.goto("/layouts/new")
-    page.get_by_label("Name").fill("Broken layout")
+    page.get_by_label("Name", exact=True).fill("Broken layout")
     page.get_by_label("HTML", exact=True).fill(BROKEN_TEMPLATE)
     page.get_by_role("button", name="Create layout").click()
 

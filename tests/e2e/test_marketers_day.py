@@ -1,18 +1,46 @@
 """A marketer's day in the browser, against the running app: upload a layout and preview it, import
-subscribers, create a campaign, test-send and schedule it, watch it go out, read the report as
-subscribers open, click and unsubscribe."""
+subscribers, create a campaign, test-send and schedule it, watch it go out, then read the report change
+as subscribers open, click and unsubscribe.
+
+One test walks the whole day, because each step needs what the one before made; each step is a function
+named after what the marketer does, and every main page is saved under tests/e2e/screenshots/."""
 
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.conftest import BROWSER_TIMEZONE, RunningApp
+from tests.smtp import ReceivedMessage
+
 pytestmark = pytest.mark.browser
 
 LAYOUT_NAME = "Spring newsletter"
+LIST_NAME = "Customers"
+CAMPAIGN_NAME = "Spring sale"
+TESTER = "me@acme.example"
+CUSTOMERS = {
+    "alice@example.com": "Alice Martin",
+    "bob@example.com": "Bob Stone",
+    "chloe@example.com": "Chloé Dubois",
+}
+SUBSCRIBERS_CSV = """email,name,city
+alice@example.com,Alice Martin,Paris
+bob@example.com,Bob Stone,Berlin
+chloe@example.com,Chloé Dubois,Lyon
+ALICE@example.com,Alice again,Paris
+not-an-email,Nobody,Nowhere
+"""
+# Opens and clicks this soon after sending are a scanner's (mailapp.tracking.machine.DEFAULT_EARLY_SECONDS).
+MACHINE_WINDOW_SECONDS = 3.0
+SEND_TIMEOUT_MS = 60_000
 
 
 def layout_file(tmp_path: Path, shop_url: str) -> Path:
@@ -36,13 +64,17 @@ def layout_file(tmp_path: Path, shop_url: str) -> Path:
     return path
 
 
+def nav(page: Page, label: str) -> None:
+    page.get_by_role("navigation").get_by_role("link", name=label, exact=True).click()
+
+
 def upload_layout(page: Page, screenshot, html_file: Path) -> None:  # noqa: ANN001
     page.goto("/")
-    page.get_by_role("navigation").get_by_role("link", name="Layouts").click()
+    nav(page, "Layouts")
     expect(page.get_by_role("heading", name="Layouts", exact=True)).to_be_visible()
     screenshot(page, "10-layouts-empty")
     page.get_by_role("link", name="New layout", exact=True).click()
-    page.get_by_label("Name").fill(LAYOUT_NAME)
+    page.get_by_label("Name", exact=True).fill(LAYOUT_NAME)
     page.get_by_label(re.compile(r"upload an \.html file")).set_input_files(html_file)
     page.get_by_role("button", name="Create layout").click()
 
@@ -58,5 +90,259 @@ def upload_layout(page: Page, screenshot, html_file: Path) -> None:  # noqa: ANN
     screenshot(page, "11-layout-preview")
 
 
-def test_a_marketers_day(page: Page, mailapp_server, landing_site: str, screenshot, tmp_path: Path) -> None:  # noqa: ANN001
+def import_subscribers(page: Page, screenshot, tmp_path: Path) -> None:  # noqa: ANN001
+    nav(page, "Lists")
+    expect(page.get_by_role("heading", name="Lists", exact=True)).to_be_visible()
+    page.get_by_label("Name", exact=True).fill(LIST_NAME)
+    page.get_by_label("Description").fill("Everyone who bought from the shop.")
+    page.get_by_role("button", name="Create list").click()
+    expect(page.get_by_role("heading", name=LIST_NAME)).to_be_visible()
+    screenshot(page, "20-list-empty")
+
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text(SUBSCRIBERS_CSV, encoding="utf-8")
+    page.get_by_label("CSV file").set_input_files(csv_file)
+    page.get_by_role("button", name="Import", exact=True).click()
+
+    expect(page.get_by_role("heading", name="Import of customers.csv")).to_be_visible()
+    progress = page.get_by_role("progressbar", name="Import progress")
+    expect(progress).to_have_attribute("aria-valuenow", "100")
+    expect(progress).to_contain_text("100%")
+    expect(page.locator('[data-field="status"]')).to_have_text("done")
+    figures = {"processed": "5", "imported": "3", "updated": "0", "skipped": "1", "invalid": "1"}
+    for field, value in figures.items():
+        expect(page.locator(f'[data-field="{field}"]')).to_have_text(value)
+    expect(page.locator('[data-field="duplicates"]')).to_have_text("1")
+    invalid_row = page.get_by_test_id("import-errors").locator("tbody tr")
+    expect(invalid_row).to_have_count(1)
+    expect(invalid_row.locator("td").nth(0)).to_have_text("6")
+    expect(invalid_row.locator("td").nth(1)).to_have_text("not-an-email")
+    screenshot(page, "21-import-done")
+
+    page.get_by_role("main").get_by_role("link", name=LIST_NAME).first.click()
+    members = page.get_by_test_id("members-table")
+    for email in CUSTOMERS:
+        expect(members.get_by_role("link", name=email)).to_be_visible()
+    expect(page.get_by_test_id("list-counts")).to_contain_text(re.compile(r"Active\s*3\b"))
+    screenshot(page, "22-list-members")
+
+
+def create_campaign(page: Page, screenshot) -> None:  # noqa: ANN001
+    nav(page, "Campaigns")
+    screenshot(page, "30-campaigns-empty")
+    page.goto("/campaigns/new")
+    page.get_by_label("Name", exact=True).fill(CAMPAIGN_NAME)
+    page.get_by_label("Subject").fill("Spring is here, {{ subscriber.name }}")
+    page.get_by_label("From name").fill("Acme Shop")
+    page.get_by_label("From email").fill("news@acme.example")
+    page.get_by_label("Message").fill("Our spring catalogue is out.\n\nTen percent off until Sunday.")
+    page.get_by_label("Layout").select_option(label=LAYOUT_NAME)
+    page.get_by_label("Send to lists").select_option(label=LIST_NAME)
+    expect(page.get_by_test_id("recipients-preview")).to_contain_text("3 active recipients")
+    screenshot(page, "31-campaign-form")
+    page.get_by_role("button", name="Save draft").click()
+
+    expect(page.get_by_text(f"Campaign '{CAMPAIGN_NAME}' saved as a draft.")).to_be_visible()
+    expect(page.get_by_test_id("campaign-status")).to_have_text("draft")
+
+
+def send_a_test(page: Page, mailapp_server: RunningApp) -> ReceivedMessage:
+    page.get_by_label("Send a test to").fill(TESTER)
+    page.get_by_role("button", name="Send test").click()
+    expect(page.get_by_text(f"Test sent to {TESTER}.")).to_be_visible()
+    test_message = wait_for_mail(mailapp_server, TESTER)
+    assert test_message.message["Subject"] == "[Test] Spring is here, Jane Doe"
+    assert "Our spring catalogue is out." in test_message.html()
+    return test_message
+
+
+def schedule_shortly(page: Page, mailapp_server: RunningApp, screenshot) -> datetime:  # noqa: ANN001
+    """Pick a time a few seconds ahead, on the browser's wall clock (not UTC), and see it shown back."""
+    zone = ZoneInfo(BROWSER_TIMEZONE)
+    picked = (datetime.now(zone) + timedelta(seconds=8)).replace(microsecond=0)
+    page.get_by_label("Send at").fill(picked.strftime("%Y-%m-%dT%H:%M:%S"))
+    page.get_by_test_id("schedule-form").get_by_role("button", name="Schedule").click()
+
+    expect(page.get_by_text("Campaign scheduled.")).to_be_visible()
+    expect(page.get_by_test_id("campaign-status")).to_have_text("scheduled")
+    shown = page.get_by_test_id("send-at")
+    expect(shown).to_have_attribute("datetime", picked.astimezone(UTC).isoformat())
+    # app.js writes the time in the browser's zone: what the marketer picked, not the UTC hour.
+    hour = picked.strftime("%I").lstrip("0")
+    expect(shown).to_have_text(
+        re.compile(rf"{picked:%b} {picked.day}, {picked.year}, {hour}:{picked:%M}\s?{picked:%p}")
+    )
+    screenshot(page, "32-campaign-scheduled")
+    assert campaign_mail(mailapp_server) == [], "the campaign went out before its time"
+    return picked
+
+
+def watch_it_go_out(page: Page, mailapp_server: RunningApp, picked: datetime, screenshot) -> float:  # noqa: ANN001
+    """The page follows the send live, without a reload by the marketer, up to a full bar."""
+    sent_bar = page.locator('#campaign-progress [data-bar="sent"]')
+    expect(sent_bar).to_have_attribute("style", re.compile(r"width: 100(\.0+)?%"), timeout=SEND_TIMEOUT_MS)
+    expect(page.get_by_test_id("campaign-status")).to_have_text("sent", timeout=SEND_TIMEOUT_MS)
+    finished_at = time.monotonic()
+    progress = page.locator("#campaign-progress")
+    expect(progress.locator('[data-stat="sent"]')).to_have_text("3")
+    expect(progress.locator('[data-stat="failed"]')).to_have_text("0")
+    expect(page.get_by_test_id("delivery-log").locator("tbody tr")).to_have_count(3)
+    screenshot(page, "33-campaign-sent")
+
+    received = campaign_mail(mailapp_server)
+    assert sorted(m.to for m in received) == sorted(CUSTOMERS), "each customer gets exactly one message"
+    for message in received:
+        assert parsedate_to_datetime(message.message["Date"]) >= picked.replace(microsecond=0)
+        assert message.message["Subject"] == f"Spring is here, {CUSTOMERS[message.to]}"
+    return finished_at
+
+
+def open_report(page: Page) -> None:
+    page.goto("/campaigns/")
+    page.get_by_role("main").get_by_role("link", name=CAMPAIGN_NAME).first.click()
+    page.goto(page.url.replace("/campaigns/", "/reports/campaigns/"))
+    expect(page.get_by_role("heading", name=CAMPAIGN_NAME)).to_be_visible()
+
+
+def reload_until(page: Page, locator, text: str, timeout: float = 20.0) -> None:  # noqa: ANN001
+    """Server-rendered figures: reload until they show `text` (opens are flushed from a buffer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if locator.count() and text in locator.first.inner_text():
+            return
+        if time.monotonic() > deadline:
+            expect(locator).to_have_text(text, timeout=1)
+        page.wait_for_timeout(300)
+        page.reload()
+
+
+def subscribers_read_and_click(
+    page: Page, reader: Page, mailapp_server: RunningApp, finished_at: float, screenshot  # noqa: ANN001
+) -> None:
+    open_report(page)
+    expect(page.get_by_test_id("sent")).to_have_text("3")
+    expect(page.get_by_test_id("open-rate")).to_have_text("0.0%")
+    chart = page.get_by_role("img", name="Opens and clicks over time")
+    human_open_bars = chart.locator("rect title").filter(has_text=re.compile(r": 1 human opens$"))
+    click_bars = chart.locator("rect title").filter(has_text=re.compile(r": 1 clicks$"))
+    expect(human_open_bars).to_have_count(0)
+    expect(click_bars).to_have_count(0)
+    screenshot(page, "40-report-before")
+
+    alice = mail_to(mailapp_server, "alice@example.com")
+    pixel_url = only(re.findall(r'src="([^"]*/o/[^"]+\.gif)"', alice.html()), "open pixel")
+    click_url = only(re.findall(r'href="([^"]*/c/[^"]+)"', alice.html()), "tracked link")
+    assert click_url.startswith(mailapp_server.base_url)
+
+    # Apple Mail Privacy Protection fetches every pixel on arrival: counted, but as a machine.
+    mpp = reader.request.get(pixel_url, headers={"User-Agent": "Mozilla/5.0"})
+    assert mpp.status == 200
+    assert mpp.headers["content-type"] == "image/gif"
+    # A person reads a little later than the scanners that fetch within seconds of delivery.
+    wait = MACHINE_WINDOW_SECONDS + 0.5 - (time.monotonic() - finished_at)
+    if wait > 0:
+        reader.wait_for_timeout(wait * 1000)
+    opened = reader.goto(pixel_url)
+    assert opened is not None
+    assert opened.ok
+    reader.goto(click_url)
+    expect(reader.get_by_role("heading", name="Spring catalogue")).to_be_visible()
+    assert reader.url.endswith("/spring?ref=newsletter")
+
+    reload_until(page, page.get_by_test_id("open-rate"), "33.3%")
+    expect(page.get_by_test_id("opens")).to_have_text("2")
+    expect(page.get_by_test_id("machine-opens")).to_have_text("1")
+    expect(page.get_by_test_id("click-rate")).to_have_text("33.3%")
+    expect(page.get_by_test_id("click-to-open")).to_have_text("100.0%")
+    expect(chart).to_be_visible()
+    expect(human_open_bars).to_have_count(1)
+    expect(click_bars).to_have_count(1)
+    expect(page.get_by_role("img", name="Top links by clicks")).to_be_visible()
+    # The top links table: the link, 1 click, 1 unique click.
+    expect(page.get_by_role("row", name=re.compile(r"spring\?ref=newsletter 1 1$"))).to_be_visible()
+    screenshot(page, "41-report-after-open-and-click")
+
+
+def unsubscribe_through_the_link(
+    page: Page, reader: Page, mailapp_server: RunningApp, screenshot  # noqa: ANN001
+) -> None:
+    bob = mail_to(mailapp_server, "bob@example.com")
+    header = bob.message["List-Unsubscribe"]
+    unsubscribe_url = only(re.findall(r"<(http[^>]+/u/[^>]+)>", header), "List-Unsubscribe URL")
+    assert unsubscribe_url in bob.html(), "the visible link and the header point to the same page"
+
+    # Mail scanners prefetch links: the GET only asks.
+    reader.goto(unsubscribe_url)
+    expect(reader.get_by_role("heading", name="Unsubscribe?")).to_be_visible()
+    expect(reader.get_by_text("bob@example.com")).to_be_visible()
+    screenshot(reader, "50-unsubscribe-confirm")
+    page.goto("/subscribers?q=bob%40example.com")
+    expect(subscriber_row(page, "bob@example.com")).to_contain_text("active")
+
+    reader.get_by_role("button", name="Unsubscribe").click()
+    expect(reader.get_by_role("heading", name="You are unsubscribed")).to_be_visible()
+    screenshot(reader, "51-unsubscribed")
+
+    nav(page, "Subscribers")
+    page.get_by_label("Status").select_option("unsubscribed")
+    page.get_by_role("button", name="Filter").click()
+    row = subscriber_row(page, "bob@example.com")
+    expect(row).to_contain_text("unsubscribed")
+    expect(row).to_contain_text("since")
+    expect(subscriber_row(page, "alice@example.com")).to_have_count(0)
+    screenshot(page, "52-subscribers-unsubscribed")
+    row.get_by_role("link", name="bob@example.com").click()
+    expect(page.get_by_test_id("subscription")).to_contain_text("unsubscribed")
+    expect(page.get_by_test_id("unsubscribed-campaign")).to_contain_text("Campaign #")
+
+    open_report(page)
+    expect(page.get_by_test_id("unsubscribes")).to_have_text("1")
+
+
+def subscriber_row(page: Page, email: str):  # noqa: ANN201
+    return page.get_by_test_id("subscribers-table").locator("tbody tr").filter(has_text=email)
+
+
+def only(found: list[str], what: str) -> str:
+    assert len(set(found)) == 1, f"expected one {what}, found {found}"
+    return found[0].replace("&amp;", "&")
+
+
+def campaign_mail(mailapp_server: RunningApp) -> list[ReceivedMessage]:
+    return [m for m in mailapp_server.smtp.messages if m.to in CUSTOMERS]
+
+
+def mail_to(mailapp_server: RunningApp, address: str) -> ReceivedMessage:
+    return only_message([m for m in mailapp_server.smtp.messages if m.to == address], address)
+
+
+def only_message(messages: list[ReceivedMessage], address: str) -> ReceivedMessage:
+    assert len(messages) == 1, f"expected one message to {address}, got {len(messages)}"
+    return messages[0]
+
+
+def wait_for_mail(mailapp_server: RunningApp, address: str, timeout: float = 15.0) -> ReceivedMessage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [m for m in mailapp_server.smtp.messages if m.to == address]
+        if found:
+            return only_message(found, address)
+        time.sleep(0.05)
+    raise AssertionError(f"no message to {address} within {timeout}s")
+
+
+def test_a_marketers_day(
+    page: Page, reader_page: Page, mailapp_server: RunningApp, landing_site: str, screenshot, tmp_path: Path  # noqa: ANN001
+) -> None:
     upload_layout(page, screenshot, layout_file(tmp_path, landing_site))
+    import_subscribers(page, screenshot, tmp_path)
+    create_campaign(page, screenshot)
+    send_a_test(page, mailapp_server)
+    picked = schedule_shortly(page, mailapp_server, screenshot)
+    finished_at = watch_it_go_out(page, mailapp_server, picked, screenshot)
+    subscribers_read_and_click(page, reader_page, mailapp_server, finished_at, screenshot)
+    unsubscribe_through_the_link(page, reader_page, mailapp_server, screenshot)
+    nav(page, "Campaigns")
+    screenshot(page, "60-campaigns-list")
+    page.goto("/")
+    screenshot(page, "61-dashboard-home")
