@@ -110,21 +110,38 @@ def inspect_csv(path: Path) -> CsvLayout:
         raise ImportFileError("This is not a CSV text file (it contains binary data).")
     if sample.startswith(UTF8_BOM):
         sample = sample[len(UTF8_BOM):]
-    try:
-        text_sample = codecs.getincrementaldecoder("utf-8")().decode(sample, final=whole_file_read)
-    except UnicodeDecodeError as error:
-        raise ImportFileError(
-            f"The file is not UTF-8 text (byte {error.start + 1} cannot be decoded). "
-            "Save it as 'CSV UTF-8' and upload it again."
-        ) from error
-    header_line, newline, rest = text_sample.partition("\n")
+    header_bytes, newline, rest_bytes = sample.partition(b"\n")
     if not newline and not whole_file_read:
         raise ImportFileError("The first line is too long to be a CSV header row.")
-    header_line = header_line.rstrip("\r")
+    not_utf8 = "Save it as 'CSV UTF-8' and upload it again."
+    try:
+        header_line = header_bytes.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as error:
+        raise ImportFileError(
+            f"The file is not UTF-8 text (byte {error.start + 1} of line 1 cannot be decoded). {not_utf8}"
+        ) from error
+    # A stray bad byte is one invalid row; a file where most rows are not UTF-8 is another encoding.
+    lines = rest_bytes.split(b"\n")
+    if not whole_file_read:
+        lines = lines[:-1]  # the last one may be cut in the middle of a character
+    lines = [line for line in lines if line.strip()]
+    undecodable = sum(1 for line in lines if not _is_utf8(line))
+    if lines and undecodable * 2 > len(lines):
+        raise ImportFileError(f"The file is not UTF-8 text ({undecodable} of the first {len(lines)} rows "
+                              f"cannot be decoded). {not_utf8}")
+    rest = rest_bytes.strip()
     layout = _layout_from_header(header_line)
-    if whole_file_read and not rest.strip():
+    if whole_file_read and not rest:
         raise ImportFileError("The file has a header row but no rows below it.")
     return layout
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _layout_from_header(header_line: str) -> CsvLayout:
@@ -503,9 +520,10 @@ def import_rows(
     layout: CsvLayout,
     errors: ErrorLog,
     skip_records: int = 0,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> None:
     """Parse in this thread, write in another: one chunk in flight while the next is parsed."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
     writer_class = PostgresChunkWriter if engine.dialect.name == "postgresql" else SqliteChunkWriter
     writer = writer_class(layout.attribute_names)
     chunks: queue.Queue[ParsedChunk | None] = queue.Queue(maxsize=2)
