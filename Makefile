@@ -47,5 +47,15 @@ migration: install
 faults: install
 	MAILAPP_FAULTS_FULL=1 $(BIN)/pytest tests/faults -m faults -s -o timeout=1800 $(PYTEST_ARGS)
 
+# Benchmarks (issue 5): installs Postfix's smtp-sink/smtp-source and wrk when missing (as root), runs
+# every baseline and system benchmark BENCH_RUNS times and writes the medians to bench/results/.
+BENCH_RUNS ?= 3
+.PHONY: bench-smoke
+bench: install
+	$(BIN)/python -m bench.run --install --scale full --runs $(BENCH_RUNS) $(BENCH_ARGS)
+
+bench-smoke: install
+	$(BIN)/python -m bench.run --scale smoke --runs 1 $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache
