@@ -123,3 +123,19 @@ def test_malformed_rows_are_named() -> None:
     assert row_problems({**result_row("x", 1.0, "s"), "value": "fast"})
     assert not row_problems(result_row("x", 1.0, "s"))
     assert "| x | 1 | s |" in markdown_table([result_row("x", 1.0, "s")])
+
+
+def test_a_module_can_name_a_baseline_in_its_own_words() -> None:
+    runs = [[
+        result_row(BASELINE_FLASK_MAIL, 300.0, "msg/s"),
+        result_row(CEILING_FOUR, 6000.0, "msg/s"),
+        result_row("send", 2400.0, "msg/s", baseline="Flask-Mail loop", target=">= 6x"),
+        result_row("send vs ceiling", 2400.0, "msg/s", baseline="smtp-source, 4 connections"),
+        result_row("other", 1.0, "x", baseline="something unknown"),
+    ]]
+    rows = {row["name"]: row for row in combine_runs(runs)}
+    assert rows["send"]["baseline"] == BASELINE_FLASK_MAIL
+    assert rows["send"]["ratio"] == pytest.approx(8.0)
+    assert rows["send"]["met"] is True
+    assert rows["send vs ceiling"]["ratio"] == pytest.approx(0.4)
+    assert rows["other"]["ratio"] is None
