@@ -382,6 +382,9 @@ class Page:
     preferred: tuple[str, ...]
     matches: Callable[[str], bool]
     needs_campaign: bool
+    # Used when no endpoint of its own exists: (endpoint, query args), e.g. the log on the campaign page.
+    fallback: tuple[str, dict[str, str]] | None = None
+    query: dict[str, str] | None = None
 
 
 PAGES = (
@@ -391,12 +394,14 @@ PAGES = (
          needs_campaign=True),
     Page("campaign report", ("reports.campaign", "reports.show", "reports.report", "reports.detail"),
          lambda endpoint: endpoint.startswith("reports.")
-         and not any(word in endpoint for word in ("deliver", "export", "json", "chart", "csv")),
+         and not any(word in endpoint for word in ("deliver", "export", "json", "chart", "csv", "recipient")),
          needs_campaign=True),
     Page("delivery log", ("campaigns.deliveries", "reports.deliveries", "campaigns.delivery_log"),
          lambda endpoint: endpoint.split(".")[0] in {"campaigns", "reports"} and "deliver" in endpoint
          and "export" not in endpoint and "csv" not in endpoint and "retry" not in endpoint,
-         needs_campaign=True),
+         needs_campaign=True, fallback=("campaigns.show", {"status": "failed"})),
+    Page("recipient activity, opened", ("reports.recipients",), lambda endpoint: False,
+         needs_campaign=True, query={"show": "opened"}),
 )  # fmt: skip
 
 
@@ -404,19 +409,24 @@ def find_url(app: Any, page: Page, campaign_id: int) -> tuple[str, str] | None:
     """(endpoint, url) of a GET page in app.url_map, or None when it is not built yet."""
     from flask import url_for
 
-    def build(endpoint: str, **values: int) -> str:
+    def build(endpoint: str, **values: Any) -> str:
         with app.test_request_context():
             return url_for(endpoint, **values)
 
     rules = {rule.endpoint: rule for rule in app.url_map.iter_rules() if "GET" in (rule.methods or ())}
     candidates = [name for name in page.preferred if name in rules]
     candidates += sorted(name for name in rules if page.matches(name) and name not in candidates)
+    query = page.query or {}
+    if page.fallback and page.fallback[0] in rules:
+        candidates.append(page.fallback[0])
     for endpoint in candidates:
+        if page.fallback and endpoint == page.fallback[0] and endpoint not in page.preferred:
+            query = page.fallback[1]
         arguments = set(rules[endpoint].arguments)
         if not page.needs_campaign and not arguments:
-            return endpoint, build(endpoint)
+            return endpoint, build(endpoint, **query)
         if page.needs_campaign and len(arguments) == 1:
-            return endpoint, build(endpoint, **{arguments.pop(): campaign_id})
+            return endpoint, build(endpoint, **{arguments.pop(): campaign_id}, **query)
     return None
 
 
