@@ -478,3 +478,11 @@ def test_random_uploads_through_the_api_never_give_a_500(api, target, monkeypatc
             assert report["processed"] == (
                 report["imported"] + report["updated"] + report["skipped"] + report["invalid"]
             )
+
+
+def test_a_status_column_is_ignored_not_applied(db, target):
+    report = run_csv(target, "email,status,created_at\nnew@example.com,blocklisted,2020-01-01\n")
+    assert report["imported"] == 1
+    stored = db.session.scalar(select(Subscriber))
+    assert stored.status == "active"
+    assert stored.attributes == {}

@@ -9,6 +9,9 @@ What the counters mean (processed == imported + updated + skipped + error_count,
 - error_count: invalid rows (bad email, wrong number of columns, bad UTF-8, name too long); the first
   MAX_REPORTED_ERRORS are kept in `errors` as {line, email, reason}.
 
+Columns: `email` (required) and `name` match case-insensitively; the columns an export adds (status,
+created_at, updated_at, unsubscribed_at) are ignored; every other named column is an attribute.
+
 Rules for existing subscribers: the status never changes (an import cannot resubscribe someone who
 unsubscribed or was blocklisted); an empty cell never overwrites stored data; attributes merge (columns
 in the file set those keys, other stored keys stay). Attribute values are stored as strings.
@@ -47,6 +50,9 @@ CHUNK_ROWS = 50_000
 MAX_REPORTED_ERRORS = 1000
 NAME_MAX_LENGTH = 300
 MAX_ATTRIBUTE_COLUMNS = 100
+# Subscriber fields an export writes that an import must not turn into attributes (nor set: an import
+# never changes a status), so an exported file imports back cleanly.
+IGNORED_COLUMNS = frozenset({"status", "created_at", "updated_at", "unsubscribed_at"})
 EMAIL_MAX_LENGTH = 320
 DELIMITERS = (",", ";")
 UTF8_BOM = codecs.BOM_UTF8
@@ -163,8 +169,8 @@ def _layout_from_header(header_line: str) -> CsvLayout:
         raise ImportFileError("The header row has more than one 'email' column.")
     if lowered.count("name") > 1:
         raise ImportFileError("The header row has more than one 'name' column.")
-    attributes = [(index, name) for index, name in enumerate(names) if name and name.lower() not in
-                  ("email", "name")]
+    attributes = [(index, name) for index, name in enumerate(names)
+                  if name and name.lower() not in {"email", "name", *IGNORED_COLUMNS}]
     if len(attributes) > MAX_ATTRIBUTE_COLUMNS:
         raise ImportFileError(
             f"The file has {len(attributes)} attribute columns; at most {MAX_ATTRIBUTE_COLUMNS} are allowed."

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from flask import current_app
-from sqlalchemy import Select, delete, func, insert, or_, select
+from sqlalchemy import Select, delete, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from mailapp.db_setup import is_postgres
@@ -518,15 +518,18 @@ def recent_imports(list_id: int, limit: int = 5) -> list[SubscriberImport]:
 
 def export_attribute_keys(list_id: int) -> list[str]:
     """Every attribute key used on the list, found by the database without loading the rows."""
-    members = select(Subscriber.attributes).join(
-        list_members, list_members.c.subscriber_id == Subscriber.id
-    ).where(list_members.c.list_id == list_id)
     if is_postgres():
-        keys = select(func.jsonb_object_keys(members.subquery().c.attributes).label("key")).distinct()
+        keys = text(
+            "SELECT DISTINCT jsonb_object_keys(s.attributes) FROM list_members AS m "
+            "JOIN subscribers AS s ON s.id = m.subscriber_id WHERE m.list_id = :list_id"
+        )
     else:
-        each = func.json_each(members.subquery().c.attributes).table_valued("key")
-        keys = select(each.c.key).distinct()
-    return sorted(str(key) for key in db.session.scalars(keys))
+        keys = text(
+            "SELECT DISTINCT attribute.key FROM list_members AS m "
+            "JOIN subscribers AS s ON s.id = m.subscriber_id, json_each(s.attributes) AS attribute "
+            "WHERE m.list_id = :list_id"
+        )
+    return sorted(str(key) for key in db.session.scalars(keys, {"list_id": list_id}))
 
 
 def safe_cell(value: Any) -> str:
