@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import request
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from mailapp.api import bp
 from mailapp.api.common import json_body, paginated
@@ -60,7 +61,7 @@ def _campaign_response(campaign_id: int, status: int = 200) -> tuple[dict[str, A
 
 @bp.get("/campaigns")
 def list_campaigns():  # noqa: ANN201
-    statement = select(Campaign).order_by(Campaign.id.desc())
+    statement = select(Campaign).options(selectinload(Campaign.lists)).order_by(Campaign.id.desc())
     status = request.args.get("status")
     if status:
         statement = statement.where(Campaign.status == status)
