@@ -182,7 +182,9 @@ def fill(scale: Scale) -> None:
             connection.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
             # The rows are consistent by construction: skip the per-row foreign-key triggers, and build the
             # secondary indexes once at the end instead of updating them row by row.
-            connection.execute(text("SET LOCAL session_replication_role = replica"))
+            superuser = text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            if connection.execute(superuser).scalar():
+                connection.execute(text("SET LOCAL session_replication_role = replica"))
             rebuild = _drop_secondary_indexes(connection, BULK_TABLES)
         n = scale.subscribers
         status = (
