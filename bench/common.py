@@ -275,6 +275,7 @@ def write_results(rows: list[Row], meta: dict[str, Any], directory: Path = RESUL
         f"- machine: {meta.get('machine', '')}",
         f"- scale: {meta.get('scale')}, runs: {meta.get('runs')} (medians; peak RSS is the maximum)",
         f"- sink: {meta.get('sink', '')}",
+        f"- environment set for the modules: {meta.get('environment') or 'as given'}",
         "",
     ]
     md_path.write_text("\n".join(heading) + markdown_table(rows))

@@ -14,6 +14,7 @@ is reported as "not available"; one that raises is reported as an error row; nei
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +31,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402 - after the sys.path fix above
+    BENCH_DATABASE_ENV,
+    BENCH_REDIS_ENV,
+    DEFAULT_BENCH_DATABASE,
+    DEFAULT_BENCH_REDIS,
     RESULTS_DIR,
     ROOT,
     SCALES,
@@ -92,6 +98,44 @@ def _stop_postfix_daemon() -> None:
         subprocess.run([postfix, "stop"], capture_output=True, check=False)
 
 
+def ensure_postgres_database(url: str) -> None:
+    """CREATE DATABASE for url's database name unless it exists (the server's `postgres` db answers)."""
+    from sqlalchemy import create_engine, text
+
+    from config import database_url
+
+    server, name = url.split("?")[0].rsplit("/", 1)
+    engine = create_engine(database_url(f"{server}/postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
+            if connection.execute(exists, {"name": name}).first() is None:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def full_scale_environment(scale: str) -> Iterator[dict[str, str]]:
+    """At full scale, modules that follow DATABASE_URL / CELERY_BROKER_URL (the import and send benches)
+    get PostgreSQL and Redis unless the caller set them: a `<bench db>_app` database next to the
+    dashboard's, and the bench Redis db. Restored afterwards."""
+    chosen: dict[str, str] = {}
+    if scale == "full":
+        bench_db = os.environ.get(BENCH_DATABASE_ENV) or DEFAULT_BENCH_DATABASE
+        if not os.environ.get("DATABASE_URL"):
+            chosen["DATABASE_URL"] = bench_db.split("?")[0] + "_app"
+            ensure_postgres_database(chosen["DATABASE_URL"])
+        if not os.environ.get("CELERY_BROKER_URL"):
+            chosen["CELERY_BROKER_URL"] = os.environ.get(BENCH_REDIS_ENV) or DEFAULT_BENCH_REDIS
+    os.environ.update(chosen)
+    try:
+        yield chosen
+    finally:
+        for key in chosen:
+            os.environ.pop(key, None)
+
+
 def load_module(name: str) -> ModuleType | Row:
     """The bench module, or a row saying why it is not available."""
     try:
@@ -145,8 +189,8 @@ def run_benchmarks(
     loaded = {name: load_module(name) for name in names}
     missing_tools = sorted(tool for tool in TOOLS if not find_tool(tool))
     rows_per_run: list[list[Row]] = []
-    with running_sink() as sink:
-        log(f"scale={scale} runs={runs} sink: {sink.description}")
+    with full_scale_environment(scale) as chosen, running_sink() as sink:
+        log(f"scale={scale} runs={runs} sink: {sink.description}; environment: {chosen or 'as given'}")
         for round_number in range(runs):
             rows: list[Row] = []
             for name, module in loaded.items():
@@ -172,6 +216,7 @@ def run_benchmarks(
         "scale": scale,
         "runs": runs,
         "sink": sink_description,
+        "environment": chosen,
         "missing_tools": missing_tools,
         "modules": {name: "ok" if isinstance(m, ModuleType) else m["notes"] for name, m in loaded.items()},
     }
