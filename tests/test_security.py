@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urlparse
 
@@ -18,6 +19,7 @@ from flask import Flask
 from sqlalchemy import select, text
 from werkzeug.routing import AnyConverter, FloatConverter, IntegerConverter, Rule, UUIDConverter
 
+from config import TestConfig
 from mailapp.models import Delivery
 from tests.factories import (
     CampaignFactory,
@@ -53,7 +55,7 @@ def methods_of(rule: Rule) -> list[str]:
     return sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
 
 
-def build_urls(rule: Rule, ids: dict[str, int]) -> list[str]:
+def build_urls(rule: Rule, ids: dict[str, int | str]) -> list[str]:
     """The rule's URLs with dummy arguments: a seeded row's id where the argument names one, else 1 for
     numbers and "x" for strings; one URL per choice of an `any(...)` argument."""
     choices: dict[str, list[object]] = {}
@@ -65,7 +67,7 @@ def build_urls(rule: Rule, ids: dict[str, int]) -> list[str]:
         elif isinstance(converter, AnyConverter):
             choices[name] = sorted(converter.items)
         else:
-            choices[name] = ["x"]
+            choices[name] = [ids.get(name, "x")]
     urls = []
     for combination in itertools.product(*choices.values()):
         built = rule.build(dict(zip(choices, combination, strict=True)), append_unknown=False)
@@ -79,8 +81,11 @@ def all_rules(app: Flask) -> list[Rule]:
 
 
 @pytest.fixture
-def seeded_ids(user, db) -> dict[str, int]:  # noqa: ANN001
-    """One row of each kind, so routes with ids reach a real object rather than a 404."""
+def seeded_ids(app, user, db) -> Iterator[dict[str, int | str]]:  # noqa: ANN001
+    """One row of each kind (and one dev-inbox message), so routes with ids reach a real object rather
+    than a 404."""
+    from mailapp.devinbox.store import inbox_for_app
+
     subscriber = SubscriberFactory()
     mailing_list = SubscriberListFactory(subscribers=[subscriber])
     layout = LayoutFactory()
@@ -88,16 +93,23 @@ def seeded_ids(user, db) -> dict[str, int]:  # noqa: ANN001
     delivery = Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, email=subscriber.email)
     db.session.add(delivery)
     db.session.commit()
-    ids = {
+    inbox = inbox_for_app(app)
+    message = (
+        b"Subject: Hello\r\nFrom: news@example.com\r\nTo: ana@example.com\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hello <script>alert(1)</script></p>\r\n"
+    )
+    ids: dict[str, int | str] = {
         "list_id": mailing_list.id,
         "subscriber_id": subscriber.id,
         "layout_id": layout.id,
         "campaign_id": campaign.id,
         "delivery_id": delivery.id,
         "user_id": user.id,
+        "message_id": inbox.save(message),
     }
     db.session.rollback()  # reading the ids began a transaction; on SQLite it holds the write lock
-    return ids
+    yield ids
+    inbox.delete_all()
 
 
 def snapshot(db, ignore: frozenset[str] | set[str] = frozenset()) -> dict[str, list[tuple]]:  # noqa: ANN001
@@ -117,16 +129,18 @@ def test_public_allow_list_names_real_endpoints(app):
     assert set(PUBLIC_ENDPOINTS) <= endpoints
 
 
-def test_every_non_public_endpoint_refuses_the_anonymous(app, client, seeded_ids):
+def anonymous_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:  # noqa: ANN001
+    """(requests made, those answered other than 302 to /login for pages or 401 JSON for the API)."""
     # Forms carry a CSRF token from the anonymous session, so the request gets past CSRF and it is the
     # login requirement that must answer.
     token = client.csrf_token("/login")
     checked, failures = 0, []
-    for rule in all_rules(app):
+    for rule in rules:
         if is_public(rule):
             continue
-        for url, method in itertools.product(build_urls(rule, seeded_ids), methods_of(rule)):
+        for url, method in itertools.product(build_urls(rule, ids), methods_of(rule)):
             response = client.open(url, method=method, headers={"X-CSRFToken": token})
+            response.get_data()
             checked += 1
             if is_api(rule):
                 body = response.get_json(silent=True) or {}
@@ -138,27 +152,71 @@ def test_every_non_public_endpoint_refuses_the_anonymous(app, client, seeded_ids
                 if response.status_code != 302 or location != "/login":
                     status = response.status_code
                     failures.append(f"{method} {url} ({rule.endpoint}): {status} to {location!r}")
+    return checked, failures
+
+
+def csrf_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:  # noqa: ANN001
+    """(requests made, state-changing form requests without a token that were not refused with 400)."""
+    checked, failures = 0, []
+    for rule in rules:
+        if is_api(rule) or rule.endpoint.startswith("tracking."):
+            continue
+        methods = sorted(set(methods_of(rule)) & STATE_CHANGING)
+        for url, method in itertools.product(build_urls(rule, ids), methods):
+            response = client.open(url, method=method, data={"name": "changed", "confirm": "y"})
+            checked += 1
+            if response.status_code != 400 or "CSRF token" not in response.get_data(as_text=True):
+                failures.append(f"{method} {url} ({rule.endpoint}): {response.status_code}")
+    return checked, failures
+
+
+def test_every_non_public_endpoint_refuses_the_anonymous(app, client, seeded_ids):
+    checked, failures = anonymous_failures(all_rules(app), client, seeded_ids)
     assert not failures, "reachable without signing in:\n" + "\n".join(failures)
     assert checked >= 3
 
 
 def test_every_state_changing_form_needs_a_csrf_token(app, db, auth_client, seeded_ids):
     before = snapshot(db)
-    checked, failures = 0, []
-    for rule in all_rules(app):
-        if is_api(rule) or rule.endpoint.startswith("tracking."):
-            continue
-        methods = sorted(set(methods_of(rule)) & STATE_CHANGING)
-        for url, method in itertools.product(build_urls(rule, seeded_ids), methods):
-            response = auth_client.open(url, method=method, data={"name": "changed", "confirm": "y"})
-            checked += 1
-            if response.status_code != 400 or "CSRF token" not in response.get_data(as_text=True):
-                failures.append(f"{method} {url} ({rule.endpoint}): {response.status_code}")
+    checked, failures = csrf_failures(all_rules(app), auth_client, seeded_ids)
     assert not failures, "accepted without a CSRF token:\n" + "\n".join(failures)
     assert checked >= 2
     assert snapshot(db) == before
     # Sign-out too needs the token: the session survives the forged POST /logout.
     assert auth_client.get("/").status_code == 200
+
+
+def test_the_sweeps_catch_a_route_added_without_protection(app):
+    """A throwaway app with one forgotten @login_required, one CSRF-exempt form and one open API route:
+    the same sweeps name all three (so the tests above can fail)."""
+    from celery import _state
+
+    from mailapp import create_app
+    from mailapp.extensions import csrf
+
+    default_celery = _state.default_app
+    config = TestConfig()
+    config.SQLALCHEMY_DATABASE_URI = app.config["SQLALCHEMY_DATABASE_URI"]
+    config.CELERY_BROKER_URL = app.config["CELERY_BROKER_URL"]
+    careless = create_app(config)
+    _state.default_app = default_celery  # create_app made the throwaway app's Celery the default
+
+    @careless.post("/campaigns/<int:campaign_id>/forgotten")
+    @csrf.exempt
+    def forgotten(campaign_id: int) -> str:
+        return "done"
+
+    # Under /api/ but outside the api blueprint, so its bearer check does not run.
+    careless.add_url_rule("/api/v1/forgotten", "forgotten_api", lambda: {"items": []})
+    careless.test_client_class = type(app.test_client())
+    with careless.app_context():
+        new_rules = [rule for rule in careless.url_map.iter_rules() if "forgotten" in rule.rule]
+        _, anonymous = anonymous_failures(new_rules, careless.test_client(), {})
+        _, forged = csrf_failures(new_rules, careless.test_client(), {})
+    assert sorted(line.split(" (")[0] for line in anonymous) == [
+        "GET /api/v1/forgotten", "POST /campaigns/1/forgotten"
+    ]
+    assert [line.split(" (")[0] for line in forged] == ["POST /campaigns/1/forgotten"]
 
 
 class _IframeFinder(HTMLParser):
@@ -171,7 +229,7 @@ class _IframeFinder(HTMLParser):
             self.iframes.append(dict(attrs))
 
 
-def html_pages(app: Flask, client, ids: dict[str, int]):  # noqa: ANN001, ANN201
+def html_pages(app: Flask, client, ids: dict[str, int | str]):  # noqa: ANN001, ANN201
     """(url, endpoint, response) of every page a signed-in user can open that answers 200 HTML."""
     for rule in all_rules(app):
         if "GET" not in (rule.methods or set()) or is_api(rule) or is_public(rule):
@@ -243,8 +301,10 @@ def test_uploaded_html_is_only_shown_in_sandboxed_frames(app, auth_client, seede
             policy = response.headers.get("Content-Security-Policy")
             failures.append(f"{src} (framed by {page}): CSP is {policy!r}")
     assert not failures, "\n".join(failures)
-    if "layouts.edit" in app.view_functions:
-        assert any(page == "layouts.edit" for page in frames.values()), "the layout page shows no preview"
+    # The pages that show uploaded or received HTML must have been among those checked.
+    for page in ("layouts.edit", "devinbox.show"):
+        if page in app.view_functions:
+            assert page in frames.values(), f"{page} shows no framed preview"
 
 
 def test_snapshot_sees_writes(db):
