@@ -307,6 +307,8 @@ def send_campaign_now(campaign_id: int) -> Campaign:
 def claim_scheduled_campaign(campaign_id: int, version: int, *, now: datetime | None = None) -> bool:
     """The atomic start: exactly one of any number of start messages for this schedule wins. A message
     for an older schedule (rescheduled or cancelled since) matches no row."""
+    # Begin first (on SQLite that takes the write lock), so started_at is when the claim really happened.
+    db.session.connection()
     now = now or utcnow()
     result = db.session.execute(
         update(Campaign)
