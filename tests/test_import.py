@@ -66,13 +66,7 @@ def target(db) -> SubscriberList:  # noqa: ANN001
      "a@example", "a@example.com.", "\"quoted\"@example.com"],
 )
 def test_fast_email_path_agrees_with_email_validator(raw):
-    try:
-        expected = normalize_email(raw)
-    except ValidationError:
-        with pytest.raises(ValidationError):
-            importer.fast_normalize_email(raw)
-    else:
-        assert importer.fast_normalize_email(raw) == expected
+    assert_fast_path_agrees(raw)
 
 
 EMAIL_ALPHABET = "abcAB09.-_+'@xn" + "üé\"()[] "
@@ -85,7 +79,11 @@ EMAIL_ALPHABET = "abcAB09.-_+'@xn" + "üé\"()[] "
     tld=st.sampled_from(["com", "io", "test", "local", "c", "123", "co.uk", ""]),
 )
 def test_fast_email_path_property(local, domain, tld):
-    raw = f"{local}@{domain}.{tld}" if tld else f"{local}@{domain}"
+    assert_fast_path_agrees(f"{local}@{domain}.{tld}" if tld else f"{local}@{domain}")
+
+
+def assert_fast_path_agrees(raw: str) -> None:
+    """The shortcut accepts exactly what email-validator accepts, and normalises it the same way."""
     try:
         expected = normalize_email(raw)
     except ValidationError:
