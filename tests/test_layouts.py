@@ -417,3 +417,27 @@ def test_api_preview(api) -> None:  # noqa: ANN001
     assert '<p style="color: #ff0000;">Hi Rui, from Braga</p>' in real.get_json()["html"]
     assert api.post(f"/api/v1/layouts/{layout.id}/preview", json={"subscriber_id": 424242}).status_code == 404
     assert api.post(f"/api/v1/layouts/{layout.id}/preview", json={"subscriber_id": "1"}).status_code == 422
+
+
+def test_preview_for_a_subscriber_whose_data_breaks_the_template(auth_client, api) -> None:  # noqa: ANN001
+    """Valid with the sample (plan "pro"), but a real subscriber's empty plan divides by zero: a clear
+    template error with its line, never a 500."""
+    html = "<p>{{ subscriber.name }}</p>\n<p>{{ 10 // subscriber.attributes.plan|length }}</p>"
+    layout = LayoutFactory(html=html)
+    subscriber = SubscriberFactory(attributes={"plan": ""})
+    response = api.post(f"/api/v1/layouts/{layout.id}/preview", json={"subscriber_id": subscriber.id})
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "template_error"
+    assert error["details"][0]["line"] == 2
+    frame = auth_client.get(f"/layouts/{layout.id}/preview?subscriber_id={subscriber.id}")
+    assert frame.status_code == 200
+    assert frame.headers["Content-Security-Policy"] == "sandbox"
+    assert "cannot be previewed" in frame.get_data(as_text=True)
+
+
+def test_missing_attribute_renders_empty_even_through_calls(db) -> None:  # noqa: ANN001
+    layout = LayoutFactory(html="<p>[{{ subscriber.attributes.city.title() }}]</p>")
+    subscriber = SubscriberFactory(attributes={})
+    assert "<p>[]</p>" in services.render_preview(layout, subscriber.id)
+    assert "<p>[Lisbon]</p>" in services.render_preview(layout)

@@ -151,7 +151,10 @@ def render_preview(layout: Layout, subscriber_id: int | None = None) -> str:
             raise NotFoundError(f"There is no subscriber with id {subscriber_id}.")
         subscriber = subscriber_context(found)
     template = templating.compile_template(templating.inline_css(layout.html))
-    return template.render(templating.sample_context(subscriber=subscriber))
+    try:
+        return template.render(templating.sample_context(subscriber=subscriber))
+    except Exception as error:  # noqa: BLE001 - this subscriber's data breaks the template: say so
+        raise templating.render_error(error) from error
 
 
 def subscriber_context(subscriber: Subscriber) -> dict[str, Any]:

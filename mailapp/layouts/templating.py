@@ -107,8 +107,17 @@ class _StrictSandbox(ImmutableSandboxedEnvironment):
         return operator.mul(left, right)
 
 
-_environment = _StrictSandbox(autoescape=True, undefined=ChainableUndefined)
-_text_environment = _StrictSandbox(autoescape=False, undefined=ChainableUndefined)
+class _EmptyUndefined(ChainableUndefined):
+    """A value the recipient does not have prints as nothing, also through attribute chains and calls:
+    `{{ subscriber.attributes.city.title() }}` must not fail a send for a subscriber without a city
+    (the sample subscriber, used to validate, has one)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _EmptyUndefined:
+        return self
+
+
+_environment = _StrictSandbox(autoescape=True, undefined=_EmptyUndefined)
+_text_environment = _StrictSandbox(autoescape=False, undefined=_EmptyUndefined)
 
 
 @dataclass(frozen=True)
@@ -277,16 +286,29 @@ def sample_context(
     )
 
 
+def render_error(error: Exception) -> TemplateError:
+    """A failure raised while rendering a template, as the TemplateError to report (with the template
+    line it came from): for previews and sends, where a real subscriber's data can break a template
+    that rendered fine with the sample."""
+    problem = _render_problem(error)
+    where = f" on line {problem.line}" if problem.line else ""
+    return TemplateError(f"The template fails to render{where}: {problem.message}", [problem.as_dict()])
+
+
+def _render_problem(error: Exception) -> _Problem:
+    if isinstance(error, SecurityError):
+        return _Problem(_template_line(error), f"Not allowed by the template sandbox: {error}")
+    reason = str(error) or type(error).__name__
+    return _Problem(_template_line(error), f"The template fails to render: {reason}")
+
+
 def _trial_render(environment: SandboxedEnvironment, source: str) -> Iterable[_Problem]:
     """Render against the sample context: catches what only shows at run time (sandbox refusals,
     type errors in filters)."""
     try:
         environment.from_string(source).render(sample_context())
-    except SecurityError as error:
-        return [_Problem(_template_line(error), f"Not allowed by the template sandbox: {error}")]
     except Exception as error:  # noqa: BLE001 - any render failure is a template error to report
-        reason = str(error) or type(error).__name__
-        return [_Problem(_template_line(error), f"The template fails to render: {reason}")]
+        return [_render_problem(error)]
     return []
 
 
