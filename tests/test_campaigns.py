@@ -459,3 +459,21 @@ def test_campaign_page_has_no_inline_script(auth_client, db, audience):  # noqa:
     assert "<script>" not in html
     assert " onclick=" not in html
     assert "js/campaigns.js" in html
+
+
+def test_new_campaign_form_starts_with_the_last_sender(auth_client, db, audience):  # noqa: F811
+    make_ready_campaign(audience, from_name="Acme Letters", from_email="letters@acme.example")
+    html = auth_client.get("/campaigns/new").get_data(as_text=True)
+    assert 'value="letters@acme.example"' in html
+    assert 'value="Acme Letters"' in html
+
+
+def test_finished_campaign_counts_stay_right_once_cached(db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience, status="cancelled", finished_at=utcnow())
+    make_delivery(campaign.id, audience.active[0].id, status="sent")
+    make_delivery(campaign.id, audience.active[1].id, status="pending")
+    expected = {"total": 2, "pending": 1, "sent": 1, "failed": 0}
+    for _ in range(2):  # the second read comes from the cache the first one filled
+        _, counts, _ = services.list_campaigns(1)
+        db.session.commit()
+        assert counts[campaign.id] == expected

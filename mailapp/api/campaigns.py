@@ -25,7 +25,14 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) -> dict[str, Any]:
-    stats = stats if stats is not None else services.campaign_stats(campaign.id)
+    if stats is None:
+        live = services.campaign_stats(campaign.id)
+        stats = {
+            "total": live["total"] or campaign.total_recipients,
+            "pending": live["pending"] + live["sending"],
+            "sent": live["sent"],
+            "failed": live["failed"],
+        }
     return {
         "id": campaign.id,
         "name": campaign.name,
@@ -44,12 +51,7 @@ def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) 
         "started_at": _iso(campaign.started_at),
         "finished_at": _iso(campaign.finished_at),
         "created_at": _iso(campaign.created_at),
-        "stats": {
-            "total": stats["total"] or campaign.total_recipients,
-            "pending": stats["pending"] + stats["sending"],
-            "sent": stats["sent"],
-            "failed": stats["failed"],
-        },
+        "stats": stats,
     }
 
 
@@ -66,8 +68,9 @@ def list_campaigns():  # noqa: ANN201
     if status:
         statement = statement.where(Campaign.status == status)
     page = paginated(statement, lambda campaign: campaign)
-    stats = services.stats_for_campaigns([campaign.id for campaign in page["items"]])
-    page["items"] = [serialize_campaign(campaign, stats[campaign.id]) for campaign in page["items"]]
+    counts = services.counts_for_campaigns(page["items"])
+    db.session.commit()  # keeps the delivery counts just cached for finished campaigns
+    page["items"] = [serialize_campaign(campaign, counts[campaign.id]) for campaign in page["items"]]
     return page
 
 

@@ -25,6 +25,7 @@ PER_PAGE = 25
 def index():  # noqa: ANN201
     page = request.args.get("page", 1, type=int)
     campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
+    db.session.commit()  # keeps the delivery counts just cached for finished campaigns
     return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
 
 
@@ -222,8 +223,9 @@ def delete(campaign_id: int):  # noqa: ANN201
 
 
 def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
-    if campaign is not None and request.method == "GET":
-        form = CampaignForm(data=services.campaign_fields(campaign))
+    if request.method == "GET":
+        fields = services.campaign_fields(campaign) if campaign else services.new_campaign_defaults()
+        form = CampaignForm(data=fields)
     else:
         form = CampaignForm()
     form.layout_id.choices = [(0, "— choose a layout —")] + [

@@ -213,6 +213,16 @@ def _apply(campaign: Campaign, checked: _Checked) -> None:
     campaign.lists = checked.lists
 
 
+def new_campaign_defaults() -> dict[str, Any]:
+    """What a new campaign form starts with: the sender of the latest campaign, tracking on."""
+    latest = db.session.scalar(select(Campaign).order_by(Campaign.id.desc()).limit(1))
+    defaults: dict[str, Any] = {"track_opens": True, "track_clicks": True}
+    if latest is not None:
+        defaults.update(from_name=latest.from_name, from_email=latest.from_email, reply_to=latest.reply_to,
+                        layout_id=latest.layout_id)  # fmt: skip
+    return defaults
+
+
 def create_campaign(data: Mapping[str, Any]) -> Campaign:
     checked = _check_fields(data)
     campaign = Campaign(status=CampaignStatus.DRAFT)
@@ -280,8 +290,9 @@ def schedule_campaign(campaign_id: int, send_at: datetime, *, now: datetime | No
         )
     if send_at < now - timedelta(seconds=1):
         raise ValidationError(
-            f"The send time {send_at.isoformat()} is in the past; pick a time after {now.isoformat()}.",
-            [_field_error("send_at", "This time is in the past.")],
+            "The send time is in the past: pick a later time.",
+            [{"field": "send_at", "message": "This time is in the past.", "send_at": send_at.isoformat(),
+              "now": now.isoformat()}],
         )
     campaign = get_campaign(campaign_id)
     _require_action(campaign, "schedule", "schedule")
@@ -600,8 +611,24 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
+    """{total, pending, sent, failed} for a page of campaigns: finished ones from the counts the reports
+    area caches, the rest from one grouped count. The caller commits, to keep what was cached."""
+    from mailapp.reports.services import counters_for, delivery_counts
+
+    counted = delivery_counts(list(campaigns), counters_for([campaign.id for campaign in campaigns]))
+    result = {}
+    for campaign in campaigns:
+        counts = counted[campaign.id]
+        total = counts["recipients"] or campaign.total_recipients
+        pending = max(total - counts["sent"] - counts["failed"], 0)
+        result[campaign.id] = {"total": total, "pending": pending, "sent": counts["sent"],
+                               "failed": counts["failed"]}  # fmt: skip
+    return result
+
+
 def list_campaigns(page: int, per_page: int = 25) -> tuple[list[Campaign], dict[int, dict[str, int]], Any]:
-    """A page of campaigns, newest first, with their delivery counts from one grouped query."""
+    """A page of campaigns, newest first, with their delivery counts (see counts_for_campaigns)."""
     pager = db.paginate(
         select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc()),
         page=page,
@@ -609,7 +636,7 @@ def list_campaigns(page: int, per_page: int = 25) -> tuple[list[Campaign], dict[
         error_out=False,
     )
     campaigns = list(pager.items)
-    return campaigns, stats_for_campaigns([c.id for c in campaigns]), pager
+    return campaigns, counts_for_campaigns(campaigns), pager
 
 
 def delivery_page(
