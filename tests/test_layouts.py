@@ -441,3 +441,12 @@ def test_missing_attribute_renders_empty_even_through_calls(db) -> None:  # noqa
     subscriber = SubscriberFactory(attributes={})
     assert "<p>[]</p>" in services.render_preview(layout, subscriber.id)
     assert "<p>[Lisbon]</p>" in services.render_preview(layout)
+
+
+def test_api_refuses_a_huge_body_before_reading_it(app, api, db) -> None:  # noqa: ANN001
+    huge = b"x" * (2 * app.config["LAYOUT_MAX_BYTES"] + 2 * 1024 * 1024)
+    response = api.post("/api/v1/layouts", data={"name": "Huge", "file": (io.BytesIO(huge), "huge.html")},
+                        content_type="multipart/form-data")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    assert layout_count(db) == 0

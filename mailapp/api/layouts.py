@@ -75,6 +75,9 @@ def _layout_or_404(layout_id: int) -> Layout:
 
 def _layout_input(*, require_all: bool) -> tuple[str | None, str | None]:
     """(name, html) from a JSON body or a multipart form with a `file`; None where not given."""
+    # Room for the html field and a file of the layout limit each, plus form overhead; beyond that the
+    # body is refused (413) before it is read, not spooled to disk first.
+    request.max_content_length = 2 * services.max_layout_bytes() + 1024 * 1024
     if request.mimetype == "multipart/form-data":
         name = request.form.get("name")
         upload = request.files.get("file")
