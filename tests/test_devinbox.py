@@ -108,6 +108,13 @@ def test_inbox_keeps_only_the_newest_messages(tmp_path) -> None:  # noqa: ANN001
     assert [summary.id for summary in summaries] == list(reversed(ids[-5:]))
     assert [summary.subject for summary in summaries] == ["11", "10", "9", "8", "7"]
 
+    big = DevInbox(tmp_path / "big", max_messages=100)
+    for number in range(250):
+        big.save(f"Subject: {number}\r\n\r\nbody".encode())
+        assert big.count() <= 100
+    newest = [summary.subject for summary in big.page(1, 100)[0]]
+    assert newest[:90] == [str(number) for number in range(249, 159, -1)]
+
 
 def test_store_refuses_path_tricks(tmp_path) -> None:  # noqa: ANN001
     from mailapp.errors import NotFoundError
