@@ -45,9 +45,9 @@ def members_of(db, target: SubscriberList) -> list[str]:  # noqa: ANN001
     ))
 
 
-def uploads(app) -> list[Path]:  # noqa: ANN001
+def uploads(app) -> set[Path]:  # noqa: ANN001
     directory = Path(app.config["UPLOAD_DIR"])
-    return list(directory.iterdir()) if directory.exists() else []
+    return set(directory.iterdir()) if directory.exists() else set()
 
 
 @pytest.fixture
@@ -118,19 +118,21 @@ def assert_fast_path_agrees(raw: str) -> None:
     ],
 )
 def test_file_that_cannot_be_imported_is_refused_and_nothing_is_stored(app, db, target, content, message):
+    files_before = uploads(app)
     with pytest.raises(ImportFileError, match=message):
         services.start_import(target, "bad.csv", io.BytesIO(content))
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(SubscriberImport)) == 0
-    assert uploads(app) == []
+    assert uploads(app) == files_before
 
 
 def test_too_big_file_is_refused(app, db, target, monkeypatch):
     monkeypatch.setitem(app.config, "IMPORT_MAX_BYTES", 100)
+    files_before = uploads(app)
     content = "email\n" + "".join(f"p{i}@example.com\n" for i in range(20))
     with pytest.raises(ImportFileError, match="too big"):
         services.start_import(target, "big.csv", io.BytesIO(content.encode()))
-    assert uploads(app) == []
+    assert uploads(app) == files_before
 
 
 # --- rows and counters --------------------------------------------------------------------------------
@@ -292,8 +294,9 @@ def test_import_into_a_deleted_list_fails_cleanly(db, target):
 
 
 def test_the_uploaded_file_is_removed_once_done(app, db, target):
+    files_before = uploads(app)
     run_csv(target, "email\na@example.com\n")
-    assert uploads(app) == []
+    assert uploads(app) == files_before
 
 
 # --- pages --------------------------------------------------------------------------------------------
@@ -415,6 +418,9 @@ def test_import_end_to_end_with_the_real_worker(api, db, target, celery_worker):
     body = {}
     while time.monotonic() < deadline:
         body = api.get(f"/api/v1/imports/{import_id}").get_json()
+        # The test client shares this test's session; end its transaction, which on SQLite holds the
+        # write lock the worker needs.
+        db.session.rollback()
         if body["status"] in ("done", "failed"):
             break
         time.sleep(0.2)
@@ -440,6 +446,7 @@ def test_random_csv_bytes_never_break_the_import(app, db, target, header, body):
     content = header + body
     imports_before = db.session.scalar(select(func.count()).select_from(SubscriberImport))
     subscribers_before = db.session.scalar(select(func.count()).select_from(Subscriber))
+    files_before = uploads(app)
     try:
         record = services.start_import(target, "random.csv", io.BytesIO(content))
     except ImportFileError:
@@ -447,7 +454,7 @@ def test_random_csv_bytes_never_break_the_import(app, db, target, header, body):
         # Refused: nothing stored, no file left behind.
         assert db.session.scalar(select(func.count()).select_from(SubscriberImport)) == imports_before
         assert db.session.scalar(select(func.count()).select_from(Subscriber)) == subscribers_before
-        assert uploads(app) == []
+        assert uploads(app) == files_before
         return
     db.session.commit()
     services.run_import(record.id)
