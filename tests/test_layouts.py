@@ -450,3 +450,20 @@ def test_api_refuses_a_huge_body_before_reading_it(app, api, db) -> None:  # noq
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "request_entity_too_large"
     assert layout_count(db) == 0
+
+
+def test_preview_unsaved_changes_into_the_sandboxed_frame(auth_client, db) -> None:  # noqa: ANN001
+    page = auth_client.get("/layouts/new").get_data(as_text=True)
+    assert 'formtarget="layout-preview"' in page
+    assert re.search(r'<iframe[^>]*sandbox=""[^>]*name="layout-preview"', page)
+    response = auth_client.post_form("/layouts/preview", {"name": "", "html": STYLED_LAYOUT})
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == "sandbox"
+    assert '<p style="color: #ff0000;">Hi Jane Doe, from Lisbon</p>' in response.get_data(as_text=True)
+    broken = auth_client.post_form("/layouts/preview", {"html": BROKEN_LAYOUT})
+    assert broken.headers["Content-Security-Policy"] == "sandbox"
+    assert "Line 4:" in broken.get_data(as_text=True)
+    evil = auth_client.post_form("/layouts/preview", {"html": "{{ ''['__cla' ~ 'ss__'] }}"})
+    assert "Not allowed by the template sandbox" in evil.get_data(as_text=True)
+    assert auth_client.post("/layouts/preview", data={"html": "<p>x</p>"}).status_code == 400  # CSRF
+    assert layout_count(db) == 0

@@ -94,7 +94,20 @@ def preview_frame(layout_id: int):  # noqa: ANN201
     subscriber_id = request.args.get("subscriber_id", type=int)
     try:
         html = services.render_preview(layout, subscriber_id)
-    except (TemplateError, NotFoundError) as error:
+    except MailappError as error:
+        html = render_template("layouts/preview_error.html", error=error)
+    return Response(html, mimetype="text/html", headers=SANDBOX_HEADERS)
+
+
+@bp.post("/preview")
+@login_required
+def preview_draft():  # noqa: ANN201
+    """The editor's unsaved HTML, rendered into the sandboxed preview frame (the form targets it)."""
+    form = LayoutForm()
+    subscriber_id = request.args.get("subscriber_id", type=int)
+    try:
+        html = services.render_draft_preview(_submitted_html(form), subscriber_id)
+    except MailappError as error:
         html = render_template("layouts/preview_error.html", error=error)
     return Response(html, mimetype="text/html", headers=SANDBOX_HEADERS)
 

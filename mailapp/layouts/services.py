@@ -144,13 +144,23 @@ def delete_layout(layout: Layout) -> None:
 
 def render_preview(layout: Layout, subscriber_id: int | None = None) -> str:
     """The layout as it will be sent: CSS inlined, rendered for a real subscriber or the sample one."""
+    return render_html_preview(layout.html, subscriber_id)
+
+
+def render_draft_preview(html: str, subscriber_id: int | None = None) -> str:
+    """Unsaved HTML from the editor, checked as on save (nothing is stored) and rendered like a layout."""
+    check_layout_html(html)
+    return render_html_preview(html, subscriber_id)
+
+
+def render_html_preview(html: str, subscriber_id: int | None = None) -> str:
     subscriber = templating.SAMPLE_SUBSCRIBER
     if subscriber_id is not None:
         found = db.session.get(Subscriber, subscriber_id)
         if found is None:
             raise NotFoundError(f"There is no subscriber with id {subscriber_id}.")
         subscriber = subscriber_context(found)
-    template = templating.compile_template(templating.inline_css(layout.html))
+    template = templating.compile_template(templating.inline_css(html))
     try:
         return template.render(templating.sample_context(subscriber=subscriber))
     except Exception as error:  # noqa: BLE001 - this subscriber's data breaks the template: say so
