@@ -1,0 +1,666 @@
+"""The send engine: snapshot a campaign's recipients, claim pending deliveries in leased batches, send
+them over one SMTP connection (Flask-Mail), record each outcome, pause on runs of failures, and mark
+the campaign sent when nothing is left.
+
+Exactly once, as far as SMTP allows. A batch claims its rows atomically (FOR UPDATE SKIP LOCKED on
+PostgreSQL; on SQLite BEGIN IMMEDIATE serialises writers), so two tasks never hold the same row. A row
+is marked sent in a small group right after the server accepted it: a worker that dies can re-send at
+most the messages of its current group that the server had accepted (SEND_MARK_GROUP, default 20)
+once its lease expires; it can never lose one, because the sweeper hands expired leases back."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import smtplib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import case, exists, func, or_, select, text, update
+
+from mailapp.db_setup import is_postgres
+from mailapp.errors import MailappError, NotFoundError, ValidationError
+from mailapp.extensions import db, mail
+from mailapp.layouts import templating
+from mailapp.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Layout,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from mailapp.sending.message import (
+    Envelope,
+    FastMessageBuilder,
+    SendError,
+    address_domain,
+    ascii_address,
+    make_message_id,
+    message_date,
+)
+from mailapp.sending.ratelimit import RateLimiter
+from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, prepare_layout, renderer_for
+
+log = logging.getLogger(__name__)
+
+# Defaults for settings an operator may override in the app config.
+DEFAULTS: dict[str, Any] = {
+    "SEND_PARALLELISM": 4,  # send_batch tasks queued per campaign
+    "SEND_MAX_ATTEMPTS": 5,  # a delivery that got only 4xx replies this many times is failed
+    "SEND_RETRY_BASE_SECONDS": 60.0,  # first 4xx retry after this; doubles each attempt
+    "SEND_MAX_CONSECUTIVE_FAILURES": 20,  # this many failures in a row pause the campaign
+    "SEND_MARK_GROUP": 20,  # sent rows are recorded in groups of at most this many...
+    "SEND_MARK_SECONDS": 0.25,  # ...or after this long, whichever comes first
+    "SEND_CONNECT_RETRIES": 3,  # a batch that cannot reach the SMTP server retries this often...
+    "SEND_CONNECT_RETRY_SECONDS": 5.0,  # ...after this long, doubling; then the campaign pauses
+}
+
+
+def setting(name: str) -> Any:
+    return current_app.config.get(name, DEFAULTS[name])
+
+
+class SMTPUnavailable(SendError):  # noqa: N818 - reads as the condition it reports
+    """The SMTP server cannot be reached (or dropped us and cannot be reached again)."""
+
+
+# -- snapshot and stats ---------------------------------------------------------------------------------
+
+_SNAPSHOT_SQL = text(
+    """
+    INSERT INTO deliveries (campaign_id, subscriber_id, email, status, attempts, message_id, error,
+                            open_count, click_count)
+    SELECT :campaign_id, s.id, s.email, :pending, 0, '', '', 0, 0
+    FROM subscribers s
+    WHERE s.status = :active
+      AND EXISTS (SELECT 1 FROM list_members m JOIN campaign_lists cl ON cl.list_id = m.list_id
+                  WHERE cl.campaign_id = :campaign_id AND m.subscriber_id = s.id)
+    ORDER BY s.id
+    ON CONFLICT (campaign_id, subscriber_id) DO NOTHING
+    """
+)
+_LINK_SQL = text(
+    "INSERT INTO links (campaign_id, position, url) VALUES (:campaign_id, :position, :url) "
+    "ON CONFLICT (campaign_id, position) DO NOTHING"
+)
+
+
+def snapshot_recipients(campaign_id: int) -> int:
+    """One delivery row per active member of the campaign's lists (each subscriber once, however many
+    of the lists they are on), and the tracked links. Idempotent; flushes, the caller commits."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFoundError(f"Campaign {campaign_id} not found.")
+    db.session.flush()
+    db.session.execute(
+        _SNAPSHOT_SQL,
+        {"campaign_id": campaign_id, "pending": DeliveryStatus.PENDING, "active": SubscriberStatus.ACTIVE},
+    )
+    if campaign.track_clicks:
+        layout_html = campaign.layout.html if campaign.layout is not None else ""
+        _, urls = prepare_layout(layout_html or _default_layout(), track_clicks=True)
+        if urls:
+            db.session.execute(
+                _LINK_SQL,
+                [{"campaign_id": campaign_id, "position": n, "url": url} for n, url in enumerate(urls)],
+            )
+    campaign.total_recipients = db.session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.campaign_id == campaign_id)
+    )
+    if campaign.snapshot_taken_at is None:
+        campaign.snapshot_taken_at = utcnow()
+    db.session.flush()
+    return campaign.total_recipients
+
+
+def _default_layout() -> str:
+    from mailapp.sending.render import DEFAULT_LAYOUT
+
+    return DEFAULT_LAYOUT
+
+
+def campaign_stats(campaign_id: int) -> dict[str, int]:
+    """{total, pending, sending, sent, failed} from one GROUP BY over the campaign's deliveries."""
+    stats = {str(status): 0 for status in DeliveryStatus}
+    rows = db.session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.status)
+    )
+    for status, count in rows:
+        stats[status] = count
+    stats["total"] = sum(stats.values())
+    return stats
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+def _campaign_source(campaign: Campaign) -> CampaignSource:
+    layout: Layout | None = campaign.layout
+    return CampaignSource(
+        id=campaign.id, name=campaign.name, subject=campaign.subject, from_name=campaign.from_name,
+        from_email=campaign.from_email, reply_to=campaign.reply_to or "",
+        layout_html=layout.html if layout is not None else "", message=campaign.message or "",
+        track_opens=campaign.track_opens, track_clicks=campaign.track_clicks,
+        updated_at=campaign.updated_at, layout_updated_at=getattr(layout, "updated_at", None),
+    )
+
+
+@dataclass
+class _Compiled:
+    renderer: CampaignRenderer
+    builder: FastMessageBuilder
+    domain: str
+
+
+def _compile(campaign: Campaign) -> _Compiled:
+    source = _campaign_source(campaign)
+    renderer = renderer_for(source, current_app.config["PUBLIC_URL"])
+    builder = FastMessageBuilder(
+        from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
+    )
+    return _Compiled(renderer, builder, address_domain(source.from_email))
+
+
+def _recipient(delivery_id: int, email: str, subscriber: Any | None) -> Recipient:
+    if subscriber is None:
+        return Recipient(delivery_id=delivery_id, email=email)
+    return Recipient(
+        delivery_id=delivery_id, email=email, name=subscriber.name or "",
+        subscriber_id=subscriber.id, attributes=subscriber.attributes or {},
+    )
+
+
+def _build(compiled: _Compiled, recipient: Recipient, *, subject_prefix: str = "") -> tuple[str, bytes]:
+    rendered = compiled.renderer.render(recipient)
+    message_id = make_message_id(compiled.domain, recipient.delivery_id)
+    raw = compiled.builder.build(
+        Envelope(
+            to_name=recipient.name, to_email=recipient.email, subject=subject_prefix + rendered.subject,
+            text=rendered.text, html=rendered.html, message_id=message_id, date=message_date(),
+            unsubscribe_url=rendered.unsubscribe_url, text_qp=rendered.text_qp, html_qp=rendered.html_qp,
+        )
+    )
+    return message_id, raw
+
+
+@contextlib.contextmanager
+def smtp_connection() -> Iterator[smtplib.SMTP | None]:
+    """One Flask-Mail connection (None when MAIL_SUPPRESS_SEND is on); SMTPUnavailable if it cannot
+    be opened. Closing never raises: a server that already dropped us is simply closed."""
+    connection = mail.connect()
+    try:
+        connection.__enter__()
+    except (OSError, smtplib.SMTPException) as error:
+        raise SMTPUnavailable(f"Cannot connect to the SMTP server {_relay()}: {_describe(error)}") from error
+    try:
+        yield connection.host
+    finally:
+        if connection.host is not None:
+            try:
+                connection.host.quit()
+            except (OSError, smtplib.SMTPException):
+                connection.host.close()
+
+
+def _relay() -> str:
+    return f"{current_app.config['MAIL_SERVER']}:{current_app.config['MAIL_PORT']}"
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+# -- test messages --------------------------------------------------------------------------------------
+
+
+def send_test_messages(campaign_id: int, emails: list[str], subscriber_id: int | None) -> None:
+    """Send the campaign now to these addresses, rendered for the subscriber (or the sample one), with
+    "[Test] " before the subject. No delivery rows. SendError on SMTP failure."""
+    from mailapp.subscribers.validation import normalize_email
+
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFoundError(f"Campaign {campaign_id} not found.")
+    if not emails:
+        raise ValidationError("Give at least one address to send the test to.", [{"field": "emails"}])
+    addresses = [normalize_email(address) for address in emails]
+    subscriber: Any
+    if subscriber_id is not None:
+        subscriber = db.session.get(Subscriber, subscriber_id)
+        if subscriber is None:
+            raise NotFoundError(f"Subscriber {subscriber_id} not found.")
+    else:
+        subscriber = type("SampleSubscriber", (), dict(templating.SAMPLE_SUBSCRIBER))()
+    compiled = _compile(campaign)
+    with smtp_connection() as host:
+        for address in addresses:
+            recipient = Recipient(
+                delivery_id=0, email=address, name=subscriber.name or "",
+                subscriber_id=subscriber.id, attributes=subscriber.attributes or {},
+            )
+            _, raw = _build(compiled, recipient, subject_prefix="[Test] ")
+            if host is None:
+                continue
+            try:
+                host.sendmail(compiled.builder.sender, [ascii_address("address", address)], raw)
+            except smtplib.SMTPRecipientsRefused as error:
+                code, reply = next(iter(error.recipients.values()))
+                raise SendError(f"The server refused {address}: {code} {_text(reply)}") from error
+            except (OSError, smtplib.SMTPException) as error:
+                raise SendError(f"Sending the test to {address} failed: {_describe(error)}") from error
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+# -- claiming and recording -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: int
+    email: str
+    attempts: int
+    subscriber: Any | None
+
+
+def claim_batch(campaign_id: int, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+    """Lease up to `limit` due pending rows of the campaign, oldest first, and commit."""
+    now = utcnow()
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(status=DeliveryStatus.SENDING, leased_until=now + timedelta(seconds=lease_seconds))
+        .returning(Delivery.id, Delivery.email, Delivery.attempts, Delivery.subscriber_id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    subscriber_ids = [row.subscriber_id for row in claimed if row.subscriber_id is not None]
+    subscribers = {
+        row.id: row
+        for row in db.session.execute(
+            select(Subscriber.id, Subscriber.name, Subscriber.attributes, Subscriber.status).where(
+                Subscriber.id.in_(subscriber_ids)
+            )
+        )
+    } if subscriber_ids else {}
+    db.session.commit()
+    return sorted(
+        (ClaimedRow(row.id, row.email, row.attempts, subscribers.get(row.subscriber_id)) for row in claimed),
+        key=lambda row: row.id,
+    )
+
+
+def release(delivery_ids: list[int]) -> None:
+    """Leased rows not attempted back to pending (no attempt counted). The caller commits."""
+    if delivery_ids:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryStatus.SENDING)
+            .values(status=DeliveryStatus.PENDING, leased_until=None),
+            execution_options={"synchronize_session": False},
+        )
+
+
+@dataclass
+class _Outcomes:
+    """Outcomes waiting to be written, and the run's failure streak."""
+
+    sent: dict[int, str] = field(default_factory=dict)  # delivery id -> Message-ID
+    # id, smtp code, error, whether it was an SMTP attempt (a message that could not be built was not)
+    failed: list[tuple[int, int | None, str, bool]] = field(default_factory=list)
+    deferred: list[tuple[int, int | None, str, datetime]] = field(default_factory=list)
+    consecutive_failures: int = 0
+    last_error: str = ""
+
+    def __len__(self) -> int:
+        return len(self.sent) + len(self.failed) + len(self.deferred)
+
+
+def _write_outcomes(outcomes: _Outcomes) -> None:
+    now = utcnow()
+    if is_postgres():
+        # Losing the last few commits in a database crash re-sends at most those messages; waiting for
+        # the WAL flush on every group would halve the send rate.
+        db.session.execute(text("SET LOCAL synchronous_commit = off"))
+    if outcomes.sent:
+        ids = list(outcomes.sent)
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.SENT, sent_at=now, smtp_code=250, error="", leased_until=None,
+                next_attempt_at=None, attempts=Delivery.attempts + 1,
+                message_id=case(outcomes.sent, value=Delivery.id),
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    for delivery_id, code, error, attempted in outcomes.failed:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.FAILED, smtp_code=code, error=error[:2000], leased_until=None,
+                next_attempt_at=None, attempts=Delivery.attempts + (1 if attempted else 0),
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    for delivery_id, code, error, retry_at in outcomes.deferred:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.PENDING, smtp_code=code, error=error[:2000], leased_until=None,
+                next_attempt_at=retry_at, attempts=Delivery.attempts + 1,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    outcomes.sent.clear()
+    outcomes.failed.clear()
+    outcomes.deferred.clear()
+
+
+def _campaign_status(campaign_id: int) -> str | None:
+    return db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+
+
+def pause_campaign(campaign_id: int, reason: str) -> bool:
+    """sending -> paused with the reason shown on the campaign page. The caller commits."""
+    result = db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING)
+        .values(status=CampaignStatus.PAUSED, status_reason=reason, updated_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount:
+        log.warning("campaign %s paused: %s", campaign_id, reason)
+    return bool(result.rowcount)
+
+
+def finish_if_done(campaign_id: int) -> bool:
+    """sending -> sent, atomically, once the snapshot exists and no row is pending or leased. Commits."""
+    now = utcnow()
+    unfinished = exists().where(
+        Delivery.campaign_id == campaign_id,
+        Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
+    )
+    result = db.session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING,
+            Campaign.snapshot_taken_at.is_not(None), ~unfinished,
+        )
+        .values(status=CampaignStatus.SENT, finished_at=now, status_reason="", updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    return bool(result.rowcount)
+
+
+def next_retry_delay(campaign_id: int) -> float | None:
+    """Seconds until the earliest deferred (4xx) row is due, if every pending row is deferred."""
+    now = utcnow()
+    due_now = db.session.scalar(
+        select(exists().where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.PENDING,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        ))
+    )
+    if due_now:
+        return None
+    earliest = db.session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.PENDING
+        )
+    )
+    db.session.commit()
+    if earliest is None:
+        return None
+    return max(0.05, (earliest - now).total_seconds())
+
+
+# -- the send loop --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    stopped: str = ""  # why the run stopped early: paused, cancelled, ...
+    sent: int = 0
+    retry_in: float | None = None  # re-run after this many seconds for deferred rows
+
+
+def send_campaign(campaign_id: int) -> RunResult:
+    """Claim and send batches of the campaign until none is left (or it is paused or cancelled), over
+    one SMTP connection; then finish the campaign if it is done. SMTPUnavailable when the server
+    cannot be reached (the claimed rows are back to pending by then). This is a task's body: it owns
+    its transactions and commits as it goes."""
+    result = RunResult()
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != CampaignStatus.SENDING:
+        result.stopped = campaign.status if campaign is not None else "missing"
+        db.session.rollback()
+        return result
+    try:
+        compiled = _compile(campaign)
+    except MailappError as error:
+        pause_campaign(campaign_id, f"The campaign cannot be rendered: {error.message}")
+        db.session.commit()
+        result.stopped = CampaignStatus.PAUSED
+        return result
+    db.session.commit()
+
+    limiter = RateLimiter.for_app()
+    lease_seconds = float(current_app.config["SEND_LEASE_SECONDS"])
+    batch_size = int(current_app.config["SEND_BATCH_SIZE"])
+    if limiter.enabled:
+        # A batch must finish well inside its lease even at the configured rate.
+        batch_size = max(1, min(batch_size, int(limiter.rate * lease_seconds / 4)))
+    outcomes = _Outcomes()
+    with smtp_connection() as host:
+        connection = [host]
+        while not result.stopped:
+            rows = claim_batch(campaign_id, batch_size, lease_seconds)
+            if not rows:
+                break
+            _send_rows(campaign_id, compiled, rows, connection, limiter, outcomes, result, lease_seconds)
+    if not result.stopped:
+        finish_if_done(campaign_id)
+        result.retry_in = next_retry_delay(campaign_id)
+    return result
+
+
+def _send_rows(
+    campaign_id: int, compiled: _Compiled, rows: list[ClaimedRow], connection: list[Any],
+    limiter: RateLimiter, outcomes: _Outcomes, result: RunResult, lease_seconds: float,
+) -> None:
+    mark_group = int(setting("SEND_MARK_GROUP"))
+    mark_seconds = float(setting("SEND_MARK_SECONDS"))
+    max_failures = int(setting("SEND_MAX_CONSECUTIVE_FAILURES"))
+    claimed_at = last_write = time.monotonic()
+    lease_extended = False
+    for index, row in enumerate(rows):
+        _send_one(row, compiled, connection, limiter, outcomes)
+        now = time.monotonic()
+        last = index == len(rows) - 1
+        too_many = outcomes.consecutive_failures >= max_failures
+        if not (last or too_many or len(outcomes) >= mark_group or now - last_write >= mark_seconds):
+            continue
+        unsent = [r.id for r in rows[index + 1:]]
+        result.sent += len(outcomes.sent)
+        _write_outcomes(outcomes)
+        status = _campaign_status(campaign_id)
+        if too_many and status == CampaignStatus.SENDING:
+            pause_campaign(
+                campaign_id,
+                f"{outcomes.consecutive_failures} messages in a row failed; the last: {outcomes.last_error}",
+            )
+            status = CampaignStatus.PAUSED
+        if status != CampaignStatus.SENDING:
+            release(unsent)
+            db.session.commit()
+            result.stopped = status or "missing"
+            return
+        if unsent and not lease_extended and now - claimed_at > lease_seconds / 2:
+            db.session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(unsent), Delivery.status == DeliveryStatus.SENDING)
+                .values(leased_until=utcnow() + timedelta(seconds=lease_seconds)),
+                execution_options={"synchronize_session": False},
+            )
+            lease_extended = True
+        db.session.commit()
+        last_write = now
+        if connection[0] is _LOST:
+            release(unsent)
+            db.session.commit()
+            raise SMTPUnavailable(outcomes.last_error)
+
+
+_LOST = object()  # the connection slot after the server dropped us and could not be reached again
+
+
+def _send_one(
+    row: ClaimedRow, compiled: _Compiled, connection: list[Any], limiter: RateLimiter, outcomes: _Outcomes
+) -> None:
+    if connection[0] is _LOST:
+        return
+    subscriber = row.subscriber
+    if subscriber is None or subscriber.status != SubscriberStatus.ACTIVE:
+        why = "deleted" if subscriber is None else subscriber.status
+        outcomes.failed.append((row.id, None, f"Not sent: the subscriber was {why} before sending.", False))
+        return
+    try:
+        message_id, raw = _build(compiled, _recipient(row.id, row.email, subscriber))
+        recipient_address = ascii_address("recipient address", row.email)
+    except MailappError as error:
+        _failed(outcomes, row.id, None, error.message, attempted=False)
+        return
+    except Exception as error:  # noqa: BLE001 - a render failure (say, a filter on odd data) fails one row
+        _failed(outcomes, row.id, None, f"The message could not be rendered: {_describe(error)}",
+                attempted=False)
+        return
+    limiter.wait()
+    host = connection[0]
+    try:
+        if host is not None:
+            host.sendmail(compiled.builder.sender, [recipient_address], raw)
+    except smtplib.SMTPRecipientsRefused as error:
+        code, reply = next(iter(error.recipients.values()))
+        _smtp_reply(outcomes, row, code, _text(reply))
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+        _smtp_reply(outcomes, row, error.smtp_code, _text(error.smtp_error))
+    except (OSError, smtplib.SMTPException) as error:
+        # The connection broke: this message may or may not have been taken, so it is retried later
+        # (counted as an attempt). Reconnect once; if that fails, the batch stops.
+        _defer(outcomes, row, None, f"Connection to {_relay()} lost: {_describe(error)}")
+        connection[0] = _reconnect(host, outcomes)
+    else:
+        outcomes.sent[row.id] = message_id
+        outcomes.consecutive_failures = 0
+
+
+def _reconnect(host: Any, outcomes: _Outcomes) -> Any:
+    with contextlib.suppress(OSError, smtplib.SMTPException):
+        host.close()
+    connection = mail.connect()
+    try:
+        connection.__enter__()
+    except (OSError, smtplib.SMTPException) as error:
+        outcomes.last_error = f"Cannot connect to the SMTP server {_relay()}: {_describe(error)}"
+        return _LOST
+    return connection.host
+
+
+def _smtp_reply(outcomes: _Outcomes, row: ClaimedRow, code: int, reply: str) -> None:
+    message = f"{code} {reply}".strip()
+    if 400 <= code < 500:
+        _defer(outcomes, row, code, message)
+    else:
+        _failed(outcomes, row.id, code, message)
+
+
+def _failed(outcomes: _Outcomes, delivery_id: int, code: int | None, error: str, *, attempted: bool = True
+            ) -> None:
+    outcomes.failed.append((delivery_id, code, error, attempted))
+    outcomes.consecutive_failures += 1
+    outcomes.last_error = error
+
+
+def _defer(outcomes: _Outcomes, row: ClaimedRow, code: int | None, error: str) -> None:
+    attempts = row.attempts + 1
+    if attempts >= int(setting("SEND_MAX_ATTEMPTS")):
+        _failed(outcomes, row.id, code, f"Gave up after {attempts} attempts: {error}")
+        return
+    outcomes.consecutive_failures += 1
+    outcomes.last_error = error
+    delay = float(setting("SEND_RETRY_BASE_SECONDS")) * 2 ** (attempts - 1)
+    outcomes.deferred.append((row.id, code, error, utcnow() + timedelta(seconds=delay)))
+
+
+# -- the sweeper ----------------------------------------------------------------------------------------
+
+
+def release_expired_leases() -> int:
+    """Rows whose lease ran out (their worker died or hung) back to pending. Commits."""
+    now = utcnow()
+    active_campaigns = select(Campaign.id).where(
+        Campaign.status.in_((CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.CANCELLED))
+    )
+    result = db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id.in_(active_campaigns.scalar_subquery()),
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.leased_until < now,
+        )
+        .values(status=DeliveryStatus.PENDING, leased_until=None),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def campaigns_needing_workers() -> list[int]:
+    """Sending campaigns with due pending rows and no live lease: their batch tasks were lost (broker
+    flushed, worker killed before it claimed). Finishes, on the way, any that are done."""
+    now = utcnow()
+    needing: list[int] = []
+    for campaign_id in db.session.scalars(
+        select(Campaign.id).where(
+            Campaign.status == CampaignStatus.SENDING, Campaign.snapshot_taken_at.is_not(None)
+        )
+    ).all():
+        due = db.session.scalar(select(exists().where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.PENDING,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        )))
+        live = db.session.scalar(select(exists().where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.SENDING,
+            Delivery.leased_until >= now,
+        )))
+        if due and not live:
+            needing.append(campaign_id)
+        elif not due and not live:
+            finish_if_done(campaign_id)
+    db.session.commit()
+    return needing

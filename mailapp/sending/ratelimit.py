@@ -1,0 +1,114 @@
+"""The global send rate per SMTP relay: a token bucket in Redis shared by every worker when REDIS_URL
+is set, or a bucket in this process on the embedded default (which then holds for one worker).
+
+Each message reserves one token before it is sent. The bucket may go negative: a reservation then
+tells the caller how long to wait, so waiting workers are served in order and the rate over any window
+of W seconds stays within rate * W + burst."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import cache
+
+from flask import current_app
+
+# KEYS[1] the bucket; ARGV: rate (tokens/s), burst (tokens), tokens wanted. Returns the seconds (as a
+# string, Lua numbers lose precision otherwise) the caller must wait before using its tokens. Time comes
+# from the Redis server, so workers on machines with skewed clocks share one timeline.
+_RESERVE_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil then
+  tokens = burst
+  at = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate) - wanted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+if tokens >= 0 then
+  return '0'
+end
+return tostring(-tokens / rate)
+"""
+
+
+class LocalBucket:
+    """The same reservation bucket, for the threads of one process."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def reserve(self, wanted: float = 1) -> float:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - wanted
+            self.at = now
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class RedisBucket:
+    def __init__(self, url: str, key: str, rate: float, burst: float) -> None:
+        self.key = key
+        self.rate = rate
+        self.burst = burst
+        self.script = _redis_client(url).register_script(_RESERVE_SCRIPT)
+
+    def reserve(self, wanted: float = 1) -> float:
+        return float(self.script(keys=[self.key], args=[self.rate, self.burst, wanted]))
+
+
+@cache
+def _redis_client(url: str):  # noqa: ANN202 - redis.Redis
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+_local_buckets: dict[tuple[str, float], LocalBucket] = {}
+_local_lock = threading.Lock()
+
+
+class RateLimiter:
+    """Waits as needed before each message so the relay sees at most MAIL_RATE_LIMIT messages/s."""
+
+    def __init__(self, rate: float, relay: str, redis_url: str = "") -> None:
+        self.rate = rate
+        # A burst of a tenth of a second's worth (at least one message) keeps the rate smooth.
+        burst = max(1.0, rate / 10)
+        if rate <= 0:
+            self.bucket = None
+        elif redis_url:
+            self.bucket = RedisBucket(redis_url, f"mailapp:send-rate:{relay}", rate, burst)
+        else:
+            with _local_lock:
+                self.bucket = _local_buckets.get((relay, rate))
+                if self.bucket is None:
+                    self.bucket = _local_buckets[(relay, rate)] = LocalBucket(rate, burst)
+
+    @classmethod
+    def for_app(cls) -> RateLimiter:
+        config = current_app.config
+        relay = f"{config['MAIL_SERVER']}:{config['MAIL_PORT']}"
+        return cls(float(config.get("MAIL_RATE_LIMIT") or 0), relay, config.get("REDIS_URL") or "")
+
+    @property
+    def enabled(self) -> bool:
+        return self.bucket is not None
+
+    def wait(self) -> None:
+        if self.bucket is None:
+            return
+        delay = self.bucket.reserve(1)
+        if delay > 0:
+            time.sleep(delay)
