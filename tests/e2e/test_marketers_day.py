@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Page, expect
 
+from mailapp.devinbox.store import DevInbox
 from tests.e2e.conftest import BROWSER_TIMEZONE, RunningApp
 from tests.smtp import ReceivedMessage
 
@@ -156,6 +157,26 @@ def send_a_test(page: Page, mailapp_server: RunningApp) -> ReceivedMessage:
     return test_message
 
 
+def read_the_test_in_the_dev_inbox(page: Page, mailapp_server: RunningApp, test_message: ReceivedMessage,
+                                   screenshot) -> None:  # noqa: ANN001
+    """Under `make run` test sends land in the Dev inbox. Here the test SMTP server got it, so it is handed
+    to the inbox's store, as the built-in dev SMTP server does, and read in the dashboard."""
+    campaign_url = page.url
+    DevInbox(mailapp_server.env["DEVINBOX_DIR"]).save(test_message.raw)
+    nav(page, "Dev inbox")
+    inbox = page.get_by_test_id("devinbox-table")
+    expect(inbox.locator("tbody tr")).to_have_count(1)
+    expect(inbox).to_contain_text(TESTER)
+    screenshot(page, "34-dev-inbox")
+    inbox.get_by_role("link", name="[Test] Spring is here, Jane Doe").click()
+    # Received HTML must not run script in the dashboard's origin.
+    expect(page.locator("iframe[title='Message HTML']")).to_have_attribute("sandbox", "")
+    message_frame = page.frame_locator("iframe[title='Message HTML']")
+    expect(message_frame.get_by_text("Our spring catalogue is out.")).to_be_visible()
+    screenshot(page, "35-dev-inbox-message")
+    page.goto(campaign_url)
+
+
 def schedule_shortly(page: Page, mailapp_server: RunningApp, screenshot) -> datetime:  # noqa: ANN001
     """Pick a time a few seconds ahead, on the browser's wall clock (not UTC), and see it shown back."""
     zone = ZoneInfo(BROWSER_TIMEZONE)
@@ -263,6 +284,14 @@ def subscribers_read_and_click(
     expect(page.get_by_role("row", name=re.compile(r"spring\?ref=newsletter 1 1$"))).to_be_visible()
     screenshot(page, "41-report-after-open-and-click")
 
+    page.get_by_role("link", name="Recipients' activity").click()
+    alice_row = page.get_by_role("row").filter(has_text="alice@example.com")
+    expect(alice_row).to_contain_text("opened")
+    expect(alice_row).to_contain_text("clicked")
+    for other in ("bob@example.com", "chloe@example.com"):
+        expect(page.get_by_role("row").filter(has_text=other)).not_to_contain_text("opened")
+    screenshot(page, "42-report-recipients")
+
 
 def unsubscribe_through_the_link(
     page: Page, reader: Page, mailapp_server: RunningApp, screenshot  # noqa: ANN001
@@ -338,7 +367,8 @@ def test_a_marketers_day(
     upload_layout(page, screenshot, layout_file(tmp_path, landing_site))
     import_subscribers(page, screenshot, tmp_path)
     create_campaign(page, screenshot)
-    send_a_test(page, mailapp_server)
+    test_message = send_a_test(page, mailapp_server)
+    read_the_test_in_the_dev_inbox(page, mailapp_server, test_message, screenshot)
     picked = schedule_shortly(page, mailapp_server, screenshot)
     finished_at = watch_it_go_out(page, mailapp_server, picked, screenshot)
     subscribers_read_and_click(page, reader_page, mailapp_server, finished_at, screenshot)
