@@ -34,38 +34,35 @@ def create():  # noqa: ANN201
     form = LayoutForm()
     if not form.is_submitted():
         form.html.data = STARTER_LAYOUT
-    problems: list[dict[str, Any]] = []
-    if form.validate_on_submit():
-        try:
-            layout = services.create_layout(form.name.data, _submitted_html(form))
-        except MailappError as error:
-            db.session.rollback()
-            problems = _show_error(form, error)
-        else:
-            db.session.commit()
-            _flash_saved(layout, "created")
-            return redirect(url_for("layouts.edit", layout_id=layout.id))
-    return _render_editor(form, None, problems), 422 if form.is_submitted() else 200
+    return _save_or_show(form, None)
 
 
 @bp.route("/<int:layout_id>", methods=["GET", "POST"])
 @login_required
 def edit(layout_id: int):  # noqa: ANN201
     layout = db.get_or_404(Layout, layout_id)
-    form = LayoutForm(obj=layout)
+    return _save_or_show(LayoutForm(obj=layout), layout)
+
+
+def _save_or_show(form: LayoutForm, layout: Layout | None):  # noqa: ANN202
+    """On a valid POST create or update the layout and go to its page; otherwise show the editor, with
+    the errors (and their line numbers) and what the user typed."""
     problems: list[dict[str, Any]] = []
     if form.validate_on_submit():
         try:
-            services.update_layout(layout, name=form.name.data, html=_submitted_html(form))
+            if layout is None:
+                saved = services.create_layout(form.name.data, _submitted_html(form))
+            else:
+                saved = services.update_layout(layout, name=form.name.data, html=_submitted_html(form))
         except MailappError as error:
             db.session.rollback()
             problems = _show_error(form, error)
         else:
             db.session.commit()
-            _flash_saved(layout, "saved")
-            return redirect(url_for("layouts.edit", layout_id=layout.id))
+            _flash_saved(saved, "created" if layout is None else "saved")
+            return redirect(url_for("layouts.edit", layout_id=saved.id))
     status = 422 if form.is_submitted() else 200
-    return _render_editor(form, db.session.get(Layout, layout_id), problems), status
+    return _render_editor(form, layout, problems), status
 
 
 @bp.post("/<int:layout_id>/delete")
