@@ -4,7 +4,8 @@
 
 "full": PostgreSQL (its own database, `<bench database>_pixel`, created when missing) and Redis
 (MAILAPP_BENCH_REDIS_URL, default db 6), so the pixel verifies the token and appends to the Redis
-stream; 1,000 deliveries, 64 connections, 10 s per route. "smoke": a throwaway SQLite file with no
+stream; 1,000 deliveries, gunicorn 2 gthread workers x 16 threads, wrk 2 threads and 64 connections,
+10 s per route. MAILAPP_BENCH_PIXEL_GUNICORN="sync 4 1" (class, workers, threads) tries another setup. "smoke": a throwaway SQLite file with no
 Redis (each open written directly), 2 s per route.
 
 gunicorn serves bench/pixel_wsgi.py: the app plus a bare GIF route (same image and headers, records
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ class Scale:
 
 SCALES = {
     "smoke": Scale(50, 2, 8, 1, 2, "sync", 1, postgres_and_redis=False),
-    "full": Scale(1000, 10, 64, 2, 4, "sync", 1, postgres_and_redis=True),
+    # gthread: keep-alive connections (as mail clients and image proxies use), threads per core.
+    "full": Scale(1000, 10, 64, 2, 2, "gthread", 16, postgres_and_redis=True),
 }
 
 
@@ -271,6 +273,10 @@ def flush_and_count(app: Any) -> tuple[int, float, int]:
 
 def run(scale: str) -> list[Row]:
     sizes = SCALES[scale]
+    # MAILAPP_BENCH_PIXEL_GUNICORN="gthread 2 8" (class, workers, threads) tries another server setup.
+    if override := os.environ.get("MAILAPP_BENCH_PIXEL_GUNICORN"):
+        worker_class, workers, threads = override.split()
+        sizes = replace(sizes, worker_class=worker_class, workers=int(workers), gunicorn_threads=int(threads))
     wrk = find_tool("wrk")
     if wrk is None:
         reason = "wrk is not installed (Debian package wrk)"
@@ -317,8 +323,8 @@ def run(scale: str) -> list[Row]:
             db.engine.dispose()
     storage = "PostgreSQL + Redis buffer" if redis_url else "SQLite, direct writes"
     setup = (
-        f"gunicorn {sizes.workers} {sizes.worker_class} workers, wrk -t{sizes.wrk_threads} "
-        f"-c{sizes.connections} -d{sizes.seconds}s, {storage}"
+        f"gunicorn {sizes.workers} {sizes.worker_class} workers x {sizes.gunicorn_threads} threads, "
+        f"wrk -t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.seconds}s, {storage}"
     )
     lost = answered - events
     integrity = (
