@@ -5,8 +5,8 @@
 "full": PostgreSQL (its own database, `<bench database>_pixel`, created when missing) and Redis
 (MAILAPP_BENCH_REDIS_URL, default db 6), so the pixel verifies the token and appends to the Redis
 stream; 1,000 deliveries, gunicorn 2 gthread workers x 16 threads, wrk 2 threads and 64 connections,
-10 s per route. MAILAPP_BENCH_PIXEL_GUNICORN="sync 4 1" (class, workers, threads) tries another setup. "smoke": a throwaway SQLite file with no
-Redis (each open written directly), 2 s per route.
+10 s per route; MAILAPP_BENCH_PIXEL_GUNICORN="sync 4 1" (class, workers, threads) tries another setup.
+"smoke": a throwaway SQLite file with no Redis (each open written directly), 2 s per route.
 
 gunicorn serves bench/pixel_wsgi.py: the app plus a bare GIF route (same image and headers, records
 nothing) that exists only there. Each worker counts the pixel requests it answered and writes the count
