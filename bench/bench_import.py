@@ -75,12 +75,16 @@ def child_import(csv_path: Path, run_id: str) -> dict[str, Any]:
         import_id = record.id
         services.run_import(import_id)
         elapsed = time.perf_counter() - started
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the clean-up
         own_cpu = _own_cpu_seconds() - cpu_before
         backends_cpu = _postgres_cpu_seconds() - backends_before
         record = services.get_import(import_id)
         result = services.import_to_dict(record)
         # Leave the database as it was.
-        db.session.execute(delete(Subscriber).where(Subscriber.email.like(f"%.{run_id}@example.com")))
+        db.session.execute(
+            delete(Subscriber).where(Subscriber.email.like(f"%.{run_id}@example.com")),
+            execution_options={"synchronize_session": False},
+        )
         services.delete_list(services.get_list(list_id))
         db.session.delete(record)
         db.session.commit()
@@ -89,7 +93,7 @@ def child_import(csv_path: Path, run_id: str) -> dict[str, Any]:
         "seconds": elapsed,
         "import": {key: result[key] for key in ("status", "processed", "imported", "updated", "skipped",
                                                 "invalid", "failure")},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "python_cpu_s": own_cpu,
         "postgres_cpu_s": backends_cpu,
     }

@@ -16,6 +16,7 @@ from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.subscriber import Subscriber, SubscriberImport, SubscriberList, list_members
 from mailapp.subscribers import importer, services
 from mailapp.subscribers.validation import normalize_email
+from tests.conftest import is_postgres
 from tests.factories import SubscriberFactory, SubscriberListFactory
 
 
@@ -491,3 +492,23 @@ def test_a_status_column_is_ignored_not_applied(db, target):
     stored = db.session.scalar(select(Subscriber))
     assert stored.status == "active"
     assert stored.attributes == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not is_postgres(), reason="advisory locks are PostgreSQL's")
+def test_a_duplicate_task_does_not_process_an_import_another_worker_holds(db, target):
+    from sqlalchemy import text
+
+    record = services.start_import(target, "x.csv", io.BytesIO(b"email\na@example.com\n"))
+    db.session.commit()
+    lock = {"class_id": services.IMPORT_LOCK_CLASS, "import_id": record.id}
+    with db.engine.connect() as other_worker:
+        assert other_worker.scalar(text("SELECT pg_try_advisory_lock(:class_id, :import_id)"), lock)
+        services.run_import(record.id)
+        db.session.expire_all()
+        assert services.get_import(record.id).status == "queued"
+        other_worker.execute(text("SELECT pg_advisory_unlock(:class_id, :import_id)"), lock)
+        other_worker.commit()
+    services.run_import(record.id)
+    db.session.expire_all()
+    assert services.get_import(record.id).imported == 1

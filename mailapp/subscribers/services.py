@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -440,9 +441,46 @@ def start_import(target: SubscriberList, filename: str, stream: IO[bytes]) -> Su
     return record
 
 
+# Advisory lock namespace for imports (PostgreSQL): one worker per import at a time.
+IMPORT_LOCK_CLASS = 0x1A7
+
+
+@contextmanager
+def _import_claim(import_id: int) -> Iterator[bool]:
+    """True when this worker may process the import: on PostgreSQL, a session advisory lock held for
+    the whole run, so a duplicate delivery of the task cannot process the same file twice at once (it
+    ends at once; a redelivery after a crash gets the lock and resumes). SQLite runs one writer."""
+    if not is_postgres():
+        yield True
+        return
+    with db.engine.connect() as connection:
+        claimed = connection.scalar(
+            text("SELECT pg_try_advisory_lock(:class_id, :import_id)"),
+            {"class_id": IMPORT_LOCK_CLASS, "import_id": import_id},
+        )
+        connection.commit()
+        try:
+            yield bool(claimed)
+        finally:
+            if claimed:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:class_id, :import_id)"),
+                    {"class_id": IMPORT_LOCK_CLASS, "import_id": import_id},
+                )
+                connection.commit()
+
+
 def run_import(import_id: int) -> None:
     """The Celery task's body. Commits as it goes: a chunk of rows and its counters per transaction.
     Run again after a worker died mid-way, it resumes after the last committed chunk."""
+    with _import_claim(import_id) as claimed:
+        if not claimed:
+            log.warning("import %s is already being processed by another worker", import_id)
+            return
+        _run_claimed_import(import_id)
+
+
+def _run_claimed_import(import_id: int) -> None:
     record = db.session.get(SubscriberImport, import_id)
     if record is None or record.status in (ImportStatus.DONE, ImportStatus.FAILED):
         return
