@@ -58,6 +58,15 @@ LOG_NOISE = re.compile(
 _BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests before the rest. On PostgreSQL + Redis the app under test shares the Redis
+    broker with the in-process worker of tests/conftest.py (session-scoped, so once started it lives to
+    the end); started first, it would take the running app's tasks. The app's processes stop when this
+    package ends, and the `app` fixture flushes the broker when it starts."""
+    here = Path(__file__).resolve().parent
+    items[:] = sorted(items, key=lambda item: here not in Path(item.path).resolve().parents)
+
+
 @pytest.fixture(autouse=True)
 def _app_context() -> None:
     """Replaces tests/conftest.py's fixture of the same name: these tests talk to a running app over
