@@ -92,7 +92,9 @@ def show(campaign_id: int):  # noqa: ANN201
 @login_required
 def progress(campaign_id: int):  # noqa: ANN201
     db.get_or_404(Campaign, campaign_id)
-    return jsonify(services.progress(campaign_id))
+    body = services.progress(campaign_id)
+    db.session.commit()  # keeps the delivery counts just cached for a finished campaign
+    return jsonify(body)
 
 
 @bp.post("/<int:campaign_id>/schedule")
@@ -260,10 +262,12 @@ def _render_page(
         status_filter = None
     after = request.args.get("after", type=int)
     deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
+    progress = services.progress(campaign.id)
+    db.session.commit()  # keeps the delivery counts just cached for a finished campaign
     return render_template(
         "campaigns/show.html",
         campaign=campaign,
-        progress=services.progress(campaign.id),
+        progress=progress,
         actions=services.allowed_actions(campaign),
         schedule_form=schedule_form or ScheduleForm(),
         test_form=test_form or TestSendForm(),
