@@ -326,7 +326,7 @@ def test_pixel_writes_the_open_directly_when_redis_is_down(app, client, monkeypa
     assert count(OpenEvent) == 1
     db.session.refresh(delivery)
     assert delivery.open_count == 1
-    buffer._appenders.value[2].close()
+    buffer.appender(buffer.redis_client()).close()
 
 
 def test_buffer_entries_keep_user_agents_with_any_character():

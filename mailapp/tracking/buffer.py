@@ -133,6 +133,8 @@ def appender(client: redis.Redis) -> StreamAppender:
     """This thread's appender (a new one after a fork: a socket must not be shared across processes)."""
     current = getattr(_appenders, "value", None)
     if current is None or current[0] != os.getpid() or current[1] is not client:
+        if current is not None and current[0] == os.getpid():
+            current[2].close()  # the app's Redis changed (tests point it elsewhere)
         current = (os.getpid(), client, StreamAppender(client))
         _appenders.value = current
     return current[2]

@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import current_app
 from markupsafe import Markup
-from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, union, update
+from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailapp.db_setup import is_postgres
@@ -95,17 +95,23 @@ def _bump_campaign_stats(campaign_id: int, **increments: int) -> None:
 
 
 def _engaged_deliveries(delivery_ids: Iterable[int]) -> set[int]:
-    """Deliveries whose recipient has already opened or clicked as a human (a click implies an open)."""
+    """Deliveries whose recipient has already opened or clicked as a human (a click implies an open).
+    One EXISTS probe per delivery on the (delivery_id, is_machine) indexes: it stops at the first
+    human event however many a recipient has."""
     ids = sorted(set(delivery_ids))
     if not ids:
         return set()
-    opened = select(OpenEvent.delivery_id).where(
-        OpenEvent.delivery_id.in_(ids), OpenEvent.is_machine.is_(False)
+    human_open = (
+        select(OpenEvent.id)
+        .where(OpenEvent.delivery_id == Delivery.id, OpenEvent.is_machine.is_(False))
+        .exists()
     )
-    clicked = select(ClickEvent.delivery_id).where(
-        ClickEvent.delivery_id.in_(ids), ClickEvent.is_machine.is_(False)
+    human_click = (
+        select(ClickEvent.id)
+        .where(ClickEvent.delivery_id == Delivery.id, ClickEvent.is_machine.is_(False))
+        .exists()
     )
-    return set(db.session.scalars(select(union(opened, clicked).subquery().c[0])))
+    return set(db.session.scalars(select(Delivery.id).where(Delivery.id.in_(ids), human_open | human_click)))
 
 
 # --- opens -----------------------------------------------------------------------------------------
@@ -150,9 +156,12 @@ def record_opens(hits: list[OpenHit]) -> int:
     deliveries = {
         row.id: row
         for row in db.session.execute(
-            select(Delivery.id, Delivery.campaign_id, Delivery.sent_at).where(
-                Delivery.id.in_(sorted({hit.delivery_id for hit in hits}))
-            )
+            select(
+                Delivery.id,
+                Delivery.campaign_id,
+                Delivery.sent_at,
+                (Delivery.open_count + Delivery.click_count).label("events"),
+            ).where(Delivery.id.in_(sorted({hit.delivery_id for hit in hits})))
         )
     }
     window = early_seconds()
@@ -176,7 +185,10 @@ def record_opens(hits: list[OpenHit]) -> int:
     if not rows:
         return 0
     _lock_campaign_stats(row["campaign_id"] for row in rows)
-    engaged = _engaged_deliveries(row["delivery_id"] for row in rows if not row["is_machine"])
+    # A recipient with no open or click recorded yet cannot have engaged: only the others are probed.
+    engaged = _engaged_deliveries(
+        row["delivery_id"] for row in rows if not row["is_machine"] and deliveries[row["delivery_id"]].events
+    )
     inserted = _insert_open_rows(rows)
     _apply_open_counters(inserted, engaged)
     return len(inserted)
