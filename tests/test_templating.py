@@ -183,7 +183,7 @@ templates = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=templates)
 def test_validator_only_raises_template_errors_and_valid_templates_render(source: str) -> None:
     try:
