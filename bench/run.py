@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--install", action="store_true", help="apt-get install smtp-sink/source and wrk")
     args = parser.parse_args(argv)
+    # A TERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the sink and the modules' servers are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     runs = args.runs or (3 if args.scale == "full" else 1)
     if args.install:
         still_missing = ensure_tools()
