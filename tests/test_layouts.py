@@ -182,6 +182,17 @@ def test_index_lists_and_paginates(auth_client) -> None:  # noqa: ANN001
     assert "Layout 29" in second
 
 
+def test_index_shows_how_many_campaigns_use_each_layout(auth_client) -> None:  # noqa: ANN001
+    used = LayoutFactory(name="Used")
+    LayoutFactory(name="Unused")
+    CampaignFactory(layout=used, status="sent")
+    CampaignFactory(layout=used, status="draft")
+    assert services.campaign_counts([used.id]) == {used.id: 2}
+    page = auth_client.get("/layouts/").get_data(as_text=True)
+    assert re.search(r">Unused</a></td>\s*<td>0</td>", page)
+    assert re.search(r">Used</a></td>\s*<td>2</td>", page)
+
+
 def test_create_by_pasting_html(auth_client, db) -> None:  # noqa: ANN001
     response = auth_client.post_form("/layouts/new", {"name": "Pasted", "html": SIMPLE_LAYOUT})
     assert response.status_code == 302

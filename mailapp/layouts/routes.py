@@ -25,7 +25,8 @@ SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-st
 def index():  # noqa: ANN201
     page = request.args.get("page", 1, type=int)
     pager = db.paginate(select(Layout).order_by(Layout.name), page=page, per_page=PER_PAGE, error_out=False)
-    return render_template("layouts/index.html", pager=pager, delete_form=DeleteForm())
+    used = services.campaign_counts([layout.id for layout in pager.items])
+    return render_template("layouts/index.html", pager=pager, used=used, delete_form=DeleteForm())
 
 
 @bp.route("/new", methods=["GET", "POST"])

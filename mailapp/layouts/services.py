@@ -126,6 +126,16 @@ def campaigns_needing_layout(layout: Layout) -> list[Campaign]:
     )
 
 
+def campaign_counts(layout_ids: list[int]) -> dict[int, int]:
+    """How many campaigns (any status) use each of these layouts, for the list page."""
+    rows = db.session.execute(
+        select(Campaign.layout_id, func.count())
+        .where(Campaign.layout_id.in_(layout_ids))
+        .group_by(Campaign.layout_id)
+    )
+    return {layout_id: count for layout_id, count in rows}
+
+
 def delete_layout(layout: Layout) -> None:
     """Delete a layout no unsent campaign needs. Sent campaigns keep their history (layout_id is set to
     NULL by the foreign key)."""
