@@ -133,6 +133,9 @@ def test_view_in_browser_renders_the_message_for_its_recipient(client):
     assert "Hello Ada &lt;Lovelace&gt;" in html
     assert "This week&#39;s news." in html or "This week's news." in html
     assert f"/u/{tokens.make_token('unsubscribe', delivery.id)}" in html
+    # The same message as sent: tracked links and the open pixel included.
+    assert f"/c/{tokens.make_token('click', delivery.id, 0)}" in html
+    assert f"/o/{tokens.make_token('open', delivery.id)}.gif" in html
     assert "script-src" not in page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
 

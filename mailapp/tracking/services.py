@@ -25,7 +25,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailapp.db_setup import is_postgres
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
-from mailapp.layouts.templating import compile_template, inline_css, message_html, recipient_context
 from mailapp.models import (
     Campaign,
     CampaignStats,
@@ -430,24 +429,36 @@ def unsubscribe(token: str) -> UnsubscribeTarget:
 
 
 def render_for_browser(token: str) -> Markup:
-    """The message of a delivery as its recipient got it, for the view-in-browser link. Rendered here
-    from the campaign's layout and the subscriber's data; links are left as written (not tracked)."""
+    """The message of a delivery as its recipient got it (the send engine's reference renderer: same
+    layout, personalisation, tracked links and pixel), for the view-in-browser link."""
+    from mailapp.sending.render import CampaignSource, Recipient, renderer_for
+
     delivery = delivery_for_token("view", token)
     campaign = db.session.get(Campaign, delivery.campaign_id)
-    if campaign is None or campaign.layout is None:
+    if campaign is None:
         raise NotFoundError("This message is no longer available.")
     subscriber = db.session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id else None
-    context = recipient_context(
-        subscriber={
-            "id": subscriber.id if subscriber else 0,
-            "email": subscriber.email if subscriber else delivery.email,
-            "name": subscriber.name if subscriber else "",
-            "attributes": dict(subscriber.attributes or {}) if subscriber else {},
-        },
-        sender={"email": campaign.from_email, "name": campaign.from_name},
-        campaign={"id": campaign.id, "name": campaign.name, "subject": campaign.subject},
-        message=message_html(campaign.message),
-        unsubscribe_url=tokens.unsubscribe_url(delivery.id),
-        view_in_browser_url=tokens.view_url(delivery.id),
+    layout = campaign.layout
+    source = CampaignSource(
+        id=campaign.id,
+        name=campaign.name,
+        subject=campaign.subject,
+        from_name=campaign.from_name,
+        from_email=campaign.from_email,
+        reply_to=campaign.reply_to or "",
+        layout_html=layout.html if layout is not None else "",
+        message=campaign.message or "",
+        track_opens=campaign.track_opens,
+        track_clicks=campaign.track_clicks,
+        updated_at=campaign.updated_at,
+        layout_updated_at=getattr(layout, "updated_at", None),
     )
-    return Markup(compile_template(inline_css(campaign.layout.html)).render(context))  # noqa: S704 - sandboxed, autoescaped render
+    recipient = Recipient(
+        delivery_id=delivery.id,
+        email=subscriber.email if subscriber else delivery.email,
+        name=subscriber.name or "" if subscriber else "",
+        subscriber_id=subscriber.id if subscriber else None,
+        attributes=dict(subscriber.attributes or {}) if subscriber else {},
+    )
+    rendered = renderer_for(source, current_app.config["PUBLIC_URL"]).render(recipient, fast=False)
+    return Markup(rendered.html)  # noqa: S704 - rendered in the sandbox with autoescape
