@@ -142,10 +142,11 @@ def test_send_now_through_the_api(db, ready, smtp_server, api):  # noqa: ANN001
     assert response.status_code == 202, response.get_data(as_text=True)
     body = response.get_json()
     assert body["status"] == "sending"
-    assert body["stats"]["total"] == len(ready.active)
+    assert body["started_at"]
     _session_done(db)
     assert smtp_server.wait_for(len(ready.active), timeout=15)
-    _wait_for_status(db, campaign.id, "sent")
+    finished = _wait_for_status(db, campaign.id, "sent")
+    assert finished.total_recipients == len(ready.active)
     _assert_each_recipient_once(smtp_server, ready)
     again = api.post(f"/api/v1/campaigns/{campaign.id}/send")
     assert again.status_code == 409

@@ -105,7 +105,7 @@ def send_campaign(campaign_id: int):  # noqa: ANN201
     campaign = services.send_campaign_now(campaign_id)
     version = campaign.schedule_version
     db.session.commit()
-    tasks.start_scheduled(campaign_id, version)
+    tasks.start_now(campaign_id, version)
     return _campaign_response(campaign_id, 202)
 
 

@@ -139,7 +139,7 @@ def _send(campaign_id: int) -> str:
     campaign = services.send_campaign_now(campaign_id)
     version = campaign.schedule_version
     db.session.commit()
-    tasks.start_scheduled(campaign_id, version)
+    tasks.start_now(campaign_id, version)
     return "Sending started."
 
 

@@ -28,10 +28,8 @@ def queue_start(campaign_id: int, version: int, send_at: datetime, start_queued_
         start_campaign.apply_async((campaign_id, version), eta=send_at)
 
 
-def start_scheduled(campaign_id: int, version: int) -> bool:
-    """Claim, snapshot the recipients, queue the batches; each step commits before the next, so a crash
-    between them is finished by the dispatcher. Returns False when the claim was lost (a duplicate or
-    stale message) or the campaign could not be sent."""
+def _claim(campaign_id: int, version: int) -> bool:
+    """The atomic claim, committed; then a campaign whose layout or lists vanished fails with a reason."""
     if not services.claim_scheduled_campaign(campaign_id, version):
         db.session.rollback()
         return False
@@ -39,7 +37,25 @@ def start_scheduled(campaign_id: int, version: int) -> bool:
     if services.fail_unsendable_start(campaign_id):
         db.session.commit()
         return False
+    return True
+
+
+def start_scheduled(campaign_id: int, version: int) -> bool:
+    """Claim, snapshot the recipients, queue the batches; each step commits before the next, so a crash
+    between them is finished by the dispatcher. Returns False when the claim was lost (a duplicate or
+    stale message) or the campaign could not be sent."""
+    if not _claim(campaign_id, version):
+        return False
     snapshot_and_send(campaign_id, wait_for_lock=True)
+    return True
+
+
+def start_now(campaign_id: int, version: int) -> bool:
+    """Send now, from a request: the claim here, so the answer already says sending; the snapshot
+    (a million-row INSERT ... SELECT) in a worker, so the request does not wait for it."""
+    if not _claim(campaign_id, version):
+        return False
+    prepare_sending.delay(campaign_id)
     return True
 
 
@@ -77,6 +93,11 @@ def continue_sending(campaign_id: int) -> None:
 @shared_task(name="mailapp.campaigns.tasks.start_campaign")
 def start_campaign(campaign_id: int, version: int) -> bool:
     return start_scheduled(campaign_id, version)
+
+
+@shared_task(name="mailapp.campaigns.tasks.prepare_sending")
+def prepare_sending(campaign_id: int) -> None:
+    snapshot_and_send(campaign_id, wait_for_lock=True)
 
 
 @shared_task(name="mailapp.campaigns.tasks.dispatch_due_campaigns")
