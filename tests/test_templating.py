@@ -165,6 +165,12 @@ def test_inline_css_keeps_jinja_loops_and_expressions_in_place() -> None:
     assert "<p style=\"margin: 0;\">&lt;b&gt;</p>" in html
 
 
+def test_inline_css_leaves_placeholder_lookalikes_alone() -> None:
+    source = "<style>p { margin: 0; }</style><p>mailapp-jinja-99- <!--mailapp-jinja-7--> {{ message }}</p>"
+    inlined = templating.inline_css(source)
+    assert "mailapp-jinja-99- <!--mailapp-jinja-7--> {{ message }}</p>" in inlined
+
+
 # Text built from the pieces templates are made of, so the generator reaches the parser's and the
 # sandbox's interesting corners, not only plain text.
 _TEMPLATE_PIECES = st.sampled_from(

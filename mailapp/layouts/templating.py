@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 import re
+import secrets
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -218,7 +219,7 @@ def compile_template(source: str, *, environment: SandboxedEnvironment | None = 
 
 
 _JINJA_CHUNK = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
-_PLACEHOLDER = re.compile(r"(?:<!--|&lt;!--)\s*mailapp-jinja-(\d+)\s*(?:-->|--&gt;)|mailapp-jinja-(\d+)-")
+_PLACEHOLDER = r"(?:<!--|&lt;!--)\s*{marker}(\d+)\s*(?:-->|--&gt;)|{marker}(\d+)-"
 
 
 def inline_css(html: str) -> str:
@@ -228,17 +229,20 @@ def inline_css(html: str) -> str:
     tag is swapped for a placeholder first (an HTML comment between elements, a bare word inside a
     tag) and put back afterwards, unchanged."""
     chunks: list[str] = []
+    # Random per call, so text that happens to look like a placeholder is never taken for one.
+    marker = f"mailapp-jinja-{secrets.token_hex(6)}-"
 
     def protect(match: re.Match[str]) -> str:
         chunks.append(match.group(0))
         index = len(chunks) - 1
         before = html[: match.start()]
         inside_tag = before.rfind("<") > before.rfind(">")
-        return f"mailapp-jinja-{index}-" if inside_tag else f"<!--mailapp-jinja-{index}-->"
+        return f"{marker}{index}-" if inside_tag else f"<!--{marker}{index}-->"
 
     protected = _JINJA_CHUNK.sub(protect, html)
     inlined = css_inline.inline(protected, keep_style_tags=False, load_remote_stylesheets=False)
-    return _PLACEHOLDER.sub(lambda match: chunks[int(match.group(1) or match.group(2))], inlined)
+    placeholder = re.compile(_PLACEHOLDER.format(marker=re.escape(marker)))
+    return placeholder.sub(lambda match: chunks[int(match.group(1) or match.group(2))], inlined)
 
 
 def message_html(text: str) -> Markup:
