@@ -339,3 +339,27 @@ def test_buffer_entries_keep_user_agents_with_any_character():
     assert parsed["at"].timestamp() == 1700000000.25
     assert buffer.parse_entry(b"1-0", {b"e": b"not an entry"}) is None
     assert buffer.parse_entry(b"1-0", {}) is None
+
+
+def test_redis_over_tls_or_a_unix_socket_goes_through_redis_py():
+    import redis as redis_py
+
+    from mailapp.tracking import buffer
+
+    assert buffer.StreamAppender(redis_py.Redis.from_url("redis://127.0.0.1:6379/0")).plain_tcp is True
+    assert buffer.StreamAppender(redis_py.Redis.from_url("rediss://127.0.0.1:6380/0")).plain_tcp is False
+    assert buffer.StreamAppender(redis_py.Redis.from_url("unix:///tmp/redis.sock?db=1")).plain_tcp is False
+
+
+def test_the_redis_py_path_appends_the_same_entries(app, client):
+    if not app.config["REDIS_URL"]:
+        pytest.skip("the open buffer needs Redis: covered by the PostgreSQL + Redis pass")
+    from mailapp.tracking import buffer
+
+    delivery = make_delivery(make_campaign())
+    appender = buffer.StreamAppender(buffer.redis_client())
+    appender.plain_tcp = False
+    appender.append(f"{delivery.id}|1700000000.5|10.1.2.0|{READER_UA}".encode())
+    assert settle() == 1
+    event = db.session.scalars(select(OpenEvent)).one()
+    assert (event.delivery_id, event.ip, event.user_agent) == (delivery.id, "10.1.2.0", READER_UA)

@@ -58,6 +58,9 @@ class StreamAppender:
     """XADD STREAM_KEY * e <payload> on a plain TCP connection owned by one thread of one process."""
 
     def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        # TLS (rediss://) and Unix sockets go through redis-py: this plain-TCP path is only the fast one.
+        self.plain_tcp = client.connection_pool.connection_class is redis.connection.Connection
         settings = client.connection_pool.connection_kwargs
         self.host = settings.get("host", "127.0.0.1")
         self.port = int(settings.get("port", 6379))
@@ -88,6 +91,12 @@ class StreamAppender:
         return sock
 
     def append(self, payload: bytes) -> None:
+        if not self.plain_tcp:
+            try:
+                self.client.xadd(STREAM_KEY, {"e": payload})
+            except redis.RedisError as error:
+                raise BufferUnavailable(str(error)) from error
+            return
         try:
             if self.sock is None:
                 self.sock = self._connect()
