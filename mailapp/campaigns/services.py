@@ -555,31 +555,11 @@ def count_recipients(list_ids: Sequence[int]) -> int:
     return db.session.scalar(select(func.count()).select_from(members)) or 0
 
 
-def _empty_stats() -> dict[str, int]:
-    return {"total": 0, "pending": 0, "sending": 0, "sent": 0, "failed": 0}
-
-
-def stats_for_campaigns(campaign_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    """Delivery counts by status for many campaigns in one grouped query (served by the
-    (campaign_id, status, id) index)."""
-    stats = {campaign_id: _empty_stats() for campaign_id in campaign_ids}
-    if not campaign_ids:
-        return stats
-    rows = db.session.execute(
-        select(Delivery.campaign_id, Delivery.status, func.count())
-        .where(Delivery.campaign_id.in_(campaign_ids))
-        .group_by(Delivery.campaign_id, Delivery.status)
-    )
-    for campaign_id, status, count in rows:
-        entry = stats[campaign_id]
-        if status in entry:
-            entry[status] += count
-        entry["total"] += count
-    return stats
-
-
 def campaign_stats(campaign_id: int) -> dict[str, int]:
-    return stats_for_campaigns([campaign_id])[campaign_id]
+    """Live {total, pending, sending, sent, failed}: the send engine's grouped count."""
+    from mailapp.sending.engine import campaign_stats as live_stats
+
+    return live_stats(campaign_id)
 
 
 def progress(campaign_id: int) -> dict[str, Any]:
