@@ -193,8 +193,9 @@ def schedule_shortly(page: Page, mailapp_server: RunningApp, screenshot) -> date
     expect(shown).to_have_text(
         re.compile(rf"{picked:%b} {picked.day}, {picked.year}, {hour}:{picked:%M}\s?{picked:%p}")
     )
+    if datetime.now(UTC) < picked - timedelta(seconds=1):
+        assert campaign_mail(mailapp_server) == [], "the campaign went out before its time"
     screenshot(page, "32-campaign-scheduled")
-    assert campaign_mail(mailapp_server) == [], "the campaign went out before its time"
     return picked
 
 
@@ -213,6 +214,7 @@ def watch_it_go_out(page: Page, mailapp_server: RunningApp, picked: datetime, sc
     received = campaign_mail(mailapp_server)
     assert sorted(m.to for m in received) == sorted(CUSTOMERS), "each customer gets exactly one message"
     for message in received:
+        # Not sent before its time: the Date header is stamped when the message is sent.
         assert parsedate_to_datetime(message.message["Date"]) >= picked.replace(microsecond=0)
         assert message.message["Subject"] == f"Spring is here, {CUSTOMERS[message.to]}"
     return finished_at
