@@ -158,7 +158,7 @@ def _validate(source: str, environment: SandboxedEnvironment) -> list[str]:
     except TemplateSyntaxError as error:
         raise TemplateError(
             f"Template syntax error on line {error.lineno}: {error.message}",
-            [{"line": error.lineno, "message": error.message or "syntax error"}],
+            [{"line": error.lineno, "message": f"Syntax error: {error.message or 'invalid template'}"}],
         ) from error
 
     problems: list[_Problem] = []
