@@ -129,6 +129,7 @@ class FaultCluster:
     smtp: CountingSMTPServer
     workdir: Path
     processes: list[CeleryProcess] = field(default_factory=list)
+    restarts: int = 0
 
     def env(self, **extra: str) -> dict[str, str]:
         return process_env(self.servers, self.smtp.port, self.workdir, **extra)
@@ -175,6 +176,26 @@ class FaultCluster:
             )
             return {status: count for status, count in rows}
 
+    def describe(self, campaign_id: int) -> dict[str, object]:
+        """The campaign's state as the engine sees it, for failure messages."""
+        from mailapp.extensions import db
+
+        with db.engine.connect() as connection:
+            campaign = connection.execute(
+                text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
+            ).one()
+            rows = connection.execute(
+                text(
+                    "SELECT status, count(*), min(leased_until), max(leased_until), min(next_attempt_at), "
+                    "max(attempts) FROM deliveries WHERE campaign_id = :c GROUP BY status"
+                ),
+                {"c": campaign_id},
+            )
+            deliveries = {row[0]: [str(value) for value in row[1:]] for row in rows}
+            now = connection.execute(text("SELECT now()")).scalar()
+        return {"campaign": tuple(campaign), "deliveries [count, leases, next attempt, attempts]": deliveries,
+                "db_now": str(now)}
+
     def campaign_status(self, campaign_id: int) -> str:
         return str(self.scalar("SELECT status FROM campaigns WHERE id = :c", c=campaign_id))
 
@@ -218,14 +239,14 @@ class FaultCluster:
         return campaign.id, set(emails)
 
     def send_now(self, campaign_id: int) -> None:
-        """What the dashboard's "Send now" does: claim, snapshot, queue the batches to the workers."""
+        """What the dashboard's "Send now" does: claim here, the snapshot and the batches in the workers."""
         from mailapp.campaigns import services, tasks
         from mailapp.extensions import db
 
         campaign = services.send_campaign_now(campaign_id)
         version = campaign.schedule_version
         db.session.commit()
-        tasks.start_scheduled(campaign_id, version)
+        tasks.start_now(campaign_id, version)
         db.session.remove()
 
     def schedule(self, campaign_id: int, send_at: datetime) -> None:
@@ -249,27 +270,47 @@ class FaultCluster:
         tasks.continue_sending(campaign_id)
         db.session.remove()
 
-    def unsent_emails(self, campaign_id: int) -> set[str]:
+    def unsent_emails(self, campaign_id: int, status: str | None = None) -> set[str]:
+        """Recipients not recorded as sent (only those in `status`, if given: 'sending' are leased)."""
         from mailapp.extensions import db
 
         with db.engine.connect() as connection:
             rows = connection.execute(
-                text("SELECT email FROM deliveries WHERE campaign_id = :c AND status <> 'sent'"),
-                {"c": campaign_id},
+                text(
+                    "SELECT email FROM deliveries WHERE campaign_id = :c AND status <> 'sent' "
+                    "AND (CAST(:status AS text) IS NULL OR status = :status)"
+                ),
+                {"c": campaign_id, "status": status},
             )
             return {email.lower() for (email,) in rows}
 
-    def wait_finished(self, campaign_id: int, timeout: float, also: frozenset[str] = frozenset()) -> str:
-        """Wait until the campaign is sent or stopped for good (or in one of `also`); its status."""
+    def supervise(self) -> int:
+        """Restart any worker or beat process that exited, as systemd's Restart=always would; how many."""
+        restarted = 0
+        for process in self.processes:
+            if process.process is not None and process.process.poll() is not None:
+                process.start()
+                process.wait_ready(" ready." if isinstance(process, Worker) else "beat: Starting...")
+                restarted += 1
+        self.restarts += restarted
+        return restarted
+
+    def wait_finished(
+        self, campaign_id: int, timeout: float, also: frozenset[str] = frozenset(), supervised: bool = False
+    ) -> str:
+        """Wait until the campaign is sent or stopped for good (or in one of `also`); its status. With
+        `supervised`, processes that exit meanwhile are restarted (see supervise)."""
         states = FINAL_STATES | also
 
         def finished() -> str | None:
+            if supervised:
+                self.supervise()
             status = self.campaign_status(campaign_id)
             return status if status in states else None
 
         return str(wait_until(
-            finished, timeout, f"campaign {campaign_id} to finish ({self.delivery_statuses(campaign_id)})",
-            interval=0.5,
+            finished, timeout, f"campaign {campaign_id} to finish", interval=0.5,
+            state=lambda: self.describe(campaign_id),
         ))
 
 

