@@ -211,11 +211,11 @@ def test_subscriber_page_shows_unsubscribe_details_and_resubscribe(auth_client, 
     page = f"/subscribers/{subscriber.id}"
     html = auth_client.get(page).get_data(as_text=True)
     assert "2026-03-04 05:06 UTC" in html
-    assert 'href="/campaigns/42">campaign #42</a>' in html
+    assert 'href="/campaigns/42">Campaign #42</a>' in html
     assert "Resubscribe" in html
     listing = auth_client.get("/subscribers?status=unsubscribed").get_data(as_text=True)
     assert "2026-03-04 05:06 UTC" in listing
-    assert "campaign #42" in listing
+    assert "Campaign #42" in listing
     response = auth_client.post_form(f"{page}/status", {"status": "active"}, token_page=page)
     assert response.status_code == 302
     db.session.expire_all()
