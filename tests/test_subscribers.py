@@ -110,6 +110,9 @@ def test_search_filters_and_keyset_pages(db):
 
     assert emails() == [carl.email, bob.email, ann.email]
     assert emails(q="EXAMPLE") == [carl.email, ann.email]
+    assert emails(q="Ann@Example.com") == [ann.email]  # a whole address: exact, through the index
+    assert emails(q="nn@example.com") == []
+    assert emails(q="@example.com") == [carl.email, ann.email]  # not an address: contains
     assert emails(q="lee") == [ann.email]
     assert emails(q="100%") == [bob.email]  # % is matched literally
     assert emails(q="_") == []

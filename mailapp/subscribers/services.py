@@ -311,6 +311,10 @@ def subscriber_filter(q: str | None = None, list_id: int | None = None, status: 
         statement = statement.where(Subscriber.status == _clean_status(status))
     if q and q.strip():
         term = q.strip()
+        whole_email = _as_whole_email(term)
+        if whole_email is not None:
+            # A complete address is looked up through the unique index, not by scanning every row.
+            return statement.where(Subscriber.email == whole_email)
         statement = statement.where(
             or_(
                 Subscriber.email.contains(term.lower(), autoescape=True),
@@ -318,6 +322,15 @@ def subscriber_filter(q: str | None = None, list_id: int | None = None, status: 
             )
         )
     return statement
+
+
+def _as_whole_email(term: str) -> str | None:
+    if "@" not in term or " " in term:
+        return None
+    try:
+        return importer.fast_normalize_email(term)
+    except ValidationError:
+        return None
 
 
 @dataclass
