@@ -34,7 +34,7 @@ def test_totals_by_status():
     SubscriberFactory.create_batch(3)
     SubscriberFactory(status="unsubscribed")
     SubscriberFactory(status="blocklisted")
-    summary = home_summary()
+    summary = home_summary(live=True)
     assert (summary.active_subscribers, summary.unsubscribed, summary.total_subscribers) == (3, 1, 5)
     assert summary.new_subscribers == 5
 
@@ -75,3 +75,11 @@ def test_recent_campaign_counts_are_cached_once_finished():
     # is what keeps the dashboard from counting big campaigns on every view.
     make_delivery(campaign)
     assert home_summary().recent_campaigns[0].sent == 1
+
+
+def test_subscriber_figures_are_served_from_a_one_minute_cache():
+    SubscriberFactory()
+    assert home_summary().active_subscribers == 1
+    SubscriberFactory()
+    assert home_summary().active_subscribers == 1
+    assert home_summary(live=True).active_subscribers == 2

@@ -283,3 +283,14 @@ def test_reports_index_lists_campaigns_with_rates(auth_client, scenario):
     html = auth_client.get("/reports/").get_data(as_text=True)
     assert scenario.name in html
     assert "50.0%" in html
+
+
+def test_big_campaigns_timeline_and_links_are_cached_small_ones_are_live(monkeypatch, scenario, client):
+    monkeypatch.setattr(reports, "CACHE_FROM_EVENTS", 5)
+    before = reports.campaign_report(scenario.id)
+    click(client, make_delivery(scenario), 2)
+    after = reports.campaign_report(scenario.id)
+    assert after.clicks == before.clicks + 1  # the counters are live
+    assert after.top_links == before.top_links  # the big aggregates come from the cache
+    monkeypatch.setattr(reports, "CACHE_FROM_EVENTS", 10**9)
+    assert reports.campaign_report(scenario.id).top_links[2].clicks == 1

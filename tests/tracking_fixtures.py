@@ -1,5 +1,6 @@
 """Shared helpers of the tracking, report and dashboard tests: sent deliveries with links, and a fixture
-that keeps the Redis open buffer empty between tests (delivery ids restart in every test)."""
+that keeps the Redis open buffer and the aggregates cache empty between tests (delivery ids restart in
+every test)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from mailapp.extensions import db
 from mailapp.models import Campaign, CampaignStatus, Delivery, Link, Subscriber, utcnow
+from mailapp.reports import services as report_services
 from mailapp.tracking import buffer, services
 from tests.factories import CampaignFactory, SubscriberFactory
 
@@ -22,6 +24,7 @@ def empty_open_buffer(app) -> Iterator[None]:  # noqa: ANN001
     client = buffer.redis_client()
     if client is not None:
         client.delete(buffer.STREAM_KEY, buffer.FLUSH_LOCK_KEY)
+    report_services._cache.clear()  # the one-minute cache of big aggregates
     yield
     if client is not None:
         client.delete(buffer.STREAM_KEY, buffer.FLUSH_LOCK_KEY)
