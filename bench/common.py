@@ -276,6 +276,8 @@ def write_results(rows: list[Row], meta: dict[str, Any], directory: Path = RESUL
         f"- scale: {meta.get('scale')}, runs: {meta.get('runs')} (medians; peak RSS is the maximum)",
         f"- sink: {meta.get('sink', '')}",
         f"- environment set for the modules: {meta.get('environment') or 'as given'}",
+        f"- load average (1 min) at start / end: {meta.get('load_average', '?')}",
+        "",
         "",
     ]
     md_path.write_text("\n".join(heading) + markdown_table(rows))

@@ -186,6 +186,7 @@ def run_benchmarks(
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}")
     started, clock = datetime.now(UTC), time.monotonic()
+    load_at_start = os.getloadavg()[0]
     names = [name for name in module_names() if not only or name in only]
     loaded = {name: load_module(name) for name in names}
     missing_tools = sorted(tool for tool in TOOLS if not find_tool(tool))
@@ -218,6 +219,8 @@ def run_benchmarks(
         "runs": runs,
         "sink": sink_description,
         "environment": chosen,
+        # Other work on a shared 2-core machine skews every figure; this says how busy it was.
+        "load_average": f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}",
         "missing_tools": missing_tools,
         "modules": {name: "ok" if isinstance(m, ModuleType) else m["notes"] for name, m in loaded.items()},
     }
