@@ -492,3 +492,11 @@ def test_finished_campaign_counts_stay_right_once_cached(db, audience):  # noqa:
         _, counts, _ = services.list_campaigns(1)
         db.session.commit()
         assert counts[campaign.id] == expected
+
+
+def test_draft_page_shows_how_many_would_get_it_now(auth_client, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    html = auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    shown = re.search(r'data-testid="expected-recipients">([\d,]+)<', html)
+    assert shown is not None
+    assert int(shown.group(1)) == len(audience.active)

@@ -263,11 +263,17 @@ def _render_page(
     after = request.args.get("after", type=int)
     deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
     progress = services.progress(campaign.id)
+    expected_recipients = (
+        services.count_recipients([lst.id for lst in campaign.lists])
+        if campaign.status in services.EDITABLE_STATES
+        else None
+    )
     db.session.commit()  # keeps the delivery counts just cached for a finished campaign
     return render_template(
         "campaigns/show.html",
         campaign=campaign,
         progress=progress,
+        expected_recipients=expected_recipients,
         actions=services.allowed_actions(campaign),
         schedule_form=schedule_form or ScheduleForm(),
         test_form=test_form or TestSendForm(),

@@ -26,16 +26,15 @@
       const chosen = input.value ? new Date(input.value) : new Date();
       offsetField.value = Number.isNaN(chosen.getTime()) ? "" : String(chosen.getTimezoneOffset());
     };
-    if (!input.value) {
-      // Suggest an hour from now, in local time.
-      const soon = new Date(Date.now() + 3600 * 1000);
-      soon.setSeconds(0, 0);
-      const pad = (n) => String(n).padStart(2, "0");
-      input.value = `${soon.getFullYear()}-${pad(soon.getMonth() + 1)}-${pad(soon.getDate())}T${pad(soon.getHours())}:${pad(soon.getMinutes())}`;
-    }
-    const now = new Date();
     const pad = (n) => String(n).padStart(2, "0");
-    input.min = `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}T${pad(now.getHours())}:${pad(now.getMinutes())}`;
+    const local = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    if (!input.value) {
+      // The current schedule when rescheduling, else an hour from now; in local time either way.
+      const current = input.dataset.current ? new Date(input.dataset.current) : null;
+      const start = current && !Number.isNaN(current.getTime()) ? current : new Date(Date.now() + 3600 * 1000);
+      input.value = local(start);
+    }
+    input.min = local(new Date());
     fill();
     input.addEventListener("change", fill);
     form.addEventListener("submit", fill);
@@ -98,7 +97,10 @@
     const s = data.stats;
     const total = s.total || 0;
     const remaining = s.pending + s.sending;
-    set("total", total.toLocaleString());
+    if (data.status !== "draft" && data.status !== "scheduled") {
+      // Before the start the page shows how many the lists would give now; keep that.
+      set("total", total.toLocaleString());
+    }
     set("sent", s.sent.toLocaleString());
     set("failed", s.failed.toLocaleString());
     set("pending", remaining.toLocaleString());
