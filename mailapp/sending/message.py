@@ -103,6 +103,8 @@ def format_address(field: str, name: str, address: str) -> str:
     name = name.strip()
     if not name:
         return address
+    if len(name) > _PLAIN_HEADER_MAX or "=?" in name:
+        return f"{_encoded_words(name)} <{address}>"
     if _ATOM_PHRASE.fullmatch(name) and "  " not in name:
         return f"{name} <{address}>"
     if _PRINTABLE_ASCII.fullmatch(name) and "=?" not in name and "  " not in name:
