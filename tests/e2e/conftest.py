@@ -223,8 +223,11 @@ def mailapp_server() -> Iterator[RunningApp]:
     smtp.start()
     db_url, drop_database = _e2e_database(workdir)
     broker_url = os.environ.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{workdir / 'broker.sqlite'}"
-    if broker_url.startswith("redis"):
-        _flush_redis(broker_url)
+    # The broker, and the Redis that buffers opens and counts logins when it is another one: leftovers
+    # of an earlier run would be counted in this one's reports.
+    for redis_url in {broker_url, os.environ.get("REDIS_URL", "")}:
+        if redis_url.startswith("redis"):
+            _flush_redis(redis_url)
     port = _free_port()
     env = {
         **os.environ,
@@ -397,7 +400,7 @@ def page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: Runni
 @pytest.fixture
 def anonymous_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,  # noqa: ANN001, ANN201
                    screenshots_dir: Path):
-    """A page in a fresh context with no session: a stranger, or a subscriber opening a link."""
+    """A page in a fresh context with no session: a stranger at the door."""
     context = _new_context(chromium_browser, mailapp_server)
     yield from _page_fixture(request, context, "anonymous", screenshots_dir)
 
