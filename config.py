@@ -73,12 +73,15 @@ class Config:
     MAILAPP_ADMIN_PASSWORD = os.environ.get("MAILAPP_ADMIN_PASSWORD")
 
     DEVINBOX_DIR = os.environ.get("DEVINBOX_DIR", str(INSTANCE_DIR / "devinbox"))
-    DEVINBOX_ENABLED = _env_bool("DEVINBOX_ENABLED", True)
+    # The dev inbox is for `make run`; production turns it off unless asked for.
+    DEVINBOX_ENABLED = _env_bool("DEVINBOX_ENABLED", ENV_NAME != "production")
+    DEVINBOX_MAX_MESSAGES = _env_int("DEVINBOX_MAX_MESSAGES", 5000)
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))
 
     # Uploads: layouts are small; CSV files can be large but are streamed to disk.
     LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 512 * 1024 * 1024)
+    IMPORT_MAX_BYTES = _env_int("IMPORT_MAX_BYTES", MAX_CONTENT_LENGTH)
 
     SEND_BATCH_SIZE = _env_int("SEND_BATCH_SIZE", 500)
     SEND_LEASE_SECONDS = _env_int("SEND_LEASE_SECONDS", 300)
@@ -102,6 +105,11 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            # The SQLite broker is polled; kombu's default of once a second would add up to a second to
+            # every hop (start -> batches), and a query on a local file costs little.
+            "broker_transport_options": (
+                {"polling_interval": 0.2} if self.CELERY_BROKER_URL.startswith("sqla+") else {}
+            ),
             "beat_schedule": {
                 "dispatch-due-campaigns": {
                     "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",

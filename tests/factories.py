@@ -6,7 +6,7 @@ import factory
 from factory.alchemy import SQLAlchemyModelFactory
 
 from mailapp.extensions import db
-from mailapp.models import Campaign, Delivery, Layout, Subscriber, SubscriberList
+from mailapp.models import Campaign, Layout, Subscriber, SubscriberList
 
 SIMPLE_LAYOUT = (
     "<html><body><h1>Hello {{ subscriber.name }}</h1>{{ message }}"
@@ -58,14 +58,3 @@ class CampaignFactory(_Base):
     from_email = "news@example.com"
     layout = factory.SubFactory(LayoutFactory)
     message = "This week's news."
-
-
-class DeliveryFactory(_Base):
-    class Meta:
-        model = Delivery
-
-    campaign = None
-    campaign_id = factory.LazyAttribute(lambda o: CampaignFactory().id)
-    subscriber_id = factory.LazyAttribute(lambda o: SubscriberFactory().id)
-    email = factory.Sequence(lambda n: f"recipient{n}@example.com")
-    status = "pending"

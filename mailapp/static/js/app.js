@@ -6,3 +6,12 @@ document.querySelectorAll("time[datetime]").forEach((el) => {
     el.title = el.getAttribute("datetime");
   }
 });
+
+// Destructive actions ask first: <form data-confirm="Delete this list?">.
+document.querySelectorAll("form[data-confirm]").forEach((form) => {
+  form.addEventListener("submit", (event) => {
+    if (!window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+});

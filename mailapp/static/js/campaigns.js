@@ -1,15 +1,7 @@
 // Campaign pages: the browser's timezone for scheduling, the recipients preview on the form, live
-// progress on the campaign page, and confirmations before destructive actions.
+// progress on the campaign page.
 (function () {
   "use strict";
-
-  document.querySelectorAll("form[data-confirm]").forEach((form) => {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) {
-        event.preventDefault();
-      }
-    });
-  });
 
   // Scheduling: the datetime-local value is wall-clock time here; send the zone (and, as a fallback,
   // the UTC offset on the chosen date) so the server can turn it into UTC.

@@ -1,12 +1,4 @@
-// Subscribers and lists pages: confirm destructive actions, and follow a running CSV import live.
-document.querySelectorAll("form[data-confirm]").forEach((form) => {
-  form.addEventListener("submit", (event) => {
-    if (!window.confirm(form.dataset.confirm)) {
-      event.preventDefault();
-    }
-  });
-});
-
+// Subscribers and lists pages: follow a running CSV import live.
 (() => {
   const root = document.getElementById("import");
   if (!root) {
