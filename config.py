@@ -93,6 +93,8 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = True
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", REDIS_URL or "memory://")
     RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN", "10 per minute")
+    # Werkzeug's scrypt parameters (n=2^15, r=8, p=1): memory-hard, about 0.1 s per check.
+    PASSWORD_HASH_METHOD = "scrypt:32768:8:1"  # noqa: S105 - a method name, not a password
 
     TESTING = False
 
@@ -141,6 +143,8 @@ class TestConfig(Config):
     WTF_CSRF_ENABLED = True
     RATELIMIT_ENABLED = True
     RATELIMIT_STORAGE_URI = "memory://"
+    # Still scrypt, with a smaller work factor: hundreds of tests create and sign in a user.
+    PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # noqa: S105 - a method name, not a password
     SEND_LEASE_SECONDS = 30
     # Flask-Mail suppresses sending when TESTING; tests send to a real SMTP server (tests/smtp.py).
     MAIL_SUPPRESS_SEND = False

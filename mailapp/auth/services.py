@@ -6,6 +6,7 @@ import hashlib
 import os
 import secrets
 
+from flask import current_app
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -23,7 +24,8 @@ def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
         raise ValidationError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
     if db.session.scalar(select(User).where(User.email == email)) is not None:
         raise ConflictError(f"A user with email {email} already exists.")
-    user = User(email=email, password_hash=generate_password_hash(password), is_admin=is_admin)
+    password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
+    user = User(email=email, password_hash=password_hash, is_admin=is_admin)
     db.session.add(user)
     db.session.flush()
     return user
