@@ -22,12 +22,13 @@ run: install
 	mkdir -p instance
 	$(FLASK) db upgrade
 	$(FLASK) users ensure-admin
+	$(FLASK) broker prepare
 	@echo
 	@echo "mailapp is starting at http://127.0.0.1:$(PORT)  (Ctrl-C stops every process)"
 	@echo "Sign in with the admin above (MAILAPP_ADMIN_EMAIL, default admin@example.com)."
 	@echo "Sent mail lands in the Dev inbox: http://127.0.0.1:$(PORT)/dev/inbox/"
 	@echo
-	$(BIN)/honcho start web worker beat devsmtp
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start web worker beat devsmtp
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from mailapp.errors import MailappError
 
 users_cli = AppGroup("users", help="Manage dashboard users.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+broker_cli = AppGroup("broker", help="The Celery broker.")
 
 
 @users_cli.command("create")
@@ -62,9 +63,22 @@ def create_token_command(email: str, name: str) -> None:
     click.echo(token)
 
 
+@broker_cli.command("prepare")
+def prepare_broker_command() -> None:
+    """Declare the task queue before worker and beat start: on the SQLite broker both would otherwise
+    race to create the same queue row, and the loser exits on a unique-constraint error."""
+    from flask import current_app
+
+    celery_app = current_app.extensions["celery"]
+    with celery_app.connection_for_write() as connection:
+        connection.default_channel.queue_declare(queue=celery_app.conf.task_default_queue)
+    click.echo(f"Queue {celery_app.conf.task_default_queue!r} is ready.")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(broker_cli)
     from mailapp.devinbox.cli import devinbox_cli
 
     app.cli.add_command(devinbox_cli)
