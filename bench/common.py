@@ -145,7 +145,10 @@ def target_met(row: Row) -> bool | None:
         elif field in ("p99", "p95"):
             actual = row.get("p99_ms") if field == "p99" else row.get("value")
         elif field in ("rss", "peak_rss"):
+            # A row whose value is itself the peak RSS (unit MB) may leave peak_rss_mb out.
             actual = row.get("peak_rss_mb")
+            if actual is None and str(row.get("unit", "")).lower() == "mb":
+                actual = row.get("value")
         else:
             actual = row.get("value")
         if actual is None:

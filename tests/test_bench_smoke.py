@@ -109,6 +109,7 @@ def test_medians_ratios_and_targets_across_runs() -> None:
         (result_row("o", 4500.0, "/s", baseline_value=5000.0, target=">= 4000, >= 80%", p99_ms=60.0), True),
         (result_row("o", 4500.0, "/s", baseline_value=5e3, target=">= 4000, p99 < 50", p99_ms=60.0), False),
         (result_row("r", 1.0, "x", target="rss < 250", peak_rss_mb=300.0), False),
+        (result_row("r", 180.0, "MB", target="rss < 250"), True),
         (result_row("u", None, "s", target="< 2", notes="not available: no worker"), None),
         (result_row("q", 1.0, "s", target="fast please"), None),
     ],
