@@ -107,11 +107,6 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
-            # The SQLite broker is polled; kombu's default of once a second would add up to a second to
-            # every hop (start -> batches), and a query on a local file costs little.
-            "broker_transport_options": (
-                {"polling_interval": 0.2} if self.CELERY_BROKER_URL.startswith("sqla+") else {}
-            ),
             "beat_schedule": {
                 "dispatch-due-campaigns": {
                     "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",
