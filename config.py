@@ -116,11 +116,19 @@ class Config:
                     "task": "mailapp.sending.tasks.sweep_expired_leases",
                     "schedule": 10.0,
                 },
-                "flush-open-events": {
-                    "task": "mailapp.tracking.tasks.flush_open_events",
-                    "schedule": 1.0,
-                },
-            },
+            }
+            | (
+                # Opens are buffered in Redis only when there is one; the embedded default writes them
+                # straight to the database, with nothing to flush.
+                {
+                    "flush-open-events": {
+                        "task": "mailapp.tracking.tasks.flush_open_events",
+                        "schedule": 1.0,
+                    }
+                }
+                if self.REDIS_URL
+                else {}
+            ),
         }
 
 
