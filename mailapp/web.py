@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.errors import MailappError
 
@@ -44,6 +44,17 @@ def init_app(app: Flask) -> None:
         if wants_json():
             return jsonify(error.to_dict()), error.status_code
         return render_template("error.html", title=error.code, message=error.message), error.status_code
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):  # noqa: ANN202
+        limit = request.max_content_length or app.config.get("MAX_CONTENT_LENGTH")
+        message = "The upload is too large."
+        if limit:
+            message += f" The limit is {limit / (1024 * 1024):.1f} MB."
+        if wants_json():
+            error_body = {"code": "request_entity_too_large", "message": message, "details": {"limit": limit}}
+            return jsonify({"error": error_body}), 413
+        return render_template("error.html", title="413 Request Entity Too Large", message=message), 413
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):  # noqa: ANN202
