@@ -85,6 +85,20 @@ class Config:
 
     SEND_BATCH_SIZE = _env_int("SEND_BATCH_SIZE", 500)
     SEND_LEASE_SECONDS = _env_int("SEND_LEASE_SECONDS", 300)
+    # send_batch tasks queued per campaign: how many connections to the relay one campaign uses.
+    SEND_PARALLELISM = _env_int("SEND_PARALLELISM", 4)
+    # A send task hands its worker slot back after this long and queues its own continuation, so
+    # scheduled starts and the sweeper are never stuck behind a long campaign.
+    SEND_RUN_SECONDS = _env_float("SEND_RUN_SECONDS", 30)
+    SEND_MAX_ATTEMPTS = _env_int("SEND_MAX_ATTEMPTS", 5)  # 4xx replies this many times: failed
+    SEND_RETRY_BASE_SECONDS = _env_float("SEND_RETRY_BASE_SECONDS", 60)  # first 4xx retry; doubles
+    SEND_MAX_CONSECUTIVE_FAILURES = _env_int("SEND_MAX_CONSECUTIVE_FAILURES", 20)  # then pause
+    # Sent marks are written in groups of at most this many, or this often: the most a crashed worker
+    # process can send again.
+    SEND_MARK_GROUP = _env_int("SEND_MARK_GROUP", 20)
+    SEND_MARK_SECONDS = _env_float("SEND_MARK_SECONDS", 0.25)
+    SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
+    SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
 
     SESSION_COOKIE_HTTPONLY = True

@@ -5,6 +5,7 @@ reply, or by refusing connections while stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -43,6 +44,8 @@ class CapturingHandler:
     # When the list runs out the recipient is accepted.
     scripted_replies: dict[str, list[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Seconds to wait before accepting each message: a slow relay.
+    delay_seconds: float = 0.0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
         with self.lock:
@@ -53,6 +56,8 @@ class CapturingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         raw = envelope.original_content or envelope.content
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         with self.lock:
@@ -89,6 +94,7 @@ class SMTPTestServer:
         with self.handler.lock:
             self.handler.messages.clear()
             self.handler.scripted_replies.clear()
+            self.handler.delay_seconds = 0.0
 
     def script_replies(self, address: str, replies: list[str]) -> None:
         with self.handler.lock:

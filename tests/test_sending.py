@@ -348,3 +348,52 @@ def test_send_test_messages(db, smtp_server) -> None:  # noqa: ANN001
             engine.send_test_messages(campaign.id, ["qa@example.com"], None)
     finally:
         smtp_server.start()
+
+
+def test_a_slow_relay_keeps_renewing_its_lease(db, app, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+    """A batch that takes several leases to send renews its lease as it goes, so the sweeper never hands
+    its rows to another worker (which would send them twice)."""
+    monkeypatch.setitem(app.config, "SEND_LEASE_SECONDS", 2)
+    monkeypatch.setitem(app.config, "SEND_BATCH_SIZE", 24)
+    smtp_server.handler.delay_seconds = 0.2  # 24 messages: 4.8 s, more than two leases
+    campaign, people = make_campaign(count=24)
+    released: list[int] = []
+    done = threading.Event()
+
+    def sweep() -> None:
+        with app.app_context():
+            while not done.is_set():
+                released.append(engine.release_expired_leases())
+                db.session.commit()
+                time.sleep(0.2)
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    try:
+        result = engine.send_campaign(campaign.id)
+    finally:
+        done.set()
+        sweeper.join()
+    assert result.sent == 24
+    assert sum(released) == 0
+    assert Counter(message.to for message in smtp_server.messages) == Counter(p.email for p in people)
+
+
+def test_a_long_send_hands_its_worker_slot_back_and_continues(db, app, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+    """After SEND_RUN_SECONDS a send run stops between batches and says so; the task queues its
+    continuation, so beat tasks queued meanwhile get a worker. The next run picks up where it stopped."""
+    monkeypatch.setitem(app.config, "SEND_RUN_SECONDS", 0.3)
+    monkeypatch.setitem(app.config, "SEND_BATCH_SIZE", 3)
+    smtp_server.handler.delay_seconds = 0.1
+    campaign, people = make_campaign(count=12)
+    first = engine.send_campaign(campaign.id)
+    assert first.run_over
+    assert 0 < first.sent < 12
+    runs, result = 1, first
+    while result.run_over:  # what send_batch does: queue the continuation
+        result = engine.send_campaign(campaign.id)
+        runs += 1
+        assert runs < 20
+    assert runs > 1
+    assert wait_for_status(campaign.id, "sent", timeout=5).status == "sent"
+    assert Counter(message.to for message in smtp_server.messages) == Counter(p.email for p in people)

@@ -50,21 +50,9 @@ from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, 
 
 log = logging.getLogger(__name__)
 
-# Defaults for settings an operator may override in the app config.
-DEFAULTS: dict[str, Any] = {
-    "SEND_PARALLELISM": 4,  # send_batch tasks queued per campaign
-    "SEND_MAX_ATTEMPTS": 5,  # a delivery that got only 4xx replies this many times is failed
-    "SEND_RETRY_BASE_SECONDS": 60.0,  # first 4xx retry after this; doubles each attempt
-    "SEND_MAX_CONSECUTIVE_FAILURES": 20,  # this many failures in a row pause the campaign
-    "SEND_MARK_GROUP": 20,  # sent rows are recorded in groups of at most this many...
-    "SEND_MARK_SECONDS": 0.25,  # ...or after this long, whichever comes first
-    "SEND_CONNECT_RETRIES": 3,  # a batch that cannot reach the SMTP server retries this often...
-    "SEND_CONNECT_RETRY_SECONDS": 5.0,  # ...after this long, doubling; then the campaign pauses
-}
-
-
 def setting(name: str) -> Any:
-    return current_app.config.get(name, DEFAULTS[name])
+    """A send setting (SEND_*); config.py documents each."""
+    return current_app.config[name]
 
 
 class SMTPUnavailable(SendError):  # noqa: N818 - reads as the condition it reports
@@ -447,6 +435,7 @@ class RunResult:
     stopped: str = ""  # why the run stopped early: paused, cancelled, ...
     sent: int = 0
     retry_in: float | None = None  # re-run after this many seconds for deferred rows
+    run_over: bool = False  # SEND_RUN_SECONDS ran out with work left: the task queues its continuation
 
 
 def send_campaign(campaign_id: int) -> RunResult:
@@ -476,9 +465,13 @@ def send_campaign(campaign_id: int) -> RunResult:
         # A batch must finish well inside its lease even at the configured rate.
         batch_size = max(1, min(batch_size, int(limiter.rate * lease_seconds / 4)))
     outcomes = _Outcomes()
+    run_ends = time.monotonic() + float(setting("SEND_RUN_SECONDS"))
     with smtp_connection() as host:
         connection = [host]
         while not result.stopped:
+            if time.monotonic() >= run_ends:
+                result.run_over = True
+                return result
             rows = claim_batch(campaign_id, batch_size, lease_seconds)
             if not rows:
                 break
@@ -496,8 +489,7 @@ def _send_rows(
     mark_group = int(setting("SEND_MARK_GROUP"))
     mark_seconds = float(setting("SEND_MARK_SECONDS"))
     max_failures = int(setting("SEND_MAX_CONSECUTIVE_FAILURES"))
-    claimed_at = last_write = time.monotonic()
-    lease_extended = False
+    lease_renewed_at = last_write = time.monotonic()
     for index, row in enumerate(rows):
         _send_one(row, compiled, connection, limiter, outcomes)
         now = time.monotonic()
@@ -520,14 +512,16 @@ def _send_rows(
             db.session.commit()
             result.stopped = status or "missing"
             return
-        if unsent and not lease_extended and now - claimed_at > lease_seconds / 2:
+        # Renew the lease on what is left whenever a quarter of it has passed, so a slow relay never
+        # lets the sweeper hand rows this batch still holds to another worker.
+        if unsent and now - lease_renewed_at > lease_seconds / 4:
             db.session.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(unsent), Delivery.status == DeliveryStatus.SENDING)
                 .values(leased_until=utcnow() + timedelta(seconds=lease_seconds)),
                 execution_options={"synchronize_session": False},
             )
-            lease_extended = True
+            lease_renewed_at = now
         db.session.commit()
         last_write = now
         if connection[0] is _LOST:

@@ -47,9 +47,12 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # noqa: ANN001 - C
         engine.pause_campaign(campaign_id, f"{error.message} (tried {retries + 1} times)")
         db.session.commit()
         return {"stopped": "paused", "reason": error.message}
-    if result.retry_in is not None:
+    if result.run_over:
+        send_batch.delay(campaign_id)
+    elif result.retry_in is not None:
         send_batch.apply_async((campaign_id,), countdown=result.retry_in)
-    return {"sent": result.sent, "stopped": result.stopped, "retry_in": result.retry_in}
+    return {"sent": result.sent, "stopped": result.stopped, "retry_in": result.retry_in,
+            "continued": result.run_over}
 
 
 # campaign id -> when the sweeper last queued batches for it: it does not queue again for a minute,
