@@ -25,6 +25,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
         Index("ix_deliveries_campaign_status_id", "campaign_id", "status", "id"),
+        # The delivery log and report tables page a campaign's rows by id, with no status filter.
+        Index("ix_deliveries_campaign_id_id", "campaign_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

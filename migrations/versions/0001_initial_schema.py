@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:27:09.582585
+Create Date: 2026-11-28 04:53:35.884082
 
 """
 from alembic import op
@@ -184,6 +184,7 @@ def upgrade():
     sa.UniqueConstraint('campaign_id', 'subscriber_id', name='uq_deliveries_campaign_subscriber')
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_deliveries_campaign_id_id', ['campaign_id', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_campaign_status_id', ['campaign_id', 'status', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_deliveries_subscriber_id'), ['subscriber_id'], unique=False)
 
@@ -253,6 +254,7 @@ def downgrade():
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_deliveries_subscriber_id'))
         batch_op.drop_index('ix_deliveries_campaign_status_id')
+        batch_op.drop_index('ix_deliveries_campaign_id_id')
 
     op.drop_table('deliveries')
     op.drop_table('campaign_stats')
