@@ -260,6 +260,8 @@ def mailapp_server() -> Iterator[RunningApp]:
         )
         running.flask("db", "upgrade")
         admin = running.start("ensure-admin", str(_BIN / "flask"), "--app", "wsgi", "users", "ensure-admin")
+        # On the SQLite broker, worker and beat would race to create the queue, and the loser exits.
+        running.flask("broker", "prepare")
         worker = running.start(
             "worker", str(_BIN / "celery"), "-A", "wsgi:celery_app", "worker", "--concurrency", "2",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",

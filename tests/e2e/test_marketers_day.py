@@ -220,10 +220,13 @@ def watch_it_go_out(page: Page, mailapp_server: RunningApp, picked: datetime, sc
     return finished_at
 
 
-def open_report(page: Page) -> None:
-    """The campaign page has no link to its report: the way there is the dashboard's recent campaigns."""
-    page.get_by_role("link", name="✉ mailapp").click()
-    page.get_by_role("main").get_by_role("link", name=CAMPAIGN_NAME).click()
+def open_report(page: Page, via: str) -> None:
+    """From the campaign page's Report button, or from the dashboard's recent campaigns."""
+    if via == "campaign page":
+        page.get_by_role("main").get_by_role("link", name="Report", exact=True).click()
+    else:
+        page.get_by_role("link", name="✉ mailapp").click()
+        page.get_by_role("main").get_by_role("link", name=CAMPAIGN_NAME).click()
     expect(page.get_by_role("heading", name=CAMPAIGN_NAME)).to_be_visible()
     expect(page).to_have_title(re.compile(r"^Report: "))
 
@@ -244,7 +247,7 @@ def reload_until(page: Page, figures: dict[str, str], timeout: float = 20.0) -> 
 def subscribers_read_and_click(
     page: Page, reader: Page, mailapp_server: RunningApp, finished_at: float, screenshot  # noqa: ANN001
 ) -> None:
-    open_report(page)
+    open_report(page, via="campaign page")
     expect(page.get_by_test_id("sent")).to_have_text("3")
     expect(page.get_by_test_id("open-rate")).to_have_text("0.0%")
     chart = page.get_by_role("img", name="Opens and clicks over time")
@@ -331,7 +334,7 @@ def unsubscribe_through_the_link(
     from_campaign.get_by_role("link", name=re.compile(r"^Campaign #\d+$")).click()
     expect(page.get_by_role("heading", name=CAMPAIGN_NAME)).to_be_visible()
 
-    open_report(page)
+    open_report(page, via="dashboard")
     reload_until(page, {"unsubscribes": "1"})
 
 
@@ -381,5 +384,8 @@ def test_a_marketers_day(
     unsubscribe_through_the_link(page, reader_page, mailapp_server, screenshot)
     nav(page, "Campaigns")
     screenshot(page, "60-campaigns-list")
+    nav(page, "Reports")
+    expect(page.get_by_role("main").get_by_role("link", name=CAMPAIGN_NAME)).to_be_visible()
+    screenshot(page, "62-reports")
     page.goto("/")
     screenshot(page, "61-dashboard-home")
