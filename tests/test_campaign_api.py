@@ -149,7 +149,7 @@ def test_cancel_scheduled(api, db, audience):  # noqa: F811
     assert db.session.get(Campaign, campaign.id).schedule_version == 2
 
 
-def test_deliveries_keyset_pages(api, db, audience):  # noqa: F811
+def test_deliveries_pages_and_keyset_pages(api, db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience, status="sent")
     rows = [
         make_delivery(
@@ -160,7 +160,10 @@ def test_deliveries_keyset_pages(api, db, audience):  # noqa: F811
         )
         for index in range(5)
     ]
-    first = api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?per_page=2").get_json()
+    paged = api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?page=2&per_page=2").get_json()
+    assert [item["email"] for item in paged["items"]] == [rows[2].email, rows[3].email]
+    assert (paged["page"], paged["per_page"], paged["total"]) == (2, 2, 5)
+    first = api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?per_page=2&after=0").get_json()
     assert [item["email"] for item in first["items"]] == [rows[0].email, rows[1].email]
     assert set(first["items"][0]) >= {
         "subscriber_id",
@@ -175,7 +178,9 @@ def test_deliveries_keyset_pages(api, db, audience):  # noqa: F811
     assert [item["email"] for item in second.get_json()["items"]] == [rows[2].email, rows[3].email]
     failed = api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?status=failed").get_json()
     assert [(item["email"], item["error"]) for item in failed["items"]] == [(rows[2].email, "550 no")]
-    assert failed["next_after"] is None
+    assert failed["total"] == 1
+    failed_keyset = api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?status=failed&after=0").get_json()
+    assert failed_keyset["next_after"] is None
     _error(api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?status=nope"), 422, "validation_error")
     _error(api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?per_page=0"), 422, "validation_error")
     stats = api.get(f"/api/v1/campaigns/{campaign.id}").get_json()["stats"]

@@ -200,16 +200,23 @@ def serialize_delivery(delivery: Delivery) -> dict[str, Any]:
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries")
 def campaign_deliveries(campaign_id: int):  # noqa: ANN201
-    """Keyset pages: pass the answer's next_after as ?after= for the next page (fast at any depth)."""
+    """Pages like every list (?page=&per_page=, with total). Deep into a million-row log, pass
+    ?after=<id> instead (the answer's next_after): a keyset page that costs the same at any depth."""
     services.get_campaign(campaign_id)
+    status = request.args.get("status") or None
+    if "after" not in request.args:
+        statement = select(Delivery).where(Delivery.campaign_id == campaign_id)
+        if status is not None:
+            services.delivery_page(campaign_id, status=status, limit=1)  # validates the status
+            statement = statement.where(Delivery.status == status)
+        return paginated(statement.order_by(Delivery.id), serialize_delivery)
     try:
-        after = int(request.args.get("after", 0))
+        after = int(request.args["after"])
         per_page = int(request.args.get("per_page", 100))
     except ValueError as error:
         raise ValidationError("after and per_page must be whole numbers.") from error
     if not 1 <= per_page <= MAX_DELIVERIES_PER_PAGE:
         raise ValidationError(f"per_page must be between 1 and {MAX_DELIVERIES_PER_PAGE}.")
-    status = request.args.get("status") or None
     rows, next_after = services.delivery_page(campaign_id, status=status, after=after or None, limit=per_page)
     return {
         "items": [serialize_delivery(row) for row in rows],
