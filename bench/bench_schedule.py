@@ -214,8 +214,10 @@ def _wait_started(campaign_id: int, send_at: Any, lead: float, workdir: Path) ->
 
     deadline = time.monotonic() + lead + START_TIMEOUT
     while time.monotonic() < deadline:
-        db.session.rollback()  # a fresh snapshot on each poll
-        started_at = db.session.get(Campaign, campaign_id).started_at
+        started_at = db.session.get(Campaign, campaign_id, populate_existing=True).started_at
+        # End the read before sleeping: on SQLite every transaction holds the write lock (BEGIN
+        # IMMEDIATE), and a poller that keeps it starves the worker it is waiting for.
+        db.session.rollback()
         if started_at is not None:
             return (started_at - send_at).total_seconds()
         time.sleep(0.05)
