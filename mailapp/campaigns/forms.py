@@ -62,10 +62,6 @@ class TestSendForm(FlaskForm):
     subscriber = StringField("Render as subscriber (email, optional)", validators=[Optional()])
 
 
-class ActionForm(FlaskForm):
-    """CSRF token only: the buttons that send, pause, resume, cancel, retry, duplicate or delete."""
-
-
 def local_time_to_utc(local: str, zone_name: str, offset_minutes: str) -> datetime:
     """'2026-12-01T09:30' in the browser's zone -> aware UTC. The IANA zone wins (it knows DST on the
     chosen date); the offset is the fallback; with neither (JavaScript off) the time is taken as UTC."""

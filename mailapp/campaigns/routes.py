@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
 from mailapp.campaigns import bp, services, tasks
-from mailapp.campaigns.forms import ActionForm, CampaignForm, ScheduleForm, TestSendForm
+from mailapp.campaigns.forms import CampaignForm, ScheduleForm, TestSendForm
 from mailapp.errors import MailappError
 from mailapp.extensions import db
+from mailapp.forms import ActionForm, require_valid
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
 
@@ -182,8 +183,7 @@ ACTIONS: dict[str, Callable[[int], str]] = {
 @login_required
 def action(campaign_id: int, action: str):  # noqa: ANN201
     db.get_or_404(Campaign, campaign_id)
-    if not ActionForm().validate_on_submit():
-        abort(400, "The form expired: reload the page and try again.")
+    require_valid()
     try:
         message = ACTIONS[action](campaign_id)
     except MailappError as error:
@@ -198,8 +198,7 @@ def action(campaign_id: int, action: str):  # noqa: ANN201
 @login_required
 def duplicate(campaign_id: int):  # noqa: ANN201
     db.get_or_404(Campaign, campaign_id)
-    if not ActionForm().validate_on_submit():
-        abort(400, "The form expired: reload the page and try again.")
+    require_valid()
     copy = services.duplicate_campaign(campaign_id)
     db.session.commit()
     flash(f"Created '{copy.name}' as a draft.", "success")
@@ -210,8 +209,7 @@ def duplicate(campaign_id: int):  # noqa: ANN201
 @login_required
 def delete(campaign_id: int):  # noqa: ANN201
     campaign = db.get_or_404(Campaign, campaign_id)
-    if not ActionForm().validate_on_submit():
-        abort(400, "The form expired: reload the page and try again.")
+    require_valid()
     name = campaign.name
     try:
         services.delete_campaign(campaign_id)

@@ -9,8 +9,8 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import login_required
 
 from mailapp.devinbox import bp
-from mailapp.devinbox.forms import DeleteAllForm
 from mailapp.devinbox.store import inbox_for_app
+from mailapp.forms import ActionForm, require_valid
 
 PER_PAGE = 50
 # Received HTML is untrusted: its frame gets a unique opaque origin with scripts and forms off, even
@@ -35,7 +35,7 @@ def index():  # noqa: ANN201
         "devinbox/index.html",
         messages=messages,
         pager=pager,
-        delete_form=DeleteAllForm(),
+        delete_form=ActionForm(),
         smtp_host=current_app.config.get("MAIL_SERVER"),
         smtp_port=current_app.config.get("MAIL_PORT"),
     )
@@ -74,8 +74,7 @@ def raw(message_id: str):  # noqa: ANN201
 @bp.post("/delete-all")
 @login_required
 def delete_all():  # noqa: ANN201
-    if not DeleteAllForm().validate_on_submit():
-        abort(400, "The form expired: reload the page and try again.")
+    require_valid()
     deleted = inbox_for_app(current_app).delete_all()
     flash(f"Deleted {deleted:,} message(s) from the dev inbox.", "success")
     return redirect(url_for("devinbox.index"))

@@ -22,7 +22,3 @@ class PreviewForm(FlaskForm):
         csrf = False
 
     email = EmailField("Preview as subscriber", validators=[Optional(), Length(max=320)])
-
-
-class DeleteForm(FlaskForm):
-    """CSRF token only."""

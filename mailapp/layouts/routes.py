@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
 from mailapp.errors import ConflictError, InvalidStateError, MailappError, NotFoundError, TemplateError
 from mailapp.extensions import db
+from mailapp.forms import ActionForm, require_valid
 from mailapp.layouts import bp, services, templating
-from mailapp.layouts.forms import DeleteForm, LayoutForm, PreviewForm
+from mailapp.layouts.forms import LayoutForm, PreviewForm
 from mailapp.models import Layout
 
 PER_PAGE = 25
@@ -26,7 +27,7 @@ def index():  # noqa: ANN201
     page = request.args.get("page", 1, type=int)
     pager = db.paginate(select(Layout).order_by(Layout.name), page=page, per_page=PER_PAGE, error_out=False)
     used = services.campaign_counts([layout.id for layout in pager.items])
-    return render_template("layouts/index.html", pager=pager, used=used, delete_form=DeleteForm())
+    return render_template("layouts/index.html", pager=pager, used=used, delete_form=ActionForm())
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -70,8 +71,7 @@ def _save_or_show(form: LayoutForm, layout: Layout | None):  # noqa: ANN202
 @login_required
 def delete(layout_id: int):  # noqa: ANN201
     layout = db.get_or_404(Layout, layout_id)
-    if not DeleteForm().validate_on_submit():
-        abort(400, "The form expired: reload the page and try again.")
+    require_valid()
     name = layout.name
     try:
         services.delete_layout(layout)
@@ -129,7 +129,7 @@ def _render_editor(form: LayoutForm, layout: Layout | None, problems: list[dict[
         subscriber_id=subscriber_id,
         variable_help=templating.VARIABLE_HELP,
         max_bytes=services.max_layout_bytes(),
-        delete_form=DeleteForm(),
+        delete_form=ActionForm(),
         used_by=services.campaigns_needing_layout(layout) if layout is not None else [],
     )
 

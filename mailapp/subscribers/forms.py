@@ -35,7 +35,3 @@ class StatusForm(FlaskForm):
 
 class ImportForm(FlaskForm):
     file = FileField("CSV file", validators=[FileRequired("Choose a CSV file to import.")])
-
-
-class DeleteForm(FlaskForm):
-    """CSRF token only."""

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import (
     Response,
-    abort,
     flash,
     jsonify,
     redirect,
@@ -22,9 +21,10 @@ from wtforms.fields.choices import SelectChoice
 
 from mailapp.errors import MailappError
 from mailapp.extensions import db
+from mailapp.forms import ActionForm, require_valid
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
 from mailapp.subscribers import bp, services, tasks
-from mailapp.subscribers.forms import DeleteForm, ImportForm, ListForm, StatusForm, SubscriberForm
+from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
 
 PER_PAGE = 50
 LISTS_PER_PAGE = 25
@@ -49,11 +49,6 @@ def _form_error(form: Any, error: MailappError) -> None:
         flash(error.message, "error")
 
 
-def _require_valid(form: Any) -> None:
-    if not form.validate_on_submit():
-        abort(400, "The form expired: reload the page and try again.")
-
-
 # --- lists -------------------------------------------------------------------------------------------
 
 @bp.get("/lists")
@@ -68,7 +63,7 @@ def _render_lists(form: ListForm, status: int = 200):  # noqa: ANN202
                         per_page=LISTS_PER_PAGE, error_out=False)
     counts = services.list_counts(item.id for item in pager.items)
     return render_template("subscribers/lists.html", pager=pager, counts=counts, form=form,
-                           delete_form=DeleteForm()), status
+                           delete_form=ActionForm()), status
 
 
 @bp.post("/lists")
@@ -107,7 +102,7 @@ def _render_list(  # noqa: ANN202
         counts=services.list_counts([target.id])[target.id],
         form=form,
         import_form=import_form or ImportForm(),
-        delete_form=DeleteForm(),
+        delete_form=ActionForm(),
         imports=services.recent_imports(target.id),
     ), status
 
@@ -134,7 +129,7 @@ def update_list(list_id: int):  # noqa: ANN201
 @login_required
 def delete_list(list_id: int):  # noqa: ANN201
     target = db.get_or_404(SubscriberList, list_id)
-    _require_valid(DeleteForm())
+    require_valid()
     name = target.name
     services.delete_list(target)
     db.session.commit()
@@ -271,7 +266,7 @@ def edit_subscriber(subscriber_id: int):  # noqa: ANN201
             return redirect(url_for("subscribers.edit_subscriber", subscriber_id=subscriber_id))
     return render_template(
         "subscribers/edit.html", form=form, subscriber=db.session.get(Subscriber, subscriber_id),
-        status_form=StatusForm(), delete_form=DeleteForm(),
+        status_form=StatusForm(), delete_form=ActionForm(),
     ), 422 if form.is_submitted() else 200
 
 
@@ -281,7 +276,7 @@ def change_status(subscriber_id: int):  # noqa: ANN201
     """Resubscribe, unsubscribe, blocklist or unblocklist (which makes them active again)."""
     subscriber = db.get_or_404(Subscriber, subscriber_id)
     form = StatusForm()
-    _require_valid(form)
+    require_valid(form)
     services.set_subscriber_status(subscriber, form.status.data)
     db.session.commit()
     flash(f"{subscriber.email} {STATUS_ACTIONS[SubscriberStatus(form.status.data)]}.", "success")
@@ -297,7 +292,7 @@ def _is_local(target: str | None) -> bool:
 @login_required
 def delete_subscriber(subscriber_id: int):  # noqa: ANN201
     subscriber = db.get_or_404(Subscriber, subscriber_id)
-    _require_valid(DeleteForm())
+    require_valid()
     email = subscriber.email
     services.delete_subscriber(subscriber)
     db.session.commit()
