@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from bench.common import (
     BASELINE_FLASK_MAIL,
@@ -27,6 +30,7 @@ from bench.common import (
     target_met,
 )
 from bench.run import MODULES, TOOLS
+from config import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +39,33 @@ def _module_of(row_name: str, rows_by_module: dict[str, list[str]]) -> str | Non
     return next((module for module, names in rows_by_module.items() if row_name in names), None)
 
 
-def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
+@pytest.fixture
+def bench_database() -> Iterator[str | None]:
+    """On PostgreSQL, an empty database of its own for the dashboard bench, dropped afterwards: the
+    send and import smoke benches write into the suite's database while the harness runs. On the
+    embedded default the dashboard bench makes a throwaway SQLite file itself."""
+    suite_url = os.environ.get("DATABASE_URL", "")
+    if not suite_url.startswith("postgres"):
+        yield None
+        return
+    parts = urlsplit(database_url(suite_url))
+    name = f"{parts.path.lstrip('/')}_benchsmoke"
+    server = create_engine(parts._replace(path="/postgres").geturl(), isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield parts._replace(path=f"/{name}").geturl()
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+def test_smoke_run_writes_well_formed_results(tmp_path: Path, bench_database: str | None) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if os.environ.get("DATABASE_URL"):
-        # The dashboard bench fills (and empties again) the suite's own database, which is empty between
-        # tests; on the embedded default it uses a throwaway SQLite file.
-        env[BENCH_DATABASE_ENV] = os.environ["DATABASE_URL"]
+    if bench_database:
+        env[BENCH_DATABASE_ENV] = bench_database
     completed = subprocess.run(
         [sys.executable, "-m", "bench.run", "--scale", "smoke", "--runs", "1", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
