@@ -36,11 +36,15 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-# Regenerates the initial migration from the models. Only while nothing has been released.
+# A new migration from the models' changes: `make migration NAME=add_foo_index`. The schema has been
+# released, so the applied revisions are never rewritten; each change gets a revision of its own,
+# numbered after the newest one.
 migration: install
-	rm -f migrations/versions/0001_*.py
+	@test -n "$(NAME)" || { echo 'usage: make migration NAME=what_it_changes'; exit 2; }
 	rm -f /tmp/mailapp-migration.sqlite
-	DATABASE_URL=sqlite:////tmp/mailapp-migration.sqlite $(FLASK) db migrate -m "initial schema" --rev-id 0001
+	DATABASE_URL=sqlite:////tmp/mailapp-migration.sqlite $(FLASK) db upgrade
+	DATABASE_URL=sqlite:////tmp/mailapp-migration.sqlite $(FLASK) db migrate -m "$(NAME)" \
+		--rev-id $$(printf '%04d' $$(( $$(ls migrations/versions | grep -c '^[0-9]') + 1 )))
 	rm -f /tmp/mailapp-migration.sqlite
 
 # Fault injection at the issue's full figures (10,000 recipients, 3 kills, 30 s outage); CI runs the
