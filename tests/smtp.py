@@ -46,6 +46,18 @@ class CapturingHandler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Seconds to wait before accepting each message: a slow relay.
     delay_seconds: float = 0.0
+    # Offer ESMTP PIPELINING (RFC 2920), as Postfix and most relays do. aiosmtpd reads commands in
+    # order from its stream, so it serves pipelined clients; it just does not say so by itself.
+    pipelining: bool = True
+    # Addresses whose next message the server reads whole and then hangs up on without an answer, as a
+    # relay that crashes mid-transaction does. The message is not kept.
+    hang_up_on: set[str] = field(default_factory=set)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201, N802
+        session.host_name = hostname  # this hook's duty (aiosmtpd docs)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
         with self.lock:
@@ -58,6 +70,12 @@ class CapturingHandler:
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
+        with self.lock:
+            hang_up = [address for address in envelope.rcpt_tos if address.lower() in self.hang_up_on]
+            self.hang_up_on.difference_update(address.lower() for address in hang_up)
+        if hang_up:
+            server.transport.abort()
+            return "421 4.3.0 never seen: the connection is gone"
         raw = envelope.original_content or envelope.content
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         with self.lock:
@@ -95,6 +113,8 @@ class SMTPTestServer:
             self.handler.messages.clear()
             self.handler.scripted_replies.clear()
             self.handler.delay_seconds = 0.0
+            self.handler.pipelining = True
+            self.handler.hang_up_on.clear()
 
     def script_replies(self, address: str, replies: list[str]) -> None:
         with self.handler.lock:

@@ -1,6 +1,6 @@
 """The send engine: snapshot a campaign's recipients, claim pending deliveries in leased batches, send
-them over one SMTP connection (Flask-Mail), record each outcome, pause on runs of failures, and mark
-the campaign sent when nothing is left.
+them over one SMTP connection (Flask-Mail's, pipelined by sending/pipeline.py), record each outcome,
+pause on runs of failures, and mark the campaign sent when nothing is left.
 
 Exactly once, as far as SMTP allows. A batch claims its rows atomically (FOR UPDATE SKIP LOCKED on
 PostgreSQL; on SQLite BEGIN IMMEDIATE serialises writers), so two tasks never hold the same row. A row
@@ -14,6 +14,7 @@ import contextlib
 import logging
 import smtplib
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ from mailapp.models import (
     SubscriberStatus,
     utcnow,
 )
+from mailapp.sending import pipeline
 from mailapp.sending.message import (
     Envelope,
     FastMessageBuilder,
@@ -486,101 +488,147 @@ def _send_rows(
     campaign_id: int, compiled: _Compiled, rows: list[ClaimedRow], connection: list[Any],
     limiter: RateLimiter, outcomes: _Outcomes, result: RunResult, lease_seconds: float,
 ) -> None:
-    mark_group = int(setting("SEND_MARK_GROUP"))
-    mark_seconds = float(setting("SEND_MARK_SECONDS"))
-    max_failures = int(setting("SEND_MAX_CONSECUTIVE_FAILURES"))
-    lease_renewed_at = last_write = time.monotonic()
-    for index, row in enumerate(rows):
-        _send_one(row, compiled, connection, limiter, outcomes)
-        now = time.monotonic()
-        last = index == len(rows) - 1
-        too_many = outcomes.consecutive_failures >= max_failures
-        if not (last or too_many or len(outcomes) >= mark_group or now - last_write >= mark_seconds):
-            continue
-        unsent = [r.id for r in rows[index + 1:]]
-        result.sent += len(outcomes.sent)
-        _write_outcomes(outcomes)
-        status = _campaign_status(campaign_id)
-        if too_many and status == CampaignStatus.SENDING:
-            pause_campaign(
-                campaign_id,
-                f"{outcomes.consecutive_failures} messages in a row failed; the last: {outcomes.last_error}",
-            )
-            status = CampaignStatus.PAUSED
-        if status != CampaignStatus.SENDING:
-            release(unsent)
-            db.session.commit()
-            result.stopped = status or "missing"
-            return
-        # Renew the lease on what is left whenever a quarter of it has passed, so a slow relay never
-        # lets the sweeper hand rows this batch still holds to another worker.
-        if unsent and now - lease_renewed_at > lease_seconds / 4:
-            db.session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(unsent), Delivery.status == DeliveryStatus.SENDING)
-                .values(leased_until=utcnow() + timedelta(seconds=lease_seconds)),
-                execution_options={"synchronize_session": False},
-            )
-            lease_renewed_at = now
+    """Send one claimed batch, recording outcomes in groups (see _Checkpoints). Reconnects once when
+    the server drops the connection; SMTPUnavailable when it cannot be reached again."""
+    queue = deque(rows)
+    checkpoints = _Checkpoints(campaign_id, [row.id for row in rows], outcomes, result, lease_seconds)
+    while queue and not result.stopped:
+        try:
+            for submitted in pipeline.submit(connection[0], _outgoing(queue, compiled, limiter, checkpoints)):
+                row, message_id = submitted.message.key
+                if submitted.accepted:
+                    outcomes.sent[row.id] = message_id
+                    outcomes.consecutive_failures = 0
+                else:
+                    _smtp_reply(outcomes, row, submitted.code, submitted.reply)
+        except pipeline.ConnectionLost as lost:
+            if lost.in_doubt is not None:
+                # The content went out but no answer came back: it may have been taken, so it is retried
+                # later and counted as an attempt (at most this one message can arrive twice).
+                _defer(outcomes, lost.in_doubt.key[0], None, f"Connection to {_relay()} lost: {lost.reason}")
+            queue.extendleft(message.key[0] for message in reversed(lost.unsent))
+            connection[0] = _reconnect(connection[0], outcomes, lost.reason)
+            if connection[0] is _LOST:
+                checkpoints.record()
+                release([row.id for row in queue])
+                db.session.commit()
+                raise SMTPUnavailable(outcomes.last_error) from lost
+    if result.stopped:
+        checkpoints.record()  # the message that was in flight when the campaign stopped
         db.session.commit()
-        last_write = now
-        if connection[0] is _LOST:
-            release(unsent)
+    else:
+        checkpoints.write(final=True)
+
+
+def _outgoing(
+    queue: deque[ClaimedRow], compiled: _Compiled, limiter: RateLimiter, checkpoints: _Checkpoints
+) -> Iterator[pipeline.Outgoing]:
+    """The batch's messages, built one at a time as the connection asks for them; between two, the
+    outcomes so far are written when a group is due, and the batch stops if the campaign did."""
+    while queue:
+        if checkpoints.due() and not checkpoints.write():
+            release([row.id for row in queue])
+            queue.clear()
             db.session.commit()
-            raise SMTPUnavailable(outcomes.last_error)
+            return
+        row = queue.popleft()
+        message = _message_for(row, compiled, checkpoints.outcomes)
+        if message is not None:
+            limiter.wait()
+            yield message
 
 
-_LOST = object()  # the connection slot after the server dropped us and could not be reached again
-
-
-def _send_one(
-    row: ClaimedRow, compiled: _Compiled, connection: list[Any], limiter: RateLimiter, outcomes: _Outcomes
-) -> None:
-    if connection[0] is _LOST:
-        return
+def _message_for(row: ClaimedRow, compiled: _Compiled, outcomes: _Outcomes) -> pipeline.Outgoing | None:
+    """The row's message, or None with the failure recorded when it cannot be sent."""
     subscriber = row.subscriber
     if subscriber is None or subscriber.status != SubscriberStatus.ACTIVE:
         why = "deleted" if subscriber is None else subscriber.status
         outcomes.failed.append((row.id, None, f"Not sent: the subscriber was {why} before sending.", False))
-        return
+        return None
     try:
         message_id, raw = _build(compiled, _recipient(row.id, row.email, subscriber))
         recipient_address = ascii_address("recipient address", row.email)
     except MailappError as error:
         _failed(outcomes, row.id, None, error.message, attempted=False)
-        return
+        return None
     except Exception as error:  # noqa: BLE001 - a render failure (say, a filter on odd data) fails one row
         _failed(outcomes, row.id, None, f"The message could not be rendered: {_describe(error)}",
                 attempted=False)
-        return
-    limiter.wait()
-    host = connection[0]
-    try:
-        if host is not None:
-            host.sendmail(compiled.builder.sender, [recipient_address], raw)
-    except smtplib.SMTPRecipientsRefused as error:
-        code, reply = next(iter(error.recipients.values()))
-        _smtp_reply(outcomes, row, code, _text(reply))
-    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
-        _smtp_reply(outcomes, row, error.smtp_code, _text(error.smtp_error))
-    except (OSError, smtplib.SMTPException) as error:
-        # The connection broke: this message may or may not have been taken, so it is retried later
-        # (counted as an attempt). Reconnect once; if that fails, the batch stops.
-        _defer(outcomes, row, None, f"Connection to {_relay()} lost: {_describe(error)}")
-        connection[0] = _reconnect(host, outcomes)
-    else:
-        outcomes.sent[row.id] = message_id
-        outcomes.consecutive_failures = 0
+        return None
+    return pipeline.Outgoing((row, message_id), compiled.builder.sender, recipient_address, raw)
 
 
-def _reconnect(host: Any, outcomes: _Outcomes) -> Any:
+class _Checkpoints:
+    """When and how a batch writes its outcomes: every SEND_MARK_GROUP outcomes or SEND_MARK_SECONDS,
+    whichever comes first, and at once on a run of failures. Each write also checks that the campaign
+    is still sending (pausing it after too many failures in a row) and renews the batch's lease."""
+
+    def __init__(
+        self, campaign_id: int, row_ids: list[int], outcomes: _Outcomes, result: RunResult,
+        lease_seconds: float,
+    ) -> None:
+        self.campaign_id, self.row_ids, self.outcomes, self.result = campaign_id, row_ids, outcomes, result
+        self.lease_seconds = lease_seconds
+        self.mark_group = int(setting("SEND_MARK_GROUP"))
+        self.mark_seconds = float(setting("SEND_MARK_SECONDS"))
+        self.max_failures = int(setting("SEND_MAX_CONSECUTIVE_FAILURES"))
+        self.last_write = self.lease_renewed_at = time.monotonic()
+
+    def due(self) -> bool:
+        return (
+            len(self.outcomes) >= self.mark_group
+            or self.outcomes.consecutive_failures >= self.max_failures
+            or time.monotonic() - self.last_write >= self.mark_seconds
+        )
+
+    def record(self) -> None:
+        """Write the outcomes so far (the caller commits)."""
+        self.result.sent += len(self.outcomes.sent)
+        _write_outcomes(self.outcomes)
+
+    def write(self, *, final: bool = False) -> bool:
+        """Write the outcomes so far and commit; False (with result.stopped set) when the campaign is no
+        longer sending. The caller releases the rows it has not sent."""
+        outcomes = self.outcomes
+        self.record()
+        status = _campaign_status(self.campaign_id)
+        if outcomes.consecutive_failures >= self.max_failures and status == CampaignStatus.SENDING:
+            pause_campaign(
+                self.campaign_id,
+                f"{outcomes.consecutive_failures} messages in a row failed; the last: {outcomes.last_error}",
+            )
+            status = CampaignStatus.PAUSED
+        if status != CampaignStatus.SENDING:
+            db.session.commit()
+            self.result.stopped = status or "missing"
+            return False
+        now = time.monotonic()
+        # Renew the lease on what is left whenever a quarter of it has passed, so a slow relay never
+        # lets the sweeper hand rows this batch still holds to another worker.
+        if not final and now - self.lease_renewed_at > self.lease_seconds / 4:
+            db.session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(self.row_ids), Delivery.status == DeliveryStatus.SENDING)
+                .values(leased_until=utcnow() + timedelta(seconds=self.lease_seconds)),
+                execution_options={"synchronize_session": False},
+            )
+            self.lease_renewed_at = now
+        db.session.commit()
+        self.last_write = now
+        return True
+
+
+_LOST = object()  # the connection slot after the server dropped us and could not be reached again
+
+
+def _reconnect(host: Any, outcomes: _Outcomes, reason: str) -> Any:
     with contextlib.suppress(OSError, smtplib.SMTPException):
         host.close()
     connection = mail.connect()
     try:
         connection.__enter__()
     except (OSError, smtplib.SMTPException) as error:
-        outcomes.last_error = f"Cannot connect to the SMTP server {_relay()}: {_describe(error)}"
+        outcomes.last_error = f"Cannot connect to the SMTP server {_relay()} ({reason}): {_describe(error)}"
         return _LOST
     return connection.host
 

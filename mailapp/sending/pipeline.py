@@ -1,0 +1,176 @@
+"""SMTP submission of single-recipient messages over one open connection, pipelined (ESMTP PIPELINING,
+RFC 2920) when the server offers it.
+
+smtplib's sendmail() waits for a reply after each of MAIL FROM, RCPT TO, DATA and the message: four
+round trips a message, plus address parsing and a regex pass over every message. Here, with
+PIPELINING, the next message's envelope (MAIL FROM, RCPT TO, DATA) goes out in the same write as the
+current message's content, so a message costs one round trip. Without PIPELINING each command waits
+for its reply, as RFC 5321 requires.
+
+The connection itself (connect, EHLO, STARTTLS, AUTH) stays Flask-Mail's smtplib.SMTP: this module
+only writes to its socket and reads replies through its getreply()."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+_CRLF = b"\r\n"
+_DATA_END = b".\r\n"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message: `key` is the caller's handle for it; the addresses are ASCII and already checked
+    (ascii_address); `data` has CRLF line endings."""
+
+    key: Any
+    mail_from: str
+    rcpt_to: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The server's last word on a message: 250 (or any 2xx) after the data when it took it; otherwise
+    the first refusal, from MAIL FROM, RCPT TO, DATA or the data."""
+
+    message: Outgoing
+    code: int
+    reply: str
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+
+@dataclass
+class ConnectionLost(Exception):  # noqa: N818 - reads as the condition it reports
+    """The connection broke. `in_doubt`: a message whose content was sent whole with no reply, which
+    the server may or may not have taken. `unsent`: messages that never got past their envelope."""
+
+    reason: str
+    in_doubt: Outgoing | None = None
+    unsent: list[Outgoing] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def submit(host: smtplib.SMTP | None, messages: Iterable[Outgoing]) -> Iterator[Submitted]:
+    """Send each message and yield the server's answer to it, in order; ConnectionLost when the
+    connection breaks. Pulls the next message before it sends the current one's content (that is
+    what lets the envelope ride along), so the caller's iterator decides whether there is a next
+    message before the current one's outcome is known. `host` None (MAIL_SUPPRESS_SEND) accepts
+    everything without sending."""
+    if host is None:
+        for message in messages:
+            yield Submitted(message, 250, "not sent: MAIL_SUPPRESS_SEND is on")
+        return
+    try:
+        host.ehlo_or_helo_if_needed()  # Flask-Mail greets only when it has to (STARTTLS, AUTH)
+    except OSError as error:
+        raise ConnectionLost(_describe(error)) from error  # nothing was taken from `messages` yet
+    if host.has_extn("pipelining"):
+        yield from _pipelined(host, iter(messages))
+    else:
+        yield from _lockstep(host, iter(messages))
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA content: a leading dot doubled on every line (RFC 5321 4.5.2), ending in
+    CRLF, then the end-of-data line. bytes.replace runs in C, unlike smtplib's regex."""
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(_CRLF):
+        stuffed += _CRLF
+    return stuffed + _DATA_END
+
+
+def _envelope(message: Outgoing | None) -> bytes:
+    if message is None:
+        return b""
+    return f"MAIL FROM:<{message.mail_from}>\r\nRCPT TO:<{message.rcpt_to}>\r\nDATA\r\n".encode("ascii")
+
+
+def _reply(host: smtplib.SMTP) -> tuple[int, str]:
+    code, text = host.getreply()
+    return code, text.decode("utf-8", "replace")
+
+
+def _positive(reply: tuple[int, str]) -> bool:
+    return 200 <= reply[0] < 300
+
+
+def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Submitted]:
+    sock = host.sock
+    current = next(messages, None)
+    to_send = _envelope(current)
+    reset_sent = False
+    while current is not None:
+        try:
+            sock.sendall(to_send)
+            if reset_sent:
+                _reply(host)
+            mail, rcpt, data = _reply(host), _reply(host), _reply(host)
+        except OSError as error:
+            raise ConnectionLost(_describe(error), unsent=[current]) from error
+        refusal = next((reply for reply in (mail, rcpt) if not _positive(reply)), None)
+        if refusal is not None or data[0] != 354:
+            if data[0] == 354:
+                # A server that answered DATA after refusing the sender or recipient waits for content:
+                # end it at once, empty (there is no accepted recipient to deliver it to).
+                try:
+                    sock.sendall(_DATA_END)
+                    _reply(host)
+                except OSError as error:
+                    raise ConnectionLost(_describe(error), unsent=[current]) from error
+            yield Submitted(current, *(refusal or data))
+            # RSET closes the transaction that an accepted MAIL FROM may have left open.
+            current = next(messages, None)
+            to_send, reset_sent = b"RSET\r\n" + _envelope(current), True
+            continue
+        following = next(messages, None)
+        try:
+            sock.sendall(dot_stuffed(current.data) + _envelope(following))
+            answer = _reply(host)
+        except OSError as error:
+            unsent = [following] if following is not None else []
+            raise ConnectionLost(_describe(error), in_doubt=current, unsent=unsent) from error
+        yield Submitted(current, *answer)
+        current, to_send, reset_sent = following, b"", False
+
+
+def _lockstep(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Submitted]:
+    sock = host.sock
+    for message in messages:
+        answer: tuple[int, str] | None = None
+        try:
+            for command in _envelope(message).split(b"\r\n")[:3]:
+                sock.sendall(command + _CRLF)
+                reply = _reply(host)
+                refused = reply[0] != 354 if command == b"DATA" else not _positive(reply)
+                if refused:
+                    answer = reply
+                    break
+            if answer is not None:
+                if not command.startswith(b"MAIL"):  # MAIL FROM was accepted: close its transaction
+                    sock.sendall(b"RSET\r\n")
+                    _reply(host)
+                yield Submitted(message, *answer)
+                continue
+        except OSError as error:
+            raise ConnectionLost(_describe(error), unsent=[message]) from error
+        try:
+            sock.sendall(dot_stuffed(message.data))
+            answer = _reply(host)
+        except OSError as error:
+            raise ConnectionLost(_describe(error), in_doubt=message) from error
+        yield Submitted(message, *answer)
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
