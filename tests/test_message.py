@@ -21,6 +21,7 @@ from mailapp.sending.message import (
     build_reference,
     make_message_id,
     message_date,
+    message_id_suffix,
 )
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, TokenMinter, html_to_text
 from mailapp.tracking import tokens
@@ -217,7 +218,7 @@ def test_fast_builder_equals_the_stdlib_reference(
 ) -> None:
     envelope = Envelope(
         to_name=to_name, to_email=f"{local}@exämple.com", subject=subject, text=text, html=html,
-        message_id=make_message_id("example.com", 42), date=message_date(),
+        message_id=make_message_id(42, message_id_suffix("example.com")), date=message_date(),
         unsubscribe_url=tokens.unsubscribe_url(42),
     )
     fast = FastMessageBuilder(from_name=from_name, from_email="news@example.com", reply_to="r@example.com")
@@ -273,11 +274,13 @@ def test_addresses_that_need_smtputf8_are_refused() -> None:
         FastMessageBuilder(from_name="N", from_email="nöws@example.com")
 
 
-def test_message_id_is_at_the_from_domain() -> None:
-    message_id = make_message_id("example.com", 12)
+def test_message_id_is_at_the_from_domain_and_new_in_each_run() -> None:
+    this_run, next_run = message_id_suffix("example.com"), message_id_suffix("example.com")
+    message_id = make_message_id(12, this_run)
     assert message_id.startswith("<12.")
     assert message_id.endswith("@example.com>")
-    assert make_message_id("example.com", 12) != message_id
+    assert make_message_id(13, this_run) != message_id
+    assert make_message_id(12, next_run) != message_id
 
 
 def test_html_to_text_does_not_hard_wrap() -> None:

@@ -298,8 +298,8 @@ def test_pausing_mid_batch_releases_the_unsent_rows(db, smtp_server, app, monkey
     campaign, _ = make_campaign(count=8)
     original = engine._write_outcomes
 
-    def pause_after_first_group(outcomes) -> None:  # noqa: ANN001
-        original(outcomes)
+    def pause_after_first_group(outcomes, message_id_suffix) -> None:  # noqa: ANN001
+        original(outcomes, message_id_suffix)
         db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(status="paused"))
 
     monkeypatch.setattr(engine, "_write_outcomes", pause_after_first_group)

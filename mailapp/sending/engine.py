@@ -11,6 +11,7 @@ once its lease expires; it can never lose one, because the sweeper hands expired
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import smtplib
 import time
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import case, exists, func, or_, select, text, update
+from sqlalchemy import String, bindparam, cast, exists, func, literal, or_, select, text, update
 
 from mailapp.db_setup import is_postgres
 from mailapp.errors import MailappError, NotFoundError, ValidationError
@@ -46,6 +47,7 @@ from mailapp.sending.message import (
     ascii_address,
     make_message_id,
     message_date,
+    message_id_suffix,
 )
 from mailapp.sending.ratelimit import RateLimiter
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, prepare_layout, renderer_for
@@ -149,6 +151,7 @@ class _Compiled:
     renderer: CampaignRenderer
     builder: FastMessageBuilder
     domain: str
+    message_id_suffix: str  # see message_id_suffix(): one per send run
 
 
 def _compile(campaign: Campaign) -> _Compiled:
@@ -157,7 +160,8 @@ def _compile(campaign: Campaign) -> _Compiled:
     builder = FastMessageBuilder(
         from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
     )
-    return _Compiled(renderer, builder, address_domain(source.from_email))
+    domain = address_domain(source.from_email)
+    return _Compiled(renderer, builder, domain, message_id_suffix(domain))
 
 
 def _recipient(delivery_id: int, email: str, subscriber: Any | None) -> Recipient:
@@ -171,7 +175,7 @@ def _recipient(delivery_id: int, email: str, subscriber: Any | None) -> Recipien
 
 def _build(compiled: _Compiled, recipient: Recipient, *, subject_prefix: str = "") -> tuple[str, bytes]:
     rendered = compiled.renderer.render(recipient)
-    message_id = make_message_id(compiled.domain, recipient.delivery_id)
+    message_id = make_message_id(recipient.delivery_id, compiled.message_id_suffix)
     raw = compiled.builder.build(
         Envelope(
             to_name=recipient.name, to_email=recipient.email, subject=subject_prefix + rendered.subject,
@@ -237,6 +241,8 @@ def send_test_messages(campaign_id: int, emails: list[str], subscriber_id: int |
                 delivery_id=0, email=address, name=subscriber.name or "",
                 subscriber_id=subscriber.id, attributes=subscriber.attributes or {},
             )
+            # Each test message its own Message-ID: they all stand for delivery 0.
+            compiled = dataclasses.replace(compiled, message_id_suffix=message_id_suffix(compiled.domain))
             _, raw = _build(compiled, recipient, subject_prefix="[Test] ")
             if host is None:
                 continue
@@ -316,7 +322,7 @@ def release(delivery_ids: list[int]) -> None:
 class _Outcomes:
     """Outcomes waiting to be written, and the run's failure streak."""
 
-    sent: dict[int, str] = field(default_factory=dict)  # delivery id -> Message-ID
+    sent: list[int] = field(default_factory=list)  # delivery ids (their Message-IDs follow from the id)
     # id, smtp code, error, whether it was an SMTP attempt (a message that could not be built was not)
     failed: list[tuple[int, int | None, str, bool]] = field(default_factory=list)
     deferred: list[tuple[int, int | None, str, datetime]] = field(default_factory=list)
@@ -327,23 +333,30 @@ class _Outcomes:
         return len(self.sent) + len(self.failed) + len(self.deferred)
 
 
-def _write_outcomes(outcomes: _Outcomes) -> None:
+# Built once: the marking runs every few dozen messages, and building a statement per group (an IN
+# list, a CASE of Message-IDs) cost more CPU than the database spent running it.
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
+    .values(
+        status=DeliveryStatus.SENT, sent_at=bindparam("now"), smtp_code=250, error="", leased_until=None,
+        next_attempt_at=None, attempts=Delivery.attempts + 1,
+        message_id=literal("<") + cast(Delivery.id, String) + bindparam("message_id_suffix", type_=String),
+    )
+    .execution_options(synchronize_session=False)
+)
+_CAMPAIGN_STATUS = select(Campaign.status).where(Campaign.id == bindparam("campaign_id"))
+
+
+def _write_outcomes(outcomes: _Outcomes, message_id_suffix: str) -> None:
     now = utcnow()
     if is_postgres():
         # Losing the last few commits in a database crash re-sends at most those messages; waiting for
         # the WAL flush on every group would halve the send rate.
         db.session.execute(text("SET LOCAL synchronous_commit = off"))
     if outcomes.sent:
-        ids = list(outcomes.sent)
         db.session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.SENDING)
-            .values(
-                status=DeliveryStatus.SENT, sent_at=now, smtp_code=250, error="", leased_until=None,
-                next_attempt_at=None, attempts=Delivery.attempts + 1,
-                message_id=case(outcomes.sent, value=Delivery.id),
-            ),
-            execution_options={"synchronize_session": False},
+            _MARK_SENT, {"ids": outcomes.sent, "now": now, "message_id_suffix": message_id_suffix}
         )
     for delivery_id, code, error, attempted in outcomes.failed:
         db.session.execute(
@@ -371,7 +384,7 @@ def _write_outcomes(outcomes: _Outcomes) -> None:
 
 
 def _campaign_status(campaign_id: int) -> str | None:
-    return db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    return db.session.scalar(_CAMPAIGN_STATUS, {"campaign_id": campaign_id})
 
 
 def pause_campaign(campaign_id: int, reason: str) -> bool:
@@ -491,13 +504,15 @@ def _send_rows(
     """Send one claimed batch, recording outcomes in groups (see _Checkpoints). Reconnects once when
     the server drops the connection; SMTPUnavailable when it cannot be reached again."""
     queue = deque(rows)
-    checkpoints = _Checkpoints(campaign_id, [row.id for row in rows], outcomes, result, lease_seconds)
+    checkpoints = _Checkpoints(
+        campaign_id, [row.id for row in rows], outcomes, result, lease_seconds, compiled.message_id_suffix
+    )
     while queue and not result.stopped:
         try:
             for submitted in pipeline.submit(connection[0], _outgoing(queue, compiled, limiter, checkpoints)):
-                row, message_id = submitted.message.key
+                row = submitted.message.key
                 if submitted.accepted:
-                    outcomes.sent[row.id] = message_id
+                    outcomes.sent.append(row.id)
                     outcomes.consecutive_failures = 0
                 else:
                     _smtp_reply(outcomes, row, submitted.code, submitted.reply)
@@ -505,8 +520,8 @@ def _send_rows(
             if lost.in_doubt is not None:
                 # The content went out but no answer came back: it may have been taken, so it is retried
                 # later and counted as an attempt (at most this one message can arrive twice).
-                _defer(outcomes, lost.in_doubt.key[0], None, f"Connection to {_relay()} lost: {lost.reason}")
-            queue.extendleft(message.key[0] for message in reversed(lost.unsent))
+                _defer(outcomes, lost.in_doubt.key, None, f"Connection to {_relay()} lost: {lost.reason}")
+            queue.extendleft(message.key for message in reversed(lost.unsent))
             connection[0] = _reconnect(connection[0], outcomes, lost.reason)
             if connection[0] is _LOST:
                 checkpoints.record()
@@ -546,7 +561,7 @@ def _message_for(row: ClaimedRow, compiled: _Compiled, outcomes: _Outcomes) -> p
         outcomes.failed.append((row.id, None, f"Not sent: the subscriber was {why} before sending.", False))
         return None
     try:
-        message_id, raw = _build(compiled, _recipient(row.id, row.email, subscriber))
+        _, raw = _build(compiled, _recipient(row.id, row.email, subscriber))
         recipient_address = ascii_address("recipient address", row.email)
     except MailappError as error:
         _failed(outcomes, row.id, None, error.message, attempted=False)
@@ -555,7 +570,7 @@ def _message_for(row: ClaimedRow, compiled: _Compiled, outcomes: _Outcomes) -> p
         _failed(outcomes, row.id, None, f"The message could not be rendered: {_describe(error)}",
                 attempted=False)
         return None
-    return pipeline.Outgoing((row, message_id), compiled.builder.sender, recipient_address, raw)
+    return pipeline.Outgoing(row, compiled.builder.sender, recipient_address, raw)
 
 
 class _Checkpoints:
@@ -565,10 +580,10 @@ class _Checkpoints:
 
     def __init__(
         self, campaign_id: int, row_ids: list[int], outcomes: _Outcomes, result: RunResult,
-        lease_seconds: float,
+        lease_seconds: float, message_id_suffix: str,
     ) -> None:
         self.campaign_id, self.row_ids, self.outcomes, self.result = campaign_id, row_ids, outcomes, result
-        self.lease_seconds = lease_seconds
+        self.lease_seconds, self.message_id_suffix = lease_seconds, message_id_suffix
         self.mark_group = int(setting("SEND_MARK_GROUP"))
         self.mark_seconds = float(setting("SEND_MARK_SECONDS"))
         self.max_failures = int(setting("SEND_MAX_CONSECUTIVE_FAILURES"))
@@ -584,7 +599,7 @@ class _Checkpoints:
     def record(self) -> None:
         """Write the outcomes so far (the caller commits)."""
         self.result.sent += len(self.outcomes.sent)
-        _write_outcomes(self.outcomes)
+        _write_outcomes(self.outcomes, self.message_id_suffix)
 
     def write(self, *, final: bool = False) -> bool:
         """Write the outcomes so far and commit; False (with result.stopped set) when the campaign is no

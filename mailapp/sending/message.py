@@ -113,9 +113,16 @@ def format_address(field: str, name: str, address: str) -> str:
     return f"{_encoded_words(name)} <{address}>"
 
 
-def make_message_id(domain: str, delivery_id: int) -> str:
-    """At the sending domain (not the worker's host name), unique by the delivery and a random part."""
-    return f"<{delivery_id}.{secrets.token_hex(8)}@{domain}>"
+def message_id_suffix(domain: str) -> str:
+    """What follows the delivery id in a Message-ID: a random tag, drawn once per send run, and the
+    sending domain (not the worker's host name). Message-IDs are unique by the delivery id within a
+    run and by the tag across runs (a retried delivery gets a new one), and the database rebuilds
+    each one from the id alone when it marks a group of deliveries sent."""
+    return f".{secrets.token_hex(8)}@{domain}>"
+
+
+def make_message_id(delivery_id: int, suffix: str) -> str:
+    return f"<{delivery_id}{suffix}"
 
 
 def address_domain(address: str) -> str:
