@@ -336,6 +336,25 @@ def test_a_relay_that_hangs_up_mid_message_gets_that_message_again_later(
     assert wait_for_status(campaign.id, "sent").status == "sent"
 
 
+def test_a_relay_that_keeps_hanging_up_stops_the_run_with_nothing_lost(
+    db, smtp_server, relay_mode  # noqa: ANN001
+) -> None:
+    campaign, people = make_campaign(count=6)
+    ordered = sorted(people, key=lambda person: person.id)
+    smtp_server.handler.hang_up_on.update({ordered[1].email.lower(), ordered[2].email.lower()})
+    with pytest.raises(engine.SMTPUnavailable, match="keeps dropping the connection"):
+        engine.send_campaign(campaign.id)
+    rows = {row.email: row for row in deliveries(campaign.id)}
+    assert (rows[ordered[0].email].status, rows[ordered[0].email].attempts) == ("sent", 1)
+    # The two messages whose answer never came: retried later, each a counted attempt.
+    for person in ordered[1:3]:
+        assert (rows[person.email].status, rows[person.email].attempts) == ("pending", 1)
+    # The rest were never tried: back to pending for the task's retry.
+    for person in ordered[3:]:
+        assert (rows[person.email].status, rows[person.email].attempts) == ("pending", 0)
+    assert [message.to for message in smtp_server.messages] == [ordered[0].email]
+
+
 def test_a_name_with_a_line_break_fails_that_delivery_and_injects_nothing(db, smtp_server) -> None:  # noqa: ANN001
     campaign, people = make_campaign(count=3)
     db.session.execute(

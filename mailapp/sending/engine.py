@@ -198,11 +198,15 @@ def smtp_connection() -> Iterator[smtplib.SMTP | None]:
     try:
         yield connection.host
     finally:
-        if connection.host is not None:
-            try:
-                connection.host.quit()
-            except (OSError, smtplib.SMTPException):
-                connection.host.close()
+        _quit(connection.host)
+
+
+def _quit(host: smtplib.SMTP | None) -> None:
+    if host is not None:
+        try:
+            host.quit()
+        except (OSError, smtplib.SMTPException):
+            host.close()
 
 
 def _relay() -> str:
@@ -483,14 +487,18 @@ def send_campaign(campaign_id: int) -> RunResult:
     run_ends = time.monotonic() + float(setting("SEND_RUN_SECONDS"))
     with smtp_connection() as host:
         connection = [host]
-        while not result.stopped:
-            if time.monotonic() >= run_ends:
-                result.run_over = True
-                return result
-            rows = claim_batch(campaign_id, batch_size, lease_seconds)
-            if not rows:
-                break
-            _send_rows(campaign_id, compiled, rows, connection, limiter, outcomes, result, lease_seconds)
+        try:
+            while not result.stopped:
+                if time.monotonic() >= run_ends:
+                    result.run_over = True
+                    return result
+                rows = claim_batch(campaign_id, batch_size, lease_seconds)
+                if not rows:
+                    break
+                _send_rows(campaign_id, compiled, rows, connection, limiter, outcomes, result, lease_seconds)
+        finally:
+            if connection[0] is not host and connection[0] is not _LOST:
+                _quit(connection[0])  # the connection a reconnect opened
     if not result.stopped:
         finish_if_done(campaign_id)
         result.retry_in = next_retry_delay(campaign_id)
@@ -504,12 +512,14 @@ def _send_rows(
     """Send one claimed batch, recording outcomes in groups (see _Checkpoints). Reconnects once when
     the server drops the connection; SMTPUnavailable when it cannot be reached again."""
     queue = deque(rows)
+    drops_in_a_row = 0  # connection losses with no message answered in between
     checkpoints = _Checkpoints(
         campaign_id, [row.id for row in rows], outcomes, result, lease_seconds, compiled.message_id_suffix
     )
     while queue and not result.stopped:
         try:
             for submitted in pipeline.submit(connection[0], _outgoing(queue, compiled, limiter, checkpoints)):
+                drops_in_a_row = 0
                 row = submitted.message.key
                 if submitted.accepted:
                     outcomes.sent.append(row.id)
@@ -522,7 +532,17 @@ def _send_rows(
                 # later and counted as an attempt (at most this one message can arrive twice).
                 _defer(outcomes, lost.in_doubt.key, None, f"Connection to {_relay()} lost: {lost.reason}")
             queue.extendleft(message.key for message in reversed(lost.unsent))
-            connection[0] = _reconnect(connection[0], outcomes, lost.reason)
+            drops_in_a_row += 1
+            if drops_in_a_row > 1:
+                # Dropped again before it answered anything: retrying here would loop; the task's
+                # retries with backoff (and then the pause) handle a relay in this state.
+                _quit(connection[0])
+                outcomes.last_error = (
+                    f"The SMTP server {_relay()} keeps dropping the connection: {lost.reason}"
+                )
+                connection[0] = _LOST
+            else:
+                connection[0] = _reconnect(connection[0], outcomes, lost.reason)
             if connection[0] is _LOST:
                 checkpoints.record()
                 release([row.id for row in queue])
