@@ -97,6 +97,9 @@ class Config:
     # process can send again.
     SEND_MARK_GROUP = _env_int("SEND_MARK_GROUP", 20)
     SEND_MARK_SECONDS = _env_float("SEND_MARK_SECONDS", 0.25)
+    # A relay that stops answering mid-session: give up on the connection after this long (the message
+    # in flight is retried later), well inside the lease, so a stalled task never outlives its rows.
+    SEND_SMTP_TIMEOUT_SECONDS = _env_float("SEND_SMTP_TIMEOUT_SECONDS", 60)
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)

@@ -336,6 +336,22 @@ def test_a_relay_that_hangs_up_mid_message_gets_that_message_again_later(
     assert wait_for_status(campaign.id, "sent").status == "sent"
 
 
+def test_a_relay_that_stops_answering_times_out_instead_of_holding_the_batch(
+    db, smtp_server, app, monkeypatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setitem(app.config, "SEND_SMTP_TIMEOUT_SECONDS", 0.3)
+    campaign, _ = make_campaign(count=3)
+    smtp_server.handler.delay_seconds = 1.5  # every message: longer than the timeout
+    started = time.monotonic()
+    with pytest.raises(engine.SMTPUnavailable, match="keeps dropping the connection"):
+        engine.send_campaign(campaign.id)
+    assert time.monotonic() - started < 5
+    rows = sorted(deliveries(campaign.id), key=lambda row: row.id)
+    # The two messages that got no answer may or may not have been taken: retried later, counted.
+    assert [(row.status, row.attempts) for row in rows] == [("pending", 1), ("pending", 1), ("pending", 0)]
+    assert "timed out" in rows[0].error
+
+
 def test_a_relay_that_keeps_hanging_up_stops_the_run_with_nothing_lost(
     db, smtp_server, relay_mode  # noqa: ANN001
 ) -> None:

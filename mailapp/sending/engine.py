@@ -190,15 +190,24 @@ def _build(compiled: _Compiled, recipient: Recipient, *, subject_prefix: str = "
 def smtp_connection() -> Iterator[smtplib.SMTP | None]:
     """One Flask-Mail connection (None when MAIL_SUPPRESS_SEND is on); SMTPUnavailable if it cannot
     be opened. Closing never raises: a server that already dropped us is simply closed."""
-    connection = mail.connect()
     try:
-        connection.__enter__()
+        host = _connect()
     except (OSError, smtplib.SMTPException) as error:
         raise SMTPUnavailable(f"Cannot connect to the SMTP server {_relay()}: {_describe(error)}") from error
     try:
-        yield connection.host
+        yield host
     finally:
-        _quit(connection.host)
+        _quit(host)
+
+
+def _connect() -> smtplib.SMTP | None:
+    connection = mail.connect()
+    connection.__enter__()
+    if connection.host is not None and connection.host.sock is not None:
+        # Flask-Mail sets no timeout: without one, a relay that stops answering would hold the task
+        # (and its leased rows) forever.
+        connection.host.sock.settimeout(float(setting("SEND_SMTP_TIMEOUT_SECONDS")))
+    return connection.host
 
 
 def _quit(host: smtplib.SMTP | None) -> None:
@@ -659,13 +668,11 @@ _LOST = object()  # the connection slot after the server dropped us and could no
 def _reconnect(host: Any, outcomes: _Outcomes, reason: str) -> Any:
     with contextlib.suppress(OSError, smtplib.SMTPException):
         host.close()
-    connection = mail.connect()
     try:
-        connection.__enter__()
+        return _connect()
     except (OSError, smtplib.SMTPException) as error:
         outcomes.last_error = f"Cannot connect to the SMTP server {_relay()} ({reason}): {_describe(error)}"
         return _LOST
-    return connection.host
 
 
 def _smtp_reply(outcomes: _Outcomes, row: ClaimedRow, code: int, reply: str) -> None:
