@@ -4,6 +4,7 @@ decoded body part compared, for fixed and for generated (hypothesis) inputs."""
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 from email.header import decode_header, make_header
@@ -22,6 +23,7 @@ from mailapp.sending.message import (
     make_message_id,
     message_date,
     message_id_suffix,
+    quoted_printable,
 )
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, TokenMinter, html_to_text
 from mailapp.tracking import tokens
@@ -272,6 +274,21 @@ def test_line_breaks_in_header_values_are_refused(app, field, value) -> None:  #
 def test_addresses_that_need_smtputf8_are_refused() -> None:
     with pytest.raises(SendError, match="SMTPUTF8"):
         FastMessageBuilder(from_name="N", from_email="nöws@example.com")
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(min_codepoint=0x09, max_codepoint=0x7f) | st.sampled_from("é€\n"),
+               max_size=90))
+def test_quoted_printable_matches_the_encoder_for_every_text(text: str) -> None:
+    # The shortcut for text that needs no encoding must give exactly what binascii gives.
+    reference = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    assert quoted_printable(text) == reference.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("text", [".", "..", "a" * 75, "a" * 76, "a" * 77, "a=b", "a b", "tok-1.AbC_9"])
+def test_quoted_printable_edges(text: str) -> None:
+    reference = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    assert quoted_printable(text) == reference.replace(b"\n", b"\r\n")
 
 
 def test_message_id_is_at_the_from_domain_and_new_in_each_run() -> None:
