@@ -2,17 +2,28 @@
 
 "full" fills its own PostgreSQL database (MAILAPP_BENCH_DATABASE_URL, default mailapp_bench) with
 1,000,000 subscribers and 10,000,000 deliveries (ten sent campaigns of 1,000,000 each, with opens and
-clicks), in SQL with INSERT ... SELECT, once: later runs reuse the data while the schema is unchanged.
+clicks), in SQL with INSERT ... SELECT, once, on the released schema (FILL_REVISION); the later
+migrations are then applied on top, as on a production database. Later runs reuse the data and apply
+any new migration; only a change to the fill, to the released schema or to an already applied
+migration refills it.
 "smoke" uses a few hundred rows on a throwaway SQLite file (or MAILAPP_BENCH_DATABASE_URL, which must
 then hold an empty schema). Pages are requested through the app by a signed-in test client; each page is
 found in app.url_map, so a page not built yet is reported as not available.
+
+    .venv/bin/python -m bench.bench_dashboard explain [--slow-ms 20] [page words] [/url ...]
+
+requests each page (or each URL given; "{campaign}" stands for the newest sent campaign's id) once after a
+warm-up, on the filled full-scale database, and prints every SQL statement it ran with its time, and
+EXPLAIN (ANALYZE, BUFFERS) of the slow ones: where a page's time goes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +45,9 @@ from bench.common import (
 TARGET_MS = 200
 # Bump when the fill below changes, so an existing bench database is rebuilt.
 FILL_VERSION = 1
+# The data is filled on the schema of this revision and the later migrations run on top of it, so a new
+# migration costs its own run time (an index build, a backfill) instead of a refill.
+FILL_REVISION = "0001"
 # One run: each page's p95 already comes from many requests, and a slow page costs minutes per run.
 RUNS = 1
 PAGE_BUDGET_SECONDS = 20.0
@@ -71,10 +85,16 @@ class Filler:
     area adds later does not break the fill."""
 
     def __init__(self, connection: Any) -> None:
+        from sqlalchemy import MetaData
+
         from mailapp.extensions import db
 
         self.connection = connection
-        self.metadata = db.metadata
+        # The tables as they are in the database (the fill revision's schema), not as the models say
+        # after later migrations; the models only lend their column defaults.
+        self.metadata = MetaData()
+        self.metadata.reflect(connection)
+        self.models = db.metadata
         self.postgres = connection.dialect.name == "postgresql"
 
     def series(self, count: int) -> str:
@@ -100,7 +120,9 @@ class Filler:
         return f"CAST({text_sql} AS {type_sql})"
 
     def _neutral(self, column: Any) -> str:
-        default = column.default
+        model_table = self.models.tables.get(column.table.name)
+        model_column = model_table.columns.get(column.name) if model_table is not None else None
+        default = model_column.default if model_column is not None else None
         if default is not None and getattr(default, "is_scalar", False):
             value = default.arg
             if isinstance(value, bool):
@@ -119,7 +141,7 @@ class Filler:
             return "0"
         if "json" in type_name or python_type in (dict, list):
             return self.json("'[]'" if python_type is list else "'{}'", column)
-        if "date" in type_name or "utc" in type_name:
+        if "date" in type_name or "utc" in type_name or "timestamp" in type_name:
             return self.seconds_ago("0")
         return "''"
 
@@ -145,26 +167,134 @@ class Filler:
         return self.connection.execute(text(sql), params or {}).rowcount
 
 
+def _migration_files() -> dict[str, Path]:
+    """Each revision's file, from the migrations folder."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(ROOT / "migrations"))
+    return {script.revision: Path(script.path) for script in scripts.walk_revisions()}
+
+
+def _revisions_after_fill() -> list[str]:
+    """The revisions that run on top of the filled data, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(ROOT / "migrations"))
+    later = scripts.iterate_revisions("heads", FILL_REVISION)
+    return [script.revision for script in reversed(list(later)) if script.revision != FILL_REVISION]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def fingerprint(scale: Scale) -> str:
-    """Changes when the schema or the fill changes, so stale bench data is rebuilt."""
+    """Changes when the fill or the schema it fills changes, so stale bench data is rebuilt."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(ROOT / "migrations"))
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "migrations" / "versions").glob("*.py")):
-        digest.update(path.read_bytes())
+    for script in reversed(list(scripts.iterate_revisions(FILL_REVISION, "base"))):
+        digest.update(Path(script.path).read_bytes())
     digest.update(f"fill version {FILL_VERSION}".encode())
     digest.update(repr(scale).encode())
     return digest.hexdigest()[:16]
 
 
-def _is_filled(scale: Scale) -> bool:
-    from sqlalchemy import inspect, select
+def _marker_state() -> dict[str, Any] | None:
+    """What the marker list records: the fill's fingerprint and the digest of each migration applied on
+    top of it; None when there is no marker (or one from an older bench)."""
+    from sqlalchemy import inspect, text
 
     from mailapp.extensions import db
-    from mailapp.models.subscriber import SubscriberList
 
     if not inspect(db.engine).has_table("lists"):
-        return False
-    marker = db.session.scalar(select(SubscriberList).where(SubscriberList.name == MARKER_LIST))
-    return marker is not None and marker.description == fingerprint(scale)
+        return None
+    with db.engine.connect() as connection:
+        description = connection.execute(
+            text("SELECT description FROM lists WHERE name = :name"), {"name": MARKER_LIST}
+        ).scalar()
+    try:
+        state = json.loads(description or "")
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _write_marker_state(state: dict[str, Any]) -> None:
+    from sqlalchemy import text
+
+    from mailapp.extensions import db
+
+    with db.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE lists SET description = :description WHERE name = :name"),
+            {"description": json.dumps(state, sort_keys=True), "name": MARKER_LIST},
+        )
+
+
+def _still_applied(state: dict[str, Any]) -> dict[str, str] | None:
+    """The recorded migrations the database still has: one downgraded by hand since (to be edited) is
+    forgotten, and runs again, as edited, on the next upgrade. None when the database is at a revision
+    this fill never recorded."""
+    from sqlalchemy import text
+
+    from mailapp.extensions import db
+
+    with db.engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    later = _revisions_after_fill()
+    kept = later[: later.index(version) + 1] if version in later else []
+    recorded = state.get("applied", {})
+    if version != FILL_REVISION and (version not in kept or any(r not in recorded for r in kept)):
+        return None
+    return {revision: digest for revision, digest in recorded.items() if revision in kept}
+
+
+def _reusable_state(scale: Scale) -> dict[str, Any] | None:
+    """The marker state when the data can be reused: same fill, and every migration still applied on top
+    of it unchanged since (a new one is fine: it is applied next). None means refill."""
+    state = _marker_state()
+    if state is None or state.get("fill") != fingerprint(scale):
+        return None
+    files = _migration_files()
+    applied = _still_applied(state)
+    if applied is None:
+        return None
+    for revision, digest in applied.items():
+        path = files.get(revision)
+        if path is None or _file_digest(path) != digest:
+            log(f"migration {revision} changed since it was applied to the bench data: refilling "
+                "(downgrade it with `flask db downgrade` before editing it to keep the data)")  # fmt: skip
+            return None
+    state["applied"] = applied
+    return state
+
+
+def apply_later_migrations(state: dict[str, Any]) -> None:
+    """Run the migrations after the fill revision that the data has not had yet, and record them."""
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from mailapp.extensions import db
+
+    applied = state["applied"] = _still_applied(state) or {}
+    later = _revisions_after_fill()
+    pending = [revision for revision in later if revision not in applied]
+    if not pending:
+        return
+    started = time.monotonic()
+    db.session.remove()
+    upgrade()
+    db.session.remove()
+    files = _migration_files()
+    for revision in pending:
+        applied[revision] = _file_digest(files[revision])
+    _write_marker_state(state)
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE"))  # statistics for new expression indexes and columns
+    log(f"applied {', '.join(pending)} on top of the bench data ({time.monotonic() - started:.0f} s)")
 
 
 def fill(scale: Scale) -> None:
@@ -207,7 +337,11 @@ def fill(scale: Scale) -> None:
         log(f"{n:,} subscribers ({time.monotonic() - started:.0f} s)")
         lists = [("Newsletter", 1), ("Product updates", 2), ("Events", 10), (MARKER_LIST, 0)]
         for name, every in lists:
-            description = fingerprint(scale) if name == MARKER_LIST else f"Every {every} subscriber(s)"
+            description = (
+                json.dumps({"fill": fingerprint(scale), "applied": {}})
+                if name == MARKER_LIST
+                else f"Every {every} subscriber(s)"
+            )
             f.insert("lists", {"name": ":name", "description": ":description",
                                "created_at": f.seconds_ago("86400")},
                      f.series(1), {"name": name, "description": description})  # fmt: skip
@@ -351,28 +485,31 @@ def _fill_campaign(f: Filler, campaign_id: int, weeks_ago: int) -> None:
 
 
 def prepare_database(scale_name: str, scale: Scale) -> None:
-    """Fill the bench database unless it already holds this fill for this schema."""
+    """Fill the bench database unless it already holds this fill, then bring its schema to the head."""
     from flask_migrate import upgrade
     from sqlalchemy import inspect, text
 
     from mailapp.extensions import db
 
-    filled = scale_name == "full" and _is_filled(scale)
+    state = _reusable_state(scale) if scale_name == "full" else None
     db.session.remove()  # end the check's transaction before any DDL
-    if filled:
+    if state is not None:
         log("reusing the filled bench database")
+        apply_later_migrations(state)
         return
     if db.engine.dialect.name == "postgresql" and scale_name == "full":
         with db.engine.begin() as connection:
             connection.execute(text("DROP SCHEMA public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
     if not inspect(db.engine).has_table("alembic_version"):
-        upgrade()
+        upgrade(revision=FILL_REVISION)
     db.session.remove()
     with db.engine.connect() as connection:
         if connection.execute(text("SELECT count(*) FROM subscribers")).scalar():
             raise RuntimeError("the bench database already holds subscribers: point it at an empty one")
     fill(scale)
+    db.session.remove()
+    apply_later_migrations(_marker_state() or {})
 
 
 # --- measuring ---------------------------------------------------------------------------------------
@@ -404,6 +541,12 @@ PAGES = (
          needs_campaign=True, fallback=("campaigns.show", {"status": "failed"})),
     Page("recipient activity, opened", ("reports.recipients",), lambda endpoint: False,
          needs_campaign=True, query={"show": "opened"}),
+    # The filters whose rows are common (not opened) or rare (unsubscribed: none in this data), the two
+    # ways a filtered page can end up reading the whole campaign.
+    Page("recipient activity, not opened", ("reports.recipients",), lambda endpoint: False,
+         needs_campaign=True, query={"show": "not_opened"}),
+    Page("recipient activity, unsubscribed", ("reports.recipients",), lambda endpoint: False,
+         needs_campaign=True, query={"show": "unsubscribed"}),
 )  # fmt: skip
 
 
@@ -450,12 +593,25 @@ def measure(client: Any, url: str, scale: Scale) -> tuple[list[float], int]:
     return samples, status
 
 
-def run(scale: str) -> list[Row]:
+def _signed_in_client(app: Any) -> tuple[Any, int]:
+    """A test client signed in as the bench admin, and the newest sent campaign's id."""
     from sqlalchemy import func, select
 
     from mailapp.extensions import db
     from mailapp.models.campaign import Campaign
     from mailapp.models.user import User
+
+    campaign_id = db.session.scalar(select(func.max(Campaign.id)).where(Campaign.status == "sent"))
+    user = db.session.scalar(select(User).where(User.email == ADMIN_EMAIL))
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user.id)
+        session["_fresh"] = True
+    return client, campaign_id
+
+
+def run(scale: str) -> list[Row]:
+    from mailapp.extensions import db
 
     sizes = SCALES[scale]
     with tempfile.TemporaryDirectory(prefix="mailapp-bench-dashboard-") as folder:
@@ -467,14 +623,7 @@ def run(scale: str) -> list[Row]:
         with app.app_context():
             try:
                 prepare_database(scale, sizes)
-                campaign_id = db.session.scalar(
-                    select(func.max(Campaign.id)).where(Campaign.status == "sent")
-                )
-                user = db.session.scalar(select(User).where(User.email == ADMIN_EMAIL))
-                client = app.test_client()
-                with client.session_transaction() as session:
-                    session["_user_id"] = str(user.id)
-                    session["_fresh"] = True
+                client, campaign_id = _signed_in_client(app)
                 data = (
                     f"{sizes.subscribers:,} subscribers, {sizes.subscribers * sizes.campaigns:,} deliveries"
                 )
@@ -514,3 +663,85 @@ def _empty_tables() -> None:
     with db.engine.begin() as connection:
         for table in reversed(db.metadata.sorted_tables):
             connection.execute(text(f"DELETE FROM {table.name}"))  # noqa: S608 - names from metadata
+
+
+# --- explaining --------------------------------------------------------------------------------------
+
+
+def explain(words: list[str], slow_ms: float) -> None:
+    """Each page's SQL statements with their times, and the plans of those slower than slow_ms."""
+    from sqlalchemy import event
+
+    from mailapp.extensions import db
+
+    with tempfile.TemporaryDirectory(prefix="mailapp-bench-dashboard-") as folder:
+        workdir = Path(folder)
+        database = os.environ.get(BENCH_DATABASE_ENV) or DEFAULT_BENCH_DATABASE
+        app = bench_app(database, f"sqla+sqlite:///{workdir / 'broker.sqlite'}", workdir)
+        with app.app_context():
+            prepare_database("full", SCALES["full"])
+            client, campaign_id = _signed_in_client(app)
+            statements: list[tuple[float, str, Any]] = []
+
+            def before(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+                conn.info["started"] = time.perf_counter()
+
+            def after(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+                statements.append(
+                    ((time.perf_counter() - conn.info["started"]) * 1000, statement, parameters)
+                )
+
+            urls = [word.replace("{campaign}", str(campaign_id)) for word in words if word.startswith("/")]
+            words = [word for word in words if not word.startswith("/")]
+            targets = [(url, url) for url in urls]
+            for page in PAGES if words or not urls else ():
+                if words and not all(word in page.label for word in words):
+                    continue
+                found = find_url(app, page, campaign_id)
+                if found is None:
+                    print(f"== {page.label}: no route")
+                    continue
+                targets.append((page.label, found[1]))
+            for label, url in targets:
+                client.get(url)
+                event.listen(db.engine, "before_cursor_execute", before)
+                event.listen(db.engine, "after_cursor_execute", after)
+                started = time.perf_counter()
+                client.get(url).get_data()
+                total = (time.perf_counter() - started) * 1000
+                event.remove(db.engine, "before_cursor_execute", before)
+                event.remove(db.engine, "after_cursor_execute", after)
+                in_sql = sum(ms for ms, _, _ in statements)
+                print(f"== {label}: GET {url}: {total:.0f} ms, {len(statements)} statements, "
+                      f"{in_sql:.0f} ms in SQL")  # fmt: skip
+                for ms, statement, parameters in statements:
+                    print(f"  {ms:8.1f} ms  {' '.join(statement.split())[:160]}")
+                    if ms >= slow_ms and statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                        with db.engine.connect() as connection:
+                            plan = connection.exec_driver_sql(
+                                "EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters
+                            ).scalars()
+                            print("\n".join(f"      {line}" for line in plan))
+                statements.clear()
+            db.session.remove()
+            db.engine.dispose()
+
+
+def _main(argv: list[str]) -> None:
+    if argv[:1] == ["explain"]:
+        words = argv[1:]
+        slow_ms = 20.0
+        if "--slow-ms" in words:
+            at = words.index("--slow-ms")
+            slow_ms = float(words[at + 1])
+            del words[at : at + 2]
+        explain(words, slow_ms)
+        return
+    for row in run(argv[0] if argv else "smoke"):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        sys.path.insert(0, str(ROOT))
+    _main(sys.argv[1:])

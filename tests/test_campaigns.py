@@ -6,10 +6,12 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 
 from mailapp.campaigns import services
 from mailapp.campaigns.forms import local_time_to_utc
 from mailapp.errors import InvalidStateError, NotFoundError, ValidationError
+from mailapp.extensions import db as database
 from mailapp.models import Campaign
 from mailapp.models.base import utcnow
 from tests.campaign_fixtures import audience, campaign_payload, make_delivery, make_ready_campaign  # noqa: F401
@@ -466,6 +468,33 @@ def test_progress_json_and_delivery_log(auth_client, db, audience):  # noqa: F81
     assert "b@example.com" in log
     assert "550 5.1.1 mailbox unknown" in log
     assert "a@example.com" not in log
+
+
+def _statements_of(client, url: str) -> int:  # noqa: ANN001
+    database.session.remove()  # the request starts from an empty session, whatever the test loaded
+    count = 0
+
+    def counted(*_args) -> None:  # noqa: ANN002
+        nonlocal count
+        count += 1
+
+    event.listen(database.engine, "before_cursor_execute", counted)
+    try:
+        assert client.get(url).status_code == 200
+    finally:
+        event.remove(database.engine, "before_cursor_execute", counted)
+    return count
+
+
+def test_campaign_page_costs_the_same_queries_however_many_rows_its_log_shows(auth_client, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience, status="sending", started_at=utcnow())
+    make_delivery(campaign.id, status="sent")
+    url = f"/campaigns/{campaign.id}"
+    auth_client.get(url)
+    one_row = _statements_of(auth_client, url)
+    for _ in range(5):
+        make_delivery(campaign.id, status="sent")
+    assert _statements_of(auth_client, url) == one_row
 
 
 def test_campaign_page_has_no_inline_script(auth_client, db, audience):  # noqa: F811

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy import text
+
+from mailapp.dashboard import services as dashboard
 from mailapp.dashboard.services import home_summary, subscriber_growth
 from mailapp.extensions import db
 from mailapp.tracking import tokens
@@ -66,15 +69,15 @@ def test_empty_dashboard_says_what_to_do(auth_client):
     assert "<svg" in html
 
 
-def test_recent_campaign_counts_are_cached_once_finished():
+def test_recent_campaign_counts_are_true_even_after_the_campaign_finished():
     campaign = make_campaign(finished_at=datetime.now(UTC))
     make_delivery(campaign)
     assert home_summary().recent_campaigns[0].sent == 1
     db.session.commit()
-    # A delivery row appearing after the count is not seen while finished_at is unchanged: the cache
-    # is what keeps the dashboard from counting big campaigns on every view.
+    # The counts the database maintains follow every change, with no recount of the delivery log.
     make_delivery(campaign)
-    assert home_summary().recent_campaigns[0].sent == 1
+    make_delivery(campaign, status="failed")
+    assert home_summary().recent_campaigns[0].sent == 2
 
 
 def test_subscriber_figures_are_served_from_a_one_minute_cache():
@@ -83,3 +86,34 @@ def test_subscriber_figures_are_served_from_a_one_minute_cache():
     SubscriberFactory()
     assert home_summary().active_subscribers == 1
     assert home_summary(live=True).active_subscribers == 2
+
+
+def test_a_big_subscriber_table_shows_estimated_totals_marked_about(auth_client, monkeypatch):
+    for _ in range(20):
+        SubscriberFactory()
+    for _ in range(5):
+        SubscriberFactory(status="unsubscribed")
+    db.session.commit()
+    if db.engine.dialect.name != "postgresql":
+        assert dashboard.estimated_subscriber_counts(minimum=1) is None  # SQLite has no statistics
+        assert "about" not in auth_client.get("/").get_data(as_text=True)
+        return
+    db.session.execute(text("ANALYZE subscribers"))
+    db.session.commit()
+    assert dashboard.estimated_subscriber_counts(minimum=1) == {"active": 20, "unsubscribed": 5}
+    assert dashboard.estimated_subscriber_counts(minimum=26) is None
+    assert "about" not in auth_client.get("/").get_data(as_text=True)
+    monkeypatch.setattr(dashboard, "ESTIMATE_SUBSCRIBERS_FROM", 10)
+    html = auth_client.get("/").get_data(as_text=True)
+    assert "about</span> 20<" in html
+    assert "about 25 in all" in html
+
+
+def test_estimates_are_rounded_to_three_significant_digits():
+    assert [dashboard._about(value) for value in (7.4, 999.6, 1234.0, 987_654.0, 1_234_567.0)] == [
+        7,
+        1000,
+        1230,
+        988_000,
+        1_230_000,
+    ]

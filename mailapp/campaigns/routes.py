@@ -26,7 +26,7 @@ PER_PAGE = 25
 def index():  # noqa: ANN201
     page = request.args.get("page", 1, type=int)
     campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
-    db.session.commit()  # keeps the delivery counts just cached for finished campaigns
+    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
 
 
@@ -94,7 +94,7 @@ def show(campaign_id: int):  # noqa: ANN201
 def progress(campaign_id: int):  # noqa: ANN201
     db.get_or_404(Campaign, campaign_id)
     body = services.progress(campaign_id)
-    db.session.commit()  # keeps the delivery counts just cached for a finished campaign
+    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return jsonify(body)
 
 
@@ -259,14 +259,16 @@ def _render_page(
     if status_filter not in {None, *DeliveryStatus}:
         status_filter = None
     after = request.args.get("after", type=int)
-    deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
     progress = services.progress(campaign.id)
     expected_recipients = (
         services.count_recipients([lst.id for lst in campaign.lists])
         if campaign.status in services.EDITABLE_STATES
         else None
     )
-    db.session.commit()  # keeps the delivery counts just cached for a finished campaign
+    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
+    # Read after the commit, which expires what the session holds: rows read before it would each be
+    # fetched again, one query per row, as the template reads them.
+    deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
     return render_template(
         "campaigns/show.html",
         campaign=campaign,

@@ -556,22 +556,21 @@ def count_recipients(list_ids: Sequence[int]) -> int:
 
 
 def campaign_stats(campaign_id: int) -> dict[str, int]:
-    """Live {total, pending, sending, sent, failed}: the send engine's grouped count."""
-    from mailapp.sending.engine import campaign_stats as live_stats
+    """{total, pending, sending, sent, failed}, exact, from the counts the database keeps per campaign
+    and status (reports.services.status_counts): a few rows, however many recipients. The caller
+    commits."""
+    from mailapp.reports.services import status_counts
 
-    return live_stats(campaign_id)
+    stats = status_counts([campaign_id])[campaign_id]
+    stats["total"] = sum(stats.values())
+    return stats
 
 
 def progress(campaign_id: int) -> dict[str, Any]:
-    """What the campaign page polls: status, counts, and the average rate since the start."""
+    """What the campaign page polls: status, counts, and the average rate since the start. The caller
+    commits (see campaign_stats)."""
     campaign = get_campaign(campaign_id)
-    if campaign.finished_at is not None and campaign.status in FINISHED_STATES:
-        # Counts that no longer change, cached by the reports area: no count over a million rows on
-        # every view. The caller commits, to keep what was cached.
-        counts = counts_for_campaigns([campaign])[campaign.id]
-        stats = {**counts, "sending": 0}
-    else:
-        stats = campaign_stats(campaign_id)
+    stats = campaign_stats(campaign_id)
     if not stats["total"] and campaign.total_recipients:
         stats["total"] = campaign.total_recipients
     done = stats["sent"] + stats["failed"]
@@ -599,11 +598,11 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
-    """{total, pending, sent, failed} for a page of campaigns: finished ones from the counts the reports
-    area caches, the rest from one grouped count. The caller commits, to keep what was cached."""
-    from mailapp.reports.services import counters_for, delivery_counts
+    """{total, pending, sent, failed} for a page of campaigns, from the maintained counts (see
+    campaign_stats). The caller commits."""
+    from mailapp.reports.services import delivery_counts
 
-    counted = delivery_counts(list(campaigns), counters_for([campaign.id for campaign in campaigns]))
+    counted = delivery_counts([campaign.id for campaign in campaigns])
     result = {}
     for campaign in campaigns:
         counts = counted[campaign.id]

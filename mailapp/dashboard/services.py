@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import func, literal_column, select, text
 
 from mailapp.db_setup import is_postgres
 from mailapp.extensions import db
@@ -35,6 +35,9 @@ class HomeSummary:
     campaigns_sent: int
     recent_campaigns: list[CampaignSummary]
     growth: list[tuple[date, int]]
+    # The subscriber totals are the planner's estimates (see estimated_subscriber_counts): the page
+    # says "about".
+    subscribers_estimated: bool = False
 
     @property
     def active_subscribers(self) -> int:
@@ -62,13 +65,52 @@ def subscriber_counts() -> dict[str, int]:
     }
 
 
+# From this many subscribers on, the home page shows PostgreSQL's estimate of the totals by status
+# instead of counting them: a count over a million rows takes about a second, and "about 950,000 active"
+# says what a home page needs to. Exact figures stay on the lists' pages and in exports.
+ESTIMATE_SUBSCRIBERS_FROM = 200_000
+
+
+def estimated_subscriber_counts(minimum: int | None = None) -> dict[str, int] | None:
+    """{status: about how many} from the planner's statistics (the table's row estimate times each
+    status's sampled frequency, as autovacuum's ANALYZE last saw them), rounded to three significant
+    digits; None on SQLite, below `minimum` rows (ESTIMATE_SUBSCRIBERS_FROM), or before the table was
+    ever analysed."""
+    if not is_postgres():
+        return None
+    minimum = ESTIMATE_SUBSCRIBERS_FROM if minimum is None else minimum
+    rows = db.session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'subscribers'::regclass"))
+    if rows is None or rows < max(minimum, 1):
+        return None
+    found = db.session.execute(
+        text(
+            "SELECT most_common_vals::text::text[], most_common_freqs FROM pg_stats "
+            "WHERE schemaname = current_schema() AND tablename = 'subscribers' AND attname = 'status'"
+        )
+    ).first()
+    if found is None or found[0] is None:
+        return None
+    return {str(status): _about(rows * frequency) for status, frequency in zip(*found, strict=True)}
+
+
+def _about(value: float) -> int:
+    """Three significant digits: 1,234,567 -> 1,230,000."""
+    if value < 1000:
+        return round(value)
+    digits = len(str(int(value))) - 3
+    return round(value, -digits)
+
+
 def home_summary(*, today: date | None = None, live: bool = False) -> HomeSummary:
-    """live=False serves the subscriber totals and growth from a one-minute cache: with a million
-    subscribers they are GROUP BYs over every row, and they move slowly. Campaign figures are live."""
+    """live=False serves the subscriber totals and growth from a one-minute cache, and on a big table
+    estimated totals (see estimated_subscriber_counts): with a million subscribers they are GROUP BYs
+    over every row, and they move slowly. Campaign figures are live."""
+    estimated = None
     if live or today is not None:
         by_status, growth = subscriber_counts(), subscriber_growth(today=today)
     else:
-        by_status = cached(("subscriber_counts",), subscriber_counts)
+        estimated = estimated_subscriber_counts()
+        by_status = estimated or cached(("subscriber_counts",), subscriber_counts)
         growth = cached(("subscriber_growth", utcnow().date()), subscriber_growth)
     recent = list(
         db.session.scalars(
@@ -88,6 +130,7 @@ def home_summary(*, today: date | None = None, live: bool = False) -> HomeSummar
         or 0,
         recent_campaigns=summaries(recent),
         growth=growth,
+        subscribers_estimated=estimated is not None,
     )
 
 

@@ -2,7 +2,7 @@
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
-from mailapp.models.delivery import Delivery, DeliveryStatus
+from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.subscriber import (
     ImportStatus,
@@ -12,13 +12,21 @@ from mailapp.models.subscriber import (
     SubscriberStatus,
     list_members,
 )
-from mailapp.models.tracking import CampaignStats, ClickEvent, Link, OpenEvent
+from mailapp.models.tracking import (
+    CampaignHourlyActivity,
+    CampaignStats,
+    ClickEvent,
+    Link,
+    OpenEvent,
+)
 from mailapp.models.user import ApiToken, User
 
 __all__ = [
     "ApiToken",
     "Base",
     "Campaign",
+    "CampaignDeliveryCount",
+    "CampaignHourlyActivity",
     "CampaignStats",
     "CampaignStatus",
     "ClickEvent",

@@ -19,7 +19,7 @@ CLICKS = "#198754"
 def index():  # noqa: ANN201
     page = services.sent_campaigns_page(request.args.get("page", 1, type=int))
     rows = services.summaries(list(page.items))
-    db.session.commit()  # keeps any delivery counts just cached for finished campaigns
+    db.session.commit()  # keeps any delivery counts just folded (see reports.services.status_counts)
     return render_template("reports/index.html", page=page, rows=rows)
 
 

@@ -20,16 +20,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import false, func, select, text
 
 from mailapp.db_setup import is_postgres
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
 from mailapp.models import (
     Campaign,
+    CampaignDeliveryCount,
+    CampaignHourlyActivity,
     CampaignStats,
     CampaignStatus,
     ClickEvent,
@@ -39,13 +41,11 @@ from mailapp.models import (
     OpenEvent,
     utcnow,
 )
-from mailapp.tracking.services import ensure_campaign_stats
 
 HOURLY_SPAN = timedelta(hours=48)
 TOP_LINKS = 20
 DELIVERY_PAGE_SIZE = 50
 EXPORT_CHUNK = 5000
-FINISHED = {CampaignStatus.SENT, CampaignStatus.CANCELLED, CampaignStatus.FAILED}
 COUNTER_FIELDS = (
     "opens",
     "machine_opens",
@@ -138,8 +138,8 @@ class CampaignReport:
         }
 
 
-# Aggregates over this many events or more are cached for CACHE_SECONDS: a big campaign's timeline and
-# top links take a GROUP BY over millions of rows. Smaller ones (and every counter) are always live.
+# Top links over this many clicks or more are cached for CACHE_SECONDS: they take a GROUP BY over every
+# click of the campaign. Smaller ones (and every counter, and the timeline) are always live.
 CACHE_FROM_EVENTS = 50_000
 CACHE_SECONDS = 60.0
 _cache: dict[tuple, tuple[float, Any]] = {}
@@ -183,92 +183,82 @@ def counters_for(campaign_ids: list[int]) -> dict[int, CampaignStats]:
     }
 
 
-def delivery_counts(
-    campaigns: list[Campaign], counters: dict[int, CampaignStats]
-) -> dict[int, dict[str, int]]:
-    """{campaign_id: {recipients, sent, failed}}. A finished campaign's counts are cached in its
-    campaign_stats row (for the finished_at they were counted at); the others are counted live with
-    the (campaign_id, status, id) index. The caller commits, to keep what was cached."""
-    result: dict[int, dict[str, int]] = {}
-    to_count: list[int] = []
-    for campaign in campaigns:
-        stats = counters.get(campaign.id)
-        if (
-            stats is not None
-            and campaign.finished_at is not None
-            and stats.counted_for_finished_at == campaign.finished_at
-            and stats.sent is not None
-        ):
-            result[campaign.id] = {
-                "recipients": stats.recipients or 0,
-                "sent": stats.sent,
-                "failed": stats.failed or 0,
-            }
-        else:
-            to_count.append(campaign.id)
-    if to_count:
-        counted = {campaign_id: {"recipients": 0, "sent": 0, "failed": 0} for campaign_id in to_count}
-        rows = db.session.execute(
-            select(Delivery.campaign_id, Delivery.status, func.count())
-            .where(Delivery.campaign_id.in_(to_count))
-            .group_by(Delivery.campaign_id, Delivery.status)
+def status_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
+    """{campaign_id: {status: deliveries}} for every status, from the counts the database triggers keep
+    (mailapp.models.CampaignDeliveryCount): exact, and a few rows per campaign however many recipients.
+    On PostgreSQL a campaign whose count rows have piled up (a sending campaign appends some with every
+    batch) has them folded into one per status on the way; the caller commits, to keep that."""
+    counts = {campaign_id: {str(status): 0 for status in DeliveryStatus} for campaign_id in campaign_ids}
+    if not campaign_ids:
+        return counts
+    rows_per_campaign: dict[int, int] = defaultdict(int)
+    for campaign_id, status, number, rows in db.session.execute(
+        select(
+            CampaignDeliveryCount.campaign_id,
+            CampaignDeliveryCount.status,
+            func.sum(CampaignDeliveryCount.deliveries),
+            func.count(),
         )
-        for campaign_id, status, number in rows:
-            counted[campaign_id]["recipients"] += number
-            if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
-                counted[campaign_id][str(status)] += number
-        result.update(counted)
-        for campaign in campaigns:
-            if campaign.id in counted and campaign.status in FINISHED and campaign.finished_at is not None:
-                _cache_delivery_counts(campaign, counted[campaign.id])
-    return result
+        .where(CampaignDeliveryCount.campaign_id.in_(campaign_ids))
+        .group_by(CampaignDeliveryCount.campaign_id, CampaignDeliveryCount.status)
+    ):
+        counts[campaign_id][status] = int(number)
+        rows_per_campaign[campaign_id] += rows
+    if is_postgres():
+        for campaign_id in sorted(rows_per_campaign):
+            if rows_per_campaign[campaign_id] >= FOLD_COUNT_ROWS_FROM:
+                _fold_status_counts(campaign_id)
+    return counts
 
 
-def _cache_delivery_counts(campaign: Campaign, counts: dict[str, int]) -> None:
-    ensure_campaign_stats([campaign.id])
-    # An UPDATE of the cache columns only, so a concurrent tracking write's counters are never
-    # overwritten with what this session read.
+# A campaign's count rows are folded once there are this many: summing a few hundred rows is still
+# cheap, and folding on every read would turn every read into a write.
+FOLD_COUNT_ROWS_FROM = 200
+
+
+def _fold_status_counts(campaign_id: int) -> None:
+    """One row per status instead of many, in one statement: rows appended meanwhile by a concurrent
+    statement are not in its snapshot, so they are neither deleted nor summed, and stay counted."""
     db.session.execute(
-        update(CampaignStats)
-        .where(CampaignStats.campaign_id == campaign.id)
-        .values(
-            recipients=counts["recipients"],
-            sent=counts["sent"],
-            failed=counts["failed"],
-            counted_for_finished_at=campaign.finished_at,
-        )
-        .execution_options(synchronize_session=False)
+        text(
+            "WITH folded AS (DELETE FROM campaign_delivery_counts WHERE campaign_id = :campaign_id "
+            "RETURNING status, deliveries) "
+            "INSERT INTO campaign_delivery_counts (campaign_id, status, deliveries) "
+            "SELECT :campaign_id, status, sum(deliveries) FROM folded GROUP BY status "
+            "HAVING sum(deliveries) <> 0"
+        ),
+        {"campaign_id": campaign_id},
     )
 
 
+def delivery_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
+    """{campaign_id: {recipients, sent, failed}} from the maintained status counts (see status_counts)."""
+    return {
+        campaign_id: {
+            "recipients": sum(by_status.values()),
+            "sent": by_status[DeliveryStatus.SENT],
+            "failed": by_status[DeliveryStatus.FAILED],
+        }
+        for campaign_id, by_status in status_counts(campaign_ids).items()
+    }
+
+
 def campaign_report(campaign_id: int) -> CampaignReport:
+    """The report's figures. The caller commits (see status_counts)."""
     campaign = get_campaign(campaign_id)
     counters = counters_for([campaign.id])
-    counts = delivery_counts([campaign], counters)[campaign.id]
+    counts = delivery_counts([campaign.id])[campaign.id]
     stats = counters.get(campaign.id)
     report = CampaignReport(campaign=campaign, **counts)
     if stats is not None:
         for name in COUNTER_FIELDS:
             setattr(report, name, getattr(stats, name) or 0)
-    if report.opens + report.clicks + report.scanner_clicks >= CACHE_FROM_EVENTS:
-        report.timeline = cached(("timeline", campaign.id), lambda: timeline(campaign))
+    report.timeline = timeline(campaign)
+    if report.clicks + report.scanner_clicks >= CACHE_FROM_EVENTS:
         report.top_links = cached(("top_links", campaign.id), lambda: top_links(campaign.id))
     else:
-        report.timeline = timeline(campaign)
         report.top_links = top_links(campaign.id)
     return report
-
-
-def _hour_bucket(column):  # noqa: ANN001, ANN202 - a SQL expression
-    if is_postgres():
-        return func.date_trunc("hour", column)
-    return func.strftime("%Y-%m-%d %H:00:00", column)
-
-
-def _as_utc(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _floor_hour(moment: datetime) -> datetime:
@@ -280,21 +270,19 @@ def timeline(campaign: Campaign, *, now: datetime | None = None) -> list[Timelin
     start, then per day (24-hour spans from the end of the hourly part). Empty spans are included up
     to the last activity (or now, during the first 48 hours)."""
     now = now or utcnow()
-    hourly: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
-    opens_bucket = _hour_bucket(OpenEvent.at).label("bucket")
-    for bucket, is_machine, number in db.session.execute(
-        select(opens_bucket, OpenEvent.is_machine, func.count())
-        .where(OpenEvent.campaign_id == campaign.id)
-        .group_by(literal_column("bucket"), OpenEvent.is_machine)
-    ):
-        hourly[_as_utc(bucket)][1 if is_machine else 0] += number
-    clicks_bucket = _hour_bucket(ClickEvent.at).label("bucket")
-    for bucket, number in db.session.execute(
-        select(clicks_bucket, func.count())
-        .where(ClickEvent.campaign_id == campaign.id, ClickEvent.is_machine.is_(False))
-        .group_by(literal_column("bucket"))
-    ):
-        hourly[_as_utc(bucket)][2] += number
+    # The hourly rollup the database triggers keep (mailapp.models.CampaignHourlyActivity): one row per
+    # hour with activity, however many events.
+    hourly: dict[datetime, list[int]] = {
+        hour: [human, machine_count, clicks]
+        for hour, human, machine_count, clicks in db.session.execute(
+            select(
+                CampaignHourlyActivity.hour,
+                CampaignHourlyActivity.human_opens,
+                CampaignHourlyActivity.machine_opens,
+                CampaignHourlyActivity.clicks,
+            ).where(CampaignHourlyActivity.campaign_id == campaign.id)
+        )
+    }
     start_moment = campaign.started_at or (min(hourly) if hourly else None)
     if start_moment is None:
         return []
@@ -391,8 +379,20 @@ def _human(model, delivery_ids: list[int]) -> set[int]:  # noqa: ANN001
     )
 
 
-def _human_exists(model):  # noqa: ANN001, ANN202
-    return select(model.id).where(model.delivery_id == Delivery.id, model.is_machine.is_(False)).exists()
+def _human_exists(model, campaign_id: int, after: int):  # noqa: ANN001, ANN202
+    # campaign_id and the id range repeat what the correlation implies, so the planner can read the
+    # campaign's events from `after` on (a merge anti-join) instead of every human event there is.
+    # `after` must not exceed the first delivery id the page can hold.
+    return (
+        select(model.id)
+        .where(
+            model.delivery_id == Delivery.id,
+            model.campaign_id == campaign_id,
+            model.delivery_id > after,
+            model.is_machine == false(),
+        )
+        .exists()
+    )
 
 
 def _deliveries_after(campaign_id: int, after: int, limit: int, *conditions, statuses=None) -> list[Delivery]:  # noqa: ANN001, ANN002
@@ -416,26 +416,68 @@ def _deliveries_after(campaign_id: int, after: int, limit: int, *conditions, sta
     return found[:limit]
 
 
+def _engaged_after(campaign_id: int, after: int, limit: int, models: tuple) -> list[Delivery]:
+    """The next `limit` deliveries after `after` with a human event in any of `models` (OpenEvent,
+    ClickEvent), read in delivery order from the partial indexes of human events: a page costs the
+    same whether one recipient in two engaged or one in ten thousand."""
+    ids: set[int] = set()
+    for model in models:
+        ids.update(
+            db.session.scalars(
+                select(model.delivery_id)
+                .where(
+                    model.campaign_id == campaign_id, model.is_machine == false(), model.delivery_id > after
+                )
+                .group_by(model.delivery_id)
+                .order_by(model.delivery_id)
+                .limit(limit)
+            )
+        )
+    wanted = sorted(ids)[:limit]
+    if not wanted:
+        return []
+    return list(db.session.scalars(select(Delivery).where(Delivery.id.in_(wanted)).order_by(Delivery.id)))
+
+
 def activity_page(
     campaign_id: int, *, show: str = "all", after: int = 0
 ) -> tuple[list[RecipientActivity], int | None]:
     """One page of the campaign's recipients with their activity, in delivery order, and the id to
     continue after (keyset pagination: the page costs the same on page 1 and page 20,000)."""
     get_campaign(campaign_id)
-    conditions = []
-    statuses = None
+    limit = DELIVERY_PAGE_SIZE + 1
     if show == "opened":
-        conditions.append(_human_exists(OpenEvent) | _human_exists(ClickEvent))
-    elif show == "not_opened":
-        conditions += [~_human_exists(OpenEvent), ~_human_exists(ClickEvent)]
-        statuses = [DeliveryStatus.SENT]
+        deliveries = _engaged_after(campaign_id, after, limit, (OpenEvent, ClickEvent))
     elif show == "clicked":
-        conditions.append(_human_exists(ClickEvent))
+        deliveries = _engaged_after(campaign_id, after, limit, (ClickEvent,))
+    elif show == "not_opened":
+        # From the campaign's first delivery on, not from 0: the planner may read the events in delivery
+        # order from this bound, and every event before it belongs to earlier campaigns.
+        first = db.session.scalar(select(func.min(Delivery.id)).where(Delivery.campaign_id == campaign_id))
+        start = max(after, (first or 1) - 1)
+        conditions = [
+            ~_human_exists(OpenEvent, campaign_id, start),
+            ~_human_exists(ClickEvent, campaign_id, start),
+        ]
+        deliveries = _deliveries_after(campaign_id, after, limit, *conditions, statuses=[DeliveryStatus.SENT])
     elif show == "unsubscribed":
-        conditions.append(Delivery.unsubscribed_at.is_not(None))
+        # The partial index of unsubscribed deliveries, whatever their status.
+        deliveries = list(
+            db.session.scalars(
+                select(Delivery)
+                .where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.unsubscribed_at.is_not(None),
+                    Delivery.id > after,
+                )
+                .order_by(Delivery.id)
+                .limit(limit)
+            )
+        )
     elif show == "failed":
-        statuses = [DeliveryStatus.FAILED]
-    deliveries = _deliveries_after(campaign_id, after, DELIVERY_PAGE_SIZE + 1, *conditions, statuses=statuses)
+        deliveries = _deliveries_after(campaign_id, after, limit, statuses=[DeliveryStatus.FAILED])
+    else:
+        deliveries = _deliveries_after(campaign_id, after, limit)
     more = len(deliveries) > DELIVERY_PAGE_SIZE
     deliveries = deliveries[:DELIVERY_PAGE_SIZE]
     return _with_activity(deliveries), (deliveries[-1].id if more else None)
@@ -582,9 +624,10 @@ class CampaignSummary:
 
 
 def summaries(campaigns: list[Campaign]) -> list[CampaignSummary]:
-    """Key rates of several campaigns: one counter read and one grouped count (cached once finished)."""
+    """Key rates of several campaigns, from the maintained counters. The caller commits (see
+    status_counts)."""
     counters = counters_for([campaign.id for campaign in campaigns])
-    counts = delivery_counts(campaigns, counters)
+    counts = delivery_counts([campaign.id for campaign in campaigns])
     result = []
     for campaign in campaigns:
         stats = counters.get(campaign.id)
