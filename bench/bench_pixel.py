@@ -4,14 +4,20 @@
 
 "full": PostgreSQL (its own database, `<bench database>_pixel`, created when missing) and Redis
 (MAILAPP_BENCH_REDIS_URL, default db 6), so the pixel verifies the token and appends to the Redis
-stream; 1,000 deliveries, gunicorn 2 gthread workers x 16 threads, wrk 2 threads and 64 connections,
-10 s per route; MAILAPP_BENCH_PIXEL_GUNICORN="sync 4 1" (class, workers, threads) tries another setup.
-"smoke": a throwaway SQLite file with no Redis (each open written directly), 2 s per route.
+stream; 1,000 deliveries, wrk 2 threads and 64 connections, 5 rounds of 2 s per route.
+"smoke": a throwaway SQLite file with no Redis (each open written directly), 1 round of 2 s per route.
 
-gunicorn serves bench/pixel_wsgi.py: the app plus a bare GIF route (same image and headers, records
-nothing) that exists only there. Each worker counts the pixel requests it answered and writes the count
-when it exits; after gunicorn stops, the open buffer is flushed and the bench checks that the database
-holds exactly one open event per answered pixel request: no open lost, none counted twice.
+The routes take turns, round after round, and each figure is the median of its rounds: the machine's
+other load shifts from second to second, and this way it falls on every route alike.
+
+gunicorn runs with the web process's own settings (gunicorn.conf.py, the Procfile's): gthread workers
+with keep-alive. WEB_CONCURRENCY and WEB_THREADS change them here as they do in production.
+It serves bench/pixel_wsgi.py: the app as wsgi:app builds it (the pixel's fast path in front of Flask),
+plus a bare GIF route, the baseline (the same image and headers from a bare WSGI callable, recording
+nothing), and for context an empty Flask view answering the same GIF. Each worker counts the pixel
+requests it answered and writes the count when it exits; after gunicorn stops, the open buffer is
+flushed and the bench checks that the database holds exactly one open event per answered pixel
+request: no open lost, none counted twice.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +55,44 @@ CAMPAIGN_NAME = "bench: pixel"
 READER_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 PIXEL_ROW = "pixel: opens recorded"
 BARE_ROW = "pixel baseline: bare GIF route"
+FLASK_ROW = "pixel context: empty Flask GIF view"
 
 
 @dataclass(frozen=True)
 class Scale:
     deliveries: int
+    rounds: int
     seconds: int
     connections: int
     wrk_threads: int
-    workers: int
-    worker_class: str
-    gunicorn_threads: int
     postgres_and_redis: bool
 
 
 SCALES = {
-    "smoke": Scale(50, 2, 8, 1, 2, "sync", 1, postgres_and_redis=False),
-    # gthread: keep-alive connections (as mail clients and image proxies use), threads per core.
-    "full": Scale(1000, 10, 64, 2, 2, "gthread", 16, postgres_and_redis=True),
+    "smoke": Scale(50, 1, 2, 8, 1, postgres_and_redis=False),
+    "full": Scale(1000, 5, 2, 64, 2, postgres_and_redis=True),
 }
+
+
+def web_server_settings() -> dict[str, Any]:
+    """The web process's gunicorn settings as they resolve in this environment."""
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
 def log(message: str) -> None:
     print(f"[bench_pixel {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def median_result(results: list[WrkResult]) -> WrkResult:
+    """The median rate and p99 of several rounds, with their requests and errors summed."""
+    p99s = [result.p99_ms for result in results if result.p99_ms is not None]
+    return WrkResult(
+        requests=sum(result.requests for result in results),
+        rate=statistics.median(result.rate for result in results),
+        p99_ms=statistics.median(p99s) if p99s else None,
+        non_2xx=sum(result.non_2xx for result in results),
+        socket_errors="; ".join(result.socket_errors for result in results if result.socket_errors),
+    )
 
 
 @dataclass
@@ -180,7 +203,8 @@ def pixel_paths(app: Any, delivery_ids: list[int]) -> list[str]:
 
 
 def write_lua(path: Path, paths: list[str]) -> None:
-    """A wrk script that cycles through every delivery's pixel URL, with a mail client's user agent."""
+    """A wrk script that cycles through `paths` (every delivery's pixel URL, or one baseline route),
+    with a mail client's user agent: the baselines get the same request headers as the pixel."""
     quoted = ",\n".join(f'  "{item}"' for item in paths)
     path.write_text(
         f"local paths = {{\n{quoted}\n}}\n"
@@ -201,16 +225,8 @@ def run_wrk(wrk: str, scale: Scale, url: str, seconds: int, script: Path | None 
     return WrkResult.parse(output.stdout)
 
 
-def start_gunicorn(scale: Scale, port: int, env: dict[str, str]) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        **env,
-        "MAILAPP_BENCH_PIXEL_BIND": f"127.0.0.1:{port}",
-        "MAILAPP_BENCH_PIXEL_WORKERS": str(scale.workers),
-        "MAILAPP_BENCH_PIXEL_WORKER_CLASS": scale.worker_class,
-        "MAILAPP_BENCH_PIXEL_THREADS": str(scale.gunicorn_threads),
-        "PYTHONPATH": str(ROOT),
-    }
+def start_gunicorn(workers: int, port: int, env: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, **env, "MAILAPP_BENCH_PIXEL_BIND": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [
             str(ROOT / ".venv" / "bin" / "gunicorn"),
@@ -225,7 +241,7 @@ def start_gunicorn(scale: Scale, port: int, env: dict[str, str]) -> subprocess.P
     # Every worker must have loaded the app before wrk starts, or the first seconds measure boot time.
     deadline = time.monotonic() + 120
     workdir = Path(env["MAILAPP_BENCH_PIXEL_WORKDIR"])
-    while len(list(workdir.glob("ready-*"))) < scale.workers:
+    while len(list(workdir.glob("ready-*"))) < workers:
         if time.monotonic() > deadline or process.poll() is not None:
             stop_gunicorn(process)
             raise RuntimeError("gunicorn workers did not start")
@@ -243,7 +259,7 @@ def stop_gunicorn(process: subprocess.Popen) -> None:
 
 
 def answered_counts(workdir: Path) -> dict[str, int]:
-    totals = {"pixel": 0, "bare": 0}
+    totals = {"pixel": 0, "bare": 0, "flask": 0}
     for path in workdir.glob("answered-*.json"):
         for key, value in json.loads(path.read_text()).items():
             totals[key] += value
@@ -273,15 +289,13 @@ def flush_and_count(app: Any) -> tuple[int, float, int]:
 
 def run(scale: str) -> list[Row]:
     sizes = SCALES[scale]
-    # MAILAPP_BENCH_PIXEL_GUNICORN="gthread 2 8" (class, workers, threads) tries another server setup.
-    if override := os.environ.get("MAILAPP_BENCH_PIXEL_GUNICORN"):
-        worker_class, workers, threads = override.split()
-        sizes = replace(sizes, worker_class=worker_class, workers=int(workers), gunicorn_threads=int(threads))
+    server_settings = web_server_settings()
     wrk = find_tool("wrk")
     if wrk is None:
         reason = "wrk is not installed (Debian package wrk)"
         return [
             unavailable_row(BARE_ROW, "requests/s", reason),
+            unavailable_row(FLASK_ROW, "requests/s", reason),
             unavailable_row(PIXEL_ROW, "requests/s", reason, target=">= 4000 and >= 80% and p99 < 50"),
         ]
     with tempfile.TemporaryDirectory(prefix="mailapp-bench-pixel-") as folder:
@@ -294,12 +308,17 @@ def run(scale: str) -> list[Row]:
         delivery_ids = prepare(app, sizes.deliveries)
         script = workdir / "pixel.lua"
         write_lua(script, pixel_paths(app, delivery_ids))
+        bare_script, flask_script = workdir / "bare.lua", workdir / "flask.lua"
+        write_lua(bare_script, ["/bare.gif"])
+        write_lua(flask_script, ["/flask.gif"])
         port = free_port()
-        log(
-            f"gunicorn: {sizes.workers} {sizes.worker_class} workers, port {port}; {database.split('@')[-1]}"
+        server_setup = (
+            f"gunicorn {server_settings['workers']} {server_settings['worker_class']} workers "
+            f"x {server_settings['threads']} threads"
         )
+        log(f"{server_setup}, port {port}; {database.split('@')[-1]}")
         server = start_gunicorn(
-            sizes,
+            server_settings["workers"],
             port,
             {
                 "MAILAPP_BENCH_PIXEL_DATABASE": database,
@@ -309,10 +328,15 @@ def run(scale: str) -> list[Row]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            run_wrk(wrk, sizes, f"{base}/bare.gif", 2)
-            run_wrk(wrk, sizes, f"{base}/o/warmup.gif", 2, script)
-            bare = run_wrk(wrk, sizes, f"{base}/bare.gif", sizes.seconds)
-            pixel = run_wrk(wrk, sizes, f"{base}/o/x.gif", sizes.seconds, script)
+            run_wrk(wrk, sizes, base, 2, bare_script)
+            run_wrk(wrk, sizes, base, 2, script)
+            run_wrk(wrk, sizes, base, 1, flask_script)
+            scripts = {"bare": bare_script, "pixel": script, "flask": flask_script}
+            rounds: dict[str, list[WrkResult]] = {route: [] for route in scripts}
+            for _ in range(sizes.rounds):
+                for route, route_script in scripts.items():
+                    rounds[route].append(run_wrk(wrk, sizes, base, sizes.seconds, route_script))
+            bare, pixel, flask = (median_result(rounds[route]) for route in scripts)
         finally:
             stop_gunicorn(server)
         answered = answered_counts(workdir)["pixel"]
@@ -323,18 +347,20 @@ def run(scale: str) -> list[Row]:
             db.engine.dispose()
     storage = "PostgreSQL + Redis buffer" if redis_url else "SQLite, direct writes"
     setup = (
-        f"gunicorn {sizes.workers} {sizes.worker_class} workers x {sizes.gunicorn_threads} threads, "
-        f"wrk -t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.seconds}s, {storage}"
+        f"{server_setup}, wrk -t{sizes.wrk_threads} -c{sizes.connections}, "
+        f"median of {sizes.rounds} x {sizes.seconds} s rounds taken in turn, {storage}"
     )
     lost = answered - events
     integrity = (
-        f"answered {answered:,} pixel requests (wrk counted {pixel.requests:,} in the timed run), "
+        f"answered {answered:,} pixel requests (wrk counted {pixel.requests:,} in the timed rounds), "
         f"{events:,} open events and {counted:,} counted on deliveries after the flush"
     )
     errors = f"; non-2xx {pixel.non_2xx}" if pixel.non_2xx else ""
     errors += f"; socket errors {pixel.socket_errors}" if pixel.socket_errors else ""
     rows = [
-        result_row(BARE_ROW, bare.rate, "requests/s", p99_ms=bare.p99_ms, notes=setup),
+        result_row(
+            BARE_ROW, bare.rate, "requests/s", p99_ms=bare.p99_ms, notes=f"a bare WSGI callable; {setup}"
+        ),
         result_row(
             PIXEL_ROW,
             pixel.rate,
@@ -344,6 +370,15 @@ def run(scale: str) -> list[Row]:
             target=">= 4000 and >= 80% and p99 < 50",
             p99_ms=pixel.p99_ms,
             notes=f"{setup}; {integrity}{errors}",
+        ),
+        result_row(
+            FLASK_ROW,
+            flask.rate,
+            "requests/s",
+            baseline=BARE_ROW,
+            baseline_value=bare.rate,
+            p99_ms=flask.p99_ms,
+            notes=f"an empty Flask view answering the same GIF, for context; {setup}",
         ),
         result_row(
             "pixel: opens lost or doubled",

@@ -1,15 +1,18 @@
-"""gunicorn settings for bench_pixel: each worker writes how many pixel requests it answered on exit."""
+"""gunicorn settings for bench_pixel: the web process's own (gunicorn.conf.py at the repository root,
+with WEB_CONCURRENCY / WEB_THREADS as users set them), on the bench's port, plus two hooks: each worker
+says when it is ready and writes how many pixel requests it answered when it exits."""
 
 import os
+import runpy
+from pathlib import Path
+
+_web = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+globals().update({name: value for name, value in _web.items() if not name.startswith("_") and name != "os"})
 
 bind = os.environ.get("MAILAPP_BENCH_PIXEL_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("MAILAPP_BENCH_PIXEL_WORKERS", "4"))
-worker_class = os.environ.get("MAILAPP_BENCH_PIXEL_WORKER_CLASS", "sync")
-threads = int(os.environ.get("MAILAPP_BENCH_PIXEL_THREADS", "1"))
-backlog = 2048
-keepalive = 5
-accesslog = None
 loglevel = "warning"
+# gunicorn's default control socket is one path per user: another gunicorn on this machine may hold it.
+control_socket_disable = True
 
 
 def worker_exit(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
@@ -20,6 +23,4 @@ def worker_exit(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's ho
 
 def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
     # The app is loaded in this worker: tell the bench, which waits for every worker before measuring.
-    from pathlib import Path
-
     Path(os.environ["MAILAPP_BENCH_PIXEL_WORKDIR"], f"ready-{os.getpid()}").touch()

@@ -1,17 +1,29 @@
-"""Bench-only WSGI entry point for bench_pixel: the mailapp app on the bench's database and Redis, plus
-a bare GIF route (the baseline, only here, never in the app) and a count of the pixel requests each
-worker answered, written out when the worker exits (gunicorn's worker_exit hook in
-bench/pixel_gunicorn.py) so the bench can check that every answered open was recorded."""
+"""Bench-only WSGI entry point for bench_pixel: the mailapp app on the bench's database and Redis, as
+gunicorn serves it in the web process (wsgi:app, its open pixel fast path included), behind two bench
+routes that exist only here:
+
+- /bare.gif, the baseline: the pixel's image with the same status and headers, answered by a bare WSGI
+  callable in front of everything: the cost of serving a GIF at all, with no token check and no record;
+- /flask.gif, for context: the same answer from an empty Flask view, the price of a request through
+  Flask that the pixel's fast path avoids.
+
+Each worker counts the pixel requests it answered and writes the count when it exits (gunicorn's
+worker_exit hook in bench/pixel_gunicorn.py), so the bench can check that every answered open was
+recorded."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from flask import Response
 
 from bench.common import bench_app
+from mailapp.tracking.fast_pixel import PIXEL_HEADERS
 from mailapp.tracking.routes import NO_CACHE
 from mailapp.tracking.services import PIXEL_GIF
 
@@ -21,33 +33,39 @@ WORKDIR_ENV = "MAILAPP_BENCH_PIXEL_WORKDIR"
 
 _workdir = Path(os.environ[WORKDIR_ENV])
 _redis = os.environ.get(REDIS_ENV, "")
-app = bench_app(
+mailapp = bench_app(
     os.environ[DATABASE_ENV], _redis or f"sqla+sqlite:///{_workdir / 'broker.sqlite'}", _workdir
 )
 
 
-@app.get("/bare.gif")
-def bare_gif() -> Response:
-    """The same image and headers as the pixel, recording nothing: what the pixel is measured against."""
+@mailapp.get("/flask.gif")
+def flask_gif() -> Response:
     return Response(PIXEL_GIF, mimetype="image/gif", headers=NO_CACHE)
 
 
-answered = {"pixel": 0, "bare": 0}
-_inner = app.wsgi_app
+answered = {"pixel": 0, "bare": 0, "flask": 0}
+_answered_lock = threading.Lock()  # gthread workers answer from several threads
 
 
-def _counting(environ, start_response):  # noqa: ANN001, ANN202 - WSGI
-    body = _inner(environ, start_response)
+def _count(kind: str) -> None:
+    with _answered_lock:
+        answered[kind] += 1
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
+    if path == "/bare.gif":
+        _count("bare")
+        start_response("200 OK", PIXEL_HEADERS)
+        return [PIXEL_GIF]
+    body = mailapp(environ, start_response)
     if path.startswith("/o/"):
-        answered["pixel"] += 1
-    elif path == "/bare.gif":
-        answered["bare"] += 1
+        _count("pixel")
+    elif path == "/flask.gif":
+        _count("flask")
     return body
-
-
-app.wsgi_app = _counting
 
 
 def write_counts() -> None:
     (_workdir / f"answered-{os.getpid()}.json").write_text(json.dumps(answered))
+

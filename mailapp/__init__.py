@@ -39,6 +39,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     web.init_app(app)
     cli.init_app(app)
+    from mailapp.tracking import fast_pixel
+
+    fast_pixel.install(app)
     return app
 
 

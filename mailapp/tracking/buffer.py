@@ -1,5 +1,6 @@
-"""The open buffer: with Redis configured, the pixel route appends each verified open to a Redis stream
-(one XADD, no database work) and `flush_open_buffer` moves the stream into the database in bulk.
+"""The open buffer: with Redis configured, the pixel (its WSGI fast path, or the Flask route for the
+requests the fast path leaves to Flask) appends each verified open to a Redis stream (one XADD, no
+database work) and `flush_open_buffer` moves the stream into the database in bulk.
 
 No open is lost:
 - the pixel answers only after Redis has acknowledged the XADD (if Redis fails, the open is written to
@@ -39,6 +40,11 @@ class BufferUnavailable(Exception):
 def _client(url: str) -> redis.Redis:
     # One connection pool per process; redis-py replaces it after a fork (gunicorn workers).
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def client_for(url: str) -> redis.Redis:
+    """The process's Redis client for this URL (the pixel's fast path has no app context to ask)."""
+    return _client(url)
 
 
 def redis_client() -> redis.Redis | None:

@@ -125,25 +125,45 @@ class OpenHit:
     buffer_key: str | None = None
 
 
+def read_open(
+    token: str, user_agent: str | None, remote_addr: str | None, *, secret_key: str | None = None
+) -> OpenHit | None:
+    """The open a pixel request stands for, with the IP already truncated; None for a bad token, which
+    records nothing. `secret_key` defaults to the current app's (the fast path has no app context)."""
+    try:
+        delivery_id, _ = tokens.read_token("open", token, secret_key=secret_key)
+    except tokens.BadToken:
+        return None
+    return OpenHit(
+        delivery_id,
+        datetime.fromtimestamp(time.time(), UTC),
+        (user_agent or "")[:500],
+        machine.truncate_ip(remote_addr),
+    )
+
+
+def buffer_open(client: buffer.redis.Redis, hit: OpenHit) -> bool:
+    """Append the open to the Redis buffer; False (and logged) when Redis could not take it, so the
+    caller writes it to the database instead."""
+    try:
+        buffer.push_open(client, hit.delivery_id, hit.at.timestamp(), hit.user_agent, hit.ip)
+    except buffer.BufferUnavailable:
+        log.exception("open buffer unavailable; writing the open directly")
+        return False
+    return True
+
+
 def accept_open(token: str, user_agent: str | None, remote_addr: str | None) -> bool:
     """The pixel route's one call. A bad token records nothing. With Redis the open is appended to the
     buffer; otherwise (or if Redis fails) it is written to the session, and True says the caller must
     commit."""
-    try:
-        delivery_id, _ = tokens.read_token("open", token)
-    except tokens.BadToken:
+    hit = read_open(token, user_agent, remote_addr)
+    if hit is None:
         return False
-    at = time.time()
-    agent = (user_agent or "")[:500]
-    ip = machine.truncate_ip(remote_addr)
     client = buffer.redis_client()
-    if client is not None:
-        try:
-            buffer.push_open(client, delivery_id, at, agent, ip)
-            return False
-        except buffer.BufferUnavailable:
-            log.exception("open buffer unavailable; writing the open directly")
-    record_opens([OpenHit(delivery_id, datetime.fromtimestamp(at, UTC), agent, ip)])
+    if client is not None and buffer_open(client, hit):
+        return False
+    record_opens([hit])
     return True
 
 

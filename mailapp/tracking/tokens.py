@@ -46,8 +46,9 @@ def _verifier(secret_key: str, kind: str) -> hmac.HMAC:
     return hmac.new(derived, digestmod=hashlib.sha256)
 
 
-def read_token(kind: str, token: str) -> tuple[int, int | None]:
-    """(delivery_id, position) from a valid token; BadToken otherwise.
+def read_token(kind: str, token: str, *, secret_key: str | None = None) -> tuple[int, int | None]:
+    """(delivery_id, position) from a valid token; BadToken otherwise. `secret_key` defaults to the
+    current app's: the open pixel's fast path runs outside any app context and passes it.
 
     The signature is compared as text with the one we would issue, so only that exact spelling passes
     (base64 leaves spare bits in the last character: a byte-level check would accept a few altered
@@ -57,7 +58,7 @@ def read_token(kind: str, token: str) -> tuple[int, int | None]:
     payload, separator, signature = token.rpartition(".")
     if not separator or not payload:
         raise BadToken("not a signed token")
-    mac = _verifier(current_app.config["SECRET_KEY"], kind).copy()
+    mac = _verifier(secret_key or current_app.config["SECRET_KEY"], kind).copy()
     mac.update(payload.encode("utf-8", "replace"))
     expected = urlsafe_b64encode(mac.digest()).rstrip(b"=")
     if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
