@@ -16,11 +16,12 @@ Rules for existing subscribers: the status never changes (an import cannot resub
 unsubscribed or was blocklisted); an empty cell never overwrites stored data; attributes merge (columns
 in the file set those keys, other stored keys stay). Attribute values are stored as strings.
 
-PostgreSQL: each chunk is COPYed into a temporary staging table and merged with one set-based
-statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE changed, plus the memberships). SQLite: the
-chunk goes through executemany into a staging table and a few set-based statements. Parsing runs in
-the task's thread while a writer thread stores the previous chunk, so the CPU work and the database
-work overlap. Each chunk and its counters commit together, so the progress shown is always true.
+PostgreSQL: each chunk is COPYed into a temporary staging table; an index look-up splits it into new
+emails (plain INSERTs of subscribers and memberships) and existing ones (set-based updates and
+memberships), see PostgresChunkWriter. SQLite: the chunk goes through executemany into a staging
+table and a few set-based statements. Parsing (and formatting the rows for the database) runs in the
+task's thread while a writer thread stores the previous chunk, so the CPU work and the database work
+overlap. Each chunk and its counters commit together, so the progress shown is always true.
 """
 
 from __future__ import annotations
