@@ -212,6 +212,122 @@ def test_duplicates_within_the_file_are_skipped_and_counted(db, target, monkeypa
     assert_counts_add_up(report)
 
 
+def expected_import(existing: dict[str, dict], target_id: int, rows: list[tuple[str, str, str, str]]) -> dict:
+    """The docstring's rules, applied row by row in plain Python: what an import of `rows` (email, name,
+    city, plan cells) must leave behind, and its counters."""
+    state = {email: {**stored, "attributes": dict(stored["attributes"]), "lists": set(stored["lists"])}
+             for email, stored in existing.items()}
+    counts = {"imported": 0, "updated": 0, "skipped": 0, "duplicates": 0}
+    seen: set[str] = set()
+    for raw_email, raw_name, city, plan in rows:
+        email, name = raw_email.strip().lower(), raw_name.strip()
+        attributes = {key: value for key, value in (("city", city), ("plan", plan)) if value}
+        if email in seen:
+            counts["duplicates"] += 1
+            counts["skipped"] += 1
+            continue
+        seen.add(email)
+        stored = state.get(email)
+        if stored is None:
+            state[email] = {"name": name, "attributes": attributes, "status": "active", "lists": {target_id},
+                            "changed": True}
+            counts["imported"] += 1
+            continue
+        changed = bool(name and name != stored["name"]) or any(
+            stored["attributes"].get(key) != value for key, value in attributes.items())
+        if changed:
+            stored["name"] = name or stored["name"]
+            stored["attributes"].update(attributes)
+            stored["changed"] = True
+        if changed or target_id not in stored["lists"]:
+            counts["updated"] += 1
+        else:
+            counts["skipped"] += 1
+        stored["lists"].add(target_id)
+    return {"state": state, "counts": counts}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mixed_new_and_existing_rows_follow_the_rules_in_any_chunking(db, target, monkeypatch, seed):
+    """New, existing (changed, same, on the list or not, unsubscribed), repeated and invalid rows, in
+    random order and chunk sizes: the import leaves exactly what the rules say, with true counters.
+    On PostgreSQL this proves the insert-only path for new emails agrees with the merge of existing ones."""
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", rng.choice([1, 3, 7, 50]))
+    other = SubscriberListFactory(name="Other")
+    existing: dict[str, dict] = {}
+    for i in rng.sample(range(40), 20):
+        email = f"p{i}@example.com"
+        stored = {"name": rng.choice(["", "Ann", "Bob"]),
+                  "attributes": rng.choice([{}, {"city": "Paris"}, {"city": "Oslo", "vip": "yes"}]),
+                  "status": rng.choice(["active", "active", "unsubscribed", "blocklisted"]),
+                  "lists": set(rng.sample([target.id, other.id], rng.randrange(3)))}
+        SubscriberFactory(email=email, name=stored["name"], attributes=stored["attributes"],
+                          status=stored["status"],
+                          lists=[lst for lst in (target, other) if lst.id in stored["lists"]])
+        existing[email] = stored
+    updated_at_before = dict(db.session.execute(select(Subscriber.email, Subscriber.updated_at)).all())
+    spellings = ["p{}@example.com", "P{}@Example.COM", " p{}@example.com "]
+    rows = [(rng.choice(spellings).format(rng.randrange(40)), rng.choice(["", "Ann", "Bob", " Carl "]),
+             rng.choice(["", "Paris", "Oslo"]), rng.choice(["", "free", "pro"])) for _ in range(60)]
+    invalid_lines = set(rng.sample(range(len(rows)), 4))
+    lines = ["email,name,city,plan"] + [
+        "not-an-email,X,Y,Z" if index in invalid_lines else ",".join(row) for index, row in enumerate(rows)]
+    expected = expected_import(existing, target.id, [row for index, row in enumerate(rows)
+                                                     if index not in invalid_lines])
+
+    report = run_csv(target, "\n".join(lines) + "\n")
+
+    assert report["status"] == "done"
+    assert {key: report[key] for key in expected["counts"]} == expected["counts"]
+    assert report["invalid"] == len(invalid_lines)
+    assert report["processed"] == len(rows)
+    assert_counts_add_up(report)
+    db.session.expire_all()
+    stored = {s.email: s for s in db.session.scalars(select(Subscriber))}
+    assert set(stored) == set(expected["state"])
+    for email, want in expected["state"].items():
+        subscriber = stored[email]
+        assert (subscriber.name, subscriber.attributes, subscriber.status) == (
+            want["name"], want["attributes"], want["status"]), email
+        if not want.get("changed"):
+            assert subscriber.updated_at == updated_at_before[email], email
+    on_target = {email for email, want in expected["state"].items() if target.id in want["lists"]}
+    assert set(members_of(db, target)) == on_target
+    on_other = {email for email, want in expected["state"].items() if other.id in want["lists"]}
+    assert set(members_of(db, other)) == on_other
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not is_postgres(), reason="concurrent writers need PostgreSQL")
+def test_an_email_stored_by_another_transaction_during_the_import_is_merged_not_lost(
+    db, target, caplog, monkeypatch
+):
+    """The chunk looks up existing emails, then inserts the others. Another transaction stores one of
+    them in between: the insert meets its unique index, the chunk runs again and merges that row."""
+    import threading
+
+    from sqlalchemy import text
+
+    monkeypatch.setattr(importer.log, "disabled", False)  # Alembic's logging config turns it off
+    with db.engine.connect() as other_writer:
+        other_writer.execute(text(
+            "INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
+            "VALUES ('bob@example.com', 'Robert', '{\"vip\": \"yes\"}', 'unsubscribed', now(), now())"))
+        # Uncommitted when the import looks it up; committed while the import waits on the index.
+        threading.Timer(1.0, other_writer.commit).start()
+        with caplog.at_level("INFO", logger="mailapp.subscribers.importer"):
+            report = run_csv(target, "email,name,city\nann@example.com,Ann,Paris\nbob@example.com,Bob,Oslo\n")
+    assert "running it again" in caplog.text
+    assert (report["status"], report["imported"], report["updated"], report["skipped"]) == ("done", 1, 1, 0)
+    db.session.expire_all()
+    bob = db.session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.com"))
+    assert (bob.name, bob.attributes, bob.status) == ("Bob", {"vip": "yes", "city": "Oslo"}, "unsubscribed")
+    assert members_of(db, target) == ["ann@example.com", "bob@example.com"]
+
+
 def test_invalid_rows_are_reported_with_line_numbers_and_do_not_stop_good_ones(db, target):
     content = (
         b"email,name,city\n"
