@@ -48,6 +48,10 @@ class Config:
     CELERY_BROKER_URL = os.environ.get(
         "CELERY_BROKER_URL", f"sqla+sqlite:///{INSTANCE_DIR / 'celery.sqlite'}"
     )
+    # How often a worker looks for new messages on the embedded default's database broker (Redis
+    # pushes them). Every hop of a campaign (start, batches, continuations) waits up to this long; an
+    # empty look is a few queries on a small SQLite file.
+    SQLA_BROKER_POLL_SECONDS = _env_float("SQLA_BROKER_POLL_SECONDS", 0.5)
     # Redis for the shared send-rate bucket and login throttling. Empty on the embedded default,
     # where a database-backed bucket is used instead.
     REDIS_URL = os.environ.get(
@@ -121,6 +125,11 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            "broker_transport_options": (
+                {"polling_interval": self.SQLA_BROKER_POLL_SECONDS}
+                if self.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+"))
+                else {}
+            ),
             "beat_schedule": {
                 "dispatch-due-campaigns": {
                     "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",
