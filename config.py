@@ -104,6 +104,12 @@ class Config:
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
+    # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
+    # not caught by the lookahead).
+    SCHEDULE_DISPATCH_SECONDS = _env_float("SCHEDULE_DISPATCH_SECONDS", 1.0)
+    # Schedules due this soon get a fresh start message at every tick. More than a tick plus a broker
+    # poll, so that the message is in a worker before its time.
+    SCHEDULE_LOOKAHEAD_SECONDS = _env_float("SCHEDULE_LOOKAHEAD_SECONDS", 4.0)
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -133,7 +139,7 @@ class Config:
             "beat_schedule": {
                 "dispatch-due-campaigns": {
                     "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",
-                    "schedule": 2.0,
+                    "schedule": self.SCHEDULE_DISPATCH_SECONDS,
                 },
                 "sweep-expired-leases": {
                     "task": "mailapp.sending.tasks.sweep_expired_leases",
