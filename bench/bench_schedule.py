@@ -2,9 +2,11 @@
 
 Measured on Redis + PostgreSQL (MAILAPP_BENCH_REDIS_URL, default Redis db 6; the bench database) and on
 the embedded default (SQLite + the sqla+sqlite broker). Each run starts `celery -A wsgi:celery_app
-worker` and `... beat` as in the Procfile, schedules a small campaign a few seconds ahead through the
-campaigns service (commit, then queue_start, like the dashboard does), and reads back started_at.
-"smoke" measures the embedded default only.
+worker` and `... beat` as in the Procfile, schedules small campaigns through the campaigns service
+(commit, then queue_start, like the dashboard does) and reads back started_at, by start path (PATHS):
+the ETA message, the beat dispatcher's lookahead when that message is lost, and its next tick when the
+lost one is already due. On the embedded default it then measures the CPU the idle worker and beat use.
+"smoke" measures the embedded default only, once per path.
 """
 
 from __future__ import annotations
@@ -31,12 +33,32 @@ from bench.common import (
     SINK_PORT_ENV,
     Row,
     bench_app,
+    child_pids,
     result_row,
     unavailable_row,
 )
 
-# How far ahead the campaign is scheduled once the worker and beat are up.
-LEAD_SECONDS = {"smoke": 1.5, "full": 3.0}
+# The start paths measured, and the suffix of their row names:
+# - "eta": the normal path, the start message queued with an ETA after the schedule's commit;
+# - "beat": no start message (lost with a broker restart, or the schedule lay beyond the horizon): the
+#   beat dispatcher's lookahead queues one as the time comes near;
+# - "overdue": no start message and already due when the dispatcher first sees it (a start message
+#   lost for a schedule closer than the lookahead): started at the dispatcher's next tick.
+PATHS = {
+    "eta": "",
+    "beat": ", start message lost (beat only)",
+    "overdue": ", start message lost, found overdue (beat tick)",
+}
+# How far ahead the campaign is scheduled once the worker and beat are up (for "eta" and "beat").
+LEAD_SECONDS = {"smoke": 1.5, "full": 5.0}
+# Samples per path; the row shows the worst, since the target is a bound.
+SAMPLES = {"smoke": 1, "full": 3}
+# The embedded default's worker and beat with nothing to do: CPU over this window (not at smoke scale,
+# where worker and beat share a process).
+IDLE_WINDOW_SECONDS = {"smoke": None, "full": 20.0}
+IDLE_SETTLE_SECONDS = 3.0
+IDLE_UNIT = "% of a core"
+IDLE_TARGET = "< 5"
 READY_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
 BENCH_PREFIX = "bench-schedule"
@@ -155,11 +177,18 @@ def _remove_bench_rows() -> None:
 
 
 def measure_delays(
-    database: str, broker: str, workdir: Path, *, lead: float, embed_beat: bool = False
-) -> dict[str, float]:
-    """Seconds from send_at to started_at, by path: "eta" (the start message queued with an ETA after
-    the commit, the normal path) and "beat" (no start message, as if it was lost with a Redis restart:
-    the beat dispatcher has to find the overdue campaign)."""
+    database: str,
+    broker: str,
+    workdir: Path,
+    *,
+    lead: float,
+    samples: int = 1,
+    embed_beat: bool = False,
+    idle_window: float | None = None,
+) -> tuple[dict[str, list[float]], float | None]:
+    """Seconds from send_at to started_at, `samples` times by path (see PATHS), one campaign each, one
+    after the other; then, if idle_window is given, the CPU the worker and beat use with nothing to do
+    (percent of one core)."""
     from flask_migrate import upgrade
     from sqlalchemy import inspect
 
@@ -177,7 +206,7 @@ def measure_delays(
             upgrade()
         try:
             _remove_bench_rows()
-            campaigns = {path: _make_campaign() for path in ("eta", "beat")}
+            rounds = [{path: _make_campaign() for path in PATHS} for _ in range(samples)]
             env = {
                 **os.environ,
                 "DATABASE_URL": database,
@@ -188,24 +217,52 @@ def measure_delays(
                 "MAIL_SERVER": os.environ.get(SINK_HOST_ENV, "127.0.0.1"),
                 "MAIL_PORT": os.environ.get(SINK_PORT_ENV, "9"),
             }
-            delays = {}
+            delays: dict[str, list[float]] = {path: [] for path in PATHS}
+            idle_cpu = None
             with celery_processes(env, workdir, embed_beat=embed_beat) as processes:
                 clock = time.monotonic()
                 _wait_ready(workdir, processes)
                 log(f"worker and beat ready in {time.monotonic() - clock:.1f} s")
-                for path, campaign_id in campaigns.items():
-                    send_at = utcnow() + timedelta(seconds=lead)
-                    scheduled = services.schedule_campaign(campaign_id, send_at)
-                    db.session.commit()
-                    if path == "eta":
-                        tasks.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
-                                          scheduled.start_queued_version)  # fmt: skip
-                    delays[path] = _wait_started(campaign_id, send_at, lead, workdir)
-            return delays
+                for campaigns in rounds:
+                    for path, campaign_id in campaigns.items():
+                        ahead = 0.0 if path == "overdue" else lead
+                        send_at = utcnow() + timedelta(seconds=ahead)
+                        scheduled = services.schedule_campaign(campaign_id, send_at)
+                        db.session.commit()
+                        if path == "eta":
+                            tasks.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
+                                              scheduled.start_queued_version)  # fmt: skip
+                        delays[path].append(_wait_started(campaign_id, scheduled.send_at, ahead, workdir))
+                log("delays (s): " + ", ".join(f"{path} {values}" for path, values in delays.items()))
+                if idle_window:
+                    idle_cpu = _idle_cpu_percent(processes, idle_window)
+                    log(f"idle worker + beat: {idle_cpu:.2f}% of one core over {idle_window:g} s")
+            return delays, idle_cpu
         finally:
             _remove_bench_rows()
             db.session.remove()
             db.engine.dispose()
+
+
+def _idle_cpu_percent(processes: list[subprocess.Popen], window: float) -> float:
+    """CPU time of the Celery processes and their pool children over `window` seconds with nothing to
+    do, after the campaigns above have settled, as a percentage of one core."""
+    time.sleep(IDLE_SETTLE_SECONDS)
+    pids = [process.pid for process in processes]
+    pids += [child for pid in list(pids) for child in child_pids(pid)]
+    before, clock = _cpu_seconds(pids), time.monotonic()
+    time.sleep(window)
+    return 100 * (_cpu_seconds(pids) - before) / (time.monotonic() - clock)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            # utime and stime: fields 14 and 15 of /proc/<pid>/stat, counted after the command name.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_started(campaign_id: int, send_at: Any, lead: float, workdir: Path) -> float:
@@ -225,27 +282,51 @@ def _wait_started(campaign_id: int, send_at: Any, lead: float, workdir: Path) ->
 
 
 def _rows(
-    label: str, target_s: float, database: str, broker: str, setup: str, *, lead: float, embed_beat: bool
+    label: str,
+    target_s: float,
+    database: str,
+    broker: str,
+    setup: str,
+    *,
+    scale: str,
+    embed_beat: bool,
+    measure_idle: bool = False,
 ) -> list[Row]:
-    names = {
-        "eta": f"schedule: start delay, {label}",
-        "beat": f"schedule: start delay, {label}, start message lost (beat only)",
-    }
+    lead, samples = LEAD_SECONDS[scale], SAMPLES[scale]
+    idle_window = IDLE_WINDOW_SECONDS[scale] if measure_idle and not embed_beat else None
+    names = {path: f"schedule: start delay, {label}{suffix}" for path, suffix in PATHS.items()}
+    idle_name = f"schedule: idle CPU of worker + beat, {label}"
     target = f"< {target_s:g}"
     with tempfile.TemporaryDirectory(prefix="mailapp-bench-schedule-") as folder:
         workdir = Path(folder)
         database, broker = database.replace("{workdir}", folder), broker.replace("{workdir}", folder)
         try:
-            delays = measure_delays(database, broker, workdir, lead=lead, embed_beat=embed_beat)
+            delays, idle_cpu = measure_delays(database, broker, workdir, lead=lead, samples=samples,
+                                              embed_beat=embed_beat, idle_window=idle_window)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - reported in the table
             notes = f"error: {error}"
-            return [result_row(name, None, "s", target=target, notes=notes) for name in names.values()]
+            rows = [result_row(name, None, "s", target=target, notes=notes) for name in names.values()]
+            if idle_window:
+                rows.append(result_row(idle_name, None, IDLE_UNIT, target=IDLE_TARGET, notes=notes))
+            return rows
     processes = "one worker with embedded beat (-B)" if embed_beat else "worker + beat processes"
-    notes = {
-        "eta": f"{setup}; scheduled {lead:g} s ahead, {processes}",
-        "beat": f"{setup}; no start message queued: the beat dispatcher starts it; {processes}",
+    how = {
+        "eta": f"start message queued with an ETA after the commit, {lead:g} s ahead",
+        "beat": f"scheduled {lead:g} s ahead, no start message: the dispatcher queues one as the time "
+        "comes near (lookahead)",
+        "overdue": "scheduled for now, no start message: the dispatcher starts it at its next tick",
     }
-    return [result_row(names[path], delays[path], "s", target=target, notes=notes[path]) for path in names]
+    rows = []
+    for path, name in names.items():
+        values = delays[path]
+        spread = ", ".join(f"{value:.3f}" for value in values)
+        worst = f"worst of {len(values)} ({spread} s)" if len(values) > 1 else f"{len(values)} sample"
+        rows.append(result_row(name, max(values), "s", target=target,
+                               notes=f"{worst}; {how[path]}; {setup}; {processes}"))  # fmt: skip
+    if idle_cpu is not None:
+        rows.append(result_row(idle_name, idle_cpu, IDLE_UNIT, target=IDLE_TARGET,
+                               notes=f"{setup}; nothing to send, over {idle_window:g} s"))  # fmt: skip
+    return rows
 
 
 def run(scale: str) -> list[Row]:
@@ -253,19 +334,21 @@ def run(scale: str) -> list[Row]:
     missing = _service_missing()
     if missing:
         return [
-            unavailable_row(f"schedule: start delay, {label}", "s", missing, target=target)
+            unavailable_row(f"schedule: start delay, {label}{suffix}", "s", missing, target=target)
             for label, target in ((redis_label, "< 2"), (embedded_label, "< 5"))
+            for suffix in PATHS.values()
         ]
     rows: list[Row] = []
     if scale == "full":
         database = os.environ.get(BENCH_DATABASE_ENV) or DEFAULT_BENCH_DATABASE
         broker = os.environ.get(BENCH_REDIS_ENV) or DEFAULT_BENCH_REDIS
         rows += _rows(redis_label, 2, database, broker, f"{broker} broker, {database.split('@')[-1]}",
-                      lead=LEAD_SECONDS[scale], embed_beat=False)  # fmt: skip
+                      scale=scale, embed_beat=False)  # fmt: skip
     else:
-        rows.append(unavailable_row(f"schedule: start delay, {redis_label}", "s",
-                                    "measured at full scale only", target="< 2"))  # fmt: skip
+        rows += [unavailable_row(f"schedule: start delay, {redis_label}{suffix}", "s",
+                                 "measured at full scale only", target="< 2")
+                 for suffix in PATHS.values()]  # fmt: skip
     rows += _rows(embedded_label, 5, "sqlite:///{workdir}/mailapp.sqlite",
                   "sqla+sqlite:///{workdir}/celery.sqlite", "SQLite + sqla+sqlite broker",
-                  lead=LEAD_SECONDS[scale], embed_beat=scale == "smoke")  # fmt: skip
+                  scale=scale, embed_beat=scale == "smoke", measure_idle=True)  # fmt: skip
     return rows
