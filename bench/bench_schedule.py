@@ -51,12 +51,18 @@ PATHS = {
 }
 # How far ahead the campaign is scheduled once the worker and beat are up (for "eta" and "beat").
 LEAD_SECONDS = {"smoke": 1.5, "full": 5.0}
+BUSY_SUFFIX = ", while another campaign holds every worker slot"
 # Samples per path; the row shows the worst, since the target is a bound.
 SAMPLES = {"smoke": 1, "full": 3}
 # The embedded default's worker and beat with nothing to do: CPU over this window (not at smoke scale,
 # where worker and beat share a process).
 IDLE_WINDOW_SECONDS = {"smoke": None, "full": 20.0}
 IDLE_SETTLE_SECONDS = 3.0
+# "busy": a campaign scheduled while another one, of BUSY_RECIPIENTS sent at BUSY_RATE messages/s (the
+# whole run's MAIL_RATE_LIMIT), keeps every worker slot taken (full scale only).
+BUSY_RECIPIENTS = {"smoke": None, "full": 8000}
+BUSY_RATE = 200
+BUSY_TIMEOUT = 120.0
 IDLE_UNIT = "% of a core"
 IDLE_TARGET = "< 5"
 READY_TIMEOUT = 60.0
@@ -139,24 +145,35 @@ def _tail(workdir: Path) -> str:
     return " / ".join(lines)[-600:] or "no error in the logs"
 
 
-def _make_campaign() -> int:
-    """A draft campaign to three subscribers, ready to be scheduled."""
+def _make_campaign(recipients: int = 3) -> int:
+    """A draft campaign to a new list of `recipients` subscribers, ready to be scheduled."""
+    from sqlalchemy import insert
+
     from mailapp.extensions import db
     from mailapp.models.campaign import Campaign
     from mailapp.models.layout import Layout
-    from mailapp.models.subscriber import Subscriber, SubscriberList
+    from mailapp.models.subscriber import Subscriber, SubscriberList, list_members
 
     stamp = f"{os.getpid()}-{time.time_ns()}"
     target = SubscriberList(name=f"{BENCH_PREFIX} {stamp}")
-    target.subscribers.extend(
-        Subscriber(email=f"{BENCH_PREFIX}-{stamp}-{i}@example.com", name=f"Reader {i}") for i in range(3)
-    )
     layout = Layout(name=f"{BENCH_PREFIX} {stamp}", html="<html><body>{{ message }}</body></html>")
+    db.session.add_all([target, layout])
+    db.session.flush()
+    subscriber_ids = db.session.scalars(
+        insert(Subscriber).returning(Subscriber.id),
+        [
+            {"email": f"{BENCH_PREFIX}-{stamp}-{i}@example.com", "name": f"Reader {i}"}
+            for i in range(recipients)
+        ],
+    ).all()
+    db.session.execute(
+        insert(list_members), [{"list_id": target.id, "subscriber_id": sid} for sid in subscriber_ids]
+    )
     campaign = Campaign(
         name=f"{BENCH_PREFIX} {stamp}", subject="Scheduled", from_email="news@example.com",
         layout=layout, message="Hello {{ subscriber.name }}", lists=[target],
     )  # fmt: skip
-    db.session.add_all([target, layout, campaign])
+    db.session.add(campaign)
     db.session.commit()
     return campaign.id
 
@@ -185,10 +202,12 @@ def measure_delays(
     samples: int = 1,
     embed_beat: bool = False,
     idle_window: float | None = None,
-) -> tuple[dict[str, list[float]], float | None]:
+    busy_recipients: int | None = None,
+) -> tuple[dict[str, list[float | None]], float | None]:
     """Seconds from send_at to started_at, `samples` times by path (see PATHS), one campaign each, one
-    after the other; then, if idle_window is given, the CPU the worker and beat use with nothing to do
-    (percent of one core)."""
+    after the other; with busy_recipients, once more while a campaign that large is sending ("busy");
+    then, if idle_window is given, the CPU the worker and beat use with nothing to do (percent of one
+    core)."""
     from flask_migrate import upgrade
     from sqlalchemy import inspect
 
@@ -216,8 +235,10 @@ def measure_delays(
                 "DEVINBOX_ENABLED": "0",
                 "MAIL_SERVER": os.environ.get(SINK_HOST_ENV, "127.0.0.1"),
                 "MAIL_PORT": os.environ.get(SINK_PORT_ENV, "9"),
+                "MAIL_RATE_LIMIT": str(BUSY_RATE) if busy_recipients else "0",
             }
-            delays: dict[str, list[float]] = {path: [] for path in PATHS}
+            busy = (_make_campaign(busy_recipients), _make_campaign()) if busy_recipients else None
+            delays: dict[str, list[float | None]] = {path: [] for path in PATHS}
             idle_cpu = None
             with celery_processes(env, workdir, embed_beat=embed_beat) as processes:
                 clock = time.monotonic()
@@ -233,6 +254,8 @@ def measure_delays(
                             tasks.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
                                               scheduled.start_queued_version)  # fmt: skip
                         delays[path].append(_wait_started(campaign_id, scheduled.send_at, ahead, workdir))
+                if busy:
+                    delays["busy"] = [_delay_while_sending(*busy, lead=lead, workdir=workdir)]
                 log("delays (s): " + ", ".join(f"{path} {values}" for path, values in delays.items()))
                 if idle_window:
                     idle_cpu = _idle_cpu_percent(processes, idle_window)
@@ -242,6 +265,32 @@ def measure_delays(
             _remove_bench_rows()
             db.session.remove()
             db.engine.dispose()
+
+
+def _delay_while_sending(big_id: int, campaign_id: int, *, lead: float, workdir: Path) -> float | None:
+    """Send the big campaign now, schedule the other `lead` seconds ahead once the big one's batches
+    hold the worker, measure (None: not started within BUSY_TIMEOUT); then cancel the big one (its
+    batches stop between two messages)."""
+    from mailapp.campaigns import services, tasks
+    from mailapp.extensions import db
+    from mailapp.models.base import utcnow
+
+    version = services.send_campaign_now(big_id).schedule_version
+    db.session.commit()
+    tasks.start_now(big_id, version)
+    time.sleep(3)
+    scheduled = services.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=lead))
+    db.session.commit()
+    tasks.queue_start(
+        scheduled.id, scheduled.schedule_version, scheduled.send_at, scheduled.start_queued_version
+    )
+    try:
+        return _wait_started(campaign_id, scheduled.send_at, lead, workdir, timeout=BUSY_TIMEOUT)
+    except RuntimeError:
+        return None
+    finally:
+        services.cancel_campaign(big_id)
+        db.session.commit()
 
 
 def _idle_cpu_percent(processes: list[subprocess.Popen], window: float) -> float:
@@ -265,11 +314,13 @@ def _cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_started(campaign_id: int, send_at: Any, lead: float, workdir: Path) -> float:
+def _wait_started(
+    campaign_id: int, send_at: Any, lead: float, workdir: Path, *, timeout: float = START_TIMEOUT
+) -> float:
     from mailapp.extensions import db
     from mailapp.models.campaign import Campaign
 
-    deadline = time.monotonic() + lead + START_TIMEOUT
+    deadline = time.monotonic() + lead + timeout
     while time.monotonic() < deadline:
         started_at = db.session.get(Campaign, campaign_id, populate_existing=True).started_at
         # End the read before sleeping: on SQLite every transaction holds the write lock (BEGIN
@@ -278,7 +329,7 @@ def _wait_started(campaign_id: int, send_at: Any, lead: float, workdir: Path) ->
         if started_at is not None:
             return (started_at - send_at).total_seconds()
         time.sleep(0.05)
-    raise RuntimeError(f"not started {START_TIMEOUT:.0f} s after send_at: {_tail(workdir)}")
+    raise RuntimeError(f"not started {timeout:.0f} s after send_at: {_tail(workdir)}")
 
 
 def _rows(
@@ -294,7 +345,9 @@ def _rows(
 ) -> list[Row]:
     lead, samples = LEAD_SECONDS[scale], SAMPLES[scale]
     idle_window = IDLE_WINDOW_SECONDS[scale] if measure_idle and not embed_beat else None
-    names = {path: f"schedule: start delay, {label}{suffix}" for path, suffix in PATHS.items()}
+    busy_recipients = BUSY_RECIPIENTS[scale]
+    suffixes = PATHS | ({"busy": BUSY_SUFFIX} if busy_recipients else {})
+    names = {path: f"schedule: start delay, {label}{suffix}" for path, suffix in suffixes.items()}
     idle_name = f"schedule: idle CPU of worker + beat, {label}"
     target = f"< {target_s:g}"
     with tempfile.TemporaryDirectory(prefix="mailapp-bench-schedule-") as folder:
@@ -302,7 +355,8 @@ def _rows(
         database, broker = database.replace("{workdir}", folder), broker.replace("{workdir}", folder)
         try:
             delays, idle_cpu = measure_delays(database, broker, workdir, lead=lead, samples=samples,
-                                              embed_beat=embed_beat, idle_window=idle_window)  # fmt: skip
+                                              embed_beat=embed_beat, idle_window=idle_window,
+                                              busy_recipients=busy_recipients)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - reported in the table
             notes = f"error: {error}"
             rows = [result_row(name, None, "s", target=target, notes=notes) for name in names.values()]
@@ -315,10 +369,17 @@ def _rows(
         "beat": f"scheduled {lead:g} s ahead, no start message: the dispatcher queues one as the time "
         "comes near (lookahead)",
         "overdue": "scheduled for now, no start message: the dispatcher starts it at its next tick",
+        "busy": f"start message with an ETA, {lead:g} s ahead, while a {busy_recipients or 0:,}-recipient "
+        f"campaign sends at MAIL_RATE_LIMIT={BUSY_RATE} (the whole run's limit) and holds every worker "
+        "slot: the start waits for a send task to hand its slot back (SEND_RUN_SECONDS)",
     }
     rows = []
     for path, name in names.items():
-        values = delays[path]
+        if None in delays[path]:
+            notes = f"error: not started within {BUSY_TIMEOUT:g} s of its time; {how[path]}; {setup}"
+            rows.append(result_row(name, None, "s", target=target, notes=notes))
+            continue
+        values = [value for value in delays[path] if value is not None]
         spread = ", ".join(f"{value:.3f}" for value in values)
         worst = f"worst of {len(values)} ({spread} s)" if len(values) > 1 else f"{len(values)} sample"
         rows.append(result_row(name, max(values), "s", target=target,
