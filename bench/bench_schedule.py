@@ -57,7 +57,7 @@ SAMPLES = {"smoke": 1, "full": 3}
 # The embedded default's worker and beat with nothing to do: CPU over this window (not at smoke scale,
 # where worker and beat share a process).
 IDLE_WINDOW_SECONDS = {"smoke": None, "full": 20.0}
-IDLE_SETTLE_SECONDS = 3.0
+IDLE_SETTLE_SECONDS = 5.0
 # "busy": a campaign scheduled while another one, of BUSY_RECIPIENTS sent at BUSY_RATE messages/s (the
 # whole run's MAIL_RATE_LIMIT), keeps every worker slot taken (full scale only).
 BUSY_RECIPIENTS = {"smoke": None, "full": 8000}
@@ -205,9 +205,41 @@ def measure_delays(
     busy_recipients: int | None = None,
 ) -> tuple[dict[str, list[float | None]], float | None]:
     """Seconds from send_at to started_at, `samples` times by path (see PATHS), one campaign each, one
-    after the other; with busy_recipients, once more while a campaign that large is sending ("busy");
-    then, if idle_window is given, the CPU the worker and beat use with nothing to do (percent of one
-    core)."""
+    after the other; then, if idle_window is given, the CPU the worker and beat use with nothing to do
+    (percent of one core); then, with busy_recipients, one more start while a campaign that large is
+    sending ("busy")."""
+    with _broker_env(broker):
+        return _measure(database, broker, workdir, lead=lead, samples=samples, embed_beat=embed_beat,
+                        idle_window=idle_window, busy_recipients=busy_recipients)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _broker_env(broker: str) -> Iterator[None]:
+    """Celery reads CELERY_BROKER_URL from the environment before its config, and the harness exports
+    the Redis one: without this, what this process queues (queue_start, start_now) on the embedded
+    default would go to Redis, and only the dispatcher would start those campaigns."""
+    saved = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = broker
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["CELERY_BROKER_URL"]
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved
+
+
+def _measure(
+    database: str,
+    broker: str,
+    workdir: Path,
+    *,
+    lead: float,
+    samples: int,
+    embed_beat: bool,
+    idle_window: float | None,
+    busy_recipients: int | None,
+) -> tuple[dict[str, list[float | None]], float | None]:
     from flask_migrate import upgrade
     from sqlalchemy import inspect
 
@@ -220,6 +252,7 @@ def measure_delays(
 
         redis.Redis.from_url(broker).flushdb()
     app = bench_app(database, broker, workdir)
+    assert app.extensions["celery"].conf.broker_url == broker
     with app.app_context():
         if not inspect(db.engine).has_table("alembic_version"):
             upgrade()
@@ -254,12 +287,12 @@ def measure_delays(
                             tasks.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
                                               scheduled.start_queued_version)  # fmt: skip
                         delays[path].append(_wait_started(campaign_id, scheduled.send_at, ahead, workdir))
-                if busy:
-                    delays["busy"] = [_delay_while_sending(*busy, lead=lead, workdir=workdir)]
-                log("delays (s): " + ", ".join(f"{path} {values}" for path, values in delays.items()))
                 if idle_window:
                     idle_cpu = _idle_cpu_percent(processes, idle_window)
                     log(f"idle worker + beat: {idle_cpu:.2f}% of one core over {idle_window:g} s")
+                if busy:
+                    delays["busy"] = [_delay_while_sending(*busy, lead=lead, workdir=workdir)]
+                log("delays (s): " + ", ".join(f"{path} {values}" for path, values in delays.items()))
             return delays, idle_cpu
         finally:
             _remove_bench_rows()
@@ -272,13 +305,14 @@ def _delay_while_sending(big_id: int, campaign_id: int, *, lead: float, workdir:
     hold the worker, measure (None: not started within BUSY_TIMEOUT); then cancel the big one (its
     batches stop between two messages)."""
     from mailapp.campaigns import services, tasks
+    from mailapp.errors import InvalidStateError
     from mailapp.extensions import db
     from mailapp.models.base import utcnow
 
     version = services.send_campaign_now(big_id).schedule_version
     db.session.commit()
     tasks.start_now(big_id, version)
-    time.sleep(3)
+    _wait_sending(big_id)
     scheduled = services.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=lead))
     db.session.commit()
     tasks.queue_start(
@@ -289,13 +323,33 @@ def _delay_while_sending(big_id: int, campaign_id: int, *, lead: float, workdir:
     except RuntimeError:
         return None
     finally:
-        services.cancel_campaign(big_id)
+        with contextlib.suppress(InvalidStateError):  # it may have finished meanwhile
+            services.cancel_campaign(big_id)
         db.session.commit()
+
+
+def _wait_sending(campaign_id: int) -> None:
+    """Until the campaign's batches have leased rows (committed before they send): they hold the
+    worker's slots then. Sent marks would say it later on SQLite, where a batch commits them rarely."""
+    from sqlalchemy import func, select
+
+    from mailapp.extensions import db
+    from mailapp.models.delivery import Delivery
+
+    deadline = time.monotonic() + START_TIMEOUT
+    statement = select(func.count()).where(Delivery.campaign_id == campaign_id, Delivery.status != "pending")
+    while time.monotonic() < deadline:
+        claimed = db.session.scalar(statement)
+        db.session.rollback()  # no transaction held while the worker writes (see _wait_started)
+        if claimed:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the busy campaign's batches claimed nothing within {START_TIMEOUT:.0f} s")
 
 
 def _idle_cpu_percent(processes: list[subprocess.Popen], window: float) -> float:
     """CPU time of the Celery processes and their pool children over `window` seconds with nothing to
-    do, after the campaigns above have settled, as a percentage of one core."""
+    do, once the small campaigns above have settled (before the busy one), as a percentage of one core."""
     time.sleep(IDLE_SETTLE_SECONDS)
     pids = [process.pid for process in processes]
     pids += [child for pid in list(pids) for child in child_pids(pid)]
