@@ -48,6 +48,10 @@ class Config:
     CELERY_BROKER_URL = os.environ.get(
         "CELERY_BROKER_URL", f"sqla+sqlite:///{INSTANCE_DIR / 'celery.sqlite'}"
     )
+    # How often a worker looks for new messages on the embedded default's database broker (Redis
+    # pushes them). Every hop of a campaign (start, batches, continuations) waits up to this long; an
+    # empty look is a few queries on a small SQLite file.
+    SQLA_BROKER_POLL_SECONDS = _env_float("SQLA_BROKER_POLL_SECONDS", 0.5)
     # Redis for the shared send-rate bucket and login throttling. Empty on the embedded default,
     # where a database-backed bucket is used instead.
     REDIS_URL = os.environ.get(
@@ -103,6 +107,12 @@ class Config:
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
+    # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
+    # not caught by the lookahead).
+    SCHEDULE_DISPATCH_SECONDS = _env_float("SCHEDULE_DISPATCH_SECONDS", 1.0)
+    # Schedules due this soon get a fresh start message at every tick. More than a tick plus a broker
+    # poll, so that the message is in a worker before its time.
+    SCHEDULE_LOOKAHEAD_SECONDS = _env_float("SCHEDULE_LOOKAHEAD_SECONDS", 4.0)
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -124,10 +134,15 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            "broker_transport_options": (
+                {"polling_interval": self.SQLA_BROKER_POLL_SECONDS}
+                if self.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+"))
+                else {}
+            ),
             "beat_schedule": {
                 "dispatch-due-campaigns": {
                     "task": "mailapp.campaigns.tasks.dispatch_due_campaigns",
-                    "schedule": 2.0,
+                    "schedule": self.SCHEDULE_DISPATCH_SECONDS,
                 },
                 "sweep-expired-leases": {
                     "task": "mailapp.sending.tasks.sweep_expired_leases",

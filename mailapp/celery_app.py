@@ -7,6 +7,11 @@ from flask import Flask
 
 
 def celery_init_app(app: Flask) -> Celery:
+    from mailapp import sqla_broker
+
+    # Before the first connection: the embedded default's sqla+sqlite:// broker gets our transport.
+    sqla_broker.register()
+
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():

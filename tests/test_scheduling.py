@@ -62,6 +62,36 @@ def test_dispatcher_queues_each_schedule_once_as_it_enters_the_horizon(app, db, 
     assert [item[:2] for item in work.to_queue] == [(campaign.id, 2)]
 
 
+def test_dispatcher_requeues_queued_schedules_due_within_the_lookahead(app, db, audience):  # noqa: F811
+    now = utcnow()
+    soon = _scheduled(audience, timedelta(seconds=3))
+    _scheduled(audience, timedelta(seconds=20))  # beyond the lookahead: its message is trusted
+    overdue = _scheduled(audience, timedelta(seconds=0))
+    cancelled = _scheduled(audience, timedelta(seconds=2))
+    services.cancel_campaign(cancelled.id)
+    never_queued = make_ready_campaign(audience)
+    far = now + timedelta(seconds=app.config["SCHEDULE_HORIZON_SECONDS"] + 2)
+    services.schedule_campaign(never_queued.id, far)
+    db.session.commit()
+    assert soon.start_queued_version == soon.schedule_version, "queued after its commit, within the horizon"
+
+    def collect(at):  # noqa: ANN001, ANN202
+        return services.collect_due_work(now=at, horizon_seconds=1800, lookahead_seconds=5)
+
+    work = collect(now + timedelta(seconds=1))
+    db.session.commit()
+    assert work.to_requeue == [(soon.id, 1, soon.send_at)]
+    assert work.to_start == [(overdue.id, 1)]
+    assert work.to_queue == []
+    # A schedule coming into the lookahead that was never queued is queued (once) as entering the
+    # horizon, not requeued as well.
+    work = collect(far - timedelta(seconds=2))
+    assert [item[0] for item in work.to_queue] == [never_queued.id]
+    assert never_queued.id not in [item[0] for item in work.to_requeue]
+    # No lookahead, nothing requeued.
+    assert services.collect_due_work(now=now, horizon_seconds=1800).to_requeue == []
+
+
 def test_dispatcher_starts_overdue_and_recovers_stalled_starts(db, audience):  # noqa: F811
     overdue = _scheduled(audience, timedelta(seconds=0))
     stalled = make_ready_campaign(audience, status="sending", started_at=utcnow() - timedelta(seconds=90))

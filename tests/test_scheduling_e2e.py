@@ -181,6 +181,24 @@ def test_dispatcher_starts_a_campaign_whose_start_message_was_lost(db, ready, sm
     _assert_each_recipient_once(smtp_server, ready)
 
 
+def test_dispatcher_requeues_a_lost_start_message_so_the_campaign_starts_on_time(db, ready, smtp_server, app):  # noqa: ANN001
+    assert app.config["SCHEDULE_LOOKAHEAD_SECONDS"] > LEAD
+    campaign = make_ready_campaign(ready)
+    # Queued (within the horizon) but its message lost: nothing in the broker.
+    send_at = services.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=LEAD)).send_at
+    db.session.commit()
+    result = tasks.dispatch_due_campaigns()
+    assert result["requeued"] == [campaign.id]
+    assert result["started"] == []
+    _session_done(db)
+    assert smtp_server.wait_for(len(ready.active), timeout=LEAD + 10)
+    finished = _wait_for_status(db, campaign.id, "sent")
+    latency = (finished.started_at - send_at).total_seconds()
+    # On time, from the requeued message (no beat runs here, and this dispatcher call found it early).
+    assert 0 <= latency < START_LATENCY_LIMIT, f"started {latency:.2f}s after its time"
+    _assert_each_recipient_once(smtp_server, ready)
+
+
 def test_dispatcher_finishes_a_start_whose_worker_died_before_the_snapshot(db, ready, smtp_server):  # noqa: ANN001
     campaign = make_ready_campaign(ready, status="sending", started_at=utcnow() - timedelta(minutes=2))
     result = tasks.dispatch_due_campaigns()

@@ -367,14 +367,27 @@ def finish_if_nobody_to_send(campaign_id: int) -> None:
 class DueWork:
     to_start: list[tuple[int, int]]
     to_queue: list[tuple[int, int, datetime]]
+    to_requeue: list[tuple[int, int, datetime]]
     stalled: list[int]
 
 
-def collect_due_work(*, now: datetime | None = None, horizon_seconds: int) -> DueWork:
+def collect_due_work(
+    *, now: datetime | None = None, horizon_seconds: int, lookahead_seconds: float = 0
+) -> DueWork:
     """What the beat dispatcher must do now: overdue schedules to start directly, schedules entering the
-    horizon to queue with an ETA (marked queued here, so each is queued once), and claimed campaigns
-    whose snapshot never happened."""
+    horizon to queue with an ETA (marked queued here, so each is queued once), claimed campaigns whose
+    snapshot never happened, and (to_requeue) the queued schedules due within lookahead_seconds, whose
+    start message may have been lost: queued again with an ETA, they start on time rather than at the
+    first tick after it. The claim makes the extra messages harmless."""
     now = now or utcnow()
+    imminent = db.session.execute(
+        select(Campaign.id, Campaign.schedule_version, Campaign.send_at).where(
+            Campaign.status == CampaignStatus.SCHEDULED,
+            Campaign.send_at > now,
+            Campaign.send_at <= now + timedelta(seconds=lookahead_seconds),
+            Campaign.start_queued_version == Campaign.schedule_version,
+        )
+    ).all()
     overdue = db.session.execute(
         select(Campaign.id, Campaign.schedule_version).where(
             Campaign.status == CampaignStatus.SCHEDULED, Campaign.send_at <= now
@@ -408,6 +421,7 @@ def collect_due_work(*, now: datetime | None = None, horizon_seconds: int) -> Du
     return DueWork(
         to_start=[(row[0], row[1]) for row in overdue],
         to_queue=[(row[0], row[1], row[2]) for row in entering],
+        to_requeue=[(row[0], row[1], row[2]) for row in imminent],
         stalled=list(stalled),
     )
 

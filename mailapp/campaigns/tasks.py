@@ -102,11 +102,17 @@ def prepare_sending(campaign_id: int) -> None:
 
 @shared_task(name="mailapp.campaigns.tasks.dispatch_due_campaigns")
 def dispatch_due_campaigns() -> dict[str, list[int]]:
-    """Beat, every 2 s: the safety net under the ETA messages (lost on a broker restart, never queued
-    because the schedule lay beyond the horizon, or held by a worker that died)."""
-    work = services.collect_due_work(horizon_seconds=current_app.config["SCHEDULE_HORIZON_SECONDS"])
+    """Beat, every SCHEDULE_DISPATCH_SECONDS: the safety net under the ETA messages (lost on a broker
+    restart, never queued because the schedule lay beyond the horizon, or held by a worker that died).
+    A schedule due within the lookahead gets a fresh ETA message at every tick, so even when its first
+    message is gone it starts on time, not at the first tick after its time."""
+    config = current_app.config
+    work = services.collect_due_work(
+        horizon_seconds=config["SCHEDULE_HORIZON_SECONDS"],
+        lookahead_seconds=config["SCHEDULE_LOOKAHEAD_SECONDS"],
+    )
     db.session.commit()
-    for campaign_id, version, send_at in work.to_queue:
+    for campaign_id, version, send_at in [*work.to_queue, *work.to_requeue]:
         start_campaign.apply_async((campaign_id, version), eta=send_at)
     started = []
     for campaign_id, version in work.to_start:
@@ -127,6 +133,7 @@ def dispatch_due_campaigns() -> dict[str, list[int]]:
             logger.exception("Recovering the start of campaign %s failed", campaign_id)
     return {
         "queued": [item[0] for item in work.to_queue],
+        "requeued": [item[0] for item in work.to_requeue],
         "started": started,
         "recovered": recovered,
     }

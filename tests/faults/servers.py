@@ -160,10 +160,12 @@ class CountingHandler(CapturingHandler):
     def __init__(self) -> None:
         super().__init__()
         self.received: Counter[str] = Counter()
+        self.arrivals: list[float] = []  # time.monotonic() of each accepted message, for rate checks
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
         with self.lock:
             self.received.update(address.lower() for address in envelope.rcpt_tos)
+            self.arrivals.append(time.monotonic())
         return "250 Message accepted for delivery"
 
 
@@ -182,6 +184,10 @@ class CountingSMTPServer(SMTPTestServer):
     def total(self) -> int:
         with self.handler.lock:
             return sum(self.handler.received.values())
+
+    def arrivals(self) -> list[float]:
+        with self.handler.lock:
+            return list(self.handler.arrivals)
 
 
 class CeleryProcess:
