@@ -53,7 +53,7 @@ class Config:
     # empty look is a few queries on a small SQLite file.
     SQLA_BROKER_POLL_SECONDS = _env_float("SQLA_BROKER_POLL_SECONDS", 0.5)
     # Redis for the shared send-rate bucket and login throttling. Empty on the embedded default,
-    # where a database-backed bucket is used instead.
+    # where the send-rate bucket is a file under the instance folder, shared by this machine's workers.
     REDIS_URL = os.environ.get(
         "REDIS_URL",
         os.environ.get("CELERY_BROKER_URL", "")

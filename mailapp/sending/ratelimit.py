@@ -1,5 +1,6 @@
 """The global send rate per SMTP relay: a token bucket in Redis shared by every worker when REDIS_URL
-is set, or a bucket in this process on the embedded default (which then holds for one worker).
+is set, or, on the embedded default, a bucket in a small file under the instance folder, shared by the
+processes of this machine (a worker's prefork children, and any other worker started there).
 
 Each message reserves one token before it is sent. The bucket may go negative: a reservation then
 tells the caller how long to wait, so waiting workers are served in order and the rate over any window
@@ -7,9 +8,12 @@ of W seconds stays within rate * W + burst."""
 
 from __future__ import annotations
 
-import threading
+import fcntl
+import hashlib
+import tempfile
 import time
 from functools import cache
+from pathlib import Path
 
 from flask import current_app
 
@@ -39,22 +43,31 @@ return tostring(-tokens / rate)
 """
 
 
-class LocalBucket:
-    """The same reservation bucket, for the threads of one process."""
+class FileBucket:
+    """The same reservation bucket, kept in a file that each reservation reads and rewrites under an
+    exclusive lock (flock), so every process and thread on the machine draws from one bucket. The file
+    is opened for each reservation: a lock belongs to an open file, and an open file inherited through
+    fork would let parent and child hold the lock at once."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, path: Path, rate: float, burst: float) -> None:
+        self.path = path
         self.rate = rate
         self.burst = burst
-        self.tokens = burst
-        self.at = time.monotonic()
-        self.lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def reserve(self, wanted: float = 1) -> float:
-        with self.lock:
+        with self.path.open("a+b") as state:
+            fcntl.flock(state, fcntl.LOCK_EX)
+            state.seek(0)
+            saved = state.read().split()
+            # CLOCK_MONOTONIC is one clock for every process of the machine.
             now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - wanted
-            self.at = now
-            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+            tokens, at = (float(saved[0]), float(saved[1])) if len(saved) == 2 else (self.burst, now)
+            tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate) - wanted
+            state.seek(0)
+            state.truncate()
+            state.write(f"{tokens!r} {now!r}".encode("ascii"))
+        return 0.0 if tokens >= 0 else -tokens / self.rate
 
 
 class RedisBucket:
@@ -75,14 +88,11 @@ def _redis_client(url: str):  # noqa: ANN202 - redis.Redis
     return redis.Redis.from_url(url)
 
 
-_local_buckets: dict[tuple[str, float], LocalBucket] = {}
-_local_lock = threading.Lock()
-
-
 class RateLimiter:
     """Waits as needed before each message so the relay sees at most MAIL_RATE_LIMIT messages/s."""
 
-    def __init__(self, rate: float, relay: str, redis_url: str = "") -> None:
+    def __init__(self, rate: float, relay: str, redis_url: str = "", state_dir: str | Path | None = None
+                 ) -> None:
         self.rate = rate
         # A burst of a tenth of a second's worth (at least one message) keeps the rate smooth.
         burst = max(1.0, rate / 10)
@@ -91,16 +101,18 @@ class RateLimiter:
         elif redis_url:
             self.bucket = RedisBucket(redis_url, f"mailapp:send-rate:{relay}", rate, burst)
         else:
-            with _local_lock:
-                self.bucket = _local_buckets.get((relay, rate))
-                if self.bucket is None:
-                    self.bucket = _local_buckets[(relay, rate)] = LocalBucket(rate, burst)
+            name = hashlib.sha256(f"{relay} {rate}".encode()).hexdigest()[:16]
+            folder = Path(state_dir) if state_dir is not None else Path(tempfile.gettempdir())
+            self.bucket = FileBucket(folder / f"send-rate-{name}.bucket", rate, burst)
 
     @classmethod
     def for_app(cls) -> RateLimiter:
         config = current_app.config
         relay = f"{config['MAIL_SERVER']}:{config['MAIL_PORT']}"
-        return cls(float(config.get("MAIL_RATE_LIMIT") or 0), relay, config.get("REDIS_URL") or "")
+        return cls(
+            float(config.get("MAIL_RATE_LIMIT") or 0), relay, config.get("REDIS_URL") or "",
+            state_dir=current_app.instance_path,
+        )
 
     @property
     def enabled(self) -> bool:
