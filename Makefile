@@ -28,7 +28,7 @@ run: install
 	@echo "Sign in with the admin above (MAILAPP_ADMIN_EMAIL, default admin@example.com)."
 	@echo "Sent mail lands in the Dev inbox: http://127.0.0.1:$(PORT)/dev/inbox/"
 	@echo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start web worker beat devsmtp
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start web worker scheduler beat devsmtp
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kombu import Queue
+
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance"))
 
@@ -134,6 +136,14 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            # Starts of scheduled campaigns have a queue of their own, so a worker that takes only
+            # that queue (the Procfile's `scheduler`) starts them on time while every slot of the main
+            # worker is sending. A worker started without -Q takes both queues.
+            "task_queues": (Queue("celery"), Queue("schedule")),
+            "task_routes": {
+                "mailapp.campaigns.tasks.start_campaign": {"queue": "schedule"},
+                "mailapp.campaigns.tasks.dispatch_due_campaigns": {"queue": "schedule"},
+            },
             "broker_transport_options": (
                 {"polling_interval": self.SQLA_BROKER_POLL_SECONDS}
                 if self.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+"))

@@ -88,8 +88,9 @@ def _service_missing() -> str | None:
 def celery_processes(
     env: dict[str, str], workdir: Path, *, embed_beat: bool
 ) -> Iterator[list[subprocess.Popen]]:
-    """A worker and a beat, as the Procfile runs them (or one worker with an embedded beat, -B, which
-    starts faster for the smoke run), stopped (TERM, then KILL) on the way out."""
+    """A worker, the scheduler (a worker on the `schedule` queue only) and a beat, as the Procfile runs
+    them (or one worker with an embedded beat, -B, which starts faster for the smoke run), stopped
+    (TERM, then KILL) on the way out."""
     celery = str(Path(sys.executable).with_name("celery"))
     schedule_file = ["-s", str(workdir / "celerybeat-schedule")]
     worker = [celery, "-A", "wsgi:celery_app", "worker", "--loglevel=INFO", "--concurrency=2",
@@ -97,8 +98,11 @@ def celery_processes(
     if embed_beat:
         commands = {"worker": [*worker, "-B", *schedule_file]}
     else:
-        commands = {"worker": worker, "beat": [celery, "-A", "wsgi:celery_app", "beat", "--loglevel=INFO",
-                                               *schedule_file]}  # fmt: skip
+        scheduler = [celery, "-A", "wsgi:celery_app", "worker", "--queues=schedule", "--pool=solo",
+                     "--loglevel=INFO", "--without-gossip", "--without-mingle",
+                     "-n", f"bench-scheduler-{os.getpid()}@%h"]  # fmt: skip
+        beat = [celery, "-A", "wsgi:celery_app", "beat", "--loglevel=INFO", *schedule_file]
+        commands = {"worker": worker, "scheduler": scheduler, "beat": beat}
     processes = []
     try:
         for name, command in commands.items():
@@ -123,13 +127,14 @@ def celery_processes(
 
 def _wait_ready(workdir: Path, processes: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
-    worker_log = workdir / "worker.log"
-    beat_log = workdir / "beat.log" if (workdir / "beat.log").exists() else worker_log
+    worker_logs = [workdir / name for name in ("worker.log", "scheduler.log") if (workdir / name).exists()]
+    beat_log = workdir / "beat.log" if (workdir / "beat.log").exists() else worker_logs[0]
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
                 raise RuntimeError(f"a celery process exited early: {_tail(workdir)}")
-        if " ready." in worker_log.read_text() and "beat: Starting" in beat_log.read_text():
+        workers_ready = all(" ready." in log.read_text() for log in worker_logs)
+        if workers_ready and "beat: Starting" in beat_log.read_text():
             return
         time.sleep(0.1)
     raise RuntimeError(f"worker/beat not ready after {READY_TIMEOUT:.0f} s: {_tail(workdir)}")
@@ -137,7 +142,7 @@ def _wait_ready(workdir: Path, processes: list[subprocess.Popen]) -> None:
 
 def _tail(workdir: Path) -> str:
     lines = []
-    for name in ("worker", "beat"):
+    for name in ("worker", "scheduler", "beat"):
         path = workdir / f"{name}.log"
         if path.exists():
             errors = [line for line in path.read_text().splitlines() if "Error" in line or "error" in line]
@@ -417,7 +422,7 @@ def _rows(
             if idle_window:
                 rows.append(result_row(idle_name, None, IDLE_UNIT, target=IDLE_TARGET, notes=notes))
             return rows
-    processes = "one worker with embedded beat (-B)" if embed_beat else "worker + beat processes"
+    processes = "one worker with embedded beat (-B)" if embed_beat else "worker + scheduler + beat processes"
     how = {
         "eta": f"start message queued with an ETA after the commit, {lead:g} s ahead",
         "beat": f"scheduled {lead:g} s ahead, no start message: the dispatcher queues one as the time "

@@ -41,22 +41,20 @@ def _claim(campaign_id: int, version: int) -> bool:
 
 
 def start_scheduled(campaign_id: int, version: int) -> bool:
-    """Claim, snapshot the recipients, queue the batches; each step commits before the next, so a crash
-    between them is finished by the dispatcher. Returns False when the claim was lost (a duplicate or
-    stale message) or the campaign could not be sent."""
+    """Claim the campaign, then queue its snapshot and batches on the default queue. Start messages
+    have a queue and a worker of their own (`schedule`, see config), which a million-row snapshot
+    must not hold up. Returns False when the claim was lost (a duplicate or stale message) or the
+    campaign could not be sent; a crash after the claim is finished by the dispatcher."""
     if not _claim(campaign_id, version):
         return False
-    snapshot_and_send(campaign_id, wait_for_lock=True)
+    prepare_sending.delay(campaign_id)
     return True
 
 
 def start_now(campaign_id: int, version: int) -> bool:
     """Send now, from a request: the claim here, so the answer already says sending; the snapshot
     (a million-row INSERT ... SELECT) in a worker, so the request does not wait for it."""
-    if not _claim(campaign_id, version):
-        return False
-    prepare_sending.delay(campaign_id)
-    return True
+    return start_scheduled(campaign_id, version)
 
 
 def snapshot_and_send(campaign_id: int, *, wait_for_lock: bool) -> None:
