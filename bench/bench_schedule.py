@@ -51,7 +51,7 @@ PATHS = {
 }
 # How far ahead the campaign is scheduled once the worker and beat are up (for "eta" and "beat").
 LEAD_SECONDS = {"smoke": 1.5, "full": 5.0}
-BUSY_SUFFIX = ", while another campaign holds every worker slot"
+BUSY_SUFFIX = ", while another campaign holds every send slot"
 # Samples per path; the row shows the worst, since the target is a bound.
 SAMPLES = {"smoke": 1, "full": 3}
 # The embedded default's worker and beat with nothing to do: CPU over this window (not at smoke scale,
@@ -429,8 +429,8 @@ def _rows(
         "comes near (lookahead)",
         "overdue": "scheduled for now, no start message: the dispatcher starts it at its next tick",
         "busy": f"start message with an ETA, {lead:g} s ahead, while a {busy_recipients or 0:,}-recipient "
-        f"campaign sends at MAIL_RATE_LIMIT={BUSY_RATE} (the whole run's limit) and holds every worker "
-        "slot: the start waits for a send task to hand its slot back (SEND_RUN_SECONDS)",
+        f"campaign sends at MAIL_RATE_LIMIT={BUSY_RATE} (the whole run's limit) and holds every slot of "
+        "the main worker; the scheduler process (the `schedule` queue only) takes the start",
     }
     rows = []
     for path, name in names.items():
