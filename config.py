@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance"))
@@ -139,7 +139,12 @@ class Config:
             # Starts of scheduled campaigns have a queue of their own, so a worker that takes only
             # that queue (the Procfile's `scheduler`) starts them on time while every slot of the main
             # worker is sending. A worker started without -Q takes both queues.
-            "task_queues": (Queue("celery"), Queue("schedule")),
+            # Each queue its own exchange and routing key: left out, both would bind the default
+            # exchange with the key "celery", and every message would reach both queues.
+            "task_queues": (
+                Queue("celery", Exchange("celery"), routing_key="celery"),
+                Queue("schedule", Exchange("schedule"), routing_key="schedule"),
+            ),
             "task_routes": {
                 "mailapp.campaigns.tasks.start_campaign": {"queue": "schedule"},
                 "mailapp.campaigns.tasks.dispatch_due_campaigns": {"queue": "schedule"},

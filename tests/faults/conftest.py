@@ -333,7 +333,8 @@ def _empty_tables() -> None:
 
 @pytest.fixture
 def fault_cluster(
-    fault_servers: FaultServers, fault_app: Flask, tmp_path: Path, request: pytest.FixtureRequest
+    fault_servers: FaultServers, fault_app: Flask, tmp_path: Path, request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[FaultCluster]:
     from celery import _state
 
@@ -347,6 +348,13 @@ def fault_cluster(
     previous_current = _state.get_current_app()
     celery_app = fault_app.extensions["celery"]
     celery_app.set_current()
+    # Celery takes the broker from CELERY_BROKER_URL in the environment before its own config, and CI's
+    # PostgreSQL + Redis pass sets it to the suite's Redis: without this, what this process queues (a
+    # send-now's snapshot task) would go there, and only a beat's recovery would hide the loss. The
+    # app's connection pools are dropped so they are made again for the private broker.
+    monkeypatch.setenv("CELERY_BROKER_URL", fault_servers.broker_url)
+    celery_app._pool = None  # noqa: SLF001
+    celery_app.amqp._producer_pool = None  # noqa: SLF001
     cluster = FaultCluster(fault_servers, fault_app, smtp, tmp_path)
     with fault_app.app_context():
         _empty_tables()
