@@ -560,8 +560,8 @@ def _send_rows(
     if result.stopped:
         checkpoints.record()  # the message that was in flight when the campaign stopped
         db.session.commit()
-    else:
-        checkpoints.write(final=True)
+    elif not checkpoints.write(final=True):
+        db.session.commit()  # stopped with nothing left to release
 
 
 def _outgoing(
@@ -632,7 +632,8 @@ class _Checkpoints:
 
     def write(self, *, final: bool = False) -> bool:
         """Write the outcomes so far and commit; False (with result.stopped set) when the campaign is no
-        longer sending. The caller releases the rows it has not sent."""
+        longer sending, and then the caller releases the rows it has not sent and commits: the pause
+        and the release become visible together, never a paused campaign with rows still leased."""
         outcomes = self.outcomes
         self.record()
         status = _campaign_status(self.campaign_id)
@@ -643,7 +644,6 @@ class _Checkpoints:
             )
             status = CampaignStatus.PAUSED
         if status != CampaignStatus.SENDING:
-            db.session.commit()
             self.result.stopped = status or "missing"
             return False
         now = time.monotonic()
