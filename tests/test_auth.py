@@ -358,3 +358,20 @@ def test_cli_set_password_refuses_bad_input_plainly(runner, user, db, email, pas
     assert message in result.output
     db.session.refresh(user)
     assert user.password_hash == before
+
+
+def test_an_unknown_email_takes_as_long_to_refuse_as_a_wrong_password(app, user, monkeypatch):
+    """Both run one scrypt check: counted, not timed, so the test does not depend on the machine's load."""
+    import mailapp.auth.services as services
+
+    checks = []
+    real_check = services.check_password_hash
+
+    def counting_check(stored: str, password: str) -> bool:
+        checks.append(stored.split("$")[0])
+        return real_check(stored, password)
+
+    monkeypatch.setattr(services, "check_password_hash", counting_check)
+    assert services.authenticate(user.email, "wrong password") is None
+    assert services.authenticate("nobody@example.com", "wrong password") is None
+    assert checks == [app.config["PASSWORD_HASH_METHOD"]] * 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from functools import cache
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -41,9 +42,18 @@ def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
 
 def authenticate(email: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not check_password_hash(user.password_hash, password):
+    if user is None:
+        # As slow as a wrong password, so the answer's timing does not tell which emails have accounts.
+        check_password_hash(_unknown_user_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
+        return None
+    if not check_password_hash(user.password_hash, password):
         return None
     return user
+
+
+@cache
+def _unknown_user_hash(method: str) -> str:
+    return generate_password_hash(secrets.token_urlsafe(16), method=method)
 
 
 def set_password(email: str, new_password: str) -> User:
