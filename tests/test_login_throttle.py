@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 
 import pytest
+from sqlalchemy import select
 
 from config import TestConfig
 from tests.auth_fixtures import throwaway_app
@@ -146,3 +147,17 @@ def test_the_count_is_shared_by_every_process(app, db):
     assert all(process.exitcode == 0 for process in processes)
     let_through = sum(status != 429 for per_process in statuses for status in per_process)
     assert let_through == LIMIT, statuses
+
+
+def test_counts_of_windows_long_over_are_deleted(app, db):
+    from mailapp.auth.throttle import DatabaseAttemptCounter
+    from mailapp.models import LoginAttempt
+
+    counter = DatabaseAttemptCounter()
+    assert counter.add("a" * 64, 0, 60) == 1
+    assert counter.add("a" * 64, 0, 60) == 2
+    assert counter.add("b" * 64, 60, 60) == 1
+    assert counter.add("c" * 64, 120, 60) == 1  # the window at 0 is now two windows back
+    db.session.commit()
+    kept = db.session.execute(select(LoginAttempt.key_hash, LoginAttempt.window_start)).all()
+    assert sorted((key[0], start) for key, start in kept) == [("b", 60), ("c", 120)]

@@ -18,7 +18,7 @@ from functools import cache
 from typing import Protocol
 
 from flask import current_app
-from sqlalchemy import delete
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailapp.errors import TooManyAttemptsError
@@ -63,9 +63,16 @@ class DatabaseAttemptCounter:
             set_={"attempts": LoginAttempt.attempts + 1},
         ).returning(LoginAttempt.attempts)
         count = db.session.scalar(statement)
-        # Windows before the previous one are over for every key.
+        # Windows before the previous one are over for every key. Rows another attempt is deleting
+        # right now are skipped (PostgreSQL; SQLite has one writer anyway): two deletes taking the
+        # same rows in different orders could deadlock, and one of them would fail its sign-in.
+        over = (
+            select(LoginAttempt.key_hash, LoginAttempt.window_start)
+            .where(LoginAttempt.window_start < window_start - window_seconds)
+            .with_for_update(skip_locked=True)
+        )
         db.session.execute(
-            delete(LoginAttempt).where(LoginAttempt.window_start < window_start - window_seconds)
+            delete(LoginAttempt).where(tuple_(LoginAttempt.key_hash, LoginAttempt.window_start).in_(over))
         )
         return int(count)
 
