@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
+import tempfile
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 
@@ -23,6 +28,11 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def _env_optional_bool(name: str) -> bool | None:
+    """None when the variable is unset: the setting is then derived from others (apply_derived_settings)."""
+    return _env_bool(name, False) if os.environ.get(name) is not None else None
+
+
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value not in (None, "") else default
@@ -34,6 +44,58 @@ def database_url(raw: str) -> str:
         if raw.startswith(prefix):
             return "postgresql+psycopg2://" + raw[len(prefix):]
     return raw
+
+
+# "Keep me signed in" never lasts longer than this, whatever REMEMBER_COOKIE_DAYS says.
+MAX_REMEMBER_COOKIE_DAYS = 30
+SECRET_KEY_FILE_NAME = "secret_key"  # noqa: S105 - a file name, not a key
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def apply_derived_settings(config: dict) -> None:
+    """Fill in the settings left as None, from PUBLIC_URL: cookie Secure flags (https) and the dev inbox
+    (loopback only). create_app calls this after loading the config."""
+    public_url = config.get("PUBLIC_URL") or ""
+    for name in ("SESSION_COOKIE_SECURE", "REMEMBER_COOKIE_SECURE"):
+        if config.get(name) is None:
+            config[name] = public_url.lower().startswith("https://")
+    if config.get("DEVINBOX_ENABLED") is None:
+        config["DEVINBOX_ENABLED"] = is_loopback_url(public_url)
+
+
+def load_or_create_secret_key(instance_dir: Path) -> str:
+    """The installation's own key in `instance_dir/secret_key` (mode 600), made on first use.
+
+    Web, worker and beat may all start at once and must end up with the same key: the key is written
+    to a private temporary file and linked into place, which fails if another process got there first
+    (its complete file then wins), so no process ever reads a half-written key."""
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    path = instance_dir / SECRET_KEY_FILE_NAME
+    if not path.exists():
+        descriptor, temporary = tempfile.mkstemp(dir=instance_dir, prefix=".secret_key-")  # mode 600
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_hex(32))
+                file.flush()
+                os.fsync(file.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise RuntimeError(f"{path} holds no usable secret key: delete it, or set SECRET_KEY")
+    return key
 
 
 class Config:
@@ -79,8 +141,9 @@ class Config:
     MAILAPP_ADMIN_PASSWORD = os.environ.get("MAILAPP_ADMIN_PASSWORD")
 
     DEVINBOX_DIR = os.environ.get("DEVINBOX_DIR", str(INSTANCE_DIR / "devinbox"))
-    # The dev inbox is for `make run`; production turns it off unless asked for.
-    DEVINBOX_ENABLED = _env_bool("DEVINBOX_ENABLED", ENV_NAME != "production")
+    # The dev inbox shows every message the app sent, to any signed-in user. Unset, it is on only when
+    # PUBLIC_URL is a loopback address (`make run`); any reachable installation must ask for it.
+    DEVINBOX_ENABLED = _env_optional_bool("DEVINBOX_ENABLED")
     DEVINBOX_MAX_MESSAGES = _env_int("DEVINBOX_MAX_MESSAGES", 5000)
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))
 
@@ -118,10 +181,27 @@ class Config:
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
+    # None: Secure exactly when PUBLIC_URL is https (apply_derived_settings).
+    SESSION_COOKIE_SECURE: bool | None = None
+    REMEMBER_COOKIE_SECURE: bool | None = None
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_DURATION = timedelta(
+        days=min(_env_int("REMEMBER_COOKIE_DAYS", 14), MAX_REMEMBER_COOKIE_DAYS)
+    )
+    # How long a sign-in without "keep me signed in" is honoured by the server, however long the
+    # browser keeps its cookie: bounds the use of a copied session cookie.
+    SESSION_LIFETIME_HOURS = _env_int("SESSION_LIFETIME_HOURS", 12)
     WTF_CSRF_TIME_LIMIT = None
     BOOTSTRAP_SERVE_LOCAL = True
-    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", REDIS_URL or "memory://")
-    RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN", "10 per minute")
+    # Sign-in attempts per client address and per account (the email typed, whether or not it exists)
+    # in each window, counted across every process: in Redis when REDIS_URL is set, else in the database.
+    LOGIN_MAX_ATTEMPTS_PER_ADDRESS = _env_int("LOGIN_MAX_ATTEMPTS_PER_ADDRESS", 10)
+    LOGIN_MAX_ATTEMPTS_PER_ACCOUNT = _env_int("LOGIN_MAX_ATTEMPTS_PER_ACCOUNT", 10)
+    LOGIN_THROTTLE_WINDOW_SECONDS = _env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 60)
+    # Reverse proxies in front of the app that set X-Forwarded-For/-Proto/-Host. 0 trusts no such
+    # header: the client address is the socket's, so a client cannot pick its own throttle key.
+    TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
     # Werkzeug's scrypt parameters (n=2^15, r=8, p=1): memory-hard, about 0.1 s per check.
     PASSWORD_HASH_METHOD = "scrypt:32768:8:1"  # noqa: S105 - a method name, not a password
 
@@ -180,9 +260,8 @@ class Config:
 
 
 class DevelopmentConfig(Config):
-    """`make run`: embedded default with a throwaway secret key."""
-
-    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-secret-key-change-me")
+    """`make run` and any MAILAPP_ENV but production: without SECRET_KEY, config_from_env gives it the
+    installation's own random key from the instance folder."""
 
 
 class TestConfig(Config):
@@ -191,8 +270,8 @@ class TestConfig(Config):
     TESTING = True
     SECRET_KEY = "test-secret-key"  # noqa: S105 - tests only
     WTF_CSRF_ENABLED = True
-    RATELIMIT_ENABLED = True
-    RATELIMIT_STORAGE_URI = "memory://"
+    # Tests use PUBLIC_URL http://mailapp.test, not a loopback address.
+    DEVINBOX_ENABLED = True
     # Still scrypt, with a smaller work factor: hundreds of tests create and sign in a user.
     PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # noqa: S105 - a method name, not a password
     SEND_LEASE_SECONDS = 30
@@ -200,10 +279,14 @@ class TestConfig(Config):
     MAIL_SUPPRESS_SEND = False
 
 
-def config_from_env() -> Config:
-    """The config class wsgi.py uses: production refuses to start without SECRET_KEY."""
+def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:
+    """The config wsgi.py uses: production refuses to start without SECRET_KEY; anything else without
+    it uses the installation's own random key, never one published in this source."""
+    secret_key = os.environ.get("SECRET_KEY")
     if os.environ.get("MAILAPP_ENV", "development") == "production":
-        if not os.environ.get("SECRET_KEY"):
+        if not secret_key:
             raise RuntimeError("SECRET_KEY must be set when MAILAPP_ENV=production")
         return Config()
-    return DevelopmentConfig()
+    config = DevelopmentConfig()
+    config.SECRET_KEY = secret_key or load_or_create_secret_key(instance_dir)
+    return config

@@ -597,15 +597,19 @@ def _signed_in_client(app: Any) -> tuple[Any, int]:
     """A test client signed in as the bench admin, and the newest sent campaign's id."""
     from sqlalchemy import func, select
 
+    from mailapp.auth.sessions import start_session
     from mailapp.extensions import db
     from mailapp.models.campaign import Campaign
     from mailapp.models.user import User
 
     campaign_id = db.session.scalar(select(func.max(Campaign.id)).where(Campaign.status == "sent"))
     user = db.session.scalar(select(User).where(User.email == ADMIN_EMAIL))
+    # A live server-side session, as signing in makes one: a cookie naming just the user is refused.
+    start_session(user, remember=False)
+    db.session.commit()
     client = app.test_client()
     with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
+        session["_user_id"] = user.get_id()
         session["_fresh"] = True
     return client, campaign_id
 

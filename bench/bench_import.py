@@ -46,6 +46,7 @@ def _child_app():  # noqa: ANN202 - a Flask app, imported lazily in the child on
     from mailapp import create_app
 
     config = DevelopmentConfig()
+    config.SECRET_KEY = "bench-secret-key"  # noqa: S105 - benchmarks only; the class has no key of its own
     config.UPLOAD_DIR = tempfile.mkdtemp(prefix="mailapp-bench-uploads-")
     app = create_app(config)
     with app.app_context():

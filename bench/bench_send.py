@@ -71,6 +71,7 @@ def _make_app(database_url: str, broker_url: str):  # noqa: ANN202 - a Flask app
     from mailapp import create_app
 
     config = DevelopmentConfig()
+    config.SECRET_KEY = "bench-secret-key"  # noqa: S105 - benchmarks only; the class has no key of its own
     config.SQLALCHEMY_DATABASE_URI = pinned_url(database_url)
     config.CELERY_BROKER_URL = broker_url
     config.MAIL_SERVER, config.MAIL_PORT = host, port

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import Config, config_from_env
+from config import Config, apply_derived_settings, config_from_env
 
 
 def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=False)
     app.config.from_object(config if config is not None else config_from_env())
+    apply_derived_settings(app.config)
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError("SECRET_KEY is not set")
 
     import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
     from mailapp import db_setup
     from mailapp.celery_app import celery_init_app
-    from mailapp.extensions import bootstrap, csrf, db, limiter, login_manager, mail, migrate
+    from mailapp.extensions import bootstrap, csrf, db, login_manager, mail, migrate
 
     db.init_app(app)
     db_setup.configure_engine_events(app)
@@ -24,7 +26,6 @@ def create_app(config: Config | None = None) -> Flask:
     csrf.init_app(app)
     mail.init_app(app)
     login_manager.init_app(app)
-    limiter.init_app(app)
     bootstrap.init_app(app)
     celery_init_app(app)
     # Importing the task modules registers their @shared_task functions with the worker.
@@ -42,6 +43,11 @@ def create_app(config: Config | None = None) -> Flask:
     from mailapp.tracking import fast_pixel
 
     fast_pixel.install(app)
+    if proxies := app.config["TRUSTED_PROXIES"]:
+        # Outermost, so the pixel's fast path and the login throttle both see the client's address.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
     return app
 
 

@@ -29,6 +29,23 @@ def create_user_command(email: str, password: str, admin: bool) -> None:
     click.echo(f"Created user {user.email}")
 
 
+@users_cli.command("set-password")
+@click.argument("email")
+@click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True,
+              help="The new password (prompted for, twice and hidden, when left out).")
+def set_password_command(email: str, password: str) -> None:
+    """Set EMAIL's password, and sign that user out of every browser."""
+    from mailapp.auth.services import set_password
+    from mailapp.extensions import db
+
+    try:
+        user = set_password(email, password)
+    except MailappError as error:
+        raise click.ClickException(error.message) from error
+    db.session.commit()
+    click.echo(f"Password set for {user.email}; every session of that user is signed out.")
+
+
 @users_cli.command("ensure-admin")
 def ensure_admin_command() -> None:
     """Create the first admin from MAILAPP_ADMIN_EMAIL/PASSWORD, or with a generated password."""

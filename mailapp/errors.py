@@ -56,3 +56,16 @@ class InvalidStateError(MailappError):
 
     status_code = 409
     code = "invalid_state"
+
+
+class TooManyAttemptsError(MailappError):
+    """Sign-in attempts over the throttle's limit for this address or account. details: {"retry_after"}."""
+
+    status_code = 429
+    code = "too_many_attempts"
+
+
+class WrongPasswordError(ValidationError):
+    """The current password, given to confirm a change of password, is not the user's."""
+
+    code = "wrong_password"

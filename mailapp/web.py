@@ -28,15 +28,14 @@ def wants_json() -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from mailapp.extensions import db, login_manager
-    from mailapp.models import User
+    from mailapp.auth.sessions import load_user_for_session
+    from mailapp.extensions import login_manager
 
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "warning"
 
-    @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        return db.session.get(User, int(user_id))
+    # A live server-side session, not just a signed cookie (mailapp/auth/sessions.py).
+    login_manager.user_loader(load_user_for_session)
 
     @app.after_request
     def security_headers(response):  # noqa: ANN001, ANN202

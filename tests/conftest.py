@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
-from flask import Flask
+from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
@@ -32,6 +32,15 @@ def pytest_report_header() -> list[str]:
 
 class MailappClient(FlaskClient):
     """A test client that can sign in and post forms with their CSRF token."""
+
+    def open(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        # A test's requests share its app context and so Flask's `g`, where Flask-Login caches the
+        # signed-in user and Flask-WTF the session's CSRF token: left there, the next request, of any
+        # client, would be taken for that user and handed that token.
+        if has_app_context():
+            for cached in ("_login_user", "csrf_token"):
+                g.pop(cached, None)
+        return super().open(*args, **kwargs)
 
     def csrf_token(self, page: str = "/login") -> str:
         html = self.get(page).get_data(as_text=True)
@@ -109,14 +118,15 @@ def app(tmp_path_factory: pytest.TempPathFactory, smtp_server: SMTPTestServer) -
 @pytest.fixture(autouse=True)
 def _app_context(app: Flask, smtp_server: SMTPTestServer) -> Iterator[None]:
     """Every test runs in an app context, and leaves an empty database and mailbox behind."""
-    from mailapp.extensions import db, limiter
+    from mailapp.auth.throttle import reset_counts
+    from mailapp.extensions import db
 
     with app.app_context():
         yield
         db.session.rollback()
         db.session.remove()
         _empty_tables(db)
-    limiter.reset()
+        reset_counts()
     smtp_server.reset()
 
 

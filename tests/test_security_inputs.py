@@ -158,17 +158,22 @@ def test_requests_over_the_upload_limit_are_refused_with_413_and_store_nothing(
 # --- login --------------------------------------------------------------------------------------------
 
 
-def test_a_throttled_address_is_refused_even_with_the_right_password(client, user):  # noqa: ANN001
-    """The throttle counts attempts per address, not failures: guessing right after the limit is still
-    refused, so it cannot be used to confirm a guess. Another address is unaffected."""
+def test_a_throttled_address_is_refused_even_with_the_right_password(client, db, user):  # noqa: ANN001
+    """The throttle counts attempts per address and per account, not failures: guessing right after the
+    limit is still refused, so it cannot be used to confirm a guess. The account stays shut from any
+    other address too; another address signing in to another account is unaffected."""
     statuses = [client.login(user.email, "wrong").status_code for _ in range(12)]
     assert statuses[-1] == 429
     assert client.login(user.email).status_code == 429
-    response = client.post(
-        "/login", data={"email": user.email, "password": TEST_PASSWORD, "csrf_token": client.csrf_token()},
-        environ_base={"REMOTE_ADDR": "198.51.100.9"},
-    )
-    assert response.status_code == 302
+    create_user("colleague@example.com", TEST_PASSWORD)
+    db.session.commit()
+
+    def from_elsewhere(email: str) -> int:
+        form = {"email": email, "password": TEST_PASSWORD, "csrf_token": client.csrf_token()}
+        return client.post("/login", data=form, environ_base={"REMOTE_ADDR": "198.51.100.9"}).status_code
+
+    assert from_elsewhere(user.email) == 429
+    assert from_elsewhere("colleague@example.com") == 302
 
 
 def test_password_hashes_are_salted_and_hold_no_password(db):  # noqa: ANN001

@@ -1,45 +1,75 @@
-"""Login and logout pages. Login attempts are throttled per client address."""
+"""Sign-in, sign-out and change-password pages. Sign-in attempts are throttled per client address and
+per account across every process (auth/throttle.py); each sign-in is a server-side session
+(auth/sessions.py), so signing out ends it for every copy of its cookies."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from mailapp.auth import bp
-from mailapp.auth.forms import LoginForm
-from mailapp.auth.services import authenticate
-from mailapp.extensions import db, limiter
-
-
-def _login_limit() -> str:
-    return current_app.config["RATELIMIT_LOGIN"]
-
-
-def _is_safe_next(target: str | None) -> bool:
-    return bool(target) and target.startswith("/") and not target.startswith("//")
+from mailapp.auth.forms import ChangePasswordForm, LoginForm
+from mailapp.auth.next_url import safe_next_path
+from mailapp.auth.services import authenticate, change_password
+from mailapp.auth.sessions import end_session, is_remembered, start_session
+from mailapp.auth.throttle import LoginThrottle
+from mailapp.errors import TooManyAttemptsError, ValidationError, WrongPasswordError
+from mailapp.extensions import db
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
 def login():  # noqa: ANN201
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.home"))
     form = LoginForm()
     if form.validate_on_submit():
+        try:
+            LoginThrottle.for_app().count_attempt(request.remote_addr or "", form.email.data)
+        except TooManyAttemptsError as error:
+            form.form_errors.append(error.message)
+            return render_template("auth/login.html", form=form), error.status_code
+        finally:
+            # The count stands whatever follows, a refusal's too: hammering on keeps the window shut.
+            db.session.commit()
         user = authenticate(form.email.data, form.password.data)
         if user is None:
             form.password.errors.append("Wrong email or password.")
         else:
+            start_session(user, remember=form.remember.data)
             login_user(user, remember=form.remember.data)
             db.session.commit()
-            target = request.args.get("next")
-            return redirect(target if _is_safe_next(target) else url_for("dashboard.home"))
+            return redirect(safe_next_path(request.args.get("next")) or url_for("dashboard.home"))
     return render_template("auth/login.html", form=form)
 
 
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():  # noqa: ANN201
+    end_session(current_user._get_current_object())
+    db.session.commit()
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password_page():  # noqa: ANN201
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        remember = is_remembered(user)
+        try:
+            change_password(user, form.current_password.data, form.new_password.data)
+        except WrongPasswordError as error:
+            form.current_password.errors.append(error.message)
+        except ValidationError as error:
+            form.new_password.errors.append(error.message)
+        else:
+            # Every session of the user ended, this one too; this browser carries on in a fresh one.
+            start_session(user, remember=remember)
+            login_user(user, remember=remember)
+            db.session.commit()
+            flash("Your password is changed. Every other browser signed in as you is signed out.", "success")
+            return redirect(url_for("dashboard.home"))
+    return render_template("auth/change_password.html", form=form)

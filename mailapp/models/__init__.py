@@ -4,6 +4,7 @@ from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
+from mailapp.models.login_attempt import LoginAttempt
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -19,7 +20,7 @@ from mailapp.models.tracking import (
     Link,
     OpenEvent,
 )
-from mailapp.models.user import ApiToken, User
+from mailapp.models.user import ApiToken, User, UserSession
 
 __all__ = [
     "ApiToken",
@@ -35,6 +36,7 @@ __all__ = [
     "ImportStatus",
     "Layout",
     "Link",
+    "LoginAttempt",
     "OpenEvent",
     "Subscriber",
     "SubscriberImport",
@@ -42,6 +44,7 @@ __all__ = [
     "SubscriberStatus",
     "UTCDateTime",
     "User",
+    "UserSession",
     "campaign_lists",
     "list_members",
     "utcnow",
