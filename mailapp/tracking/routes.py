@@ -57,9 +57,10 @@ def click(token: str) -> Response:
         url = target.url if target is not None else None
     else:
         url = services.record_click(token, request.headers.get("User-Agent"), request.remote_addr)
+        if url is not None:
+            db.session.commit()
     if url is None:
         return _page("tracking/invalid.html", 404, message=services.INVALID_LINK)
-    db.session.commit()
     return redirect(url, 302, Response=Response)
 
 

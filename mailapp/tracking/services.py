@@ -45,6 +45,8 @@ PIXEL_GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
+# Every token that names no delivery gets the same page: it tells nobody whether an id exists.
+INVALID_LINK = "This link is not valid. Please use the link from your email."
 
 
 def early_seconds() -> float:
@@ -116,15 +118,11 @@ def _engaged_deliveries(delivery_ids: Iterable[int]) -> set[int]:
 # --- opens -----------------------------------------------------------------------------------------
 
 
-# Every token that names no delivery gets the same page: it tells nobody whether an id exists.
-INVALID_LINK = "This link is not valid. Please use the link from your email."
-
-
 @dataclass(frozen=True)
 class OpenHit:
     """One open to record. From a pixel request, it carries what the token binds: campaign_id and
     subscriber_id (v2), or v1_token; the open then counts only if the delivery row is the one the
-    token was issued for. A hit with neither is one its maker vouches for (imports, tests)."""
+    token was issued for. A hit with neither is one its maker vouches for (tests, tools)."""
 
     delivery_id: int
     at: datetime
