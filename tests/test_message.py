@@ -7,11 +7,12 @@ from __future__ import annotations
 import binascii
 import email
 import email.policy
+import re
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailapp.sending.message import (
@@ -25,7 +26,7 @@ from mailapp.sending.message import (
     message_id_suffix,
     quoted_printable,
 )
-from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, TokenMinter, html_to_text
+from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, html_to_text
 from mailapp.tracking import tokens
 
 LAYOUTS = {
@@ -99,7 +100,9 @@ def test_fast_render_equals_jinja_and_html2text(app, layout, name, city, plan, d
     assert fast.subject == reference.subject
     assert fast.html == reference.html
     assert fast.text == reference.text
-    assert fast.unsubscribe_url == reference.unsubscribe_url == tokens.unsubscribe_url(delivery_id)
+    assert fast.unsubscribe_url == reference.unsubscribe_url == tokens.unsubscribe_url(
+        delivery_id, campaign_id=7, subscriber_id=3
+    )
 
 
 def test_plain_layouts_take_the_skeleton_path_and_branching_ones_do_not(app) -> None:  # noqa: ANN001
@@ -112,14 +115,15 @@ def test_tracking_rewrites_only_literal_http_links(app) -> None:  # noqa: ANN001
     renderer = CampaignRenderer(source(LAYOUTS["plain printing"]), public_url=app.config["PUBLIC_URL"])
     assert renderer.links == ["https://example.com/a?x=1&y=2", "https://example.com/b"]
     html = renderer.render(Recipient(delivery_id=5, email="r@example.com", name="R"), strings=True).html
-    assert html.count(tokens.click_url(5, 0)) == 2
-    assert html.count(tokens.click_url(5, 1)) == 1
+    binding = {"campaign_id": 7, "subscriber_id": None}
+    assert html.count(tokens.click_url(5, 0, **binding)) == 2
+    assert html.count(tokens.click_url(5, 1, **binding)) == 1
     assert 'href="mailto:a@example.com"' in html
     assert 'href="#top"' in html
     assert 'href="https://example.com/u/None"' in html  # a templated href stays untracked
-    assert f'href="{tokens.unsubscribe_url(5)}"' in html
-    assert f'href="{tokens.view_url(5)}"' in html
-    assert f'<img src="{tokens.open_url(5)}"' in html
+    assert f'href="{tokens.unsubscribe_url(5, **binding)}"' in html
+    assert f'href="{tokens.view_url(5, **binding)}"' in html
+    assert f'<img src="{tokens.open_url(5, **binding)}"' in html
     assert 'style="color: #333;' in html
 
 
@@ -142,12 +146,24 @@ def test_the_loop_inside_a_table_survives_css_inlining(app) -> None:  # noqa: AN
     assert "2 Ann</td></tr></tbody></table>" in html
 
 
-def test_token_minter_makes_exactly_the_tracking_tokens(app) -> None:  # noqa: ANN001
-    for kind in ("open", "view", "unsubscribe"):
-        minter = TokenMinter(kind)
-        for delivery_id in (0, 1, 255, 2**33 + 7):
-            assert minter(delivery_id) == tokens.make_token(kind, delivery_id)
-    assert TokenMinter("click")(99, 12) == tokens.make_token("click", 99, 12)
+def test_one_hmac_per_message_gives_every_token_of_the_delivery(app) -> None:  # noqa: ANN001
+    minter = tokens.TokenMinter()
+    for delivery_id, campaign_id, subscriber_id in ((0, 1, None), (1, 2, 3), (2**33 + 7, 255, 2**40)):
+        issued = minter.issue(delivery_id, campaign_id, subscriber_id)
+        binding = {"campaign_id": campaign_id, "subscriber_id": subscriber_id}
+        assert issued.open == tokens.make_token("open", delivery_id, **binding)
+        assert issued.view == tokens.make_token("view", delivery_id, **binding)
+        assert issued.unsubscribe == tokens.make_token("unsubscribe", delivery_id, **binding)
+        assert issued.click(12) == tokens.make_token("click", delivery_id, 12, **binding)
+        for kind, token in (("open", issued.open), ("view", issued.view), ("click", issued.click(12))):
+            claims = tokens.read_token(kind, token)
+            assert (claims.delivery_id, claims.campaign_id, claims.subscriber_id) == (
+                delivery_id, campaign_id, subscriber_id or 0
+            )
+    # Each kind has a signature of its own: no token is another kind's.
+    issued = minter.issue(5, 7, 9)
+    signatures = {issued.open[-20:], issued.view[-20:], issued.unsubscribe[-20:], issued.click(0)[-20:]}
+    assert len(signatures) == 4
 
 
 def parsed(raw: bytes) -> email.message.EmailMessage:
@@ -231,8 +247,19 @@ def test_fast_builder_equals_the_stdlib_reference(
     assert_same_message(fast_raw, reference_raw)
 
 
+# Text whose length changes when its case does: "İ" lowercases to two characters, "ß" and "ǅ"
+# uppercase to two or change form, a word-final "Σ" lowercases to "ς".
+CASE_CHANGING = [("İbrahim", "İstanbul"), ("Straße", "Großglockner"), ("ǅemal", "ǄǅǆA"),
+                 ("ΟΔΥΣΣΕΥΣ", "Ὀδυσσεύς")]
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=header_text, city=values, layout=st.sampled_from(list(LAYOUTS.values())))
+@example(name="İbrahim", city="İstanbul", layout=LAYOUTS["plain printing"])
+@example(name="Straße", city="ß", layout=LAYOUTS["plain printing"])
+@example(name="ǅemal", city="ǅ", layout=LAYOUTS["plain printing"])
+@example(name="ΟΔΥΣΣΕΥΣ", city="Ὀδυσσεύς", layout=LAYOUTS["plain printing"])
+@example(name="İbrahim", city="İstanbul", layout=LAYOUTS["loop in a table"])
 def test_whole_messages_fast_equal_reference(app, name, city, layout) -> None:  # noqa: ANN001
     """Render + build, fast (skeleton, pre-encoded bodies) against Jinja + html2text + EmailMessage."""
     renderer = renderer_for(app, layout)
@@ -249,6 +276,20 @@ def test_whole_messages_fast_equal_reference(app, name, city, layout) -> None:  
         envelope=Envelope(subject=reference.subject, text=reference.text, html=reference.html, **common),
     )
     assert_same_message(fast_raw, reference_raw)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
+@pytest.mark.parametrize(("name", "city"), CASE_CHANGING)
+def test_the_open_pixel_sits_whole_before_the_body_end_whatever_the_text(app, layout, name, city) -> None:
+    renderer = renderer_for(app, layout)
+    recipient = Recipient(delivery_id=9, email="reader@example.com", name=name, attributes={"city": city})
+    pixel_tag = re.compile(r'<img src="http://mailapp\.test/o/[^"]+\.gif"[^>]*>')
+    for rendered in both_paths(renderer, recipient):
+        html = rendered.html
+        assert len(pixel_tag.findall(html)) == 1
+        # The pixel right before the one intact </body> (CSS inlining adds one where the layout has none).
+        assert html.count("</body>") == 1
+        assert pixel_tag.search(html).end() == html.index("</body>")
 
 
 @pytest.mark.parametrize(

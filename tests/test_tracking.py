@@ -359,7 +359,8 @@ def test_the_redis_py_path_appends_the_same_entries(app, client):
     delivery = make_delivery(make_campaign())
     appender = buffer.StreamAppender(buffer.redis_client())
     appender.plain_tcp = False
-    appender.append(f"{delivery.id}|1700000000.5|10.1.2.0|{READER_UA}".encode())
+    target = f"{delivery.id}:{delivery.campaign_id}:{delivery.subscriber_id}"  # as a v2 token binds it
+    appender.append(f"{target}|1700000000.5|10.1.2.0|{READER_UA}".encode())
     assert settle() == 1
     event = db.session.scalars(select(OpenEvent)).one()
     assert (event.delivery_id, event.ip, event.user_agent) == (delivery.id, "10.1.2.0", READER_UA)

@@ -1,6 +1,7 @@
 """Shared helpers of the tracking, report and dashboard tests: sent deliveries with links, and a fixture
-that keeps the Redis open buffer and the aggregates cache empty between tests (delivery ids restart in
-every test)."""
+that keeps the Redis open buffer and the aggregates cache empty between tests. Delivery and campaign ids
+restart in every test on PostgreSQL (RESTART IDENTITY) but not on SQLite, where AUTOINCREMENT never
+hands an id out twice: tests must not assume particular ids."""
 
 from __future__ import annotations
 

@@ -33,6 +33,8 @@ campaign_lists = Table(
 
 class Campaign(Base):
     __tablename__ = "campaigns"
+    # Tracking tokens bind the campaign id: SQLite must never hand out a deleted campaign's id again.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

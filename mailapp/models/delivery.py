@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailapp.models.base import Base, UTCDateTime
@@ -35,6 +35,9 @@ class Delivery(Base):
             postgresql_where=text("unsubscribed_at IS NOT NULL"),
             sqlite_where=text("unsubscribed_at IS NOT NULL"),
         ),
+        # Tracking tokens name delivery ids: SQLite must never hand out a deleted row's id again
+        # (PostgreSQL sequences never do).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -57,6 +60,10 @@ class Delivery(Base):
     first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     click_count: Mapped[int] = mapped_column(default=0)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # True only for the rows that existed when migration 0003 ran: tracking links of the old format
+    # (v1, the delivery id alone) are honoured for them, and refused for newer rows, whose id may be a
+    # reused one on SQLite. The server default covers the send engine's INSERT ... SELECT.
+    accepts_v1_tokens: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class CampaignDeliveryCount(Base):

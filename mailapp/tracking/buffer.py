@@ -155,23 +155,39 @@ def appender(client: redis.Redis) -> StreamAppender:
     return current[2]
 
 
-def push_open(client: redis.Redis, delivery_id: int, at: float, user_agent: str, ip: str) -> None:
+def push_open(
+    client: redis.Redis, delivery_id: int, at: float, user_agent: str, ip: str, *,
+    campaign_id: int | None = None, subscriber_id: int = 0, v1_token: bool = False,
+) -> None:
     """Append one open to the stream. The IP is already truncated: a full address never lands anywhere.
-    The user agent goes last, so it may hold any character."""
-    payload = f"{delivery_id}|{at:.6f}|{ip}|{user_agent[:500]}".encode("utf-8", "replace")
+    The user agent goes last, so it may hold any character. The first field names the delivery as the
+    token did, for the flush to check against the row: `id:campaign:subscriber` for a v2 token, the
+    bare id for a v1 token (as every entry written before v2), `id:` for an open with no token."""
+    if campaign_id is not None:
+        target = f"{delivery_id}:{campaign_id}:{subscriber_id}"
+    else:
+        target = f"{delivery_id}" if v1_token else f"{delivery_id}:"
+    payload = f"{target}|{at:.6f}|{ip}|{user_agent[:500]}".encode("utf-8", "replace")
     appender(client).append(payload)
 
 
 def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> dict | None:
     """A stream entry as the keyword arguments of an open, or None for an entry that cannot be read."""
     try:
-        delivery_id, at, ip, user_agent = fields[b"e"].decode("utf-8", "replace").split("|", 3)
+        target, at, ip, user_agent = fields[b"e"].decode("utf-8", "replace").split("|", 3)
+        delivery, *binding = target.split(":")
+        if binding not in ([], [""]) and len(binding) != 2:
+            return None
+        bound = len(binding) == 2
         return {
-            "delivery_id": int(delivery_id),
+            "delivery_id": int(delivery),
             "at": datetime.fromtimestamp(float(at), UTC),
             "user_agent": user_agent,
             "ip": ip,
             "buffer_key": entry_id.decode("ascii"),
+            "campaign_id": int(binding[0]) if bound else None,
+            "subscriber_id": int(binding[1]) if bound else 0,
+            "v1_token": not binding,
         }
     except (KeyError, ValueError, OverflowError):
         return None

@@ -10,7 +10,11 @@ database when there is no Redis or Redis fails, exactly as the route would.
 Anything it is not sure the route would treat as a plain pixel request goes to Flask unchanged: other
 methods (HEAD, OPTIONS, POST), and paths whose token holds characters no issued token has (slashes,
 percent escapes...). Flask's route still answers those with the GIF, recording nothing unless the
-token is valid.
+token is valid (and never for HEAD).
+
+The token is verified here without the database: a v2 token carries the campaign and subscriber its
+HMAC binds, the buffer entry keeps them, and the flush drops the open when the delivery row no longer
+holds them (see tokens.py).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from mailapp.web import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 
-# What `make_token` issues: hex payload, ".", urlsafe base64 signature. The empty token is the route's
-# `/o/.gif`.
+# What `make_token` issues (v2, and v1 before it): hex ids, ".", urlsafe base64 signature. The empty
+# token is the route's `/o/.gif`.
 PIXEL_PATH = re.compile(r"/o/[A-Za-z0-9_.\-]*\.gif")
 
 # The route's headers in the order Flask sends them. Flask-Login reads the session after every

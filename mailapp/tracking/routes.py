@@ -1,6 +1,9 @@
 """Public tracking endpoints, no login: the open pixel, the click redirect, one-click unsubscribe and
 view in browser. They never redirect anywhere but a stored campaign link, and a bad token writes
-nothing."""
+nothing.
+
+HEAD (link checkers and mail scanners send it) answers with the status and headers of GET and records
+nothing: Flask runs the GET view for a HEAD request, so the views that write check the method."""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ VIEW_CSP = (
 @bp.get("/o/<path:token>.gif")
 @bp.get("/o/.gif", defaults={"token": ""})
 def open_pixel(token: str) -> Response:
+    if request.method == "HEAD":
+        return Response(services.PIXEL_GIF, mimetype="image/gif", headers=NO_CACHE)
     try:
         if services.accept_open(token, request.headers.get("User-Agent"), request.remote_addr):
             db.session.commit()
@@ -47,10 +52,15 @@ def open_pixel(token: str) -> Response:
 
 @bp.get("/c/<token>")
 def click(token: str) -> Response:
-    url = services.record_click(token, request.headers.get("User-Agent"), request.remote_addr)
+    if request.method == "HEAD":
+        target = services.click_target(token)
+        url = target.url if target is not None else None
+    else:
+        url = services.record_click(token, request.headers.get("User-Agent"), request.remote_addr)
+        if url is not None:
+            db.session.commit()
     if url is None:
-        return _page("tracking/invalid.html", 404, message="Please use the link from your email.")
-    db.session.commit()
+        return _page("tracking/invalid.html", 404, message=services.INVALID_LINK)
     return redirect(url, 302, Response=Response)
 
 

@@ -45,6 +45,8 @@ PIXEL_GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
+# Every token that names no delivery gets the same page: it tells nobody whether an id exists.
+INVALID_LINK = "This link is not valid. Please use the link from your email."
 
 
 def early_seconds() -> float:
@@ -118,11 +120,24 @@ def _engaged_deliveries(delivery_ids: Iterable[int]) -> set[int]:
 
 @dataclass(frozen=True)
 class OpenHit:
+    """One open to record. From a pixel request, it carries what the token binds: campaign_id and
+    subscriber_id (v2), or v1_token; the open then counts only if the delivery row is the one the
+    token was issued for. A hit with neither is one its maker vouches for (tests, tools)."""
+
     delivery_id: int
     at: datetime
     user_agent: str
     ip: str
     buffer_key: str | None = None
+    campaign_id: int | None = None
+    subscriber_id: int = 0
+    v1_token: bool = False
+
+    def names(self, campaign_id: int, subscriber_id: int | None, accepts_v1_tokens: bool) -> bool:
+        if self.campaign_id is None and not self.v1_token:
+            return True
+        claims = tokens.TokenClaims(self.delivery_id, None, self.campaign_id, self.subscriber_id)
+        return claims.names(campaign_id, subscriber_id, accepts_v1_tokens)
 
 
 def read_open(
@@ -131,14 +146,17 @@ def read_open(
     """The open a pixel request stands for, with the IP already truncated; None for a bad token, which
     records nothing. `secret_key` defaults to the current app's (the fast path has no app context)."""
     try:
-        delivery_id, _ = tokens.read_token("open", token, secret_key=secret_key)
+        claims = tokens.read_token("open", token, secret_key=secret_key)
     except tokens.BadToken:
         return None
     return OpenHit(
-        delivery_id,
+        claims.delivery_id,
         datetime.fromtimestamp(time.time(), UTC),
         (user_agent or "")[:500],
         machine.truncate_ip(remote_addr),
+        campaign_id=claims.campaign_id,
+        subscriber_id=claims.subscriber_id,
+        v1_token=claims.campaign_id is None,
     )
 
 
@@ -146,7 +164,10 @@ def buffer_open(client: buffer.redis.Redis, hit: OpenHit) -> bool:
     """Append the open to the Redis buffer; False (and logged) when Redis could not take it, so the
     caller writes it to the database instead."""
     try:
-        buffer.push_open(client, hit.delivery_id, hit.at.timestamp(), hit.user_agent, hit.ip)
+        buffer.push_open(
+            client, hit.delivery_id, hit.at.timestamp(), hit.user_agent, hit.ip,
+            campaign_id=hit.campaign_id, subscriber_id=hit.subscriber_id, v1_token=hit.v1_token,
+        )
     except buffer.BufferUnavailable:
         log.exception("open buffer unavailable; writing the open directly")
         return False
@@ -169,7 +190,8 @@ def accept_open(token: str, user_agent: str | None, remote_addr: str | None) -> 
 
 def record_opens(hits: list[OpenHit]) -> int:
     """Insert open events in bulk and bump the counters by what was inserted. Opens of deliveries that
-    no longer exist are dropped. Returns the number of events inserted. The caller commits."""
+    no longer exist, or whose row is not the one the token was issued for, are dropped. Returns the
+    number of events inserted. The caller commits."""
     if not hits:
         return 0
     deliveries = {
@@ -178,6 +200,8 @@ def record_opens(hits: list[OpenHit]) -> int:
             select(
                 Delivery.id,
                 Delivery.campaign_id,
+                Delivery.subscriber_id,
+                Delivery.accepts_v1_tokens,
                 Delivery.sent_at,
                 (Delivery.open_count + Delivery.click_count).label("events"),
             ).where(Delivery.id.in_(sorted({hit.delivery_id for hit in hits})))
@@ -187,7 +211,9 @@ def record_opens(hits: list[OpenHit]) -> int:
     rows: list[dict[str, Any]] = []
     for hit in hits:
         delivery = deliveries.get(hit.delivery_id)
-        if delivery is None:
+        if delivery is None or not hit.names(
+            delivery.campaign_id, delivery.subscriber_id, delivery.accepts_v1_tokens
+        ):
             continue
         rows.append(
             {
@@ -333,20 +359,36 @@ def buffered_open_count() -> int:
 # --- clicks ----------------------------------------------------------------------------------------
 
 
-def record_click(token: str, user_agent: str | None, remote_addr: str | None) -> str | None:
-    """The URL to redirect to, after recording the click; None for a bad token or a link that is not
-    this campaign's (nothing is written then). The caller commits."""
+def click_target(token: str) -> Any | None:
+    """The delivery and stored link a click token names (id, campaign_id, sent_at, link_id, url), or
+    None for a bad token, a delivery that is gone or is not the one the token was issued for, or a
+    link that is not this campaign's or not http(s). Reads only."""
     try:
-        delivery_id, position = tokens.read_token("click", token)
+        claims = tokens.read_token("click", token)
     except tokens.BadToken:
         return None
     found = db.session.execute(
-        select(Delivery.id, Delivery.campaign_id, Delivery.sent_at, Link.id.label("link_id"), Link.url)
-        .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == position))
-        .where(Delivery.id == delivery_id)
+        select(
+            Delivery.id, Delivery.campaign_id, Delivery.subscriber_id, Delivery.accepts_v1_tokens,
+            Delivery.sent_at, Link.id.label("link_id"), Link.url,
+        )
+        .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == claims.position))
+        .where(Delivery.id == claims.delivery_id)
     ).first()
-    if found is None or not found.url.lower().startswith(("http://", "https://")):
+    if found is None or not claims.names(found.campaign_id, found.subscriber_id, found.accepts_v1_tokens):
         return None
+    if not found.url.lower().startswith(("http://", "https://")):
+        return None
+    return found
+
+
+def record_click(token: str, user_agent: str | None, remote_addr: str | None) -> str | None:
+    """The URL to redirect to, after recording the click; None when `click_target` finds nothing
+    (nothing is written then). The caller commits."""
+    found = click_target(token)
+    if found is None:
+        return None
+    delivery_id = found.id
     at = utcnow()
     agent = (user_agent or "")[:500]
     is_machine = machine.is_machine_user_agent(agent) or machine.is_early(at, found.sent_at, early_seconds())
@@ -412,14 +454,17 @@ class UnsubscribeTarget:
 
 
 def delivery_for_token(kind: str, token: str) -> Delivery:
-    """The delivery a valid token names; NotFoundError for a bad token or a deleted delivery."""
+    """The delivery a valid token names; NotFoundError, with the one generic message, for a bad token,
+    a deleted delivery, or a row that is not the one the token was issued for (a reused id)."""
     try:
-        delivery_id, _ = tokens.read_token(kind, token)
+        claims = tokens.read_token(kind, token)
     except tokens.BadToken as error:
-        raise NotFoundError("This link is not valid. Please use the link from your email.") from error
-    delivery = db.session.get(Delivery, delivery_id)
-    if delivery is None:
-        raise NotFoundError("This link is no longer valid.")
+        raise NotFoundError(INVALID_LINK) from error
+    delivery = db.session.get(Delivery, claims.delivery_id)
+    if delivery is None or not claims.names(
+        delivery.campaign_id, delivery.subscriber_id, delivery.accepts_v1_tokens
+    ):
+        raise NotFoundError(INVALID_LINK)
     return delivery
 
 
@@ -456,7 +501,7 @@ def render_for_browser(token: str) -> Markup:
     delivery = delivery_for_token("view", token)
     campaign = db.session.get(Campaign, delivery.campaign_id)
     if campaign is None:
-        raise NotFoundError("This message is no longer available.")
+        raise NotFoundError(INVALID_LINK)
     subscriber = db.session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id else None
     layout = campaign.layout
     source = CampaignSource(
