@@ -6,7 +6,7 @@
   the embedded default (Redis keeps them when REDIS_URL is set).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-03 15:00:00.000000
 
 """
@@ -18,7 +18,7 @@ import mailapp.models.base
 
 # revision identifiers, used by Alembic.
 revision = '0004'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
