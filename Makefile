@@ -19,7 +19,6 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	mkdir -p instance
 	$(FLASK) db upgrade
 	$(FLASK) users ensure-admin
 	$(FLASK) broker prepare

@@ -8,7 +8,9 @@ from pathlib import Path
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent
-INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance"))
+# Absolute, so every process finds the same folder whatever its working directory. create_app creates
+# it: on a fresh clone nothing else does, and beat cannot open its schedule file without it.
+INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance")).resolve()
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -83,6 +85,9 @@ class Config:
     DEVINBOX_ENABLED = _env_bool("DEVINBOX_ENABLED", ENV_NAME != "production")
     DEVINBOX_MAX_MESSAGES = _env_int("DEVINBOX_MAX_MESSAGES", 5000)
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))
+    # The app's instance folder (Flask's instance_path): beat's schedule, the embedded default's files.
+    # Below the paths built from the module's INSTANCE_DIR, which this name shadows in the class.
+    INSTANCE_DIR = str(INSTANCE_DIR)
 
     # Uploads: layouts are small; CSV files can be large but are streamed to disk.
     LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
@@ -136,6 +141,9 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            # Beat's own state (when each periodic task last ran), in the instance folder that
+            # create_app makes, found whatever directory beat is started from.
+            "beat_schedule_filename": str(Path(self.INSTANCE_DIR) / "celerybeat-schedule"),
             # Starts of scheduled campaigns have a queue of their own, so a worker that takes only
             # that queue (the Procfile's `scheduler`) starts them on time while every slot of the main
             # worker is sending. A worker started without -Q takes both queues.

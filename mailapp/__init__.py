@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 
 from config import Config, config_from_env
 
 
 def create_app(config: Config | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=False)
-    app.config.from_object(config if config is not None else config_from_env())
+    if config is None:
+        config = config_from_env()
+    # Every process (web, worker, beat, the CLI) builds the app first, so the instance folder exists
+    # before anything opens a file in it: beat's schedule, the embedded default's SQLite files.
+    instance_dir = Path(config.INSTANCE_DIR).resolve()
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(instance_dir), instance_relative_config=False)
+    app.config.from_object(config)
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError("SECRET_KEY is not set")
 
