@@ -15,7 +15,8 @@ def create_app(config: Config | None = None) -> Flask:
     # Every process (web, worker, beat, the CLI) builds the app first, so the instance folder exists
     # before anything opens a file in it: beat's schedule, the embedded default's SQLite files.
     instance_dir = Path(config.INSTANCE_DIR).resolve()
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    # Its owner's only: on the embedded default it holds the whole database.
+    instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance_dir), instance_relative_config=False)
     app.config.from_object(config)
     if not app.config.get("SECRET_KEY"):
