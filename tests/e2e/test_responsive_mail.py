@@ -77,6 +77,7 @@ def test_a_responsive_campaign_fits_a_phone_screen_without_horizontal_scrolling(
     received = send_the_responsive_campaign(mailapp_server)
     html = received.html()
     assert "@media (max-width: 600px)" in html, "the media query was dropped on the way out"
+    assert "@media" not in received.text(), "the style block leaked into the text part"
 
     widths = {}
     for name, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
