@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app wsgi
 PORT ?= 5000
 export PORT
 
-.PHONY: install run test lint migration bench faults clean
+.PHONY: install run test test-all lint migration bench faults clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,6 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	mkdir -p instance
 	$(FLASK) db upgrade
 	$(FLASK) users ensure-admin
 	$(FLASK) broker prepare
@@ -30,7 +29,15 @@ run: install
 	@echo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start web worker scheduler beat devsmtp
 
+# The everyday tier, a few minutes on 2 cores: every test but the fault injection (tests/faults, which
+# starts and kills its own PostgreSQL and Redis) and the API fuzzing, which take most of the time.
+FAST_TESTS := not faults and not fuzz
+
 test: install
+	$(BIN)/pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+
+# Every test, the fault injection (short forms) and the fuzzing included: what CI runs.
+test-all: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent
-INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance"))
+# Absolute, so every process finds the same folder whatever its working directory. create_app creates
+# it: on a fresh clone nothing else does, and beat cannot open its schedule file without it.
+INSTANCE_DIR = Path(os.environ.get("MAILAPP_INSTANCE_DIR", BASE_DIR / "instance")).resolve()
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -78,7 +80,7 @@ def load_or_create_secret_key(instance_dir: Path) -> str:
     Web, worker and beat may all start at once and must end up with the same key: the key is written
     to a private temporary file and linked into place, which fails if another process got there first
     (its complete file then wins), so no process ever reads a half-written key."""
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = instance_dir / SECRET_KEY_FILE_NAME
     if not path.exists():
         descriptor, temporary = tempfile.mkstemp(dir=instance_dir, prefix=".secret_key-")  # mode 600
@@ -146,6 +148,9 @@ class Config:
     DEVINBOX_ENABLED = _env_optional_bool("DEVINBOX_ENABLED")
     DEVINBOX_MAX_MESSAGES = _env_int("DEVINBOX_MAX_MESSAGES", 5000)
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))
+    # The app's instance folder (Flask's instance_path): beat's schedule, the embedded default's files.
+    # Below the paths built from the module's INSTANCE_DIR, which this name shadows in the class.
+    INSTANCE_DIR = str(INSTANCE_DIR)
 
     # Uploads: layouts are small; CSV files can be large but are streamed to disk.
     LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
@@ -216,6 +221,9 @@ class Config:
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            # Beat's own state (when each periodic task last ran), in the instance folder that
+            # create_app makes, found whatever directory beat is started from.
+            "beat_schedule_filename": str(Path(self.INSTANCE_DIR) / "celerybeat-schedule"),
             # Starts of scheduled campaigns have a queue of their own, so a worker that takes only
             # that queue (the Procfile's `scheduler`) starts them on time while every slot of the main
             # worker is sending. A worker started without -Q takes both queues.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -9,8 +11,15 @@ from config import Config, apply_derived_settings, config_from_env
 
 
 def create_app(config: Config | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=False)
-    app.config.from_object(config if config is not None else config_from_env())
+    if config is None:
+        config = config_from_env()
+    # Every process (web, worker, beat, the CLI) builds the app first, so the instance folder exists
+    # before anything opens a file in it: beat's schedule, the embedded default's SQLite files.
+    instance_dir = Path(config.INSTANCE_DIR).resolve()
+    # Its owner's only: on the embedded default it holds the whole database.
+    instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(instance_dir), instance_relative_config=False)
+    app.config.from_object(config)
     apply_derived_settings(app.config)
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError("SECRET_KEY is not set")

@@ -103,6 +103,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, smtp_server: SMTPTestServer) -
     config.PUBLIC_URL = "http://mailapp.test"
     config.DEVINBOX_DIR = str(workdir / "devinbox")
     config.UPLOAD_DIR = str(workdir / "uploads")
+    config.INSTANCE_DIR = str(workdir / "instance")
 
     app = create_app(config)
     app.test_client_class = MailappClient

@@ -224,7 +224,9 @@ _PLACEHOLDER = r"(?:<!--|&lt;!--)\s*{marker}(\d+)\s*(?:-->|--&gt;)|{marker}(\d+)
 
 def inline_css(html: str) -> str:
     """Move <style> rules into style attributes, as mail clients (Gmail among them) need. Done once per
-    layout, before rendering. The inliner parses and re-serialises the HTML, which would move a
+    layout, before rendering. At-rules (`@media`, `@font-face`, `@supports`) have no inline form, so
+    they stay in a <style> block in <head>: without them a responsive layout keeps its desktop width on
+    a phone. The inliner parses and re-serialises the HTML, which would move a
     `{% for %}` out of a <table> (HTML "foster parenting") or re-escape an expression, so every Jinja
     tag is swapped for a placeholder first (an HTML comment between elements, a bare word inside a
     tag) and put back afterwards, unchanged."""
@@ -240,7 +242,9 @@ def inline_css(html: str) -> str:
         return f"{marker}{index}-" if inside_tag else f"<!--{marker}{index}-->"
 
     protected = _JINJA_CHUNK.sub(protect, html)
-    inlined = css_inline.inline(protected, keep_style_tags=False, load_remote_stylesheets=False)
+    inlined = css_inline.inline(
+        protected, keep_style_tags=False, keep_at_rules=True, load_remote_stylesheets=False
+    )
     placeholder = re.compile(_PLACEHOLDER.format(marker=re.escape(marker)))
     return placeholder.sub(lambda match: chunks[int(match.group(1) or match.group(2))], inlined)
 

@@ -1,0 +1,1 @@
+"""The README's production recipe, followed literally on a fresh copy of the repository."""
