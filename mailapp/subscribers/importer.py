@@ -6,8 +6,15 @@ What the counters mean (processed == imported + updated + skipped + error_count,
 - skipped: nothing to do; either the email already appeared earlier in the same file (also counted
   in `duplicates`, the first occurrence wins), or the row matches what is stored and the subscriber
   is already on the list. Re-importing a file therefore skips every row.
-- error_count: invalid rows (bad email, wrong number of columns, bad UTF-8, name too long); the first
+- error_count: invalid rows (bad email, wrong number of columns, bad UTF-8, name too long, a row
+  longer than IMPORT_MAX_LINE_BYTES, an attribute value over its limit, a NUL character); the first
   MAX_REPORTED_ERRORS are kept in `errors` as {line, email, reason}.
+
+Memory is bounded whatever the file: rows are read through BoundedLines, which hands csv.reader at
+most max_row_bytes per row (the rest of an over-long line is read in pieces and dropped, and the row is
+an invalid row), and a chunk holds at most CHUNK_ROWS rows or CHUNK_MAX_BYTES bytes of them. Names and
+attribute values follow the rules of validation.py (line breaks and control characters become spaces,
+NUL refused), checked only on the rows that need it so the common row costs nothing more.
 
 Columns: `email` (required) and `name` match case-insensitively; the columns an export adds (status,
 created_at, updated_at, unsubscribed_at) are ignored; every other named column is an attribute.
@@ -38,7 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import Connection, Engine, text, update
@@ -47,13 +54,21 @@ from sqlalchemy.exc import IntegrityError
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.base import utcnow
 from mailapp.models.subscriber import SubscriberImport
-from mailapp.subscribers.validation import normalize_email
+from mailapp.subscribers.validation import (
+    NAME_MAX_LENGTH,
+    AttributeLimits,
+    check_attribute_key,
+    normalize_email,
+    one_line,
+)
 
 HEADER_SAMPLE_BYTES = 64 * 1024
 CHUNK_ROWS = 50_000
+# With the row bound this caps a chunk's memory: its rows as Python strings, plus the COPY payload
+# made from them, for the chunk being parsed, the one queued and the one being written.
+CHUNK_MAX_BYTES = 4 * 1024 * 1024
+MAX_ROW_BYTES = 64 * 1024
 MAX_REPORTED_ERRORS = 1000
-NAME_MAX_LENGTH = 300
-MAX_ATTRIBUTE_COLUMNS = 100
 # Subscriber fields an export writes that an import must not turn into attributes (nor set: an import
 # never changes a status), so an exported file imports back cleanly.
 IGNORED_COLUMNS = frozenset({"status", "created_at", "updated_at", "unsubscribed_at"})
@@ -111,8 +126,22 @@ class CsvLayout:
         return [index for index, _ in self.attribute_columns]
 
 
-def inspect_csv(path: Path) -> CsvLayout:
+@dataclass(frozen=True)
+class ImportLimits:
+    """IMPORT_MAX_LINE_BYTES and the attribute limits, as the importer applies them."""
+
+    max_row_bytes: int = MAX_ROW_BYTES
+    attributes: AttributeLimits = field(default_factory=AttributeLimits)
+
+    @classmethod
+    def from_config(cls, config: Any) -> ImportLimits:
+        max_row_bytes = int(config.get("IMPORT_MAX_LINE_BYTES", MAX_ROW_BYTES))
+        return cls(max_row_bytes, AttributeLimits.from_config(config))
+
+
+def inspect_csv(path: Path, limits: ImportLimits | None = None) -> CsvLayout:
     """Check that the file can be imported at all and read its header; ImportFileError says why not."""
+    limits = limits or ImportLimits()
     with path.open("rb") as file:
         sample = file.read(HEADER_SAMPLE_BYTES)
         whole_file_read = not file.read(1)
@@ -142,7 +171,7 @@ def inspect_csv(path: Path) -> CsvLayout:
         raise ImportFileError(f"The file is not UTF-8 text ({undecodable} of the first {len(lines)} rows "
                               f"cannot be decoded). {not_utf8}")
     rest = rest_bytes.strip()
-    layout = _layout_from_header(header_line)
+    layout = _layout_from_header(header_line, limits.attributes)
     if whole_file_read and not rest:
         raise ImportFileError("The file has a header row but no rows below it.")
     return layout
@@ -156,7 +185,7 @@ def _is_utf8(line: bytes) -> bool:
     return True
 
 
-def _layout_from_header(header_line: str) -> CsvLayout:
+def _layout_from_header(header_line: str, limits: AttributeLimits) -> CsvLayout:
     candidates = []
     for delimiter in DELIMITERS:
         cells = next(csv.reader([header_line], delimiter=delimiter), [])
@@ -177,12 +206,16 @@ def _layout_from_header(header_line: str) -> CsvLayout:
         raise ImportFileError("The header row has more than one 'name' column.")
     attributes = [(index, name) for index, name in enumerate(names)
                   if name and name.lower() not in {"email", "name", *IGNORED_COLUMNS}]
-    if len(attributes) > MAX_ATTRIBUTE_COLUMNS:
+    if len(attributes) > limits.max_keys:
         raise ImportFileError(
-            f"The file has {len(attributes)} attribute columns; at most {MAX_ATTRIBUTE_COLUMNS} are allowed."
+            f"The file has {len(attributes)} attribute columns; at most {limits.max_keys} are allowed."
         )
     seen: set[str] = set()
     for _, name in attributes:
+        try:
+            check_attribute_key(name, limits)
+        except ValidationError as error:
+            raise ImportFileError(f"The header row: {error.message}") from error
         if name in seen:
             raise ImportFileError(f"The header row names the column {name!r} twice.")
         seen.add(name)
@@ -232,57 +265,136 @@ class ParsedChunk:
     prepared: Any = None
 
 
+class RowTooLongError(Exception):
+    """Raised by BoundedLines into csv.reader's next(): the row is over the limit and was dropped."""
+
+
+# What makes a row need the slow path of name and attribute cleaning: a NUL or another control
+# character inside a line. The line's own end (CR, LF) is not one; a quoted line break shows up as a
+# row of more than one line.
+_NEEDS_CLEANING = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_SKIP_PIECE_CHARS = 64 * 1024
+
+
+class BoundedLines:
+    """The physical lines of the file for csv.reader, at most max_row_bytes per row.
+
+    csv.reader asks for one more line while a quoted field is open, so a row is the lines read between
+    two start_row() calls. When a row goes over the limit, the rest of its current line is read in
+    pieces and dropped, and RowTooLongError ends the row (csv.reader starts afresh at the next call);
+    the lines after it are read as new rows.
+
+    Why this bounds memory: csv.reader never sees more than max_row_bytes + 1 characters per row, so a
+    row has at most that many cells; each cell costs a pointer in the list plus at most one str object
+    (~50 bytes plus its characters), so the default 64 KiB limit caps a row at about 64K x 58 bytes =
+    3.7 MB, however long the line in the file is."""
+
+    def __init__(self, file: TextIO, max_row_bytes: int) -> None:
+        self.file = file
+        self.max_row_bytes = max_row_bytes
+        self.line_number = 0  # physical lines read so far
+        self.row_bytes = 0
+        self.row_lines = 0
+        self.needs_cleaning = False
+
+    def start_row(self) -> None:
+        self.row_bytes = self.row_lines = 0
+        self.needs_cleaning = False
+
+    def __iter__(self) -> BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        # One character more than the room left: a line that fills it is over the limit.
+        line = self.file.readline(self.max_row_bytes - self.row_bytes + 1)
+        if not line:
+            raise StopIteration
+        self.line_number += 1
+        self.row_lines += 1
+        # Surrogate escapes stand for the undecodable bytes, so this is the line's size in the file.
+        self.row_bytes += len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
+        if self.row_bytes > self.max_row_bytes:
+            if not line.endswith(("\n", "\r")):
+                self._drop_rest_of_line()
+            raise RowTooLongError
+        if self.row_lines > 1 or _NEEDS_CLEANING.search(line):
+            self.needs_cleaning = True
+        return line
+
+    def _drop_rest_of_line(self) -> None:
+        while piece := self.file.readline(_SKIP_PIECE_CHARS):
+            if piece.endswith(("\n", "\r")):
+                return
+
+
 def parse_chunks(
-    path: Path, layout: CsvLayout, errors: ErrorLog, chunk_rows: int = CHUNK_ROWS, skip_records: int = 0
+    path: Path,
+    layout: CsvLayout,
+    errors: ErrorLog,
+    chunk_rows: int = CHUNK_ROWS,
+    skip_records: int = 0,
+    limits: ImportLimits | None = None,
 ) -> Iterator[ParsedChunk]:
     """Stream the data rows, validated and normalised, chunk by chunk. Blank lines are ignored."""
+    limits = limits or ImportLimits()
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-        reader = csv.reader(file, delimiter=layout.delimiter)
+        lines = BoundedLines(file, limits.max_row_bytes)
+        reader = csv.reader(lines, delimiter=layout.delimiter)
         next(reader, None)  # the header, checked by inspect_csv
         rows: dict[str, ImportRow] = {}
-        processed = duplicates = 0
+        processed = duplicates = chunk_bytes = 0
         skipped_records = 0
-        line = reader.line_num
         while True:
-            first_line = line + 1
+            first_line = lines.line_number + 1
+            lines.start_row()
             try:
                 cells = next(reader)
             except StopIteration:
                 break
-            except csv.Error as error:
-                line = reader.line_num
+            except (csv.Error, RowTooLongError) as error:
                 if skipped_records < skip_records:
                     skipped_records += 1
                     continue
                 processed += 1
-                errors.add(first_line, "", f"Not valid CSV: {error}")
+                if isinstance(error, RowTooLongError):
+                    where = f"The row from line {first_line}" if lines.row_lines > 1 else f"Line {first_line}"
+                    errors.add(first_line, "", f"{where} is longer than {limits.max_row_bytes} bytes.")
+                else:
+                    errors.add(first_line, "", f"Not valid CSV: {error}")
             else:
-                line = reader.line_num
                 if not cells or (len(cells) == 1 and not cells[0].strip()):
                     continue
                 if skipped_records < skip_records:
                     skipped_records += 1
                     continue
                 processed += 1
-                row = _parse_row(first_line, cells, layout, errors)
+                chunk_bytes += lines.row_bytes
+                row = _parse_row(first_line, cells, layout, errors, lines, limits)
                 if row is not None:
                     if row[1] in rows:
                         duplicates += 1
                     else:
                         rows[row[1]] = row
-            if processed >= chunk_rows:
+            if processed >= chunk_rows or chunk_bytes >= CHUNK_MAX_BYTES:
                 yield ParsedChunk(
                     list(rows.values()), processed, duplicates, errors.count, list(errors.first)
                 )
-                rows, processed, duplicates = {}, 0, 0
+                rows, processed, duplicates, chunk_bytes = {}, 0, 0, 0
         if processed:
             yield ParsedChunk(list(rows.values()), processed, duplicates, errors.count, list(errors.first))
 
 
-def _parse_row(line: int, cells: list[str], layout: CsvLayout, errors: ErrorLog) -> ImportRow | None:
+def _parse_row(
+    line: int,
+    cells: list[str],
+    layout: CsvLayout,
+    errors: ErrorLog,
+    lines: BoundedLines,
+    limits: ImportLimits,
+) -> ImportRow | None:
     raw_email = cells[layout.email_index] if layout.email_index < len(cells) else ""
     if len(cells) != layout.column_count:
-        errors.add(line, _printable(raw_email),
+        errors.add(line, _printable(raw_email[:EMAIL_MAX_LENGTH]),
                    f"Expected {layout.column_count} columns, found {len(cells)}.")
         return None
     for cell in cells:
@@ -292,6 +404,9 @@ def _parse_row(line: int, cells: list[str], layout: CsvLayout, errors: ErrorLog)
             except UnicodeEncodeError:
                 errors.add(line, _printable(raw_email), "The row is not valid UTF-8.")
                 return None
+    if lines.needs_cleaning and any("\x00" in cell for cell in cells):
+        errors.add(line, _printable(raw_email).replace("\x00", ""), "The row contains a NUL character.")
+        return None
     if not raw_email.strip():
         errors.add(line, "", "The email is empty.")
         return None
@@ -301,11 +416,22 @@ def _parse_row(line: int, cells: list[str], layout: CsvLayout, errors: ErrorLog)
         errors.add(line, raw_email, error.message)
         return None
     name = cells[layout.name_index].strip() if layout.name_index is not None else ""
+    if lines.needs_cleaning:
+        name = one_line(name).strip()
     if len(name) > NAME_MAX_LENGTH:
         errors.add(line, email, f"The name is longer than {NAME_MAX_LENGTH} characters.")
         return None
     # Empty cells become None: they never overwrite what is stored.
-    return (line, email, name, *[cells[index] or None for index in layout.attribute_indexes])
+    values = [cells[index] or None for index in layout.attribute_indexes]
+    if lines.needs_cleaning:
+        values = [value if value is None else one_line(value) for value in values]
+    max_value_bytes = limits.attributes.max_value_bytes
+    if lines.row_bytes > max_value_bytes:  # else no cell of the row can be over the limit
+        for key, value in zip(layout.attribute_names, values, strict=True):
+            if value is not None and len(value.encode("utf-8")) > max_value_bytes:
+                errors.add(line, email, f"The value of {key!r} is longer than {max_value_bytes} bytes.")
+                return None
+    return (line, email, name, *values)
 
 
 def _printable(value: str) -> str:
@@ -625,6 +751,7 @@ def import_rows(
     errors: ErrorLog,
     skip_records: int = 0,
     chunk_rows: int | None = None,
+    limits: ImportLimits | None = None,
 ) -> None:
     """Parse in this thread, write in another: one chunk in flight while the next is parsed."""
     chunk_rows = chunk_rows or CHUNK_ROWS
@@ -654,7 +781,7 @@ def import_rows(
     thread = threading.Thread(target=write_chunks, name=f"import-{import_id}-writer", daemon=True)
     thread.start()
     try:
-        for chunk in parse_chunks(path, layout, errors, chunk_rows, skip_records):
+        for chunk in parse_chunks(path, layout, errors, chunk_rows, skip_records, limits):
             if failure:
                 break
             if chunk.rows:
