@@ -270,32 +270,41 @@ class RowTooLongError(Exception):
 
 
 # What makes a row need the slow path of name and attribute cleaning: a NUL or another control
-# character inside a line. The line's own end (CR, LF) is not one; a quoted line break shows up as a
-# row of more than one line.
-_NEEDS_CLEANING = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
-_SKIP_PIECE_CHARS = 64 * 1024
+# character. Line ends are all "\n" here (the file is read with universal newlines); a quoted line
+# break shows up as a row of more than one line.
+_NEEDS_CLEANING = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+BLOCK_CHARS = 256 * 1024
 
 
 class BoundedLines:
-    """The physical lines of the file for csv.reader, at most max_row_bytes per row.
+    """The lines of the file for csv.reader, at most max_row_bytes per row.
 
     csv.reader asks for one more line while a quoted field is open, so a row is the lines read between
-    two start_row() calls. When a row goes over the limit, the rest of its current line is read in
-    pieces and dropped, and RowTooLongError ends the row (csv.reader starts afresh at the next call);
-    the lines after it are read as new rows.
+    two start_row() calls. When a row goes over the limit, RowTooLongError ends it (csv.reader starts
+    afresh at the next call) and the rest of its line is dropped unread into memory; the lines after
+    it are read as new rows.
+
+    The file is read in blocks of BLOCK_CHARS, split into lines at C speed; what costs per line here is
+    kept small: the control-character search and the UTF-8 size run only in blocks that need them.
 
     Why this bounds memory: csv.reader never sees more than max_row_bytes + 1 characters per row, so a
     row has at most that many cells; each cell costs a pointer in the list plus at most one str object
     (~50 bytes plus its characters), so the default 64 KiB limit caps a row at about 64K x 58 bytes =
-    3.7 MB, however long the line in the file is."""
+    3.7 MB, however long the line in the file is. A block holds at most BLOCK_CHARS characters plus
+    the start of a line of at most max_row_bytes."""
 
     def __init__(self, file: TextIO, max_row_bytes: int) -> None:
         self.file = file
         self.max_row_bytes = max_row_bytes
-        self.line_number = 0  # physical lines read so far
+        self.line_number = 0  # lines read so far
         self.row_bytes = 0
         self.row_lines = 0
         self.needs_cleaning = False
+        self._lines: Iterator[str] = iter(())
+        self._carry = ""  # the start of a line that continues in the next block
+        self._dropping = False  # skipping the rest of an over-long line
+        self._block_is_ascii = True
+        self._block_needs_cleaning = False
 
     def start_row(self) -> None:
         self.row_bytes = self.row_lines = 0
@@ -305,26 +314,60 @@ class BoundedLines:
         return self
 
     def __next__(self) -> str:
-        # One character more than the room left: a line that fills it is over the limit.
-        line = self.file.readline(self.max_row_bytes - self.row_bytes + 1)
-        if not line:
-            raise StopIteration
+        line = next(self._lines, None)
+        if line is None:
+            if not self._read_block():
+                raise StopIteration
+            line = next(self._lines)
         self.line_number += 1
         self.row_lines += 1
-        # Surrogate escapes stand for the undecodable bytes, so this is the line's size in the file.
-        self.row_bytes += len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
+        if self._block_is_ascii or line.isascii():
+            self.row_bytes += len(line)
+        else:  # surrogate escapes stand for undecodable bytes: this is the line's size in the file
+            self.row_bytes += len(line.encode("utf-8", "surrogateescape"))
         if self.row_bytes > self.max_row_bytes:
-            if not line.endswith(("\n", "\r")):
-                self._drop_rest_of_line()
             raise RowTooLongError
-        if self.row_lines > 1 or _NEEDS_CLEANING.search(line):
+        if self.row_lines > 1 or (self._block_needs_cleaning and _NEEDS_CLEANING.search(line)):
             self.needs_cleaning = True
         return line
 
-    def _drop_rest_of_line(self) -> None:
-        while piece := self.file.readline(_SKIP_PIECE_CHARS):
-            if piece.endswith(("\n", "\r")):
-                return
+    def _read_block(self) -> bool:
+        """The next block's lines into self._lines; False at the end of the file."""
+        while True:
+            text = self.file.read(BLOCK_CHARS)
+            if not text:
+                if not self._carry or self._dropping:
+                    return False
+                text, self._carry = self._carry, ""
+                break
+            if self._dropping:
+                cut = text.find("\n")
+                if cut < 0:
+                    continue
+                self._dropping = False
+                text = text[cut + 1:]
+            text = self._carry + text
+            cut = text.rfind("\n") + 1
+            self._carry = text[cut:]
+            text = text[:cut]
+            if len(self._carry) > self.max_row_bytes:
+                # Over the limit with no end in sight: hand csv.reader what makes the row too long
+                # (__next__ refuses it) and drop the rest of the line as it is read.
+                text += self._carry[: self.max_row_bytes + 1]
+                self._carry, self._dropping = "", True
+            if text:
+                break
+        self._block_is_ascii = text.isascii()
+        self._block_needs_cleaning = _NEEDS_CLEANING.search(text) is not None
+        if self._block_needs_cleaning:  # splitlines would also split at some control characters
+            lines = [line + "\n" for line in text.split("\n")]
+            lines[-1] = lines[-1][:-1]
+            if not lines[-1]:
+                lines.pop()
+        else:
+            lines = text.splitlines(keepends=True)
+        self._lines = iter(lines)
+        return True
 
 
 def parse_chunks(
@@ -337,10 +380,13 @@ def parse_chunks(
 ) -> Iterator[ParsedChunk]:
     """Stream the data rows, validated and normalised, chunk by chunk. Blank lines are ignored."""
     limits = limits or ImportLimits()
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-        lines = BoundedLines(file, limits.max_row_bytes)
+    # Universal newlines: a line break inside a quoted field becomes a space anyway (validation.one_line).
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as file:
+        # The header row: inspect_csv checked it, within its sample, whatever the row limit.
+        lines = BoundedLines(file, max(limits.max_row_bytes, HEADER_SAMPLE_BYTES))
         reader = csv.reader(lines, delimiter=layout.delimiter)
-        next(reader, None)  # the header, checked by inspect_csv
+        next(reader, None)
+        lines.max_row_bytes = limits.max_row_bytes
         rows: dict[str, ImportRow] = {}
         processed = duplicates = chunk_bytes = 0
         skipped_records = 0
