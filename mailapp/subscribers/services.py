@@ -307,7 +307,8 @@ def subscriber_filter(q: str | None = None, list_id: int | None = None, status: 
         statement = statement.where(Subscriber.status == _clean_status(status))
     if q and q.strip():
         term = q.strip()
-        refuse_nul("search", term)
+        if "\x00" in term:  # PostgreSQL cannot even compare text with a NUL in it
+            raise ValidationError("The search contains a NUL character.", {"field": "q"})
         whole_email = _as_whole_email(term)
         if whole_email is not None:
             # A complete address is looked up through the unique index, not by scanning every row.
