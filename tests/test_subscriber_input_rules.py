@@ -14,7 +14,7 @@ from mailapp.models import Campaign
 from mailapp.models.subscriber import Subscriber, SubscriberList
 from mailapp.subscribers import services
 from mailapp.subscribers.validation import normalize_email
-from tests.campaign_fixtures import audience, campaign_payload
+from tests.campaign_fixtures import audience, campaign_payload, make_ready_campaign
 from tests.factories import SubscriberFactory, SubscriberListFactory
 from tests.test_import import assert_counts_add_up, members_of, run_csv
 
@@ -260,3 +260,21 @@ def test_an_upload_filename_with_nul_is_stored_without_it(api, db, target, monke
     )
     assert response.status_code == 202, response.get_data(as_text=True)
     assert services.get_import(response.get_json()["import_id"]).filename == "people.csv"
+
+
+def test_a_nul_in_a_row_with_other_faults_is_still_only_that_rows_error(db, target):
+    filler = "".join(f"p{n}@example.com,P{n}\n" for n in range(4000))
+    content = f"email,name\n{filler}n\x00l@example.com,N,extra\nbad\x00\nlast@example.com,Last\n"
+    report = run_csv(target, content)
+    assert report["status"] == "done", report
+    assert (report["imported"], report["invalid"]) == (4001, 2)
+    assert [error["line"] for error in report["errors"]] == [4002, 4003]
+
+
+def test_a_test_send_to_a_non_ascii_local_part_is_refused_as_bad_input(api, audience, smtp_server):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    response = api.post(f"/api/v1/campaigns/{campaign.id}/test", json={"emails": ["jörg@example.com"]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "validation_error"
+    assert "non-ASCII" in response.get_json()["error"]["message"]
+    assert smtp_server.messages == []
