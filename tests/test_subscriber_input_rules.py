@@ -278,3 +278,28 @@ def test_a_test_send_to_a_non_ascii_local_part_is_refused_as_bad_input(api, audi
     assert response.get_json()["error"]["code"] == "validation_error"
     assert "non-ASCII" in response.get_json()["error"]["message"]
     assert smtp_server.messages == []
+
+
+def test_an_import_cannot_take_a_subscriber_past_the_attribute_limit(app, db, target, monkeypatch):
+    monkeypatch.setitem(app.config, "SUBSCRIBER_MAX_ATTRIBUTES", 3)
+    SubscriberFactory(email="full@example.com", attributes={"a": "1", "b": "2"})
+    SubscriberFactory(email="over@example.com", attributes={"a": "1", "b": "2", "c": "3", "d": "4"})
+    db.session.commit()
+    content = (
+        "email,c,e\n"
+        "full@example.com,3,5\n"  # 4 keys with c and e: refused
+        "over@example.com,30,\n"  # already over the limit, no new key: updated
+        "new@example.com,3,5\n"
+        "full@example.com,3,\n"  # a repeat of an email already taken from the file
+    )
+    report = run_csv(target, content)
+    assert report["status"] == "done", report
+    assert (report["imported"], report["updated"], report["duplicates"], report["invalid"]) == (1, 1, 1, 1)
+    assert_counts_add_up(report)
+    assert report["errors"] == [{
+        "line": 2, "email": "full@example.com",
+        "reason": "With this file's columns the subscriber would have more than 3 attributes.",
+    }]
+    assert stored(db, "full@example.com").attributes == {"a": "1", "b": "2"}
+    assert stored(db, "over@example.com").attributes["c"] == "30"
+    assert members_of(db, target) == ["new@example.com", "over@example.com"]

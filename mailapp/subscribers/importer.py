@@ -490,6 +490,12 @@ class ChunkCounts:
     updated: int = 0
     unchanged: int = 0
     duplicates: int = 0
+    # (line, email) of rows of existing subscribers this file would take past the attribute limit.
+    too_many_attributes: list[tuple[int, str]] = field(default_factory=list)
+
+
+def too_many_attributes_reason(max_keys: int) -> str:
+    return f"With this file's columns the subscriber would have more than {max_keys} attributes."
 
 
 class PostgresChunkWriter:
@@ -539,6 +545,15 @@ class PostgresChunkWriter:
         WHERE import_stage.subscriber_id IS NOT NULL
           AND import_seen.subscriber_id = import_stage.subscriber_id
     """
+    # Existing subscribers whose attributes this file would take past the limit (never below what they
+    # already have): invalid rows, nothing of them stored.
+    REFUSE_TOO_MANY = """
+        DELETE FROM import_stage AS stage USING subscribers
+        WHERE stage.subscriber_id IS NOT NULL AND subscribers.id = stage.subscriber_id
+          AND (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes || {attributes}))
+              > greatest(:max_keys, (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes)))
+        RETURNING stage.line, stage.email
+    """
     REMEMBER_EXISTING = """
         INSERT INTO import_seen (subscriber_id)
         SELECT subscriber_id FROM import_stage WHERE subscriber_id IS NOT NULL
@@ -576,8 +591,9 @@ class PostgresChunkWriter:
     """
     MAX_ATTEMPTS = 5
 
-    def __init__(self, attribute_names: list[str]) -> None:
+    def __init__(self, attribute_names: list[str], max_keys: int) -> None:
         self.attribute_names = attribute_names
+        self.max_keys = max_keys
         self.columns = ["line", "email", "name"] + [f"a{i}" for i in range(len(attribute_names))]
         if attribute_names:
             keys = ", ".join(f":key{i}" for i in range(len(attribute_names)))
@@ -588,6 +604,7 @@ class PostgresChunkWriter:
         self.insert_new = text(self.INSERT_NEW.format(attributes=attributes))
         self.classify_existing = text(self.CLASSIFY_EXISTING.format(attributes=attributes))
         self.update_changed = text(self.UPDATE_CHANGED.format(attributes=attributes))
+        self.refuse_too_many = text(self.REFUSE_TOO_MANY.format(attributes=attributes))
         self.join_list = text(self.JOIN_LIST)
         self.keys = {f"key{i}": name for i, name in enumerate(attribute_names)}
 
@@ -643,23 +660,28 @@ class PostgresChunkWriter:
                 log.info("import chunk met a concurrent change to its subscribers; running it again")
                 continue
             savepoint.commit()
-            counts.duplicates = len(rows) - counts.imported - counts.updated - counts.unchanged
+            counts.duplicates = (len(rows) - counts.imported - counts.updated - counts.unchanged
+                                 - len(counts.too_many_attributes))
             return counts
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _store(self, connection: Connection, list_id: int, now: datetime) -> ChunkCounts:
-        parameters = {"now": now, "list_id": list_id, **self.keys}
+        parameters = {"now": now, "list_id": list_id, "max_keys": self.max_keys, **self.keys}
         existing = connection.exec_driver_sql(self.LOOKUP).rowcount
         imported = connection.execute(self.insert_new, parameters).scalar_one()
         if not existing:
             return ChunkCounts(imported=imported)
         connection.exec_driver_sql(self.DROP_REPEATS)
         connection.exec_driver_sql(self.REMEMBER_EXISTING)
+        too_many: list[tuple[int, str]] = []
+        if self.attribute_names:
+            too_many = [tuple(row) for row in connection.execute(self.refuse_too_many, parameters)]
         connection.execute(self.classify_existing, parameters)
         connection.execute(self.update_changed, parameters)
         connection.execute(self.join_list, parameters)
         changed, joined, unchanged = connection.exec_driver_sql(self.COUNT_EXISTING).one()
-        return ChunkCounts(imported=imported, updated=changed + joined, unchanged=unchanged)
+        return ChunkCounts(imported=imported, updated=changed + joined, unchanged=unchanged,
+                           too_many_attributes=too_many)
 
     def finish(self, connection: Connection) -> None:
         connection.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.import_seen")
@@ -669,8 +691,9 @@ class PostgresChunkWriter:
 class SqliteChunkWriter:
     """executemany into a temporary staging table, classify each row, then set-based writes."""
 
-    def __init__(self, attribute_names: list[str]) -> None:
+    def __init__(self, attribute_names: list[str], max_keys: int) -> None:
         self.attribute_names = attribute_names
+        self.max_keys = max_keys
 
     def _staged(self, row: ImportRow) -> tuple[int, str, str, str]:
         attributes = {key: value for key, value in zip(self.attribute_names, row[3:], strict=True) if value}
@@ -710,6 +733,11 @@ class SqliteChunkWriter:
                 """
                 UPDATE temp.import_stage SET kind = CASE
                     WHEN subscriber_id IS NULL THEN 'new'
+                    WHEN EXISTS (
+                        SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND
+                        (SELECT count(*) FROM json_each(json_patch(s.attributes, import_stage.attributes)))
+                        > max(:max_keys, (SELECT count(*) FROM json_each(s.attributes))))
+                        THEN 'too_many'
                     WHEN EXISTS (SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND (
                             (import_stage.name <> '' AND import_stage.name <> s.name)
                             OR json(json_patch(s.attributes, import_stage.attributes)) <> json(s.attributes)))
@@ -721,7 +749,7 @@ class SqliteChunkWriter:
                     ELSE 'same' END
                 """
             ),
-            {"list_id": list_id},
+            {"list_id": list_id, "max_keys": self.max_keys},
         )
         now = utcnow().replace(tzinfo=None).isoformat(sep=" ")
         connection.execute(
@@ -749,18 +777,22 @@ class SqliteChunkWriter:
             text(
                 "INSERT OR IGNORE INTO list_members (list_id, subscriber_id) "
                 "SELECT :list_id, subscribers.id FROM temp.import_stage AS stage "
-                "JOIN subscribers ON subscribers.email = stage.email"
+                "JOIN subscribers ON subscribers.email = stage.email WHERE stage.kind <> 'too_many'"
             ),
             {"list_id": list_id},
         )
         kinds = dict(
             connection.exec_driver_sql("SELECT kind, count(*) FROM temp.import_stage GROUP BY kind").all()
         )
+        too_many = connection.exec_driver_sql(
+            "SELECT line, email FROM temp.import_stage WHERE kind = 'too_many' ORDER BY line"
+        ).all()
         return ChunkCounts(
             imported=kinds.get("new", 0),
             updated=kinds.get("changed", 0) + kinds.get("joined", 0),
             unchanged=kinds.get("same", 0),
             duplicates=duplicates,
+            too_many_attributes=[tuple(row) for row in too_many],
         )
 
     def finish(self, connection: Connection) -> None:
@@ -771,8 +803,15 @@ class SqliteChunkWriter:
 _imports = SubscriberImport.__table__
 
 
-def _record_progress(connection: Connection, import_id: int, chunk: ParsedChunk, counts: ChunkCounts) -> None:
+def _record_progress(
+    connection: Connection, import_id: int, chunk: ParsedChunk, counts: ChunkCounts, writer_errors: ErrorLog
+) -> None:
+    """writer_errors: the rows the writer found invalid (so far in this run), on top of the parser's."""
     duplicates = chunk.duplicates + counts.duplicates
+    errors = chunk.errors
+    if writer_errors.first:
+        errors = sorted(chunk.errors + writer_errors.first, key=lambda error: error["line"])
+        errors = errors[:MAX_REPORTED_ERRORS]
     connection.execute(
         update(_imports)
         .where(_imports.c.id == import_id)
@@ -782,8 +821,8 @@ def _record_progress(connection: Connection, import_id: int, chunk: ParsedChunk,
             updated=_imports.c.updated + counts.updated,
             skipped=_imports.c.skipped + duplicates + counts.unchanged,
             duplicates=_imports.c.duplicates + duplicates,
-            error_count=chunk.error_count,
-            errors=chunk.errors,
+            error_count=chunk.error_count + writer_errors.count,
+            errors=errors,
         )
     )
 
@@ -802,7 +841,10 @@ def import_rows(
     """Parse in this thread, write in another: one chunk in flight while the next is parsed."""
     chunk_rows = chunk_rows or CHUNK_ROWS
     writer_class = PostgresChunkWriter if engine.dialect.name == "postgresql" else SqliteChunkWriter
-    writer = writer_class(layout.attribute_names)
+    limits = limits or ImportLimits()
+    max_keys = limits.attributes.max_keys
+    writer = writer_class(layout.attribute_names, max_keys)
+    writer_errors = ErrorLog()
     chunks: queue.Queue[ParsedChunk | None] = queue.Queue(maxsize=1)
     failure: list[BaseException] = []
 
@@ -816,7 +858,9 @@ def import_rows(
                         counts = ChunkCounts()
                         if chunk.rows:
                             counts = writer.write(connection, list_id, chunk.rows, chunk.prepared)
-                        _record_progress(connection, import_id, chunk, counts)
+                        for line, email in counts.too_many_attributes:
+                            writer_errors.add(line, email, too_many_attributes_reason(max_keys))
+                        _record_progress(connection, import_id, chunk, counts, writer_errors)
                 with connection.begin():
                     writer.finish(connection)
         except BaseException as error:  # handed to the parsing thread, which re-raises it
