@@ -546,12 +546,14 @@ class PostgresChunkWriter:
           AND import_seen.subscriber_id = import_stage.subscriber_id
     """
     # Existing subscribers whose attributes this file would take past the limit (never below what they
-    # already have): invalid rows, nothing of them stored.
+    # already have): invalid rows, nothing of them stored. Only a changed row can add keys, so an
+    # unchanged one (every row of a re-import) costs no look-up.
     REFUSE_TOO_MANY = """
-        DELETE FROM import_stage AS stage USING subscribers
-        WHERE stage.subscriber_id IS NOT NULL AND subscribers.id = stage.subscriber_id
-          AND (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes || {attributes}))
-              > greatest(:max_keys, (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes)))
+        DELETE FROM import_stage AS stage
+        WHERE stage.changed AND EXISTS (
+            SELECT 1 FROM subscribers WHERE subscribers.id = stage.subscriber_id
+              AND (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes || {attributes}))
+                  > greatest(:max_keys, (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes))))
         RETURNING stage.line, stage.email
     """
     REMEMBER_EXISTING = """
@@ -673,10 +675,10 @@ class PostgresChunkWriter:
             return ChunkCounts(imported=imported)
         connection.exec_driver_sql(self.DROP_REPEATS)
         connection.exec_driver_sql(self.REMEMBER_EXISTING)
+        connection.execute(self.classify_existing, parameters)
         too_many: list[tuple[int, str]] = []
         if self.attribute_names:
             too_many = [tuple(row) for row in connection.execute(self.refuse_too_many, parameters)]
-        connection.execute(self.classify_existing, parameters)
         connection.execute(self.update_changed, parameters)
         connection.execute(self.join_list, parameters)
         changed, joined, unchanged = connection.exec_driver_sql(self.COUNT_EXISTING).one()
@@ -733,15 +735,15 @@ class SqliteChunkWriter:
                 """
                 UPDATE temp.import_stage SET kind = CASE
                     WHEN subscriber_id IS NULL THEN 'new'
-                    WHEN EXISTS (
-                        SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND
-                        (SELECT count(*) FROM json_each(json_patch(s.attributes, import_stage.attributes)))
-                        > max(:max_keys, (SELECT count(*) FROM json_each(s.attributes))))
-                        THEN 'too_many'
                     WHEN EXISTS (SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND (
                             (import_stage.name <> '' AND import_stage.name <> s.name)
                             OR json(json_patch(s.attributes, import_stage.attributes)) <> json(s.attributes)))
-                        THEN 'changed'
+                        -- Only a change can add keys: past the limit (never below what is stored), refused.
+                        THEN CASE WHEN EXISTS (
+                          SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND
+                          (SELECT count(*) FROM json_each(json_patch(s.attributes, import_stage.attributes)))
+                          > max(:max_keys, (SELECT count(*) FROM json_each(s.attributes))))
+                        THEN 'too_many' ELSE 'changed' END
                     WHEN NOT EXISTS (
                         SELECT 1 FROM list_members AS m
                         WHERE m.list_id = :list_id AND m.subscriber_id = import_stage.subscriber_id)
