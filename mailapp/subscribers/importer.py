@@ -14,14 +14,16 @@ Memory is bounded whatever the file: rows are read through BoundedLines, which h
 most max_row_bytes per row (the rest of an over-long line is read in pieces and dropped, and the row is
 an invalid row), and a chunk holds at most CHUNK_ROWS rows or CHUNK_MAX_BYTES bytes of them. Names and
 attribute values follow the rules of validation.py (line breaks and control characters become spaces,
-NUL refused), checked only on the rows that need it so the common row costs nothing more.
+NUL refused), checked only on the rows that need it, so the common row costs little more.
 
 Columns: `email` (required) and `name` match case-insensitively; the columns an export adds (status,
 created_at, updated_at, unsubscribed_at) are ignored; every other named column is an attribute.
 
 Rules for existing subscribers: the status never changes (an import cannot resubscribe someone who
 unsubscribed or was blocklisted); an empty cell never overwrites stored data; attributes merge (columns
-in the file set those keys, other stored keys stay). Attribute values are stored as strings.
+in the file set those keys, other stored keys stay). Attribute values are stored as strings. A row
+that would leave a subscriber with more than SUBSCRIBER_MAX_ATTRIBUTES keys (and more than they had) is
+an invalid row, found by the writer (ChunkCounts.too_many_attributes).
 
 PostgreSQL: each chunk is COPYed into a temporary staging table; an index look-up splits it into new
 emails (plain INSERTs of subscribers and memberships) and existing ones (set-based updates and
