@@ -156,6 +156,13 @@ class Config:
     LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 512 * 1024 * 1024)
     IMPORT_MAX_BYTES = _env_int("IMPORT_MAX_BYTES", MAX_CONTENT_LENGTH)
+    # One CSV row (a quoted field's line breaks included) may be at most this long; a longer one is an
+    # invalid row. It bounds what the import worker holds per row, whatever the file.
+    IMPORT_MAX_LINE_BYTES = _env_int("IMPORT_MAX_LINE_BYTES", 64 * 1024)
+    # A subscriber's attributes, through the dashboard, the API and CSV imports alike.
+    SUBSCRIBER_MAX_ATTRIBUTES = _env_int("SUBSCRIBER_MAX_ATTRIBUTES", 50)
+    SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH = _env_int("SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH", 100)
+    SUBSCRIBER_MAX_ATTRIBUTE_BYTES = _env_int("SUBSCRIBER_MAX_ATTRIBUTE_BYTES", 2048)
 
     SEND_BATCH_SIZE = _env_int("SEND_BATCH_SIZE", 500)
     SEND_LEASE_SECONDS = _env_int("SEND_LEASE_SECONDS", 300)

@@ -6,15 +6,24 @@ What the counters mean (processed == imported + updated + skipped + error_count,
 - skipped: nothing to do; either the email already appeared earlier in the same file (also counted
   in `duplicates`, the first occurrence wins), or the row matches what is stored and the subscriber
   is already on the list. Re-importing a file therefore skips every row.
-- error_count: invalid rows (bad email, wrong number of columns, bad UTF-8, name too long); the first
+- error_count: invalid rows (bad email, wrong number of columns, bad UTF-8, name too long, a row
+  longer than IMPORT_MAX_LINE_BYTES, an attribute value over its limit, a NUL character); the first
   MAX_REPORTED_ERRORS are kept in `errors` as {line, email, reason}.
+
+Memory is bounded whatever the file: rows are read through BoundedLines, which hands csv.reader at
+most max_row_bytes per row (the rest of an over-long line is read in pieces and dropped, and the row is
+an invalid row), and a chunk holds at most CHUNK_ROWS rows or CHUNK_MAX_BYTES bytes of them. Names and
+attribute values follow the rules of validation.py (line breaks and control characters become spaces,
+NUL refused), checked only on the rows that need it, so the common row costs little more.
 
 Columns: `email` (required) and `name` match case-insensitively; the columns an export adds (status,
 created_at, updated_at, unsubscribed_at) are ignored; every other named column is an attribute.
 
 Rules for existing subscribers: the status never changes (an import cannot resubscribe someone who
 unsubscribed or was blocklisted); an empty cell never overwrites stored data; attributes merge (columns
-in the file set those keys, other stored keys stay). Attribute values are stored as strings.
+in the file set those keys, other stored keys stay). Attribute values are stored as strings. A row
+that would leave a subscriber with more than SUBSCRIBER_MAX_ATTRIBUTES keys (and more than they had) is
+an invalid row, found by the writer (ChunkCounts.too_many_attributes).
 
 PostgreSQL: each chunk is COPYed into a temporary staging table; an index look-up splits it into new
 emails (plain INSERTs of subscribers and memberships) and existing ones (set-based updates and
@@ -38,7 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import Connection, Engine, text, update
@@ -47,13 +56,21 @@ from sqlalchemy.exc import IntegrityError
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.base import utcnow
 from mailapp.models.subscriber import SubscriberImport
-from mailapp.subscribers.validation import normalize_email
+from mailapp.subscribers.validation import (
+    NAME_MAX_LENGTH,
+    AttributeLimits,
+    check_attribute_key,
+    normalize_email,
+    one_line,
+)
 
 HEADER_SAMPLE_BYTES = 64 * 1024
 CHUNK_ROWS = 50_000
+# With the row bound this caps a chunk's memory: its rows as Python strings, plus the COPY payload
+# made from them, for the chunk being parsed, the one queued and the one being written.
+CHUNK_MAX_BYTES = 4 * 1024 * 1024
+MAX_ROW_BYTES = 64 * 1024
 MAX_REPORTED_ERRORS = 1000
-NAME_MAX_LENGTH = 300
-MAX_ATTRIBUTE_COLUMNS = 100
 # Subscriber fields an export writes that an import must not turn into attributes (nor set: an import
 # never changes a status), so an exported file imports back cleanly.
 IGNORED_COLUMNS = frozenset({"status", "created_at", "updated_at", "unsubscribed_at"})
@@ -111,8 +128,22 @@ class CsvLayout:
         return [index for index, _ in self.attribute_columns]
 
 
-def inspect_csv(path: Path) -> CsvLayout:
+@dataclass(frozen=True)
+class ImportLimits:
+    """IMPORT_MAX_LINE_BYTES and the attribute limits, as the importer applies them."""
+
+    max_row_bytes: int = MAX_ROW_BYTES
+    attributes: AttributeLimits = field(default_factory=AttributeLimits)
+
+    @classmethod
+    def from_config(cls, config: Any) -> ImportLimits:
+        max_row_bytes = int(config.get("IMPORT_MAX_LINE_BYTES", MAX_ROW_BYTES))
+        return cls(max_row_bytes, AttributeLimits.from_config(config))
+
+
+def inspect_csv(path: Path, limits: ImportLimits | None = None) -> CsvLayout:
     """Check that the file can be imported at all and read its header; ImportFileError says why not."""
+    limits = limits or ImportLimits()
     with path.open("rb") as file:
         sample = file.read(HEADER_SAMPLE_BYTES)
         whole_file_read = not file.read(1)
@@ -142,7 +173,7 @@ def inspect_csv(path: Path) -> CsvLayout:
         raise ImportFileError(f"The file is not UTF-8 text ({undecodable} of the first {len(lines)} rows "
                               f"cannot be decoded). {not_utf8}")
     rest = rest_bytes.strip()
-    layout = _layout_from_header(header_line)
+    layout = _layout_from_header(header_line, limits.attributes)
     if whole_file_read and not rest:
         raise ImportFileError("The file has a header row but no rows below it.")
     return layout
@@ -156,7 +187,7 @@ def _is_utf8(line: bytes) -> bool:
     return True
 
 
-def _layout_from_header(header_line: str) -> CsvLayout:
+def _layout_from_header(header_line: str, limits: AttributeLimits) -> CsvLayout:
     candidates = []
     for delimiter in DELIMITERS:
         cells = next(csv.reader([header_line], delimiter=delimiter), [])
@@ -177,12 +208,16 @@ def _layout_from_header(header_line: str) -> CsvLayout:
         raise ImportFileError("The header row has more than one 'name' column.")
     attributes = [(index, name) for index, name in enumerate(names)
                   if name and name.lower() not in {"email", "name", *IGNORED_COLUMNS}]
-    if len(attributes) > MAX_ATTRIBUTE_COLUMNS:
+    if len(attributes) > limits.max_keys:
         raise ImportFileError(
-            f"The file has {len(attributes)} attribute columns; at most {MAX_ATTRIBUTE_COLUMNS} are allowed."
+            f"The file has {len(attributes)} attribute columns; at most {limits.max_keys} are allowed."
         )
     seen: set[str] = set()
     for _, name in attributes:
+        try:
+            check_attribute_key(name, limits)
+        except ValidationError as error:
+            raise ImportFileError(f"The header row: {error.message}") from error
         if name in seen:
             raise ImportFileError(f"The header row names the column {name!r} twice.")
         seen.add(name)
@@ -232,57 +267,182 @@ class ParsedChunk:
     prepared: Any = None
 
 
+class RowTooLongError(Exception):
+    """Raised by BoundedLines into csv.reader's next(): the row is over the limit and was dropped."""
+
+
+# What makes a row need the slow path of name and attribute cleaning: a NUL or another control
+# character. Line ends are all "\n" here (the file is read with universal newlines); a quoted line
+# break shows up as a row of more than one line.
+_NEEDS_CLEANING = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+BLOCK_CHARS = 256 * 1024
+
+
+class BoundedLines:
+    """The lines of the file for csv.reader, at most max_row_bytes per row.
+
+    csv.reader asks for one more line while a quoted field is open, so a row is the lines read between
+    two start_row() calls. When a row goes over the limit, RowTooLongError ends it (csv.reader starts
+    afresh at the next call) and the rest of its line is dropped unread into memory; the lines after
+    it are read as new rows.
+
+    The file is read in blocks of BLOCK_CHARS, split into lines at C speed; what costs per line here is
+    kept small: the control-character search and the UTF-8 size run only in blocks that need them.
+
+    Why this bounds memory: csv.reader never sees more than max_row_bytes + 1 characters per row, so a
+    row has at most that many cells; each cell costs a pointer in the list plus at most one str object
+    (~50 bytes plus its characters), so the default 64 KiB limit caps a row at about 64K x 58 bytes =
+    3.7 MB, however long the line in the file is. A block holds at most BLOCK_CHARS characters plus
+    the start of a line of at most max_row_bytes."""
+
+    def __init__(self, file: TextIO, max_row_bytes: int) -> None:
+        self.file = file
+        self.max_row_bytes = max_row_bytes
+        self.line_number = 0  # lines read so far
+        self.row_bytes = 0
+        self.row_lines = 0
+        self.needs_cleaning = False
+        self._lines: Iterator[str] = iter(())
+        self._carry = ""  # the start of a line that continues in the next block
+        self._dropping = False  # skipping the rest of an over-long line
+        self._block_is_ascii = True
+        self._block_needs_cleaning = False
+
+    def start_row(self) -> None:
+        self.row_bytes = self.row_lines = 0
+        self.needs_cleaning = False
+
+    def __iter__(self) -> BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines, None)
+        if line is None:
+            if not self._read_block():
+                raise StopIteration
+            line = next(self._lines)
+        self.line_number += 1
+        self.row_lines += 1
+        if self._block_is_ascii or line.isascii():
+            self.row_bytes += len(line)
+        else:  # surrogate escapes stand for undecodable bytes: this is the line's size in the file
+            self.row_bytes += len(line.encode("utf-8", "surrogateescape"))
+        if self.row_bytes > self.max_row_bytes:
+            raise RowTooLongError
+        if self.row_lines > 1 or (self._block_needs_cleaning and _NEEDS_CLEANING.search(line)):
+            self.needs_cleaning = True
+        return line
+
+    def _read_block(self) -> bool:
+        """The next block's lines into self._lines; False at the end of the file."""
+        while True:
+            text = self.file.read(BLOCK_CHARS)
+            if not text:
+                if not self._carry or self._dropping:
+                    return False
+                text, self._carry = self._carry, ""
+                break
+            if self._dropping:
+                cut = text.find("\n")
+                if cut < 0:
+                    continue
+                self._dropping = False
+                text = text[cut + 1:]
+            text = self._carry + text
+            cut = text.rfind("\n") + 1
+            self._carry = text[cut:]
+            text = text[:cut]
+            if len(self._carry) > self.max_row_bytes:
+                # Over the limit with no end in sight: hand csv.reader what makes the row too long
+                # (__next__ refuses it) and drop the rest of the line as it is read.
+                text += self._carry[: self.max_row_bytes + 1]
+                self._carry, self._dropping = "", True
+            if text:
+                break
+        self._block_is_ascii = text.isascii()
+        self._block_needs_cleaning = _NEEDS_CLEANING.search(text) is not None
+        if self._block_needs_cleaning:  # splitlines would also split at some control characters
+            lines = [line + "\n" for line in text.split("\n")]
+            lines[-1] = lines[-1][:-1]
+            if not lines[-1]:
+                lines.pop()
+        else:
+            lines = text.splitlines(keepends=True)
+        self._lines = iter(lines)
+        return True
+
+
 def parse_chunks(
-    path: Path, layout: CsvLayout, errors: ErrorLog, chunk_rows: int = CHUNK_ROWS, skip_records: int = 0
+    path: Path,
+    layout: CsvLayout,
+    errors: ErrorLog,
+    chunk_rows: int = CHUNK_ROWS,
+    skip_records: int = 0,
+    limits: ImportLimits | None = None,
 ) -> Iterator[ParsedChunk]:
     """Stream the data rows, validated and normalised, chunk by chunk. Blank lines are ignored."""
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-        reader = csv.reader(file, delimiter=layout.delimiter)
-        next(reader, None)  # the header, checked by inspect_csv
+    limits = limits or ImportLimits()
+    # Universal newlines: a line break inside a quoted field becomes a space anyway (validation.one_line).
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as file:
+        # The header row: inspect_csv checked it, within its sample, whatever the row limit.
+        lines = BoundedLines(file, max(limits.max_row_bytes, HEADER_SAMPLE_BYTES))
+        reader = csv.reader(lines, delimiter=layout.delimiter)
+        next(reader, None)
+        lines.max_row_bytes = limits.max_row_bytes
         rows: dict[str, ImportRow] = {}
-        processed = duplicates = 0
+        processed = duplicates = chunk_bytes = 0
         skipped_records = 0
-        line = reader.line_num
         while True:
-            first_line = line + 1
+            first_line = lines.line_number + 1
+            lines.start_row()
             try:
                 cells = next(reader)
             except StopIteration:
                 break
-            except csv.Error as error:
-                line = reader.line_num
+            except (csv.Error, RowTooLongError) as error:
                 if skipped_records < skip_records:
                     skipped_records += 1
                     continue
                 processed += 1
-                errors.add(first_line, "", f"Not valid CSV: {error}")
+                if isinstance(error, RowTooLongError):
+                    where = f"The row from line {first_line}" if lines.row_lines > 1 else f"Line {first_line}"
+                    errors.add(first_line, "", f"{where} is longer than {limits.max_row_bytes} bytes.")
+                else:
+                    errors.add(first_line, "", f"Not valid CSV: {error}")
             else:
-                line = reader.line_num
                 if not cells or (len(cells) == 1 and not cells[0].strip()):
                     continue
                 if skipped_records < skip_records:
                     skipped_records += 1
                     continue
                 processed += 1
-                row = _parse_row(first_line, cells, layout, errors)
+                chunk_bytes += lines.row_bytes
+                row = _parse_row(first_line, cells, layout, errors, lines, limits)
                 if row is not None:
                     if row[1] in rows:
                         duplicates += 1
                     else:
                         rows[row[1]] = row
-            if processed >= chunk_rows:
+            if processed >= chunk_rows or chunk_bytes >= CHUNK_MAX_BYTES:
                 yield ParsedChunk(
                     list(rows.values()), processed, duplicates, errors.count, list(errors.first)
                 )
-                rows, processed, duplicates = {}, 0, 0
+                rows, processed, duplicates, chunk_bytes = {}, 0, 0, 0
         if processed:
             yield ParsedChunk(list(rows.values()), processed, duplicates, errors.count, list(errors.first))
 
 
-def _parse_row(line: int, cells: list[str], layout: CsvLayout, errors: ErrorLog) -> ImportRow | None:
+def _parse_row(
+    line: int,
+    cells: list[str],
+    layout: CsvLayout,
+    errors: ErrorLog,
+    lines: BoundedLines,
+    limits: ImportLimits,
+) -> ImportRow | None:
     raw_email = cells[layout.email_index] if layout.email_index < len(cells) else ""
     if len(cells) != layout.column_count:
-        errors.add(line, _printable(raw_email),
+        errors.add(line, _printable(raw_email[:EMAIL_MAX_LENGTH]),
                    f"Expected {layout.column_count} columns, found {len(cells)}.")
         return None
     for cell in cells:
@@ -292,6 +452,9 @@ def _parse_row(line: int, cells: list[str], layout: CsvLayout, errors: ErrorLog)
             except UnicodeEncodeError:
                 errors.add(line, _printable(raw_email), "The row is not valid UTF-8.")
                 return None
+    if lines.needs_cleaning and any("\x00" in cell for cell in cells):
+        errors.add(line, _printable(raw_email).replace("\x00", ""), "The row contains a NUL character.")
+        return None
     if not raw_email.strip():
         errors.add(line, "", "The email is empty.")
         return None
@@ -301,11 +464,22 @@ def _parse_row(line: int, cells: list[str], layout: CsvLayout, errors: ErrorLog)
         errors.add(line, raw_email, error.message)
         return None
     name = cells[layout.name_index].strip() if layout.name_index is not None else ""
+    if lines.needs_cleaning:
+        name = one_line(name).strip()
     if len(name) > NAME_MAX_LENGTH:
         errors.add(line, email, f"The name is longer than {NAME_MAX_LENGTH} characters.")
         return None
     # Empty cells become None: they never overwrite what is stored.
-    return (line, email, name, *[cells[index] or None for index in layout.attribute_indexes])
+    values = [cells[index] or None for index in layout.attribute_indexes]
+    if lines.needs_cleaning:
+        values = [value if value is None else one_line(value) for value in values]
+    max_value_bytes = limits.attributes.max_value_bytes
+    if lines.row_bytes > max_value_bytes:  # else no cell of the row can be over the limit
+        for key, value in zip(layout.attribute_names, values, strict=True):
+            if value is not None and len(value.encode("utf-8")) > max_value_bytes:
+                errors.add(line, email, f"The value of {key!r} is longer than {max_value_bytes} bytes.")
+                return None
+    return (line, email, name, *values)
 
 
 def _printable(value: str) -> str:
@@ -318,6 +492,12 @@ class ChunkCounts:
     updated: int = 0
     unchanged: int = 0
     duplicates: int = 0
+    # (line, email) of rows of existing subscribers this file would take past the attribute limit.
+    too_many_attributes: list[tuple[int, str]] = field(default_factory=list)
+
+
+def too_many_attributes_reason(max_keys: int) -> str:
+    return f"With this file's columns the subscriber would have more than {max_keys} attributes."
 
 
 class PostgresChunkWriter:
@@ -367,6 +547,17 @@ class PostgresChunkWriter:
         WHERE import_stage.subscriber_id IS NOT NULL
           AND import_seen.subscriber_id = import_stage.subscriber_id
     """
+    # Existing subscribers whose attributes this file would take past the limit (never below what they
+    # already have): invalid rows, nothing of them stored. Only a changed row can add keys, so an
+    # unchanged one (every row of a re-import) costs no look-up.
+    REFUSE_TOO_MANY = """
+        DELETE FROM import_stage AS stage
+        WHERE stage.changed AND EXISTS (
+            SELECT 1 FROM subscribers WHERE subscribers.id = stage.subscriber_id
+              AND (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes || {attributes}))
+                  > greatest(:max_keys, (SELECT count(*) FROM jsonb_object_keys(subscribers.attributes))))
+        RETURNING stage.line, stage.email
+    """
     REMEMBER_EXISTING = """
         INSERT INTO import_seen (subscriber_id)
         SELECT subscriber_id FROM import_stage WHERE subscriber_id IS NOT NULL
@@ -404,8 +595,9 @@ class PostgresChunkWriter:
     """
     MAX_ATTEMPTS = 5
 
-    def __init__(self, attribute_names: list[str]) -> None:
+    def __init__(self, attribute_names: list[str], max_keys: int) -> None:
         self.attribute_names = attribute_names
+        self.max_keys = max_keys
         self.columns = ["line", "email", "name"] + [f"a{i}" for i in range(len(attribute_names))]
         if attribute_names:
             keys = ", ".join(f":key{i}" for i in range(len(attribute_names)))
@@ -416,6 +608,7 @@ class PostgresChunkWriter:
         self.insert_new = text(self.INSERT_NEW.format(attributes=attributes))
         self.classify_existing = text(self.CLASSIFY_EXISTING.format(attributes=attributes))
         self.update_changed = text(self.UPDATE_CHANGED.format(attributes=attributes))
+        self.refuse_too_many = text(self.REFUSE_TOO_MANY.format(attributes=attributes))
         self.join_list = text(self.JOIN_LIST)
         self.keys = {f"key{i}": name for i, name in enumerate(attribute_names)}
 
@@ -471,12 +664,13 @@ class PostgresChunkWriter:
                 log.info("import chunk met a concurrent change to its subscribers; running it again")
                 continue
             savepoint.commit()
-            counts.duplicates = len(rows) - counts.imported - counts.updated - counts.unchanged
+            counts.duplicates = (len(rows) - counts.imported - counts.updated - counts.unchanged
+                                 - len(counts.too_many_attributes))
             return counts
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _store(self, connection: Connection, list_id: int, now: datetime) -> ChunkCounts:
-        parameters = {"now": now, "list_id": list_id, **self.keys}
+        parameters = {"now": now, "list_id": list_id, "max_keys": self.max_keys, **self.keys}
         existing = connection.exec_driver_sql(self.LOOKUP).rowcount
         imported = connection.execute(self.insert_new, parameters).scalar_one()
         if not existing:
@@ -484,10 +678,14 @@ class PostgresChunkWriter:
         connection.exec_driver_sql(self.DROP_REPEATS)
         connection.exec_driver_sql(self.REMEMBER_EXISTING)
         connection.execute(self.classify_existing, parameters)
+        too_many: list[tuple[int, str]] = []
+        if self.attribute_names:
+            too_many = [tuple(row) for row in connection.execute(self.refuse_too_many, parameters)]
         connection.execute(self.update_changed, parameters)
         connection.execute(self.join_list, parameters)
         changed, joined, unchanged = connection.exec_driver_sql(self.COUNT_EXISTING).one()
-        return ChunkCounts(imported=imported, updated=changed + joined, unchanged=unchanged)
+        return ChunkCounts(imported=imported, updated=changed + joined, unchanged=unchanged,
+                           too_many_attributes=too_many)
 
     def finish(self, connection: Connection) -> None:
         connection.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.import_seen")
@@ -497,8 +695,9 @@ class PostgresChunkWriter:
 class SqliteChunkWriter:
     """executemany into a temporary staging table, classify each row, then set-based writes."""
 
-    def __init__(self, attribute_names: list[str]) -> None:
+    def __init__(self, attribute_names: list[str], max_keys: int) -> None:
         self.attribute_names = attribute_names
+        self.max_keys = max_keys
 
     def _staged(self, row: ImportRow) -> tuple[int, str, str, str]:
         attributes = {key: value for key, value in zip(self.attribute_names, row[3:], strict=True) if value}
@@ -541,7 +740,12 @@ class SqliteChunkWriter:
                     WHEN EXISTS (SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND (
                             (import_stage.name <> '' AND import_stage.name <> s.name)
                             OR json(json_patch(s.attributes, import_stage.attributes)) <> json(s.attributes)))
-                        THEN 'changed'
+                        -- Only a change can add keys: past the limit (never below what is stored), refused.
+                        THEN CASE WHEN EXISTS (
+                          SELECT 1 FROM subscribers AS s WHERE s.id = import_stage.subscriber_id AND
+                          (SELECT count(*) FROM json_each(json_patch(s.attributes, import_stage.attributes)))
+                          > max(:max_keys, (SELECT count(*) FROM json_each(s.attributes))))
+                        THEN 'too_many' ELSE 'changed' END
                     WHEN NOT EXISTS (
                         SELECT 1 FROM list_members AS m
                         WHERE m.list_id = :list_id AND m.subscriber_id = import_stage.subscriber_id)
@@ -549,7 +753,7 @@ class SqliteChunkWriter:
                     ELSE 'same' END
                 """
             ),
-            {"list_id": list_id},
+            {"list_id": list_id, "max_keys": self.max_keys},
         )
         now = utcnow().replace(tzinfo=None).isoformat(sep=" ")
         connection.execute(
@@ -577,18 +781,22 @@ class SqliteChunkWriter:
             text(
                 "INSERT OR IGNORE INTO list_members (list_id, subscriber_id) "
                 "SELECT :list_id, subscribers.id FROM temp.import_stage AS stage "
-                "JOIN subscribers ON subscribers.email = stage.email"
+                "JOIN subscribers ON subscribers.email = stage.email WHERE stage.kind <> 'too_many'"
             ),
             {"list_id": list_id},
         )
         kinds = dict(
             connection.exec_driver_sql("SELECT kind, count(*) FROM temp.import_stage GROUP BY kind").all()
         )
+        too_many = connection.exec_driver_sql(
+            "SELECT line, email FROM temp.import_stage WHERE kind = 'too_many' ORDER BY line"
+        ).all()
         return ChunkCounts(
             imported=kinds.get("new", 0),
             updated=kinds.get("changed", 0) + kinds.get("joined", 0),
             unchanged=kinds.get("same", 0),
             duplicates=duplicates,
+            too_many_attributes=[tuple(row) for row in too_many],
         )
 
     def finish(self, connection: Connection) -> None:
@@ -599,8 +807,15 @@ class SqliteChunkWriter:
 _imports = SubscriberImport.__table__
 
 
-def _record_progress(connection: Connection, import_id: int, chunk: ParsedChunk, counts: ChunkCounts) -> None:
+def _record_progress(
+    connection: Connection, import_id: int, chunk: ParsedChunk, counts: ChunkCounts, writer_errors: ErrorLog
+) -> None:
+    """writer_errors: the rows the writer found invalid (so far in this run), on top of the parser's."""
     duplicates = chunk.duplicates + counts.duplicates
+    errors = chunk.errors
+    if writer_errors.first:
+        errors = sorted(chunk.errors + writer_errors.first, key=lambda error: error["line"])
+        errors = errors[:MAX_REPORTED_ERRORS]
     connection.execute(
         update(_imports)
         .where(_imports.c.id == import_id)
@@ -610,8 +825,8 @@ def _record_progress(connection: Connection, import_id: int, chunk: ParsedChunk,
             updated=_imports.c.updated + counts.updated,
             skipped=_imports.c.skipped + duplicates + counts.unchanged,
             duplicates=_imports.c.duplicates + duplicates,
-            error_count=chunk.error_count,
-            errors=chunk.errors,
+            error_count=chunk.error_count + writer_errors.count,
+            errors=errors,
         )
     )
 
@@ -625,11 +840,15 @@ def import_rows(
     errors: ErrorLog,
     skip_records: int = 0,
     chunk_rows: int | None = None,
+    limits: ImportLimits | None = None,
 ) -> None:
     """Parse in this thread, write in another: one chunk in flight while the next is parsed."""
     chunk_rows = chunk_rows or CHUNK_ROWS
     writer_class = PostgresChunkWriter if engine.dialect.name == "postgresql" else SqliteChunkWriter
-    writer = writer_class(layout.attribute_names)
+    limits = limits or ImportLimits()
+    max_keys = limits.attributes.max_keys
+    writer = writer_class(layout.attribute_names, max_keys)
+    writer_errors = ErrorLog()
     chunks: queue.Queue[ParsedChunk | None] = queue.Queue(maxsize=1)
     failure: list[BaseException] = []
 
@@ -643,7 +862,9 @@ def import_rows(
                         counts = ChunkCounts()
                         if chunk.rows:
                             counts = writer.write(connection, list_id, chunk.rows, chunk.prepared)
-                        _record_progress(connection, import_id, chunk, counts)
+                        for line, email in counts.too_many_attributes:
+                            writer_errors.add(line, email, too_many_attributes_reason(max_keys))
+                        _record_progress(connection, import_id, chunk, counts, writer_errors)
                 with connection.begin():
                     writer.finish(connection)
         except BaseException as error:  # handed to the parsing thread, which re-raises it
@@ -654,7 +875,7 @@ def import_rows(
     thread = threading.Thread(target=write_chunks, name=f"import-{import_id}-writer", daemon=True)
     thread.start()
     try:
-        for chunk in parse_chunks(path, layout, errors, chunk_rows, skip_records):
+        for chunk in parse_chunks(path, layout, errors, chunk_rows, skip_records, limits):
             if failure:
                 break
             if chunk.rows:

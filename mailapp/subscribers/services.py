@@ -30,7 +30,13 @@ from mailapp.models.subscriber import (
     list_members,
 )
 from mailapp.subscribers import importer
-from mailapp.subscribers.validation import normalize_email
+from mailapp.subscribers.validation import (
+    AttributeLimits,
+    clean_attributes,
+    clean_name,
+    normalize_email,
+    refuse_nul,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ def get_list(list_id: int) -> SubscriberList:
 def _clean_list_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("A list needs a name.", {"field": "name"})
+    refuse_nul("name", name)
     cleaned = name.strip()
     if len(cleaned) > LIST_NAME_MAX:
         raise ValidationError(f"The name is longer than {LIST_NAME_MAX} characters.", {"field": "name"})
@@ -63,6 +70,7 @@ def _clean_description(description: Any) -> str:
         return ""
     if not isinstance(description, str):
         raise ValidationError("The description must be text.", {"field": "description"})
+    refuse_nul("description", description)
     return description.strip()
 
 
@@ -156,7 +164,8 @@ def get_subscriber(subscriber_id: int) -> Subscriber:
 
 
 def parse_attributes(raw: Any) -> dict[str, Any]:
-    """Attributes are a JSON object: given as a dict (API) or as JSON text (form)."""
+    """Attributes are a JSON object: given as a dict (API) or as JSON text (form). Checked against the
+    SUBSCRIBER_MAX_ATTRIBUTE* limits, string values made one line (validation.clean_attributes)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}
     if isinstance(raw, str):
@@ -171,7 +180,7 @@ def parse_attributes(raw: Any) -> dict[str, Any]:
         raise ValidationError(
             'Attributes must be a JSON object, like {"city": "Paris"}.', {"field": "attributes"}
         )
-    return raw
+    return clean_attributes(raw, AttributeLimits.from_config(current_app.config))
 
 
 def _clean_status(status: Any) -> SubscriberStatus:
@@ -180,19 +189,6 @@ def _clean_status(status: Any) -> SubscriberStatus:
     except ValueError as error:
         allowed = ", ".join(s.value for s in SubscriberStatus)
         raise ValidationError(f"Status must be one of {allowed}.", {"field": "status"}) from error
-
-
-def _clean_name(name: Any) -> str:
-    if name is None:
-        return ""
-    if not isinstance(name, str):
-        raise ValidationError("The name must be text.", {"field": "name"})
-    cleaned = name.strip()
-    if len(cleaned) > importer.NAME_MAX_LENGTH:
-        raise ValidationError(
-            f"The name is longer than {importer.NAME_MAX_LENGTH} characters.", {"field": "name"}
-        )
-    return cleaned
 
 
 def _clean_email(email: Any) -> str:
@@ -247,7 +243,7 @@ def create_subscriber(
     status: Any = SubscriberStatus.ACTIVE,
 ) -> Subscriber:
     cleaned_email = _clean_email(email)
-    cleaned = {"name": _clean_name(name), "attributes": parse_attributes(attributes)}
+    cleaned = {"name": clean_name(name), "attributes": parse_attributes(attributes)}
     wanted_status = _clean_status(status)
     lists = _lists_by_id(list_ids)
     _ensure_email_free(cleaned_email)
@@ -268,7 +264,7 @@ def update_subscriber(subscriber: Subscriber, **changes: Any) -> Subscriber:
         _ensure_email_free(cleaned, except_id=subscriber.id)
         subscriber.email = cleaned
     if "name" in changes:
-        subscriber.name = _clean_name(changes["name"])
+        subscriber.name = clean_name(changes["name"])
     if "attributes" in changes:
         subscriber.attributes = parse_attributes(changes["attributes"])
     if "status" in changes:
@@ -311,6 +307,8 @@ def subscriber_filter(q: str | None = None, list_id: int | None = None, status: 
         statement = statement.where(Subscriber.status == _clean_status(status))
     if q and q.strip():
         term = q.strip()
+        if "\x00" in term:  # PostgreSQL cannot even compare text with a NUL in it
+            raise ValidationError("The search contains a NUL character.", {"field": "q"})
         whole_email = _as_whole_email(term)
         if whole_email is not None:
             # A complete address is looked up through the unique index, not by scanning every row.
@@ -453,13 +451,13 @@ def start_import(target: SubscriberList, filename: str, stream: IO[bytes]) -> Su
                 if size > limit:
                     raise ImportFileError(f"The file is too big: the limit is {limit // (1024 * 1024)} MB.")
                 out.write(block)
-        importer.inspect_csv(path)
+        importer.inspect_csv(path, importer.ImportLimits.from_config(current_app.config))
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     record = SubscriberImport(
         list_id=target.id,
-        filename=(Path(filename or "upload.csv").name or "upload.csv")[:300],
+        filename=(Path((filename or "").replace("\x00", "")).name or "upload.csv")[:300],
         file_path=str(path),
         file_size=size,
         status=ImportStatus.QUEUED,
@@ -527,8 +525,9 @@ def _run_claimed_import(import_id: int) -> None:
         # The rows are written on another connection: end this session's transaction first (on SQLite
         # it would hold the write lock).
         db.session.commit()
-        layout = importer.inspect_csv(path)
-        importer.import_rows(db.engine, import_id, list_id, path, layout, errors, skip_records)
+        limits = importer.ImportLimits.from_config(current_app.config)
+        layout = importer.inspect_csv(path, limits)
+        importer.import_rows(db.engine, import_id, list_id, path, layout, errors, skip_records, limits=limits)
     except Exception as error:
         db.session.rollback()
         log.exception("import %s failed", import_id)
