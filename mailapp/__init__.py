@@ -12,6 +12,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_object(config if config is not None else config_from_env())
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError("SECRET_KEY is not set")
+    from mailapp.ids import IdConverter
+
+    # Before any blueprint adds its rules: every <int:...> in a path is an id in the BIGINT range.
+    app.url_map.converters["int"] = IdConverter
 
     import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
     from mailapp import db_setup

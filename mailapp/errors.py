@@ -26,6 +26,14 @@ class ValidationError(MailappError):
     code = "validation_error"
 
 
+class JSONBodyError(ValidationError):
+    """A request body that is not usable JSON: not UTF-8, not parseable, nested too deep, or carrying a
+    string the database cannot store (a lone UTF-16 surrogate, a NUL character).
+    details: {"field": path or None, ...}."""
+
+    code = "invalid_json"
+
+
 class TemplateError(ValidationError):
     """A layout or subject that does not compile, uses unknown variables or breaks the sandbox.
     details: [{"line": int | None, "message": str}]."""

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from mailapp.db_setup import is_postgres
 from mailapp.errors import ConflictError, ImportFileError, NotFoundError, ValidationError
 from mailapp.extensions import db
+from mailapp.ids import is_id
 from mailapp.models.base import utcnow
 from mailapp.models.subscriber import (
     ImportStatus,
@@ -214,9 +215,7 @@ def _ensure_email_free(email: str, except_id: int | None = None) -> None:
 def _lists_by_id(list_ids: Any) -> list[SubscriberList]:
     if list_ids is None:
         return []
-    if not isinstance(list_ids, list | tuple) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in list_ids
-    ):
+    if not isinstance(list_ids, list | tuple) or not all(is_id(i) for i in list_ids):
         raise ValidationError("list_ids must be a list of list ids.", {"field": "list_ids"})
     wanted = set(list_ids)
     found = list(db.session.scalars(select(SubscriberList).where(SubscriberList.id.in_(wanted))))
