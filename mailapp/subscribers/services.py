@@ -17,6 +17,7 @@ from flask import current_app
 from sqlalchemy import Select, delete, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.csv_cells import guarded_row
 from mailapp.db_setup import is_postgres
 from mailapp.errors import ConflictError, ImportFileError, NotFoundError, ValidationError
 from mailapp.extensions import db
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 LIST_NAME_MAX = 200
 EXPORT_BATCH = 5000
-# Cells starting with these are run as formulas by spreadsheets (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 # --- lists -------------------------------------------------------------------------------------------
@@ -597,27 +596,14 @@ def export_attribute_keys(list_id: int) -> list[str]:
     return sorted(str(key) for key in db.session.scalars(keys, {"list_id": list_id}))
 
 
-def safe_cell(value: Any) -> str:
-    if value is None:
-        text_value = ""
-    elif isinstance(value, str):
-        text_value = value
-    elif isinstance(value, dict | list | bool):
-        text_value = json.dumps(value, ensure_ascii=False)
-    else:
-        text_value = str(value)
-    if text_value.startswith(FORMULA_PREFIXES):
-        return "'" + text_value
-    return text_value
-
-
 def export_list_csv(list_id: int) -> Iterator[str]:
     """The list as CSV text, generated batch by batch (keyset on subscriber id): memory stays flat."""
     get_list(list_id)
     keys = export_attribute_keys(list_id)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["email", "name", "status", "created_at", *keys])
+    # Attribute keys are the subscribers' data as much as the values are: the header is guarded too.
+    writer.writerow(guarded_row(["email", "name", "status", "created_at", *keys]))
     last_id = 0
     while True:
         batch = list(db.session.execute(
@@ -630,11 +616,10 @@ def export_list_csv(list_id: int) -> Iterator[str]:
         ))
         for row in batch:
             attributes = row.attributes or {}
-            writer.writerow([
-                safe_cell(row.email), safe_cell(row.name), row.status,
-                row.created_at.isoformat() if row.created_at else "",
-                *(safe_cell(attributes.get(key)) for key in keys),
-            ])
+            writer.writerow(guarded_row([
+                row.email, row.name, row.status, row.created_at.isoformat() if row.created_at else "",
+                *(attributes.get(key) for key in keys),
+            ]))
         chunk = buffer.getvalue()
         if chunk:
             yield chunk
