@@ -175,3 +175,16 @@ def test_a_layout_near_its_own_limit_still_arrives_as_json(api, app):
 def test_a_list_with_a_large_but_valid_id_in_a_body_is_simply_missing(api, audience):
     error = _error(api.post("/api/v1/campaigns", json=campaign_payload(audience, list_ids=[2**63 - 1])), 422)
     assert "No such list" in error["details"][0]["message"]
+
+
+def test_a_layout_or_list_name_taken_up_to_the_case_of_a_non_ascii_letter_is_a_409(api, db):
+    first = api.post("/api/v1/layouts", json={"name": "Été", "html": "<p>{{ message }}</p>"})
+    assert first.status_code == 201, first.get_data(as_text=True)
+    _error(api.post("/api/v1/layouts", json={"name": "Été", "html": "<p>x</p>"}), 409, "conflict")
+    other = api.post("/api/v1/layouts", json={"name": "Autumn", "html": "<p>x</p>"}).get_json()
+    _error(api.patch(f"/api/v1/layouts/{other['id']}", json={"name": "Été"}), 409, "conflict")
+    assert api.post("/api/v1/lists", json={"name": "Élan"}).status_code == 201
+    _error(api.post("/api/v1/lists", json={"name": "Élan"}), 409, "conflict")
+    target = api.post("/api/v1/lists", json={"name": "Other"}).get_json()
+    _error(api.patch(f"/api/v1/lists/{target['id']}", json={"name": "Élan"}), 409, "conflict")
+    assert api.get(f"/api/v1/layouts/{other['id']}").get_json()["name"] == "Autumn"

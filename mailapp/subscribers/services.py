@@ -77,8 +77,8 @@ def create_list(name: Any, description: Any = "") -> SubscriberList:
     cleaned = _clean_list_name(name)
     _ensure_list_name_free(cleaned)
     created = SubscriberList(name=cleaned, description=_clean_description(description))
-    db.session.add(created)
-    db.session.flush()
+    with _unique_list_name(cleaned):
+        db.session.add(created)
     return created
 
 
@@ -86,11 +86,25 @@ def update_list(target: SubscriberList, name: Any = None, description: Any = Non
     if name is not None:
         cleaned = _clean_list_name(name)
         _ensure_list_name_free(cleaned, except_id=target.id)
-        target.name = cleaned
+        with _unique_list_name(cleaned):
+            target.name = cleaned
     if description is not None:
         target.description = _clean_description(description)
     db.session.flush()
     return target
+
+
+@contextmanager
+def _unique_list_name(name: str) -> Iterator[None]:
+    """The changes made inside, flushed in a savepoint, where the unique index has the last word:
+    another request may take the name after the check, and SQLite's lower() folds ASCII only, so the
+    check misses any name with a non-ASCII capital."""
+    try:
+        with db.session.begin_nested():
+            yield
+            db.session.flush()
+    except IntegrityError as error:
+        raise ConflictError(f"A list named {name!r} already exists.", {"field": "name"}) from error
 
 
 def delete_list(target: SubscriberList) -> None:
