@@ -56,6 +56,7 @@ def _migrations_dir():  # noqa: ANN202 - a Path, imported lazily
 
 
 def _register_blueprints(app: Flask) -> None:
+    from mailapp.api import API_PREFIX
     from mailapp.api import bp as api_bp
     from mailapp.auth import bp as auth_bp
     from mailapp.campaigns import bp as campaigns_bp
@@ -79,4 +80,4 @@ def _register_blueprints(app: Flask) -> None:
     # endpoints are public, and RFC 8058 one-click POSTs come with no token by design.
     csrf.exempt(api_bp)
     csrf.exempt(tracking_bp)
-    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(api_bp, url_prefix=API_PREFIX)

@@ -5,12 +5,18 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from mailapp.auth.services import user_for_token
+from mailapp.errors import ValidationError
+
+API_PREFIX = "/api/v1"
+PUBLIC_ENDPOINTS = frozenset({"api.openapi_json"})
 
 bp = Blueprint("api", __name__)
 
 
 @bp.before_request
 def require_bearer_token():  # noqa: ANN201
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
@@ -27,4 +33,13 @@ def require_bearer_token():  # noqa: ANN201
     return None
 
 
-from mailapp.api import campaigns, layouts, lists, reports, subscribers  # noqa: E402, F401
+@bp.before_request
+def refuse_nul_in_query_strings() -> None:
+    """PostgreSQL cannot compare text with a NUL in it (the driver raises): no query value may hold one."""
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            raise ValidationError(f"The query parameter {name.replace(chr(0), '')!r} holds a NUL character.",
+                                  {"field": name.replace("\x00", "")})
+
+
+from mailapp.api import campaigns, layouts, lists, openapi, reports, subscribers  # noqa: E402, F401
