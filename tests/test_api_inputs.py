@@ -188,3 +188,10 @@ def test_a_layout_or_list_name_taken_up_to_the_case_of_a_non_ascii_letter_is_a_4
     target = api.post("/api/v1/lists", json={"name": "Other"}).get_json()
     _error(api.patch(f"/api/v1/lists/{target['id']}", json={"name": "Élan"}), 409, "conflict")
     assert api.get(f"/api/v1/layouts/{other['id']}").get_json()["name"] == "Autumn"
+
+
+@pytest.mark.parametrize("query", ["/api/v1/subscribers?q=a%00b", "/api/v1/campaigns?status=%00",
+                                   "/api/v1/lists?x%00=1"])
+def test_a_nul_character_in_a_query_string_is_a_422(api, query):
+    error = _error(api.get(query), 422, "validation_error")
+    assert "NUL" in error["message"]
