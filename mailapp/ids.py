@@ -12,6 +12,8 @@ from mailapp.errors import ValidationError
 
 MIN_ID = 1
 MAX_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER (64-bit) on SQLite
+# Far beyond any real list, and small enough that (page - 1) * per_page stays a 64-bit OFFSET.
+MAX_PAGE = 1_000_000_000
 
 
 def is_id(value: Any) -> bool:
@@ -27,6 +29,23 @@ def id_from_text(raw: str) -> int | None:
         return None
     value = int(text)
     return value if MIN_ID <= value <= MAX_ID else None
+
+
+def id_arg(text: str) -> int:
+    """type= for request.args.get(): an id, or ValueError, so that get() answers its default."""
+    parsed = id_from_text(text)
+    if parsed is None:
+        raise ValueError(f"{text!r} is not an id")
+    return parsed
+
+
+def page_arg(text: str) -> int:
+    """type= for request.args.get(): a page number in 1..MAX_PAGE, or ValueError (get() answers its
+    default)."""
+    parsed = id_from_text(text)
+    if parsed is None or parsed > MAX_PAGE:
+        raise ValueError(f"{text!r} is not a page number")
+    return parsed
 
 
 def parse_id(value: Any, field: str, *, allow_text: bool = False) -> int:

@@ -7,7 +7,7 @@ from datetime import datetime
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mailapp.errors import MailappError
+from mailapp.errors import MailappError, ValidationError
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -37,6 +37,17 @@ def init_app(app: Flask) -> None:
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
         return db.session.get(User, int(user_id))
+
+    @app.before_request
+    def refuse_nul_in_query_strings() -> None:
+        """PostgreSQL cannot hold or compare text with a NUL in it (the driver raises), so no query value
+        may carry one, on any page or API endpoint."""
+        for name, value in request.args.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                field = name.replace("\x00", "")
+                raise ValidationError(
+                    f"The query parameter {field!r} holds a NUL character.", {"field": field}
+                )
 
     @app.after_request
     def security_headers(response):  # noqa: ANN001, ANN202

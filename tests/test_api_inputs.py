@@ -195,3 +195,33 @@ def test_a_layout_or_list_name_taken_up_to_the_case_of_a_non_ascii_letter_is_a_4
 def test_a_nul_character_in_a_query_string_is_a_422(api, query):
     error = _error(api.get(query), 422, "validation_error")
     assert "NUL" in error["message"]
+
+
+# --- the dashboard shares the URL map and the same database ------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    f"/lists?page={TOO_BIG}", f"/subscribers?page={TOO_BIG}", f"/subscribers?list_id={TOO_BIG}",
+    f"/subscribers?before={TOO_BIG}", f"/subscribers?after={WAY_TOO_BIG}", f"/campaigns/?page={TOO_BIG}",
+    f"/campaigns/recipients-count?list_ids={TOO_BIG}", f"/reports/?page={TOO_BIG}",
+    f"/layouts/?page={TOO_BIG}",
+    f"/campaigns/{{campaign}}?after={TOO_BIG}", f"/reports/campaigns/{{campaign}}/recipients?after={TOO_BIG}",
+    f"/layouts/{{layout}}/preview?subscriber_id={TOO_BIG}",
+])
+def test_an_out_of_range_number_in_a_dashboard_query_string_is_ignored(auth_client, audience, url):
+    campaign = make_ready_campaign(audience)
+    response = auth_client.get(url.format(campaign=campaign.id, layout=audience.layout.id))
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+
+
+def test_an_out_of_range_list_id_is_left_out_of_the_recipient_count(auth_client, audience):
+    first = audience.lists[0].id
+    response = auth_client.get(f"/campaigns/recipients-count?list_ids={first}&list_ids={TOO_BIG}")
+    assert response.get_json()["list_ids"] == [first]
+
+
+def test_a_nul_character_in_a_dashboard_query_string_is_a_422_page(auth_client):
+    response = auth_client.get("/subscribers?q=a%00b")
+    assert response.status_code == 422
+    assert response.mimetype == "text/html"
+    assert "NUL" in response.get_data(as_text=True)

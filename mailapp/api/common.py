@@ -14,11 +14,9 @@ from sqlalchemy import Select, func, select
 
 from mailapp.errors import JSONBodyError, ValidationError
 from mailapp.extensions import db
-from mailapp.ids import MAX_ID, MIN_ID, id_from_text
+from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID, id_from_text
 
 MAX_PER_PAGE = 500
-# Far beyond any real list, and small enough that (page - 1) * per_page stays a 64-bit OFFSET.
-MAX_PAGE = 1_000_000_000
 # Deeper than any body the API takes (subscriber attributes are the deepest), shallow enough that
 # neither the parser nor anything walking the value runs out of stack.
 MAX_JSON_DEPTH = 32

@@ -9,9 +9,9 @@ from typing import Any
 from flask import jsonify
 
 from mailapp.api import API_PREFIX, bp
-from mailapp.api.common import MAX_JSON_DEPTH, MAX_PAGE, MAX_PER_PAGE
+from mailapp.api.common import MAX_JSON_DEPTH, MAX_PER_PAGE
 from mailapp.campaigns.services import FIELD_LIMITS, MAX_TEST_RECIPIENTS
-from mailapp.ids import MAX_ID, MIN_ID
+from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID
 from mailapp.models.campaign import CampaignStatus
 from mailapp.models.delivery import DeliveryStatus
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
