@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 
 from mailapp.api.openapi import openapi_document
 from mailapp.auth.services import create_api_token, create_user
+from mailapp.models.subscriber import ImportStatus, SubscriberImport
 from tests.campaign_fixtures import make_audience, make_delivery, make_ready_campaign
 from tests.conftest import TEST_PASSWORD
 
@@ -31,8 +32,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture
 def fuzz_token(db, smtp_server) -> str:  # noqa: ANN001
-    """A token, and a little of everything for the fuzz to find under small ids: a layout, two lists
-    with subscribers, a draft campaign and one that has deliveries."""
+    """A token, and a little of everything for the fuzz to find under small ids (the document's examples
+    use id 1): a layout, two lists with subscribers, a draft campaign, one that has deliveries, and a
+    finished import."""
     create_user("fuzz@example.com", TEST_PASSWORD, is_admin=True)
     token = create_api_token("fuzz@example.com", name="fuzz")
     audience = make_audience(3)
@@ -40,6 +42,10 @@ def fuzz_token(db, smtp_server) -> str:  # noqa: ANN001
     sent = make_ready_campaign(audience, status="sent")
     make_delivery(sent.id, audience.active[0].id, status="sent")
     make_delivery(sent.id, audience.active[1].id, status="failed", error="550 no such user")
+    db.session.add(SubscriberImport(
+        list_id=audience.lists[0].id, filename="people.csv", file_path="/nonexistent", file_size=10,
+        status=ImportStatus.DONE, errors=[{"line": 2, "email": "x", "reason": "Invalid"}],
+    ))
     db.session.commit()
     return token
 

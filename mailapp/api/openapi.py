@@ -155,8 +155,11 @@ CAMPAIGN_FIELDS = {
 }
 
 
-def _json_body(schema: Schema, *, required: bool = True) -> Schema:
-    return {"required": required, "content": {JSON: {"schema": schema}}}
+def _json_body(schema: Schema, *, required: bool = True, example: Schema | None = None) -> Schema:
+    media_type: Schema = {"schema": schema}
+    if example is not None:
+        media_type["example"] = example
+    return {"required": required, "content": {JSON: media_type}}
 
 
 # --- operations -------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ NO_CONTENT = {"204": {"description": "Deleted."}}
 
 
 def _path_id(name: str) -> Schema:
-    return {"name": name, "in": "path", "required": True, "schema": ID}
+    return {"name": name, "in": "path", "required": True, "schema": ID, "example": 1}
 
 
 def _query(name: str, schema: Schema, description: str = "") -> Schema:
@@ -228,7 +231,8 @@ def _paths() -> dict[str, Schema]:
             "get": _operation("Lists, by id.", {"200": _json(_page_of("List"))}, "422",
                               parameters=PAGE_PARAMETERS),
             "post": _operation("Create a list.", {"201": _json(_ref("List"), "Created.")}, "409 413 422",
-                               body=_json_body(_object(LIST_FIELDS, ["name"]))),
+                               body=_json_body(_object(LIST_FIELDS, ["name"]),
+                                               example={"name": "Newsletter", "description": "Monthly"})),
         },
         "/lists/{list_id}": {
             "get": _operation("A list with its counts.", {"200": _json(_ref("List"))}, "404",
@@ -262,7 +266,9 @@ def _paths() -> dict[str, Schema]:
             ),
             "post": _operation(
                 "Create a subscriber.", {"201": _json(_ref("Subscriber"), "Created.")}, "409 413 422",
-                body=_json_body(_object(SUBSCRIBER_FIELDS, ["email"], closed=True)),
+                body=_json_body(_object(SUBSCRIBER_FIELDS, ["email"], closed=True), example={
+                    "email": "ann@example.com", "name": "Ann", "attributes": {"city": "Paris"},
+                    "list_ids": [1]}),
             ),
         },
         "/subscribers/{subscriber_id}": {
@@ -282,7 +288,8 @@ def _paths() -> dict[str, Schema]:
                 "Create a layout from JSON {name, html} or multipart name + file.",
                 {"201": _json(_ref("Layout"), "Created.")}, "400 409 413 422",
                 body={"required": True, "content": {
-                    JSON: {"schema": _object(LAYOUT_FIELDS, ["name", "html"])},
+                    JSON: {"schema": _object(LAYOUT_FIELDS, ["name", "html"]),
+                           "example": {"name": "Plain", "html": "<html><body>{{ message }}</body></html>"}},
                     "multipart/form-data": {"schema": _object(
                         {"name": {"type": "string"}, "html": {"type": "string"},
                          "file": {"type": "string", "contentMediaType": "text/html"}}, ["name"])},
@@ -311,8 +318,13 @@ def _paths() -> dict[str, Schema]:
             ),
             "post": _operation(
                 "Create a draft campaign.", {"201": _json(_ref("Campaign"), "Created.")}, "413 422",
-                body=_json_body(_object(CAMPAIGN_FIELDS, ["name", "subject", "from_email", "layout_id",
-                                                          "list_ids"], closed=True)),
+                body=_json_body(
+                    _object(CAMPAIGN_FIELDS, ["name", "subject", "from_email", "layout_id", "list_ids"],
+                            closed=True),
+                    example={"name": "November", "subject": "Hi {{ subscriber.name }}",
+                             "from_email": "news@example.com", "layout_id": 1, "list_ids": [1],
+                             "message": "Our news."},
+                ),
             ),
         },
         "/campaigns/{campaign_id}": {
@@ -326,7 +338,8 @@ def _paths() -> dict[str, Schema]:
         "/campaigns/{campaign_id}/send": campaign_action("Start sending now.", "202"),
         "/campaigns/{campaign_id}/schedule": {"post": _operation(
             "Send at a time (ISO 8601 with an offset).", campaign, "404 409 413 422", parameters=campaign_id,
-            body=_json_body(_object({"send_at": TIME}, ["send_at"])),
+            body=_json_body(_object({"send_at": TIME}, ["send_at"]),
+                            example={"send_at": "2030-01-01T09:30:00+01:00"}),
         )},
         "/campaigns/{campaign_id}/cancel": campaign_action("Cancel a scheduled or sending campaign."),
         "/campaigns/{campaign_id}/pause": campaign_action("Pause sending."),
@@ -346,7 +359,7 @@ def _paths() -> dict[str, Schema]:
                             "items": {"type": "string", "format": "email"}},
                  "subscriber_id": {"anyOf": [ID, {"type": "string", "format": "email"}, {"type": "null"}]}},
                 ["emails"],
-            )),
+            ), example={"emails": ["qa@example.com"], "subscriber_id": 1}),
         )},
         "/campaigns/{campaign_id}/deliveries": {"get": _operation(
             "The per-recipient delivery log: pages (?page=) or, deep in a big log, keyset pages (?after=).",
