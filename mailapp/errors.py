@@ -27,11 +27,17 @@ class ValidationError(MailappError):
 
 
 class JSONBodyError(ValidationError):
-    """A request body that is not usable JSON: not UTF-8, not parseable, nested too deep, or carrying a
-    string the database cannot store (a lone UTF-16 surrogate, a NUL character).
-    details: {"field": path or None, ...}."""
+    """A request body that is not usable JSON: not UTF-8, not parseable, or nested too deep.
+    details: {"field": None, ...}."""
 
     code = "invalid_json"
+
+
+class UnstorableTextError(ValidationError):
+    """Text the database cannot store: a NUL character, or an unpaired UTF-16 surrogate (\\ud800 in
+    JSON), which has no UTF-8 form. details: {"field": the path of the value, like 'attributes.city'}."""
+
+    code = "unstorable_text"
 
 
 class TemplateError(ValidationError):

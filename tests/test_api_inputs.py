@@ -4,14 +4,16 @@ parser. Each is a 4xx in the one error shape, and nothing is written."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from sqlalchemy import func, select
 
-from mailapp.models import Campaign, SubscriberList
+from mailapp.models import Campaign, Layout, SubscriberList
+from mailapp.models.subscriber import SubscriberImport
 from tests.campaign_fixtures import audience, campaign_payload, make_ready_campaign
-from tests.factories import LayoutFactory, SubscriberFactory
+from tests.factories import LayoutFactory, SubscriberFactory, SubscriberListFactory
 
 __all__ = ["audience"]
 
@@ -104,11 +106,11 @@ def _raw(api, method: str, url: str, text: str | bytes):  # noqa: ANN001, ANN202
 
 @pytest.mark.parametrize("escaped", ["\\ud800", "\\udfff", "x\\udc00y", "\\ud83d"])
 def test_a_lone_surrogate_in_a_json_string_is_a_422_naming_the_field(api, db, escaped):
-    error = _error(_raw(api, "post", "/api/v1/lists", f'{{"name": "{escaped}"}}'), 422, "invalid_json")
+    error = _error(_raw(api, "post", "/api/v1/lists", f'{{"name": "{escaped}"}}'), 422, "unstorable_text")
     assert error["details"]["field"] == "name"
     error = _error(_raw(api, "post", "/api/v1/subscribers",
                         f'{{"email": "a@example.com", "attributes": {{"city": ["ok", "{escaped}"]}}}}'),
-                   422, "invalid_json")
+                   422, "unstorable_text")
     assert error["details"]["field"] == "attributes.city[1]"
     assert db.session.scalar(select(func.count()).select_from(SubscriberList)) == 0
 
@@ -120,13 +122,13 @@ def test_a_surrogate_pair_is_one_character_and_is_accepted(api):
 
 
 def test_a_nul_character_in_a_json_string_or_key_is_a_422(api, db):
-    error = _error(api.post("/api/v1/lists", json={"name": "a\x00b"}), 422, "invalid_json")
+    error = _error(api.post("/api/v1/lists", json={"name": "a\x00b"}), 422, "unstorable_text")
     assert error["details"]["field"] == "name"
     layout = LayoutFactory()
     response = api.patch(f"/api/v1/layouts/{layout.id}", json={"html": "<p>\x00</p>"})
-    assert _error(response, 422, "invalid_json")["details"]["field"] == "html"
+    assert _error(response, 422, "unstorable_text")["details"]["field"] == "html"
     body = {"email": "a@example.com", "attributes": {"k\x00": 1}}
-    error = _error(api.post("/api/v1/subscribers", json=body), 422, "invalid_json")
+    error = _error(api.post("/api/v1/subscribers", json=body), 422, "unstorable_text")
     assert error["details"]["field"] == "attributes"
     assert db.session.scalar(select(func.count()).select_from(SubscriberList)) == 0
 
@@ -225,3 +227,24 @@ def test_a_nul_character_in_a_dashboard_query_string_is_a_422_page(auth_client):
     assert response.status_code == 422
     assert response.mimetype == "text/html"
     assert "NUL" in response.get_data(as_text=True)
+
+
+def test_a_nul_character_in_a_multipart_layout_is_a_422_naming_the_field(api, db):
+    response = api.post("/api/v1/layouts", data={"name": "\x00", "html": "<p>{{ message }}</p>"},
+                        content_type="multipart/form-data")
+    assert _error(response, 422, "unstorable_text")["details"]["field"] == "name"
+    upload = (io.BytesIO(b"<p>{{ message }}\x00</p>"), "layout.html")
+    response = api.post("/api/v1/layouts", data={"name": "Plain", "file": upload},
+                        content_type="multipart/form-data")
+    assert _error(response, 422, "validation_error")["details"][0]["field"] == "file"  # refused as binary
+    assert db.session.scalar(select(func.count()).select_from(Layout)) == 0
+
+
+def test_a_nul_character_in_an_import_file_name_is_dropped(api, db):
+    target = SubscriberListFactory()
+    upload = (io.BytesIO(b"email\nann@example.com\n"), "peo\x00ple.csv")
+    response = api.post(f"/api/v1/lists/{target.id}/import", data={"file": upload},
+                        content_type="multipart/form-data")
+    assert response.status_code == 202, response.get_data(as_text=True)
+    record = db.session.get(SubscriberImport, response.get_json()["import_id"])
+    assert record.filename == "people.csv"

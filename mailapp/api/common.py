@@ -12,7 +12,7 @@ from typing import Any
 from flask import current_app, request
 from sqlalchemy import Select, func, select
 
-from mailapp.errors import JSONBodyError, ValidationError
+from mailapp.errors import JSONBodyError, UnstorableTextError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID, id_from_text
 
@@ -30,8 +30,9 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def json_body(*, optional: bool = False, max_bytes: int | None = None) -> dict[str, Any]:
     """The request's JSON object. Refused with 413 beyond max_bytes (API_MAX_JSON_BYTES by default),
-    and with 422 JSONBodyError when it is not UTF-8 JSON, nests deeper than MAX_JSON_DEPTH, or holds a
-    string with a NUL or a lone surrogate (details name the field). optional: an empty body is {}."""
+    with 422 JSONBodyError when it is not UTF-8 JSON or nests deeper than MAX_JSON_DEPTH, and with 422
+    UnstorableTextError when a string or key holds a NUL or a lone surrogate (details name the field).
+    optional: an empty body is {}."""
     limit = max_bytes or int(current_app.config["API_MAX_JSON_BYTES"])
     # Read no further than the limit: werkzeug answers 413 from the Content-Length or mid-stream.
     request.max_content_length = limit
@@ -63,13 +64,7 @@ def json_body(*, optional: bool = False, max_bytes: int | None = None) -> dict[s
         raise JSONBodyError(f"The request body is not valid JSON{where}.", {"field": None}) from error
     if not isinstance(data, dict):
         raise ValidationError("The request body must be a JSON object.", {"field": None})
-    field = _unstorable_string_at(data, "")
-    if field is not None:
-        raise JSONBodyError(
-            f"{field or 'A key'} holds a NUL character or an unpaired UTF-16 surrogate, "
-            "which cannot be stored.",
-            {"field": field or None},
-        )
+    require_storable_text(data)
     return data
 
 
@@ -95,6 +90,17 @@ def _finite_float(literal: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{literal} is out of range")
     return value
+
+
+def require_storable_text(fields: dict[str, Any]) -> None:
+    """The same refusal as json_body's, for values that came another way (a multipart form, a file)."""
+    field = _unstorable_string_at(fields, "")
+    if field is not None:
+        raise UnstorableTextError(
+            f"{field or 'A key'} holds a NUL character or an unpaired UTF-16 surrogate, "
+            "which cannot be stored.",
+            {"field": field or None},
+        )
 
 
 def _unstorable_string_at(value: Any, path: str) -> str | None:

@@ -9,7 +9,7 @@ from flask import jsonify, request
 from sqlalchemy import select
 
 from mailapp.api import bp
-from mailapp.api.common import json_body, paginated
+from mailapp.api.common import json_body, paginated, require_storable_text
 from mailapp.errors import NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import parse_id
@@ -84,6 +84,7 @@ def _layout_input(*, require_all: bool) -> tuple[str | None, str | None]:
         # UTF-8, a surrogate pair twelve for four): room for a layout of the limit written that way.
         body: dict[str, Any] = json_body(max_bytes=6 * services.max_layout_bytes() + 1024 * 1024)
         name, html = body.get("name"), body.get("html")
+    require_storable_text({"name": name, "html": html})
     for field, value in (("name", name), ("html", html)):
         if value is not None and not isinstance(value, str):
             raise ValidationError(

@@ -471,7 +471,8 @@ def start_import(target: SubscriberList, filename: str, stream: IO[bytes]) -> Su
         raise
     record = SubscriberImport(
         list_id=target.id,
-        filename=(Path(filename or "upload.csv").name or "upload.csv")[:300],
+        # PostgreSQL cannot store a NUL, and a file name is only shown back.
+        filename=(Path(filename.replace("\x00", "") or "upload.csv").name or "upload.csv")[:300],
         file_path=str(path),
         file_size=size,
         status=ImportStatus.QUEUED,
