@@ -10,7 +10,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from mailapp.models import Campaign, Layout, SubscriberList
+from mailapp.models import Campaign, Layout, Subscriber, SubscriberList
 from mailapp.models.subscriber import SubscriberImport
 from tests.campaign_fixtures import audience, campaign_payload, make_ready_campaign
 from tests.factories import LayoutFactory, SubscriberFactory, SubscriberListFactory
@@ -248,3 +248,14 @@ def test_a_nul_character_in_an_import_file_name_is_dropped(api, db):
     assert response.status_code == 202, response.get_data(as_text=True)
     record = db.session.get(SubscriberImport, response.get_json()["import_id"])
     assert record.filename == "people.csv"
+
+
+def test_attributes_given_as_deeply_nested_json_text_are_a_422(api, auth_client, db):
+    deep = "[" * 100_000 + "]" * 100_000
+    error = _error(api.post("/api/v1/subscribers", json={"email": "a@example.com", "attributes": deep}), 422)
+    assert error["details"]["field"] == "attributes"
+    response = auth_client.post_form("/subscribers/new", {"email": "b@example.com", "attributes": deep},
+                                     token_page="/subscribers/new")
+    assert response.status_code in (200, 422)
+    assert "deeper than 32" in response.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0

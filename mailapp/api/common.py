@@ -15,14 +15,9 @@ from sqlalchemy import Select, func, select
 from mailapp.errors import JSONBodyError, UnstorableTextError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID, id_from_text
+from mailapp.json_nesting import MAX_JSON_DEPTH, nesting_exceeds
 
 MAX_PER_PAGE = 500
-# Deeper than any body the API takes (subscriber attributes are the deepest), shallow enough that
-# neither the parser nor anything walking the value runs out of stack.
-MAX_JSON_DEPTH = 32
-
-# A JSON string (escapes included) or one bracket: brackets inside strings do not nest anything.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 # Left by json.loads only where the text had an unpaired \uXXXX escape; UTF-8 (and so the database)
 # cannot hold them. PostgreSQL refuses NUL in text as well.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -50,7 +45,7 @@ def json_body(*, optional: bool = False, max_bytes: int | None = None) -> dict[s
         raise JSONBodyError(
             f"The request body is not UTF-8 (byte {error.start}).", {"field": None}
         ) from error
-    if _nesting_exceeds(text, MAX_JSON_DEPTH):
+    if nesting_exceeds(text):
         raise JSONBodyError(
             f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
             {"field": None, "max_depth": MAX_JSON_DEPTH},
@@ -66,19 +61,6 @@ def json_body(*, optional: bool = False, max_bytes: int | None = None) -> dict[s
         raise ValidationError("The request body must be a JSON object.", {"field": None})
     require_storable_text(data)
     return data
-
-
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        lexeme = match.group()
-        if lexeme in ("[", "{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif lexeme in ("]", "}"):
-            depth -= 1
-    return False
 
 
 def _refuse_constant(name: str) -> float:

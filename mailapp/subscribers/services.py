@@ -22,6 +22,7 @@ from mailapp.db_setup import is_postgres
 from mailapp.errors import ConflictError, ImportFileError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
+from mailapp.json_nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mailapp.models.base import utcnow
 from mailapp.models.subscriber import (
     ImportStatus,
@@ -174,6 +175,11 @@ def parse_attributes(raw: Any) -> dict[str, Any]:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}
     if isinstance(raw, str):
+        if nesting_exceeds(raw):
+            raise ValidationError(
+                f"Attributes nest arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
+                {"field": "attributes"},
+            )
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as error:
