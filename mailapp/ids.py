@@ -48,14 +48,9 @@ def page_arg(text: str) -> int:
     return parsed
 
 
-def parse_id(value: Any, field: str, *, allow_text: bool = False) -> int:
-    """An id from a JSON body (an int) or, with allow_text, a query string or form (digits). Anything
-    else is a ValidationError naming the field."""
-    if allow_text and isinstance(value, str):
-        parsed = id_from_text(value)
-        if parsed is not None:
-            return parsed
-    elif is_id(value):
+def parse_id(value: Any, field: str) -> int:
+    """An id from a JSON body: an int in range, or a ValidationError naming the field."""
+    if is_id(value):
         return value
     raise ValidationError(
         f"{field} must be a whole number between {MIN_ID} and {MAX_ID}.",
