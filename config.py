@@ -154,6 +154,10 @@ class Config:
 
     # Uploads: layouts are small; CSV files can be large but are streamed to disk.
     LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
+    # A JSON body of the API beyond this is refused with 413 before it is read. Layouts, which arrive as
+    # JSON too, get room of their own: six times LAYOUT_MAX_BYTES plus 1 MiB (a client may write every
+    # non-ASCII character as a \u escape).
+    API_MAX_JSON_BYTES = _env_int("API_MAX_JSON_BYTES", 1024 * 1024)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 512 * 1024 * 1024)
     IMPORT_MAX_BYTES = _env_int("IMPORT_MAX_BYTES", MAX_CONTENT_LENGTH)
     # One CSV row (a quoted field's line breaks included) may be at most this long; a longer one is an

@@ -23,6 +23,10 @@ def create_app(config: Config | None = None) -> Flask:
     apply_derived_settings(app.config)
     if not app.config.get("SECRET_KEY"):
         raise RuntimeError("SECRET_KEY is not set")
+    from mailapp.ids import IdConverter
+
+    # Before any blueprint adds its rules: every <int:...> in a path is an id in the BIGINT range.
+    app.url_map.converters["int"] = IdConverter
 
     import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
     from mailapp import db_setup
@@ -67,6 +71,7 @@ def _migrations_dir():  # noqa: ANN202 - a Path, imported lazily
 
 
 def _register_blueprints(app: Flask) -> None:
+    from mailapp.api import API_PREFIX
     from mailapp.api import bp as api_bp
     from mailapp.auth import bp as auth_bp
     from mailapp.campaigns import bp as campaigns_bp
@@ -90,4 +95,4 @@ def _register_blueprints(app: Flask) -> None:
     # endpoints are public, and RFC 8058 one-click POSTs come with no token by design.
     csrf.exempt(api_bp)
     csrf.exempt(tracking_bp)
-    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(api_bp, url_prefix=API_PREFIX)

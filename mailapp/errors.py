@@ -26,6 +26,20 @@ class ValidationError(MailappError):
     code = "validation_error"
 
 
+class JSONBodyError(ValidationError):
+    """A request body that is not usable JSON: not UTF-8, not parseable, or nested too deep.
+    details: {"field": None, ...}."""
+
+    code = "invalid_json"
+
+
+class UnstorableTextError(ValidationError):
+    """Text the database cannot store: a NUL character, or an unpaired UTF-16 surrogate (\\ud800 in
+    JSON), which has no UTF-8 form. details: {"field": the path of the value, like 'attributes.city'}."""
+
+    code = "unstorable_text"
+
+
 class TemplateError(ValidationError):
     """A layout or subject that does not compile, uses unknown variables or breaks the sandbox.
     details: [{"line": int | None, "message": str}]."""

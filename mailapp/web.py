@@ -7,7 +7,7 @@ from datetime import datetime
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mailapp.errors import MailappError
+from mailapp.errors import MailappError, ValidationError
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -36,6 +36,17 @@ def init_app(app: Flask) -> None:
 
     # A live server-side session, not just a signed cookie (mailapp/auth/sessions.py).
     login_manager.user_loader(load_user_for_session)
+
+    @app.before_request
+    def refuse_nul_in_query_strings() -> None:
+        """PostgreSQL cannot hold or compare text with a NUL in it (the driver raises), so no query value
+        may carry one, on any page or API endpoint."""
+        for name, value in request.args.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                field = name.replace("\x00", "")
+                raise ValidationError(
+                    f"The query parameter {field!r} holds a NUL character.", {"field": field}
+                )
 
     @app.after_request
     def security_headers(response):  # noqa: ANN001, ANN202

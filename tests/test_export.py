@@ -111,3 +111,15 @@ def test_export_from_the_api(api):
 
 def test_export_page_of_missing_list_is_404(auth_client):
     assert auth_client.get("/lists/999/export").status_code == 404
+
+
+def test_an_attribute_key_that_is_a_formula_comes_out_guarded_in_the_header(db):
+    target = SubscriberListFactory()
+    SubscriberFactory(email="ann@example.com", lists=[target],
+                      attributes={'=HYPERLINK("http://evil")': "x", "+cmd": "y", "city": "-1"})
+    text = "".join(services.export_list_csv(target.id))
+    header = next(csv.reader(io.StringIO(text)))
+    assert header[4:] == ["'+cmd", "'=HYPERLINK(\"http://evil\")", "city"]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in header)
+    row = parse(text)[0]
+    assert (row["'+cmd"], row["'=HYPERLINK(\"http://evil\")"], row["city"]) == ("y", "x", "'-1")

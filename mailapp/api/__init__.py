@@ -6,11 +6,16 @@ from flask import Blueprint, g, jsonify, request
 
 from mailapp.auth.services import user_for_token
 
+API_PREFIX = "/api/v1"
+PUBLIC_ENDPOINTS = frozenset({"api.openapi_json"})
+
 bp = Blueprint("api", __name__)
 
 
 @bp.before_request
 def require_bearer_token():  # noqa: ANN201
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
@@ -27,4 +32,4 @@ def require_bearer_token():  # noqa: ANN201
     return None
 
 
-from mailapp.api import campaigns, layouts, lists, reports, subscribers  # noqa: E402, F401
+from mailapp.api import campaigns, layouts, lists, openapi, reports, subscribers  # noqa: E402, F401

@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from mailapp.api import bp
-from mailapp.api.common import json_body, paginated
+from mailapp.api.common import json_body, number_arg, paginated
 from mailapp.campaigns import services, tasks
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
+from mailapp.ids import MAX_ID
 from mailapp.models import Campaign, Delivery
 
 MAX_DELIVERIES_PER_PAGE = 500
@@ -210,13 +211,8 @@ def campaign_deliveries(campaign_id: int):  # noqa: ANN201
             services.delivery_page(campaign_id, status=status, limit=1)  # validates the status
             statement = statement.where(Delivery.status == status)
         return paginated(statement.order_by(Delivery.id), serialize_delivery)
-    try:
-        after = int(request.args["after"])
-        per_page = int(request.args.get("per_page", 100))
-    except ValueError as error:
-        raise ValidationError("after and per_page must be whole numbers.") from error
-    if not 1 <= per_page <= MAX_DELIVERIES_PER_PAGE:
-        raise ValidationError(f"per_page must be between 1 and {MAX_DELIVERIES_PER_PAGE}.")
+    after = number_arg("after", 0, 0, MAX_ID)
+    per_page = number_arg("per_page", 100, 1, MAX_DELIVERIES_PER_PAGE)
     rows, next_after = services.delivery_page(campaign_id, status=status, after=after or None, limit=per_page)
     return {
         "items": [serialize_delivery(row) for row in rows],

@@ -9,9 +9,10 @@ from flask import jsonify, request
 from sqlalchemy import select
 
 from mailapp.api import bp
-from mailapp.api.common import json_body, paginated
+from mailapp.api.common import json_body, paginated, require_storable_text
 from mailapp.errors import NotFoundError, ValidationError
 from mailapp.extensions import db
+from mailapp.ids import parse_id
 from mailapp.layouts import services
 from mailapp.models import Layout
 
@@ -54,15 +55,9 @@ def delete_layout(layout_id: int):  # noqa: ANN201
 @bp.post("/layouts/<int:layout_id>/preview")
 def preview_layout(layout_id: int):  # noqa: ANN201
     layout = _layout_or_404(layout_id)
-    body = request.get_json(silent=True) if request.data else {}
-    if not isinstance(body, dict):
-        raise ValidationError("The request body must be a JSON object (or empty).")
-    subscriber_id = body.get("subscriber_id")
-    if subscriber_id is not None and (isinstance(subscriber_id, bool) or not isinstance(subscriber_id, int)):
-        raise ValidationError(
-            "subscriber_id must be a whole number.",
-            [{"field": "subscriber_id", "message": "Not an integer."}],
-        )
+    subscriber_id = json_body(optional=True).get("subscriber_id")
+    if subscriber_id is not None:
+        subscriber_id = parse_id(subscriber_id, "subscriber_id")
     return jsonify({"html": services.render_preview(layout, subscriber_id)})
 
 
@@ -85,8 +80,11 @@ def _layout_input(*, require_all: bool) -> tuple[str | None, str | None]:
         if upload is not None and upload.filename:
             html = services.decode_layout_file(upload.read(services.max_layout_bytes() + 1), upload.filename)
     else:
-        body: dict[str, Any] = json_body()
+        # A client's JSON encoder may escape every non-ASCII character (\u00e9: six bytes for two of
+        # UTF-8, a surrogate pair twelve for four): room for a layout of the limit written that way.
+        body: dict[str, Any] = json_body(max_bytes=6 * services.max_layout_bytes() + 1024 * 1024)
         name, html = body.get("name"), body.get("html")
+    require_storable_text({"name": name, "html": html})
     for field, value in (("name", name), ("html", html)):
         if value is not None and not isinstance(value, str):
             raise ValidationError(

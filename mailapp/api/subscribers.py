@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, request
 
 from mailapp.api import bp
-from mailapp.api.common import json_body, page_args
+from mailapp.api.common import json_body, page_args, query_id
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import Subscriber
@@ -15,12 +15,7 @@ FIELDS = {"email", "name", "attributes", "status", "list_ids"}
 
 
 def _filters() -> tuple[str | None, int | None, str | None]:
-    raw_list_id = request.args.get("list_id", "").strip()
-    list_id = None
-    if raw_list_id:
-        if not raw_list_id.isdigit():
-            raise ValidationError("list_id must be a list id.", {"field": "list_id"})
-        list_id = int(raw_list_id)
+    list_id = query_id("list_id")
     status = request.args.get("status", "").strip() or None
     return request.args.get("q", "").strip() or None, list_id, status
 

@@ -15,6 +15,7 @@ from mailapp.campaigns.forms import CampaignForm, ScheduleForm, TestSendForm
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
+from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
 
@@ -24,7 +25,7 @@ PER_PAGE = 25
 @bp.get("/")
 @login_required
 def index():  # noqa: ANN201
-    page = request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=page_arg)
     campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
     db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
@@ -33,7 +34,7 @@ def index():  # noqa: ANN201
 @bp.get("/recipients-count")
 @login_required
 def recipients_count():  # noqa: ANN201
-    list_ids = [int(value) for value in request.args.getlist("list_ids") if value.isdigit()]
+    list_ids = request.args.getlist("list_ids", type=id_arg)
     return jsonify({"list_ids": list_ids, "recipients": services.count_recipients(list_ids)})
 
 
@@ -258,7 +259,7 @@ def _render_page(
     status_filter = request.args.get("status") or None
     if status_filter not in {None, *DeliveryStatus}:
         status_filter = None
-    after = request.args.get("after", type=int)
+    after = request.args.get("after", type=id_arg)
     progress = services.progress(campaign.id)
     expected_recipients = (
         services.count_recipients([lst.id for lst in campaign.lists])

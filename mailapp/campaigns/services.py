@@ -14,6 +14,7 @@ from sqlalchemy import func, select, union_all, update
 
 from mailapp.errors import InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
+from mailapp.ids import id_from_text, is_id
 from mailapp.layouts import templating
 from mailapp.models.base import utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus
@@ -111,13 +112,10 @@ def _field_error(field: str, message: str) -> dict[str, str]:
 
 
 def _as_id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    """An id given as a number (JSON) or digits (a form); None for anything that cannot be one."""
+    if isinstance(value, str):
+        return id_from_text(value)
+    return value if is_id(value) else None
 
 
 def _check_fields(data: Mapping[str, Any]) -> _Checked:

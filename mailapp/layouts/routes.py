@@ -11,6 +11,7 @@ from sqlalchemy import select
 from mailapp.errors import ConflictError, InvalidStateError, MailappError, NotFoundError, TemplateError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
+from mailapp.ids import id_arg, page_arg
 from mailapp.layouts import bp, services, templating
 from mailapp.layouts.forms import LayoutForm, PreviewForm
 from mailapp.models import Layout
@@ -24,7 +25,7 @@ SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-st
 @bp.get("/")
 @login_required
 def index():  # noqa: ANN201
-    page = request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=page_arg)
     pager = db.paginate(select(Layout).order_by(Layout.name), page=page, per_page=PER_PAGE, error_out=False)
     used = services.campaign_counts([layout.id for layout in pager.items])
     return render_template("layouts/index.html", pager=pager, used=used, delete_form=ActionForm())
@@ -89,7 +90,7 @@ def delete(layout_id: int):  # noqa: ANN201
 def preview_frame(layout_id: int):  # noqa: ANN201
     """The rendered layout alone, for the sandboxed iframe on the layout page."""
     layout = db.get_or_404(Layout, layout_id)
-    subscriber_id = request.args.get("subscriber_id", type=int)
+    subscriber_id = request.args.get("subscriber_id", type=id_arg)
     try:
         html = services.render_preview(layout, subscriber_id)
     except MailappError as error:
@@ -102,7 +103,7 @@ def preview_frame(layout_id: int):  # noqa: ANN201
 def preview_draft():  # noqa: ANN201
     """The editor's unsaved HTML, rendered into the sandboxed preview frame (the form targets it)."""
     form = LayoutForm()
-    subscriber_id = request.args.get("subscriber_id", type=int)
+    subscriber_id = request.args.get("subscriber_id", type=id_arg)
     try:
         html = services.render_draft_preview(_submitted_html(form), subscriber_id)
     except MailappError as error:

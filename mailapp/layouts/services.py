@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
@@ -98,8 +101,8 @@ def create_layout(name: str, html: str) -> Layout:
     check_layout_html(html)
     _ensure_name_free(clean_name)
     layout = Layout(name=clean_name, html=html)
-    db.session.add(layout)
-    db.session.flush()
+    with _unique_name(clean_name):
+        db.session.add(layout)
     return layout
 
 
@@ -108,7 +111,8 @@ def update_layout(layout: Layout, *, name: str | None = None, html: str | None =
         clean_name = _clean_name(name)
         if clean_name != layout.name:
             _ensure_name_free(clean_name, excluding_id=layout.id)
-        layout.name = clean_name
+        with _unique_name(clean_name):
+            layout.name = clean_name
     if html is not None:
         check_layout_html(html)
         layout.html = html
@@ -242,6 +246,22 @@ def _ensure_name_free(name: str, excluding_id: int | None = None) -> None:
             f"A layout named '{name}' already exists: choose another name.",
             [{"field": "name", "message": "This name is taken."}],
         )
+
+
+@contextmanager
+def _unique_name(name: str) -> Iterator[None]:
+    """The changes made inside, flushed in a savepoint: the unique index's refusal is the taken name it
+    is, and the transaction goes on. _ensure_name_free misses a name taken by another request meanwhile,
+    and, on SQLite, whose lower() folds ASCII only, any name with a non-ASCII capital."""
+    try:
+        with db.session.begin_nested():
+            yield
+            db.session.flush()
+    except IntegrityError as error:
+        raise ConflictError(
+            f"A layout named '{name}' already exists: choose another name.",
+            [{"field": "name", "message": "This name is taken."}],
+        ) from error
 
 
 def _describe(problem: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ from flask import Response, render_template, request, stream_with_context
 from flask_login import login_required
 
 from mailapp.extensions import db
+from mailapp.ids import id_arg, page_arg
 from mailapp.reports import bp, charts, services
 
 HUMAN_OPENS = "#0d6efd"
@@ -17,7 +18,7 @@ CLICKS = "#198754"
 @bp.get("/")
 @login_required
 def index():  # noqa: ANN201
-    page = services.sent_campaigns_page(request.args.get("page", 1, type=int))
+    page = services.sent_campaigns_page(request.args.get("page", 1, type=page_arg))
     rows = services.summaries(list(page.items))
     db.session.commit()  # keeps any delivery counts just folded (see reports.services.status_counts)
     return render_template("reports/index.html", page=page, rows=rows)
@@ -65,7 +66,7 @@ def recipients(campaign_id: int):  # noqa: ANN201
     show = request.args.get("show", "all")
     if show not in services.ACTIVITY_FILTERS:
         show = "all"
-    after = max(request.args.get("after", 0, type=int), 0)
+    after = request.args.get("after", 0, type=id_arg)
     rows, next_after = services.activity_page(campaign_id, show=show, after=after)
     return render_template(
         "reports/recipients.html",

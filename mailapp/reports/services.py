@@ -13,8 +13,6 @@ Definitions (shown on the report page too):
 
 from __future__ import annotations
 
-import csv
-import io
 import threading
 import time
 from collections import defaultdict
@@ -25,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import false, func, select, text
 
+from mailapp.csv_cells import csv_line
 from mailapp.db_setup import is_postgres
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
@@ -494,19 +493,6 @@ def _with_activity(deliveries: list[Delivery]) -> list[RecipientActivity]:
 # --- CSV exports ------------------------------------------------------------------------------------
 
 
-def _safe_cell(value: Any) -> Any:
-    """Keep spreadsheet programs from running a cell as a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _csv_line(row: list[Any]) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow([_safe_cell(value) for value in row])
-    return out.getvalue()
-
-
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value else ""
 
@@ -533,7 +519,7 @@ DELIVERY_CSV_HEADER = [
 def delivery_log_csv(campaign_id: int) -> Iterator[str]:
     """The campaign's delivery log with each recipient's activity, streamed in chunks by id."""
     get_campaign(campaign_id)
-    yield _csv_line(DELIVERY_CSV_HEADER)
+    yield csv_line(DELIVERY_CSV_HEADER)
     after = 0
     while True:
         deliveries = _deliveries_after(campaign_id, after, EXPORT_CHUNK)
@@ -541,7 +527,7 @@ def delivery_log_csv(campaign_id: int) -> Iterator[str]:
             return
         for row in _with_activity(deliveries):
             d = row.delivery
-            yield _csv_line(
+            yield csv_line(
                 [
                     d.email,
                     d.status,
@@ -566,7 +552,7 @@ def delivery_log_csv(campaign_id: int) -> Iterator[str]:
 
 def report_csv(report: CampaignReport) -> Iterator[str]:
     """The report's figures, then its timeline, then its links: three tables separated by blank lines."""
-    yield _csv_line(["metric", "value"])
+    yield csv_line(["metric", "value"])
     for name in (
         "recipients",
         "sent",
@@ -583,11 +569,11 @@ def report_csv(report: CampaignReport) -> Iterator[str]:
         "unsubscribes",
         "unsubscribe_rate",
     ):
-        yield _csv_line([name, getattr(report, name)])
+        yield csv_line([name, getattr(report, name)])
     yield "\r\n"
-    yield _csv_line(["period_start", "period_hours", "opens", "human_opens", "machine_opens", "clicks"])
+    yield csv_line(["period_start", "period_hours", "opens", "human_opens", "machine_opens", "clicks"])
     for point in report.timeline:
-        yield _csv_line(
+        yield csv_line(
             [
                 point.at.isoformat(),
                 int(point.span.total_seconds() // 3600),
@@ -598,9 +584,9 @@ def report_csv(report: CampaignReport) -> Iterator[str]:
             ]
         )
     yield "\r\n"
-    yield _csv_line(["link_position", "url", "clicks", "unique_clicks"])
+    yield csv_line(["link_position", "url", "clicks", "unique_clicks"])
     for link in report.top_links:
-        yield _csv_line([link.position, link.url, link.clicks, link.unique_clicks])
+        yield csv_line([link.position, link.url, link.clicks, link.unique_clicks])
 
 
 # --- reports index ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from wtforms.fields.choices import SelectChoice
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
+from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
 from mailapp.subscribers import bp, services, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
@@ -36,7 +37,7 @@ STATUS_ACTIONS = {
 
 
 def _int_arg(name: str) -> int | None:
-    return request.args.get(name, type=int)
+    return request.args.get(name, type=id_arg)
 
 
 def _form_error(form: Any, error: MailappError) -> None:
@@ -58,7 +59,7 @@ def lists():  # noqa: ANN201
 
 
 def _render_lists(form: ListForm, status: int = 200):  # noqa: ANN202
-    page = request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=page_arg)
     pager = db.paginate(select(SubscriberList).order_by(SubscriberList.name), page=page,
                         per_page=LISTS_PER_PAGE, error_out=False)
     counts = services.list_counts(item.id for item in pager.items)

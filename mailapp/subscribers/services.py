@@ -17,9 +17,12 @@ from flask import current_app
 from sqlalchemy import Select, delete, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.csv_cells import guarded_row
 from mailapp.db_setup import is_postgres
 from mailapp.errors import ConflictError, ImportFileError, NotFoundError, ValidationError
 from mailapp.extensions import db
+from mailapp.ids import is_id
+from mailapp.json_nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mailapp.models.base import utcnow
 from mailapp.models.subscriber import (
     ImportStatus,
@@ -42,8 +45,6 @@ log = logging.getLogger(__name__)
 
 LIST_NAME_MAX = 200
 EXPORT_BATCH = 5000
-# Cells starting with these are run as formulas by spreadsheets (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 # --- lists -------------------------------------------------------------------------------------------
@@ -85,8 +86,8 @@ def create_list(name: Any, description: Any = "") -> SubscriberList:
     cleaned = _clean_list_name(name)
     _ensure_list_name_free(cleaned)
     created = SubscriberList(name=cleaned, description=_clean_description(description))
-    db.session.add(created)
-    db.session.flush()
+    with _unique_list_name(cleaned):
+        db.session.add(created)
     return created
 
 
@@ -94,11 +95,25 @@ def update_list(target: SubscriberList, name: Any = None, description: Any = Non
     if name is not None:
         cleaned = _clean_list_name(name)
         _ensure_list_name_free(cleaned, except_id=target.id)
-        target.name = cleaned
+        with _unique_list_name(cleaned):
+            target.name = cleaned
     if description is not None:
         target.description = _clean_description(description)
     db.session.flush()
     return target
+
+
+@contextmanager
+def _unique_list_name(name: str) -> Iterator[None]:
+    """The changes made inside, flushed in a savepoint, where the unique index has the last word:
+    another request may take the name after the check, and SQLite's lower() folds ASCII only, so the
+    check misses any name with a non-ASCII capital."""
+    try:
+        with db.session.begin_nested():
+            yield
+            db.session.flush()
+    except IntegrityError as error:
+        raise ConflictError(f"A list named {name!r} already exists.", {"field": "name"}) from error
 
 
 def delete_list(target: SubscriberList) -> None:
@@ -169,6 +184,11 @@ def parse_attributes(raw: Any) -> dict[str, Any]:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}
     if isinstance(raw, str):
+        if nesting_exceeds(raw):
+            raise ValidationError(
+                f"Attributes nest arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
+                {"field": "attributes"},
+            )
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as error:
@@ -210,9 +230,7 @@ def _ensure_email_free(email: str, except_id: int | None = None) -> None:
 def _lists_by_id(list_ids: Any) -> list[SubscriberList]:
     if list_ids is None:
         return []
-    if not isinstance(list_ids, list | tuple) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in list_ids
-    ):
+    if not isinstance(list_ids, list | tuple) or not all(is_id(i) for i in list_ids):
         raise ValidationError("list_ids must be a list of list ids.", {"field": "list_ids"})
     wanted = set(list_ids)
     found = list(db.session.scalars(select(SubscriberList).where(SubscriberList.id.in_(wanted))))
@@ -457,7 +475,8 @@ def start_import(target: SubscriberList, filename: str, stream: IO[bytes]) -> Su
         raise
     record = SubscriberImport(
         list_id=target.id,
-        filename=(Path((filename or "").replace("\x00", "")).name or "upload.csv")[:300],
+        # PostgreSQL cannot store a NUL, and a file name is only shown back.
+        filename=(Path(filename.replace("\x00", "") or "upload.csv").name or "upload.csv")[:300],
         file_path=str(path),
         file_size=size,
         status=ImportStatus.QUEUED,
@@ -597,27 +616,14 @@ def export_attribute_keys(list_id: int) -> list[str]:
     return sorted(str(key) for key in db.session.scalars(keys, {"list_id": list_id}))
 
 
-def safe_cell(value: Any) -> str:
-    if value is None:
-        text_value = ""
-    elif isinstance(value, str):
-        text_value = value
-    elif isinstance(value, dict | list | bool):
-        text_value = json.dumps(value, ensure_ascii=False)
-    else:
-        text_value = str(value)
-    if text_value.startswith(FORMULA_PREFIXES):
-        return "'" + text_value
-    return text_value
-
-
 def export_list_csv(list_id: int) -> Iterator[str]:
     """The list as CSV text, generated batch by batch (keyset on subscriber id): memory stays flat."""
     get_list(list_id)
     keys = export_attribute_keys(list_id)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["email", "name", "status", "created_at", *keys])
+    # Attribute keys are the subscribers' data as much as the values are: the header is guarded too.
+    writer.writerow(guarded_row(["email", "name", "status", "created_at", *keys]))
     last_id = 0
     while True:
         batch = list(db.session.execute(
@@ -630,11 +636,10 @@ def export_list_csv(list_id: int) -> Iterator[str]:
         ))
         for row in batch:
             attributes = row.attributes or {}
-            writer.writerow([
-                safe_cell(row.email), safe_cell(row.name), row.status,
-                row.created_at.isoformat() if row.created_at else "",
-                *(safe_cell(attributes.get(key)) for key in keys),
-            ])
+            writer.writerow(guarded_row([
+                row.email, row.name, row.status, row.created_at.isoformat() if row.created_at else "",
+                *(attributes.get(key) for key in keys),
+            ]))
         chunk = buffer.getvalue()
         if chunk:
             yield chunk
