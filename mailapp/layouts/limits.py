@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from flask import current_app, has_app_context
 from jinja2.exceptions import SecurityError
 
 
@@ -80,11 +81,19 @@ def current_limits() -> RenderLimits:
     limits = _active_limits.get()
     if limits is not None:
         return limits
-    from flask import current_app, has_app_context
+    if not has_app_context():
+        return DEFAULT_LIMITS
+    # Read per render (the subject is rendered for every message), so cached per app and settings.
+    config = current_app.config
+    key = tuple(config.get(name) for name in _SETTINGS)
+    cached = _limits_by_settings.get(key)
+    if cached is None:
+        cached = _limits_by_settings[key] = RenderLimits.from_config(config)
+    return cached
 
-    if has_app_context():
-        return RenderLimits.from_config(current_app.config)
-    return DEFAULT_LIMITS
+
+_SETTINGS = ("RENDER_MAX_OUTPUT_BYTES", "RENDER_MAX_STEPS", "RENDER_TIMEOUT_SECONDS")
+_limits_by_settings: dict[tuple[Any, ...], RenderLimits] = {}
 
 
 class RenderBudget:
@@ -156,14 +165,16 @@ class RenderBudget:
             )
 
 
-@contextlib.contextmanager
-def budget_for_render() -> Iterator[RenderBudget]:
+def start_render() -> tuple[RenderBudget, contextvars.Token[RenderBudget | None]]:
+    """A fresh budget for a render that begins now; pass the token to end_render when it ends. (Not a
+    context manager: this runs for every message's subject, and a generator-based one costs more than
+    the rest of a small render.)"""
     budget = RenderBudget(current_limits())
-    token = _active_budget.set(budget)
-    try:
-        yield budget
-    finally:
-        _active_budget.reset(token)
+    return budget, _active_budget.set(budget)
+
+
+def end_render(token: contextvars.Token[RenderBudget | None]) -> None:
+    _active_budget.reset(token)
 
 
 def current_budget() -> RenderBudget:

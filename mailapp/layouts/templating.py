@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
 import re
 import secrets
 import traceback
@@ -129,26 +128,37 @@ class _BudgetedTemplate(Template):
     """A template whose every render runs on a fresh budget (see limits.py), with its output counted."""
 
     def render(self, *args: Any, **kwargs: Any) -> str:
-        with limits.budget_for_render() as budget:
+        budget, token = limits.start_render()
+        try:
             context = self.new_context(dict(*args, **kwargs))
-            try:
-                return _bounded_output(self.root_render_func(context), budget)
-            except RecursionError as error:
-                raise limits.RenderLimitExceeded("the template is nested too deeply to render.") from error
-            except Exception:  # noqa: BLE001 - Jinja's own handler re-raises with template line numbers
-                self.environment.handle_exception()
+            return _bounded_output(self.root_render_func(context), budget)
+        except RecursionError as error:
+            raise limits.RenderLimitExceeded("the template is nested too deeply to render.") from error
+        except Exception:  # noqa: BLE001 - Jinja's own handler re-raises with template line numbers
+            self.environment.handle_exception()
+        finally:
+            limits.end_render(token)
 
 
 def _bounded_output(chunks: Iterable[str], budget: limits.RenderBudget) -> str:
-    # Written to one buffer as they come: a list of many small chunks can take ten times the memory
-    # of the text.
-    output = io.StringIO()
+    # Many small chunks are joined in blocks as they come: as one list of strings they can take ten
+    # times the memory of the text they hold.
+    blocks: list[str] = []
+    pending: list[str] = []
     length = 0
+    limit = budget.limits.max_output
     for chunk in chunks:
         length += len(chunk)
-        budget.check_length(length, "the rendered output")
-        output.write(chunk)
-    return output.getvalue()
+        if length > limit:
+            budget.check_length(length, "the rendered output")
+        pending.append(chunk)
+        if len(pending) >= 1024:
+            blocks.append("".join(pending))
+            pending.clear()
+    if not blocks:
+        return "".join(pending)
+    blocks.append("".join(pending))
+    return "".join(blocks)
 
 
 class _StrictSandbox(ImmutableSandboxedEnvironment):
