@@ -526,6 +526,24 @@ def compile_template(source: str, *, environment: SandboxedEnvironment | None = 
     return environment.from_string(source)
 
 
+def validate_subject(source: str) -> list[str]:
+    """validate_template for a subject line (plain text); a module-level function, so that it can be run
+    in a child process (layouts/isolation.py)."""
+    return validate_template(source, environment=_text_environment)
+
+
+def render_layout_preview(html: str, subscriber: Mapping[str, Any]) -> str:
+    """The layout as it will be sent (CSS inlined), validated and rendered for this subscriber's values
+    with the sample sender and message. A render failure is a TemplateError with its line (of the
+    layout as written: inlining CSS moves lines, so the layout is validated before it is inlined)."""
+    validate_template(html)
+    template = compile_template(inline_css(html))
+    try:
+        return template.render(sample_context(subscriber=subscriber))
+    except Exception as error:  # noqa: BLE001 - this subscriber's data breaks the template: say so
+        raise render_error(error) from error
+
+
 _JINJA_CHUNK = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _PLACEHOLDER = r"(?:<!--|&lt;!--)\s*{marker}(\d+)\s*(?:-->|--&gt;)|{marker}(\d+)-"
 
