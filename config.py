@@ -159,6 +159,13 @@ class Config:
                 Queue("celery", Exchange("celery"), routing_key="celery"),
                 Queue("schedule", Exchange("schedule"), routing_key="schedule"),
             ),
+            # Only send tasks: imports and snapshots of large lists may rightly take longer.
+            "task_annotations": {
+                "mailapp.sending.tasks.send_batch": {
+                    "soft_time_limit": self.SEND_TASK_SOFT_TIME_LIMIT,
+                    "time_limit": self.SEND_TASK_TIME_LIMIT,
+                }
+            },
             "task_routes": {
                 "mailapp.campaigns.tasks.start_campaign": {"queue": "schedule"},
                 "mailapp.campaigns.tasks.dispatch_due_campaigns": {"queue": "schedule"},

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import threading
 import time
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import func, select, text, update
 
 from mailapp.errors import TemplateError
-from mailapp.layouts import limits, templating
+from mailapp.layouts import isolation, limits, templating
+from mailapp.layouts import services as layout_services
+from mailapp.models import Layout, Subscriber
+from mailapp.sending import engine, render, tasks
+from tests.factories import LayoutFactory
+from tests.test_sending import deliveries, make_campaign, wait_for_status
 
 BIG = "{% set big = 'x' * 4000000 %}"
 
@@ -171,3 +179,180 @@ def test_the_render_budget_stops_a_hostile_macro(source: str) -> None:
     assert outcome.startswith("refused: "), outcome
     assert elapsed < MAX_SECONDS, f"took {elapsed:.1f} s: {outcome}"
     assert grown_mb < MAX_MEMORY_GROWTH_MB, f"peak memory grew by {grown_mb:.0f} MB: {outcome}"
+
+
+# -- in the web process -------------------------------------------------------------------------------
+
+POWER_TOWER = "<p>{{ 10**100**100**100**100 > 1 }}</p>"
+SLOW_LAYOUT = "{% for i in range(100000) %}{{ ('x' * 4000000).upper()|length }}{% endfor %}"
+
+
+def test_saving_a_hostile_layout_in_the_dashboard_is_refused_quickly(auth_client, db) -> None:  # noqa: ANN001
+    for html in (POWER_TOWER, SLOW_LAYOUT):
+        started = time.monotonic()
+        response = auth_client.post_form("/layouts/new", {"name": "Hostile", "html": html})
+        assert time.monotonic() - started < MAX_SECONDS
+        assert response.status_code == 422
+        assert "Over a render limit" in response.get_data(as_text=True)
+    assert auth_client.get("/layouts/").status_code == 200  # and the app still answers
+    assert db.session.scalar(select(func.count()).select_from(Layout)) == 0
+
+
+def test_saving_a_hostile_layout_through_the_api_is_a_clear_422(api, db) -> None:  # noqa: ANN001
+    started = time.monotonic()
+    response = api.post("/api/v1/layouts", json={"name": "Hostile", "html": SLOW_LAYOUT})
+    assert time.monotonic() - started < MAX_SECONDS
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "template_error"
+    assert "RENDER_TIMEOUT_SECONDS" in error["details"][0]["message"]
+    assert api.get("/api/v1/layouts").status_code == 200
+
+
+def test_previewing_an_unsaved_hostile_layout_is_refused_quickly(auth_client) -> None:  # noqa: ANN001
+    started = time.monotonic()
+    response = auth_client.post_form("/layouts/preview", {"html": POWER_TOWER})
+    assert time.monotonic() - started < MAX_SECONDS
+    assert "Over a render limit" in response.get_data(as_text=True)
+
+
+def test_a_hostile_subject_is_refused_with_the_campaign_form_errors(app) -> None:  # noqa: ANN001
+    with pytest.raises(TemplateError, match="Over a render limit"):
+        layout_services.check_subject("{{ 'x'|center(10**9) }}")
+
+
+def _sleep_forever() -> None:
+    while True:
+        time.sleep(1)
+
+
+def _allocate_a_gigabyte() -> int:
+    return len(bytearray(2**30))
+
+
+def test_a_web_render_that_never_ends_is_killed_at_its_deadline(app, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(app.config, "RENDER_TIMEOUT_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match="took longer than"):
+        isolation.run_isolated(_sleep_forever)
+    assert time.monotonic() - started < 0.5 + 2.0 + 1.0
+
+
+def test_a_web_render_that_allocates_too_much_memory_is_refused(app) -> None:  # noqa: ANN001
+    with pytest.raises(TemplateError, match="RENDER_MEMORY_BYTES"):
+        isolation.run_isolated(_allocate_a_gigabyte)
+
+
+def test_a_web_render_does_not_hold_the_sqlite_write_lock(app, db) -> None:  # noqa: ANN001
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite takes its write lock when a transaction begins")
+    db.session.scalar(select(func.count()).select_from(Layout))  # begins a transaction, as a request does
+    engine = db.engine
+    waited: list[float] = []
+
+    def write_meanwhile() -> None:  # what a sweeper tick does while the render runs
+        time.sleep(0.3)
+        started = time.monotonic()
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM layouts WHERE id = -1"))
+        waited.append(time.monotonic() - started)
+
+    writer = threading.Thread(target=write_meanwhile)
+    writer.start()
+    isolation.run_isolated(time.sleep, 1.5)
+    writer.join()
+    assert len(waited) == 1
+    assert waited[0] < 0.5, f"the writer waited {waited[0]:.1f} s for the lock"
+
+
+# -- in the send path ----------------------------------------------------------------------------------
+
+# Cheap for the sample subscriber (no `n`) and for most readers; 10**10 loop steps for one with n=100000.
+COSTLY_FOR_ONE = (
+    "<html><body><p>Hello {{ subscriber.name }}</p>"
+    "{% set n = subscriber.attributes.get('n', 0) %}"
+    "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}{{ message }}"
+    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
+)
+
+
+def test_a_delivery_whose_render_blows_its_budget_fails_alone_and_the_campaign_finishes(
+    app, db, smtp_server, celery_worker  # noqa: ANN001
+) -> None:
+    layout_services.check_layout_html(COSTLY_FOR_ONE)  # passes the save-time check
+    campaign, people = make_campaign(count=5, layout=LayoutFactory(html=COSTLY_FOR_ONE))
+    db.session.execute(
+        update(Subscriber).where(Subscriber.id == people[2].id).values(attributes={"n": 100000})
+    )
+    db.session.commit()
+    started = time.monotonic()
+    tasks.enqueue_sending(campaign.id)
+    wait_for_status(campaign.id, "sent", timeout=60)
+    assert time.monotonic() - started < 30
+    rows = {row.email: row for row in deliveries(campaign.id)}
+    failed = rows.pop(people[2].email)
+    assert failed.status == "failed"
+    assert "Over a render limit" in failed.error
+    assert failed.attempts == 0
+    assert {row.status for row in rows.values()} == {"sent"}
+    assert sorted(message.to for message in smtp_server.messages) == sorted(rows)
+
+
+def test_a_few_bad_rows_in_a_row_do_not_pause_the_campaign(app, db, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(app.config, "SEND_MAX_CONSECUTIVE_FAILURES", 3)
+    monkeypatch.setitem(app.config, "RENDER_MAX_STEPS", 10_000)
+    campaign, people = make_campaign(count=6, layout=LayoutFactory(html=COSTLY_FOR_ONE))
+    first_two = [person.id for person in people[:2]]
+    db.session.execute(update(Subscriber).where(Subscriber.id.in_(first_two)).values(attributes={"n": 1000}))
+    db.session.commit()
+    tasks.send_batch.run(campaign.id)
+    assert wait_for_status(campaign.id, "sent", timeout=1).status == "sent"
+    assert engine.campaign_stats(campaign.id)["failed"] == 2
+    assert len(smtp_server.messages) == 4
+
+
+def test_a_layout_that_fails_for_everyone_pauses_the_campaign(app, db, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(app.config, "SEND_MAX_CONSECUTIVE_FAILURES", 3)
+    monkeypatch.setitem(app.config, "RENDER_MAX_STEPS", 10_000)
+    campaign, people = make_campaign(count=6, layout=LayoutFactory(html=COSTLY_FOR_ONE))
+    db.session.execute(
+        update(Subscriber).where(Subscriber.id.in_([p.id for p in people])).values(attributes={"n": 1000})
+    )
+    db.session.commit()
+    tasks.send_batch.run(campaign.id)
+    paused = wait_for_status(campaign.id, "paused", timeout=1)
+    assert "3 messages in a row could not be built" in paused.status_reason
+    assert "RENDER_MAX_STEPS" in paused.status_reason
+    assert smtp_server.messages == []
+
+
+def test_send_tasks_have_soft_and_hard_time_limits_above_the_run_length(app) -> None:  # noqa: ANN001
+    send_batch = app.extensions["celery"].tasks["mailapp.sending.tasks.send_batch"]
+    assert app.config["SEND_RUN_SECONDS"] < send_batch.soft_time_limit < send_batch.time_limit
+    assert send_batch.time_limit < app.config["SEND_LEASE_SECONDS"] or app.config["TESTING"]
+
+
+def test_a_send_task_at_its_soft_time_limit_fails_the_stuck_row_and_hands_back_the_rest(
+    app, db, smtp_server, monkeypatch  # noqa: ANN001
+) -> None:
+    campaign, people = make_campaign(count=4, layout=LayoutFactory(html=COSTLY_FOR_ONE))
+    stuck = people[1]
+    real_render = render.CampaignRenderer.render
+
+    def render_until_the_limit(self, recipient, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if recipient.email == stuck.email:
+            raise SoftTimeLimitExceeded  # what Celery raises in the task at its soft limit
+        return real_render(self, recipient, **kwargs)
+
+    monkeypatch.setattr(render.CampaignRenderer, "render", render_until_the_limit)
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.send_batch, "delay", queued.append)
+    answer = tasks.send_batch.run(campaign.id)
+    assert answer["continued"] is True
+    assert queued == [campaign.id]  # a fresh task carries on
+    rows = {row.email: row for row in deliveries(campaign.id)}
+    assert rows[people[0].email].status == "sent"
+    assert rows[stuck.email].status == "failed"
+    assert "SEND_TASK_SOFT_TIME_LIMIT" in rows[stuck.email].error
+    assert {rows[p.email].status for p in people[2:]} == {"pending"}
+    assert all(row.leased_until is None for row in rows.values())

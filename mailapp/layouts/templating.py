@@ -311,7 +311,7 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     build a much larger value than it was given), its result (or the items it produces lazily) after."""
     skip = 1 if _PassArg.from_obj(function) is not None else 0
     precheck = _FILTER_CHECKS.get(name)
-    signature = inspect.signature(function) if precheck is not None else None
+    signature = _value_signature(function, skip) if precheck is not None else None
     what = f"the output of |{name}"
 
     @functools.wraps(function)
@@ -321,16 +321,26 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         if len(args) > skip and isinstance(args[skip], list | tuple | dict):
             budget.step(len(args[skip]))
         if signature is not None:
-            bound = signature.bind(*args, **kwargs)
+            bound = signature.bind(*args[skip:], **kwargs)
             bound.apply_defaults()
             precheck(budget, bound.arguments)
-            args, kwargs = bound.args, bound.kwargs
+            args, kwargs = (*args[:skip], *bound.args), bound.kwargs
         result = function(*args, **kwargs)
         if isinstance(result, Iterator):
             return limits.guarded_items(result, budget, what)
         return budget.check_value(result, what)
 
     return bounded
+
+
+def _value_signature(function: Callable[..., Any], skip: int) -> inspect.Signature:
+    """The filter's parameters after the context/environment argument Jinja passes first. Filters with
+    an async variant report the signature of their plain function, which may not list that argument."""
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    if skip and parameters and parameters[0].name in {"eval_ctx", "environment", "env", "context"}:
+        signature = signature.replace(parameters=parameters[1:])
+    return signature
 
 
 def _materialize(budget: limits.RenderBudget, arguments: dict[str, Any], name: str) -> Any:
