@@ -21,7 +21,8 @@ from mailapp.sending import engine, render, tasks
 from tests.factories import LayoutFactory
 from tests.test_sending import deliveries, make_campaign, wait_for_status
 
-BIG = "{% set big = 'x' * 4000000 %}"
+# Within the old repeat cap (1,000,000), so that only what is done with it can be refused.
+BIG = "{% set big = 'x' * 1000000 %}"
 
 # Each of these once held a worker for minutes or allocated hundreds of megabytes (or would have).
 HOSTILE_TEMPLATES = {
@@ -44,7 +45,7 @@ HOSTILE_TEMPLATES = {
         "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
         "{{ ns.s|length }}"
     ),
-    "concat of big values": BIG + "{{ big ~ big ~ big ~ big }}",
+    "concat of big values": BIG + "{{ big ~ big ~ big ~ big ~ big }}",
     "replace empty": "{{ ('x' * 1000000)|replace('', 'yyyy') }}",
     "str.replace empty": "{{ ('x' * 1000000).replace('', 'yyyy') }}",
     "indent": "{{ ('x\\n' * 1000000)|indent(400) }}",
@@ -77,7 +78,7 @@ HOSTILE_TEMPLATES = {
         "{% endfor %}"
     ),
     "slow but few steps (deadline)": (
-        "{% for i in range(100000) %}{{ ('x' * 4000000).upper()|length }}{% endfor %}"
+        "{% for i in range(100000) %}{{ ('x' * 1000000).upper()|length }}{% endfor %}"
     ),
     "slice into many groups": "{{ range(10)|slice(999999999)|list }}",
     "sum of lists": "{{ range(100000)|map('string')|map('list')|sum(start=[])|length }}",
