@@ -299,17 +299,23 @@ def test_a_delivery_whose_render_blows_its_budget_fails_alone_and_the_campaign_f
     assert sorted(message.to for message in smtp_server.messages) == sorted(rows)
 
 
-def test_a_few_bad_rows_in_a_row_do_not_pause_the_campaign(app, db, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+def test_a_row_that_cannot_be_built_does_not_add_to_a_run_of_relay_refusals(
+    app, db, smtp_server, monkeypatch  # noqa: ANN001
+) -> None:
     monkeypatch.setitem(app.config, "SEND_MAX_CONSECUTIVE_FAILURES", 3)
     monkeypatch.setitem(app.config, "RENDER_MAX_STEPS", 10_000)
     campaign, people = make_campaign(count=6, layout=LayoutFactory(html=COSTLY_FOR_ONE))
-    first_two = [person.id for person in people[:2]]
-    db.session.execute(update(Subscriber).where(Subscriber.id.in_(first_two)).values(attributes={"n": 1000}))
+    smtp_server.script_replies(people[0].email, ["554 5.7.1 Rejected"])
+    db.session.execute(update(Subscriber).where(Subscriber.id == people[1].id).values(attributes={"n": 1000}))
     db.session.commit()
+    smtp_server.script_replies(people[2].email, ["554 5.7.1 Rejected"])
     tasks.send_batch.run(campaign.id)
+    # Two refusals by the relay and one bad row are not three relay failures in a row.
     assert wait_for_status(campaign.id, "sent", timeout=1).status == "sent"
-    assert engine.campaign_stats(campaign.id)["failed"] == 2
-    assert len(smtp_server.messages) == 4
+    rows = {row.email: row for row in deliveries(campaign.id)}
+    assert "RENDER_MAX_STEPS" in rows[people[1].email].error
+    assert engine.campaign_stats(campaign.id)["failed"] == 3
+    assert sorted(message.to for message in smtp_server.messages) == sorted(p.email for p in people[3:])
 
 
 def test_a_layout_that_fails_for_everyone_pauses_the_campaign(app, db, smtp_server, monkeypatch) -> None:  # noqa: ANN001
