@@ -199,6 +199,36 @@ def test_saving_a_hostile_layout_in_the_dashboard_is_refused_quickly(auth_client
     assert db.session.scalar(select(func.count()).select_from(Layout)) == 0
 
 
+def test_the_app_answers_other_requests_while_a_hostile_layout_is_refused(app, db, auth_client, user) -> None:  # noqa: ANN001
+    answers: list[int] = []
+    posting = threading.Event()
+    email = user.email
+
+    def save_hostile_layout() -> None:  # another browser, in a thread as under a threaded server
+        with app.app_context():
+            browser = app.test_client()
+            assert browser.login(email).status_code == 302
+            token = browser.csrf_token("/layouts/new")
+            posting.set()
+            form = {"name": "Hostile", "html": SLOW_LAYOUT, "csrf_token": token}
+            answers.append(browser.post("/layouts/new", data=form).status_code)
+            db.session.remove()
+
+    db.session.rollback()  # this test's own transaction would hold the SQLite write lock
+    saving = threading.Thread(target=save_hostile_layout)
+    saving.start()
+    assert posting.wait(10)
+    time.sleep(0.5)  # the hostile render is running now (it takes its full 2 s)
+    started = time.monotonic()
+    listing = auth_client.get("/layouts/")
+    answered_in = time.monotonic() - started
+    db.session.rollback()  # the listing ran in this test's app context, whose transaction stays open
+    saving.join()
+    assert listing.status_code == 200
+    assert answered_in < 1.0, f"the listing waited {answered_in:.1f} s behind the hostile render"
+    assert answers == [422]
+
+
 def test_saving_a_hostile_layout_through_the_api_is_a_clear_422(api, db) -> None:  # noqa: ANN001
     started = time.monotonic()
     response = api.post("/api/v1/layouts", json={"name": "Hostile", "html": SLOW_LAYOUT})

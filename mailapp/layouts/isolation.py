@@ -27,6 +27,8 @@ from mailapp.layouts import limits
 
 # Time for the child to start and hand back its answer, on top of the render's own deadline.
 _START_GRACE_SECONDS = 2.0
+# With no render deadline configured (RENDER_TIMEOUT_SECONDS=0), the child is still killed after this.
+_NO_DEADLINE_SECONDS = 30.0
 
 _context: Any = None
 
@@ -54,7 +56,7 @@ def run_isolated(function: Callable[..., Any], *args: Any) -> Any:
     )
     child.start()
     sending.close()
-    wait = (render_limits.timeout_seconds or 0) + _START_GRACE_SECONDS
+    wait = (render_limits.timeout_seconds or _NO_DEADLINE_SECONDS) + _START_GRACE_SECONDS
     try:
         if not receiving.poll(wait):
             raise _refused(f"the template took longer than {wait:g} s to render (RENDER_TIMEOUT_SECONDS).")
