@@ -9,6 +9,7 @@ worker's threads, locks or database connections."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -30,16 +31,12 @@ _START_GRACE_SECONDS = 2.0
 # With no render deadline configured (RENDER_TIMEOUT_SECONDS=0), the child is still killed after this.
 _NO_DEADLINE_SECONDS = 30.0
 
-_context: Any = None
-
-
+@functools.cache
 def _process_context() -> Any:
-    global _context  # noqa: PLW0603 - one forkserver per process, started on first use
-    if _context is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["mailapp.layouts.templating"])
-        _context = context
-    return _context
+    """One forkserver per process, started on first use."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mailapp.layouts.templating"])
+    return context
 
 
 def run_isolated(function: Callable[..., Any], *args: Any) -> Any:

@@ -255,7 +255,7 @@ _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL
 _NUMBER = re.compile(r"\d+")
 
 
-def _int_args(args: Iterable[Any]) -> list[int]:
+def int_args(args: Iterable[Any]) -> list[int]:
     return [arg for arg in args if isinstance(arg, int)]
 
 
@@ -270,7 +270,7 @@ def check_percent_format(budget: RenderBudget, template: str, values: Any) -> No
         for number in (match.group(1), match.group(2)):
             if number == "*":
                 args = values if isinstance(values, tuple) else (values,)
-                for width in _int_args(args):
+                for width in int_args(args):
                     budget.check_length(abs(width), "a formatting width")
             elif number:
                 budget.check_length(int(number), "a formatting width")
@@ -296,7 +296,7 @@ def check_brace_format(budget: RenderBudget, template: str, args: tuple[Any, ...
             budget.check_length(int(number), "a formatting width")
         nested = nested or "{" in (spec or "")
     if nested:
-        for width in _int_args((*args, *kwargs.values())):
+        for width in int_args((*args, *kwargs.values())):
             budget.check_length(abs(width), "a formatting width")
     largest = max((size_of(value, budget) for value in (*args, *kwargs.values())), default=0)
     budget.check_length(len(template) + fields * max(largest, 32), "the formatted text")

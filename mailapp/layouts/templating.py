@@ -245,7 +245,7 @@ class _StrictSandbox(ImmutableSandboxedEnvironment):
         if isinstance(owner, str):
             args = _check_str_method(budget, owner, getattr(method, "__name__", ""), args, kwargs)
         elif isinstance(owner, int) and getattr(method, "__name__", "") == "to_bytes":
-            for length in limits._int_args((*args, *kwargs.values())):  # noqa: SLF001 - same package
+            for length in limits.int_args((*args, *kwargs.values())):
                 budget.check_length(length, "the bytes")
         elif isinstance(obj, LoopContext) and args:
             # loop(children) in a recursive loop: its items are loop iterations too.
@@ -301,7 +301,7 @@ def _check_str_method(budget: limits.RenderBudget, text: str, method: str, args:
         limits.check_join(budget, text, items)
         return (items, *args[1:])
     else:
-        for number in limits._int_args((*args, *kwargs.values())):  # noqa: SLF001 - same package
+        for number in limits.int_args((*args, *kwargs.values())):
             budget.check_length(abs(number), f"a number passed to .{method}()")
     return args
 
