@@ -195,6 +195,20 @@ class Config:
     # poll, so that the message is in a worker before its time.
     SCHEDULE_LOOKAHEAD_SECONDS = _env_float("SCHEDULE_LOOKAHEAD_SECONDS", 4.0)
 
+    # Every template render (web and send) is held to these: the longest output or value, in characters
+    # (at least LAYOUT_MAX_BYTES: a layout may print itself whole), operators, filters, calls and loop
+    # iterations, and wall-clock seconds. A send's render over them fails that one delivery.
+    RENDER_MAX_OUTPUT_BYTES = _env_int("RENDER_MAX_OUTPUT_BYTES", 4 * 1024 * 1024)
+    RENDER_MAX_STEPS = _env_int("RENDER_MAX_STEPS", 2_000_000)
+    RENDER_TIMEOUT_SECONDS = _env_float("RENDER_TIMEOUT_SECONDS", 2.0)
+    # Web renders (save, preview, subject checks) run in a child process with this much memory.
+    RENDER_MEMORY_BYTES = _env_int("RENDER_MEMORY_BYTES", 256 * 1024 * 1024)
+    # A send task is asked to stop at the soft limit (it hands back the rows it holds) and killed at the
+    # hard one (the sweeper hands its rows back when their lease ends). Both well above SEND_RUN_SECONDS,
+    # after which a task hands over to its continuation anyway.
+    SEND_TASK_SOFT_TIME_LIMIT = _env_float("SEND_TASK_SOFT_TIME_LIMIT", 240)
+    SEND_TASK_TIME_LIMIT = _env_float("SEND_TASK_TIME_LIMIT", 270)
+
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     # None: Secure exactly when PUBLIC_URL is https (apply_derived_settings).
@@ -244,6 +258,13 @@ class Config:
                 Queue("celery", Exchange("celery"), routing_key="celery"),
                 Queue("schedule", Exchange("schedule"), routing_key="schedule"),
             ),
+            # Only send tasks: imports and snapshots of large lists may rightly take longer.
+            "task_annotations": {
+                "mailapp.sending.tasks.send_batch": {
+                    "soft_time_limit": self.SEND_TASK_SOFT_TIME_LIMIT,
+                    "time_limit": self.SEND_TASK_TIME_LIMIT,
+                }
+            },
             "task_routes": {
                 "mailapp.campaigns.tasks.start_campaign": {"queue": "schedule"},
                 "mailapp.campaigns.tasks.dispatch_due_campaigns": {"queue": "schedule"},

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, union_all, update
 from mailapp.errors import InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
-from mailapp.layouts import templating
+from mailapp.layouts import services as layout_services
 from mailapp.models.base import utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
@@ -154,7 +154,7 @@ def _check_fields(data: Mapping[str, Any]) -> _Checked:
 
     if values.get("subject"):
         try:
-            templating.validate_template(values["subject"], environment=templating.text_environment())
+            layout_services.check_subject(values["subject"])
         except TemplateError as error:
             problems.append(_field_error("subject", error.message))
     for name in ("from_email", "reply_to"):

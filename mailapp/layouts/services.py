@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
-from mailapp.layouts import templating
+from mailapp.layouts import isolation, templating
 from mailapp.models import Campaign, CampaignStatus, Layout, Subscriber
 
 NAME_MAX_LENGTH = 200
@@ -71,25 +71,41 @@ def decode_layout_file(data: bytes, filename: str | None = None) -> str:
     return text
 
 
-def check_layout_html(html: str) -> LayoutCheck:
+def check_layout_html(html: str, *, isolated: bool = True) -> LayoutCheck:
     """Validate a template for storing. Raises ValidationError (too big, empty) or TemplateError (syntax,
-    unknown variables, sandbox) with line numbers; returns the variables used and warnings."""
+    unknown variables, sandbox, render limits) with line numbers; returns the variables used and
+    warnings. The trial render runs in a child process under the render limits (isolation.py), or,
+    with isolated=False, here under the same limits."""
+    _check_layout_input(html)
+    if isolated:
+        variables = isolation.run_isolated(templating.validate_template, html)
+    else:
+        variables = templating.validate_template(html)
+    warnings = [] if "unsubscribe_url" in variables else [UNSUBSCRIBE_WARNING]
+    return LayoutCheck(variables=variables, warnings=warnings)
+
+
+def check_subject(subject: str) -> None:
+    """Validate a campaign's subject template, in a child process like layouts (TemplateError)."""
+    isolation.run_isolated(templating.validate_subject, subject)
+
+
+def _check_layout_input(html: str) -> None:
     _check_size(len(html.encode("utf-8")))
     if not html.strip():
         raise ValidationError(
             "The layout is empty: paste some HTML or upload a file.",
             [{"field": "html", "line": None, "message": "The layout is empty."}],
         )
-    variables = templating.validate_template(html)
-    warnings = [] if "unsubscribe_url" in variables else [UNSUBSCRIBE_WARNING]
-    return LayoutCheck(variables=variables, warnings=warnings)
 
 
 def inspect_layout(layout: Layout) -> LayoutCheck:
     """The variables and warnings of a stored layout; a stored layout that no longer validates shows
     its problems as warnings rather than failing the page."""
     try:
-        return check_layout_html(layout.html)
+        # In this process: a listing inspects every layout on its page, and each was checked in a child
+        # process when it was saved; the render limits still hold.
+        return check_layout_html(layout.html, isolated=False)
     except TemplateError as error:
         return LayoutCheck(variables=[], warnings=[_describe(problem) for problem in error.details or []])
     except ValidationError as error:
@@ -107,6 +123,9 @@ def create_layout(name: str, html: str) -> Layout:
 
 
 def update_layout(layout: Layout, *, name: str | None = None, html: str | None = None) -> Layout:
+    # The template first: its check runs before this request changes anything (see isolation.py).
+    if html is not None:
+        check_layout_html(html)
     if name is not None:
         clean_name = _clean_name(name)
         if clean_name != layout.name:
@@ -114,7 +133,6 @@ def update_layout(layout: Layout, *, name: str | None = None, html: str | None =
         with _unique_name(clean_name):
             layout.name = clean_name
     if html is not None:
-        check_layout_html(html)
         layout.html = html
     db.session.flush()
     return layout
@@ -163,22 +181,20 @@ def render_preview(layout: Layout, subscriber_id: int | None = None) -> str:
 
 def render_draft_preview(html: str, subscriber_id: int | None = None) -> str:
     """Unsaved HTML from the editor, checked as on save (nothing is stored) and rendered like a layout."""
-    check_layout_html(html)
+    _check_layout_input(html)
     return render_html_preview(html, subscriber_id)
 
 
 def render_html_preview(html: str, subscriber_id: int | None = None) -> str:
+    """Validated and rendered (in a child process under the render limits, see isolation.py) for the
+    subscriber, or the sample one."""
     subscriber = templating.SAMPLE_SUBSCRIBER
     if subscriber_id is not None:
         found = db.session.get(Subscriber, subscriber_id)
         if found is None:
             raise NotFoundError(f"There is no subscriber with id {subscriber_id}.")
         subscriber = subscriber_context(found)
-    template = templating.compile_template(templating.inline_css(html))
-    try:
-        return template.render(templating.sample_context(subscriber=subscriber))
-    except Exception as error:  # noqa: BLE001 - this subscriber's data breaks the template: say so
-        raise templating.render_error(error) from error
+    return isolation.run_isolated(templating.render_layout_preview, html, subscriber)
 
 
 def subscriber_context(subscriber: Subscriber) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
+from jinja2.exceptions import SecurityError
 from sqlalchemy import String, bindparam, cast, exists, func, literal, or_, select, text, update
 
 from mailapp.db_setup import is_postgres
@@ -340,7 +342,13 @@ class _Outcomes:
     failed: list[tuple[int, int | None, str, bool]] = field(default_factory=list)
     deferred: list[tuple[int, int | None, str, datetime]] = field(default_factory=list)
     consecutive_failures: int = 0
+    # Messages that could not be built in a row (a render over its limits, odd data): counted apart,
+    # since one bad row says nothing about the relay; only a layout that fails for everyone pauses.
+    consecutive_render_failures: int = 0
     last_error: str = ""
+    last_render_error: str = ""
+    # The task reached its soft time limit while building a message: send no more, hand the rest back.
+    out_of_time: bool = False
 
     def __len__(self) -> int:
         return len(self.sent) + len(self.failed) + len(self.deferred)
@@ -504,7 +512,16 @@ def send_campaign(campaign_id: int) -> RunResult:
                 rows = claim_batch(campaign_id, batch_size, lease_seconds)
                 if not rows:
                     break
-                _send_rows(campaign_id, compiled, rows, connection, limiter, outcomes, result, lease_seconds)
+                try:
+                    _send_rows(
+                        campaign_id, compiled, rows, connection, limiter, outcomes, result, lease_seconds
+                    )
+                except SoftTimeLimitExceeded:
+                    _hand_back(rows, outcomes, compiled.message_id_suffix)
+                    raise
+                if outcomes.out_of_time:
+                    result.run_over = True
+                    return result
         finally:
             if connection[0] is not host and connection[0] is not _LOST:
                 _quit(connection[0])  # the connection a reconnect opened
@@ -512,6 +529,16 @@ def send_campaign(campaign_id: int) -> RunResult:
         finish_if_done(campaign_id)
         result.retry_in = next_retry_delay(campaign_id)
     return result
+
+
+def _hand_back(rows: list[ClaimedRow], outcomes: _Outcomes, message_id_suffix: str) -> None:
+    """The task reached its soft time limit mid-batch, outside a render (those stop the batch in
+    order, see _message_for): write the outcomes it knows and give the rest of its rows back (as a
+    crash would, minus the wait for the lease), then commit."""
+    db.session.rollback()
+    _write_outcomes(outcomes, message_id_suffix)
+    release([row.id for row in rows])
+    db.session.commit()
 
 
 def _send_rows(
@@ -570,6 +597,10 @@ def _outgoing(
     """The batch's messages, built one at a time as the connection asks for them; between two, the
     outcomes so far are written when a group is due, and the batch stops if the campaign did."""
     while queue:
+        if checkpoints.outcomes.out_of_time:
+            release([row.id for row in queue])  # committed with the batch's last outcomes
+            queue.clear()
+            return
         if checkpoints.due() and not checkpoints.write():
             release([row.id for row in queue])
             queue.clear()
@@ -592,13 +623,24 @@ def _message_for(row: ClaimedRow, compiled: _Compiled, outcomes: _Outcomes) -> p
     try:
         _, raw = _build(compiled, _recipient(row.id, row.email, subscriber))
         recipient_address = ascii_address("recipient address", row.email)
+    except SoftTimeLimitExceeded:
+        # Stuck on this row's render past the task's soft limit: this row fails, the rest of the batch
+        # goes back once the messages in flight are answered (see _outgoing).
+        _render_failed(outcomes, row.id, "Not sent: building the message took longer than the send "
+                       "task's time limit (SEND_TASK_SOFT_TIME_LIMIT).")
+        outcomes.out_of_time = True
+        return None
     except MailappError as error:
-        _failed(outcomes, row.id, None, error.message, attempted=False)
+        _render_failed(outcomes, row.id, error.message)
         return None
     except Exception as error:  # noqa: BLE001 - a render failure (say, a filter on odd data) fails one row
-        _failed(outcomes, row.id, None, f"The message could not be rendered: {_describe(error)}",
-                attempted=False)
+        # A sandbox refusal or a render limit says which, and on which template line.
+        reason = templating.render_error(error).message if isinstance(error, SecurityError) else (
+            f"The message could not be rendered: {_describe(error)}"
+        )
+        _render_failed(outcomes, row.id, reason)
         return None
+    outcomes.consecutive_render_failures = 0
     return pipeline.Outgoing(row, compiled.builder.sender, recipient_address, raw)
 
 
@@ -622,6 +664,7 @@ class _Checkpoints:
         return (
             len(self.outcomes) >= self.mark_group
             or self.outcomes.consecutive_failures >= self.max_failures
+            or self.outcomes.consecutive_render_failures >= self.max_failures
             or time.monotonic() - self.last_write >= self.mark_seconds
         )
 
@@ -641,6 +684,13 @@ class _Checkpoints:
             pause_campaign(
                 self.campaign_id,
                 f"{outcomes.consecutive_failures} messages in a row failed; the last: {outcomes.last_error}",
+            )
+            status = CampaignStatus.PAUSED
+        elif outcomes.consecutive_render_failures >= self.max_failures and status == CampaignStatus.SENDING:
+            pause_campaign(
+                self.campaign_id,
+                f"{outcomes.consecutive_render_failures} messages in a row could not be built; the last: "
+                f"{outcomes.last_render_error}",
             )
             status = CampaignStatus.PAUSED
         if status != CampaignStatus.SENDING:
@@ -688,6 +738,13 @@ def _failed(outcomes: _Outcomes, delivery_id: int, code: int | None, error: str,
     outcomes.failed.append((delivery_id, code, error, attempted))
     outcomes.consecutive_failures += 1
     outcomes.last_error = error
+
+
+def _render_failed(outcomes: _Outcomes, delivery_id: int, error: str) -> None:
+    """A message that could not be built: it fails alone, and does not count towards the SMTP streak."""
+    outcomes.failed.append((delivery_id, None, error, False))
+    outcomes.consecutive_render_failures += 1
+    outcomes.last_render_error = error
 
 
 def _defer(outcomes: _Outcomes, row: ClaimedRow, code: int | None, error: str) -> None:

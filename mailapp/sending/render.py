@@ -31,6 +31,7 @@ from jinja2 import nodes
 from markupsafe import Markup, escape
 
 from mailapp.layouts import templating
+from mailapp.layouts.limits import RenderLimitExceeded
 from mailapp.sending.message import PrecodedBody
 from mailapp.tracking import tokens
 
@@ -188,7 +189,12 @@ class CampaignRenderer:
             kind: tokens.public_url(path)
             for kind, path in (("unsubscribe", "/u/"), ("view", "/v/"), ("click", "/c/"), ("open", "/o/"))
         }
-        self.skeleton = self._build_skeleton(template_source)
+        try:
+            self.skeleton = self._build_skeleton(template_source)
+        except RenderLimitExceeded:
+            # The skeleton is a shortcut: without it each message takes the slow path, and one that
+            # goes over the render limits fails alone.
+            self.skeleton = None
 
     # -- per recipient -------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 from sqlalchemy.exc import OperationalError
 
@@ -37,6 +38,13 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # noqa: ANN001 - C
     SEND_CONNECT_RETRIES times; after that the campaign pauses with the reason."""
     try:
         result = engine.send_campaign(campaign_id)
+    except SoftTimeLimitExceeded:
+        # The engine has handed its rows back (and failed a row stuck in its render); a fresh task
+        # carries on with the rest.
+        logger.warning("campaign %s: send task reached its soft time limit; continuing in a new task",
+                       campaign_id)
+        send_batch.delay(campaign_id)
+        return {"stopped": "time limit", "continued": True}
     except engine.SMTPUnavailable as error:
         db.session.rollback()
         retries = int(engine.setting("SEND_CONNECT_RETRIES"))
