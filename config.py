@@ -103,7 +103,6 @@ def load_or_create_secret_key(instance_dir: Path) -> str:
 class Config:
     """Production and `make run` settings. Every value can be overridden by an env var of the same name."""
 
-    ENV_NAME = os.environ.get("MAILAPP_ENV", "development")
     SECRET_KEY = os.environ.get("SECRET_KEY")
 
     SQLALCHEMY_DATABASE_URI = database_url(

@@ -471,13 +471,11 @@ def bench_app(database: str, broker: str, workdir: Path, **overrides: Any):  # n
     class BenchConfig(Config):
         SECRET_KEY = "bench-secret-key"  # noqa: S105 - benchmarks only
         WTF_CSRF_ENABLED = False
-        RATELIMIT_ENABLED = False
 
     config = BenchConfig()
     config.SQLALCHEMY_DATABASE_URI = database_url(database)
     config.CELERY_BROKER_URL = broker
     config.REDIS_URL = broker if broker.startswith("redis") else ""
-    config.RATELIMIT_STORAGE_URI = "memory://"
     config.DEVINBOX_DIR = str(workdir / "devinbox")
     config.UPLOAD_DIR = str(workdir / "uploads")
     config.DEVINBOX_ENABLED = False
