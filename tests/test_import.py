@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.subscriber import Subscriber, SubscriberImport, SubscriberList, list_members
-from mailapp.subscribers import importer, services
+from mailapp.subscribers import import_parse, import_postgres, importer, services
 from mailapp.subscribers.validation import normalize_email
 from tests.conftest import is_postgres
 from tests.factories import SubscriberFactory, SubscriberListFactory
@@ -89,9 +89,9 @@ def assert_fast_path_agrees(raw: str) -> None:
         expected = normalize_email(raw)
     except ValidationError:
         with pytest.raises(ValidationError):
-            importer.fast_normalize_email(raw)
+            import_parse.fast_normalize_email(raw)
     else:
-        assert importer.fast_normalize_email(raw) == expected
+        assert import_parse.fast_normalize_email(raw) == expected
 
 
 # --- refused files: nothing stored --------------------------------------------------------------------
@@ -311,14 +311,14 @@ def test_an_email_stored_by_another_transaction_during_the_import_is_merged_not_
 
     from sqlalchemy import text
 
-    monkeypatch.setattr(importer.log, "disabled", False)  # Alembic's logging config turns it off
+    monkeypatch.setattr(import_postgres.log, "disabled", False)  # Alembic's logging config turns it off
     with db.engine.connect() as other_writer:
         other_writer.execute(text(
             "INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
             "VALUES ('bob@example.com', 'Robert', '{\"vip\": \"yes\"}', 'unsubscribed', now(), now())"))
         # Uncommitted when the import looks it up; committed while the import waits on the index.
         threading.Timer(1.0, other_writer.commit).start()
-        with caplog.at_level("INFO", logger="mailapp.subscribers.importer"):
+        with caplog.at_level("INFO", logger="mailapp.subscribers.import_postgres"):
             report = run_csv(target, "email,name,city\nann@example.com,Ann,Paris\nbob@example.com,Bob,Oslo\n")
     assert "running it again" in caplog.text
     assert (report["status"], report["imported"], report["updated"], report["skipped"]) == ("done", 1, 1, 0)

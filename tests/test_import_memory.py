@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList
-from mailapp.subscribers import importer, services
+from mailapp.subscribers import import_parse, services
 from tests.factories import SubscriberListFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def read_rows(path: Path, max_row_bytes: int) -> list[tuple[int, list[str] | str
     """(first line, cells) per row, or (first line, "too long"), as parse_chunks reads them."""
     found: list[tuple[int, list[str] | str]] = []
     with path.open(encoding="utf-8", errors="surrogateescape") as file:
-        lines = importer.BoundedLines(file, max_row_bytes)
+        lines = import_parse.BoundedLines(file, max_row_bytes)
         reader = csv.reader(lines)
         while True:
             first_line = lines.line_number + 1
@@ -125,7 +125,7 @@ def read_rows(path: Path, max_row_bytes: int) -> list[tuple[int, list[str] | str
                 found.append((first_line, next(reader)))
             except StopIteration:
                 return found
-            except importer.RowTooLongError:
+            except import_parse.RowTooLongError:
                 found.append((first_line, "too long"))
 
 
@@ -145,12 +145,12 @@ def test_rows_within_the_limit_read_exactly_as_the_csv_module_reads_them(tmp_pat
         for cells in reader:
             expected.append((line + 1, cells))
             line = reader.line_num
-    original = importer.BLOCK_CHARS
-    importer.BLOCK_CHARS = block_chars
+    original = import_parse.BLOCK_CHARS
+    import_parse.BLOCK_CHARS = block_chars
     try:
         assert read_rows(path, 10_000) == expected
     finally:
-        importer.BLOCK_CHARS = original
+        import_parse.BLOCK_CHARS = original
 
 
 @settings(max_examples=200, deadline=None)
@@ -176,9 +176,9 @@ def test_each_line_over_the_limit_is_one_error_and_the_others_are_read_whole(
         has_end = final_newline or n < len(lengths) - 1
         size = len(line.encode("utf-8")) + has_end
         expected.append((n + 1, "too long" if size > limit else [f"{n}", character * length]))
-    original = importer.BLOCK_CHARS
-    importer.BLOCK_CHARS = block_chars
+    original = import_parse.BLOCK_CHARS
+    import_parse.BLOCK_CHARS = block_chars
     try:
         assert read_rows(path, limit) == expected
     finally:
-        importer.BLOCK_CHARS = original
+        import_parse.BLOCK_CHARS = original

@@ -32,7 +32,7 @@ from mailapp.models.subscriber import (
     SubscriberStatus,
     list_members,
 )
-from mailapp.subscribers import importer
+from mailapp.subscribers import import_file, import_parse, importer
 from mailapp.subscribers.validation import (
     AttributeLimits,
     clean_attributes,
@@ -344,7 +344,7 @@ def _as_whole_email(term: str) -> str | None:
     if "@" not in term or " " in term:
         return None
     try:
-        return importer.fast_normalize_email(term)
+        return import_parse.fast_normalize_email(term)
     except ValidationError:
         return None
 
@@ -469,7 +469,7 @@ def start_import(target: SubscriberList, filename: str, stream: IO[bytes]) -> Su
                 if size > limit:
                     raise ImportFileError(f"The file is too big: the limit is {limit // (1024 * 1024)} MB.")
                 out.write(block)
-        importer.inspect_csv(path, importer.ImportLimits.from_config(current_app.config))
+        import_file.inspect_csv(path, import_file.ImportLimits.from_config(current_app.config))
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -531,21 +531,21 @@ def _run_claimed_import(import_id: int) -> None:
         return
     path, list_id = Path(record.file_path), record.list_id
     resuming = record.status == ImportStatus.RUNNING
-    errors = importer.ErrorLog()
+    errors = import_parse.ErrorLog()
     if resuming:
-        errors = importer.ErrorLog(record.error_count, list(record.errors or []))
+        errors = import_parse.ErrorLog(record.error_count, list(record.errors or []))
     skip_records = record.processed if resuming else 0
     try:
         if list_id is None:
             raise ImportFileError("The list was deleted before the import ran.")
         if not resuming:
             record.status = ImportStatus.RUNNING
-            record.total = importer.count_data_lines(path)
+            record.total = import_file.count_data_lines(path)
         # The rows are written on another connection: end this session's transaction first (on SQLite
         # it would hold the write lock).
         db.session.commit()
-        limits = importer.ImportLimits.from_config(current_app.config)
-        layout = importer.inspect_csv(path, limits)
+        limits = import_file.ImportLimits.from_config(current_app.config)
+        layout = import_file.inspect_csv(path, limits)
         importer.import_rows(db.engine, import_id, list_id, path, layout, errors, skip_records, limits=limits)
     except Exception as error:
         db.session.rollback()
