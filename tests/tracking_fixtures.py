@@ -12,7 +12,7 @@ import pytest
 
 from mailapp.extensions import db
 from mailapp.models import Campaign, CampaignStatus, Delivery, Link, Subscriber, utcnow
-from mailapp.reports import services as report_services
+from mailapp.reports import figures as report_services
 from mailapp.tracking import buffer, services
 from tests.factories import CampaignFactory, SubscriberFactory
 
