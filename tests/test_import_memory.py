@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList
-from mailapp.subscribers import import_parse, services
+from mailapp.subscribers import import_parse, imports
 from tests.factories import SubscriberListFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,14 +69,14 @@ def test_a_fifty_megabyte_line_is_one_row_error_and_the_worker_stays_small(app, 
     source = tmp_path / "huge.csv"
     huge_line_csv(source)
     with source.open("rb") as upload:
-        import_id = services.start_import(target, "huge.csv", upload).id
+        import_id = imports.start_import(target, "huge.csv", upload).id
     db.session.commit()
     db.session.close()  # the child writes; on SQLite no transaction of ours may be open
 
     peak_mb = run_import_in_child(app, import_id)
 
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(import_id))
+    report = imports.import_to_dict(imports.get_import(import_id))
     print(f"import worker peak RSS: {peak_mb} MB")  # noqa: T201 - the figure the README quotes
     assert report["status"] == "done", report
     assert (report["processed"], report["imported"], report["invalid"]) == (5, 4, 1)
@@ -98,14 +98,14 @@ def test_a_file_of_rows_at_the_size_limits_imports_in_bounded_chunks(app, tmp_pa
         for n in range(rows):
             out.write(f"p{n}@example.com," + ",".join(f"{n:05}" + "x" * 1995 for _ in columns) + "\n")
     with source.open("rb") as upload:
-        import_id = services.start_import(target, "wide.csv", upload).id
+        import_id = imports.start_import(target, "wide.csv", upload).id
     db.session.commit()
     db.session.close()
 
     peak_mb = run_import_in_child(app, import_id)
 
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(import_id))
+    report = imports.import_to_dict(imports.get_import(import_id))
     print(f"import worker peak RSS, 100 MB of wide rows: {peak_mb} MB")  # noqa: T201
     assert (report["status"], report["imported"], report["invalid"]) == ("done", rows, 0), report
     assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb} MB"
