@@ -22,9 +22,9 @@ from mailapp.models import (
 )
 from mailapp.reports import activity, exports
 from mailapp.reports import figures as reports
-from mailapp.tracking import services as tracking
+from mailapp.tracking import opens as tracking
 from mailapp.tracking import tokens
-from mailapp.tracking.services import OpenHit
+from mailapp.tracking.opens import OpenHit
 from tests.tracking_fixtures import (
     LINKS,
     READER_UA,
