@@ -60,33 +60,33 @@ def child_import(csv_path: Path, run_id: str) -> dict[str, Any]:
 
     from mailapp.extensions import db
     from mailapp.models.subscriber import Subscriber
-    from mailapp.subscribers import services
+    from mailapp.subscribers import imports, subscriber_lists
 
     app = _child_app()
     with app.app_context():
-        target = services.create_list(f"bench import {run_id}")
+        target = subscriber_lists.create_list(f"bench import {run_id}")
         db.session.commit()
         list_id = target.id
         backends_before = _postgres_cpu_seconds()
         cpu_before = _own_cpu_seconds()
         started = time.perf_counter()
         with csv_path.open("rb") as upload:
-            record = services.start_import(target, csv_path.name, upload)
+            record = imports.start_import(target, csv_path.name, upload)
         db.session.commit()
         import_id = record.id
-        services.run_import(import_id)
+        imports.run_import(import_id)
         elapsed = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the clean-up
         own_cpu = _own_cpu_seconds() - cpu_before
         backends_cpu = _postgres_cpu_seconds() - backends_before
-        record = services.get_import(import_id)
-        result = services.import_to_dict(record)
+        record = imports.get_import(import_id)
+        result = imports.import_to_dict(record)
         # Leave the database as it was.
         db.session.execute(
             delete(Subscriber).where(Subscriber.email.like(f"%.{run_id}@example.com")),
             execution_options={"synchronize_session": False},
         )
-        services.delete_list(services.get_list(list_id))
+        subscriber_lists.delete_list(subscriber_lists.get_list(list_id))
         db.session.delete(record)
         db.session.commit()
         assert db.session.scalar(select(Subscriber.id).where(Subscriber.email.like(f"%.{run_id}@%"))) is None

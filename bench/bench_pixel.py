@@ -283,7 +283,7 @@ def flush_and_count(app: Any) -> tuple[int, float, int]:
 
     from mailapp.extensions import db
     from mailapp.models import Campaign, Delivery, OpenEvent
-    from mailapp.tracking.services import flush_open_buffer
+    from mailapp.tracking.opens import flush_open_buffer
 
     with app.app_context():
         started = time.perf_counter()

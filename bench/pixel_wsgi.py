@@ -24,8 +24,8 @@ from flask import Response
 
 from bench.common import bench_app
 from mailapp.tracking.fast_pixel import PIXEL_HEADERS
+from mailapp.tracking.opens import PIXEL_GIF
 from mailapp.tracking.routes import NO_CACHE
-from mailapp.tracking.services import PIXEL_GIF
 
 DATABASE_ENV = "MAILAPP_BENCH_PIXEL_DATABASE"
 REDIS_ENV = "MAILAPP_BENCH_PIXEL_REDIS"

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from mailapp.errors import NotFoundError
 from mailapp.models.subscriber import Subscriber
-from mailapp.subscribers import services
+from mailapp.subscribers import exports, imports
 from tests.factories import SubscriberFactory, SubscriberListFactory
 
 
@@ -24,7 +24,7 @@ def test_export_has_one_column_per_attribute_key(db):
     SubscriberFactory(email="bob@example.com", name="Bob", attributes={"plan": "pro", "city": "Oslo"},
                       lists=[target], status="unsubscribed")
     SubscriberFactory(email="other@example.com", attributes={"secret": "x"})  # not on the list
-    text = "".join(services.export_list_csv(target.id))
+    text = "".join(exports.export_list_csv(target.id))
     assert text.splitlines()[0] == "email,name,status,created_at,city,plan"
     rows = parse(text)
     assert [(r["email"], r["name"], r["status"], r["city"], r["plan"]) for r in rows] == [
@@ -42,7 +42,7 @@ def test_export_escapes_spreadsheet_formulas(db):
                     "nested": {"k": "v"}},
         lists=[target],
     )
-    row = parse("".join(services.export_list_csv(target.id)))[0]
+    row = parse("".join(exports.export_list_csv(target.id)))[0]
     assert row["name"] == "'=HYPERLINK(\"http://evil\")"
     assert (row["a"], row["b"], row["c"], row["d"]) == ("'+1", "'-2", "'@SUM(A1)", "'\tx")
     assert row["e"] == "safe = fine"
@@ -51,10 +51,10 @@ def test_export_escapes_spreadsheet_formulas(db):
 
 
 def test_export_streams_in_batches(db, monkeypatch):
-    monkeypatch.setattr(services, "EXPORT_BATCH", 3)
+    monkeypatch.setattr(exports, "EXPORT_BATCH", 3)
     target = SubscriberListFactory()
     people = SubscriberFactory.create_batch(10, lists=[target])
-    chunks = list(services.export_list_csv(target.id))
+    chunks = list(exports.export_list_csv(target.id))
     assert len(chunks) == 4  # header travels with the first batch; batches of 3, 3, 3, 1
     rows = parse("".join(chunks))
     assert [r["email"] for r in rows] == [p.email for p in people]
@@ -62,24 +62,24 @@ def test_export_streams_in_batches(db, monkeypatch):
 
 def test_export_of_an_empty_list_is_just_the_header(db):
     target = SubscriberListFactory()
-    assert "".join(services.export_list_csv(target.id)) == "email,name,status,created_at\r\n"
+    assert "".join(exports.export_list_csv(target.id)) == "email,name,status,created_at\r\n"
 
 
 def test_export_of_a_missing_list_raises(db):
     with pytest.raises(NotFoundError):
-        next(services.export_list_csv(999))
+        next(exports.export_list_csv(999))
 
 
 def test_export_round_trips_through_the_importer(db):
     source = SubscriberListFactory()
     SubscriberFactory(email="ann@example.com", name="Ann", attributes={"city": "Paris"}, lists=[source])
     SubscriberFactory(email="bob@example.com", name="Bob", status="unsubscribed", lists=[source])
-    exported = "".join(services.export_list_csv(source.id)).encode()
-    record = services.start_import(source, "export.csv", io.BytesIO(exported))
+    exported = "".join(exports.export_list_csv(source.id)).encode()
+    record = imports.start_import(source, "export.csv", io.BytesIO(exported))
     db.session.commit()
-    services.run_import(record.id)
+    imports.run_import(record.id)
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(record.id))
+    report = imports.import_to_dict(imports.get_import(record.id))
     # status and created_at columns are ignored by the importer: nothing changes.
     assert (report["processed"], report["skipped"], report["updated"], report["invalid"]) == (2, 2, 0, 0)
     ann = db.session.scalar(select(Subscriber).where(Subscriber.email == "ann@example.com"))
@@ -117,7 +117,7 @@ def test_an_attribute_key_that_is_a_formula_comes_out_guarded_in_the_header(db):
     target = SubscriberListFactory()
     SubscriberFactory(email="ann@example.com", lists=[target],
                       attributes={'=HYPERLINK("http://evil")': "x", "+cmd": "y", "city": "-1"})
-    text = "".join(services.export_list_csv(target.id))
+    text = "".join(exports.export_list_csv(target.id))
     header = next(csv.reader(io.StringIO(text)))
     assert header[4:] == ["'+cmd", "'=HYPERLINK(\"http://evil\")", "city"]
     assert not any(cell.startswith(("=", "+", "-", "@")) for cell in header)

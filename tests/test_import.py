@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.subscriber import Subscriber, SubscriberImport, SubscriberList, list_members
-from mailapp.subscribers import importer, services
+from mailapp.subscribers import import_parse, import_postgres, importer, imports, subscriber_lists
 from mailapp.subscribers.validation import normalize_email
 from tests.conftest import is_postgres
 from tests.factories import SubscriberFactory, SubscriberListFactory
@@ -25,12 +25,12 @@ def run_csv(target: SubscriberList, content: bytes | str, filename: str = "peopl
     from mailapp.extensions import db
 
     data = content.encode("utf-8") if isinstance(content, str) else content
-    record = services.start_import(target, filename, io.BytesIO(data))
+    record = imports.start_import(target, filename, io.BytesIO(data))
     db.session.commit()
     import_id = record.id
-    services.run_import(import_id)
+    imports.run_import(import_id)
     db.session.expire_all()
-    return services.import_to_dict(services.get_import(import_id))
+    return imports.import_to_dict(imports.get_import(import_id))
 
 
 def assert_counts_add_up(report: dict) -> None:
@@ -89,9 +89,9 @@ def assert_fast_path_agrees(raw: str) -> None:
         expected = normalize_email(raw)
     except ValidationError:
         with pytest.raises(ValidationError):
-            importer.fast_normalize_email(raw)
+            import_parse.fast_normalize_email(raw)
     else:
-        assert importer.fast_normalize_email(raw) == expected
+        assert import_parse.fast_normalize_email(raw) == expected
 
 
 # --- refused files: nothing stored --------------------------------------------------------------------
@@ -121,7 +121,7 @@ def assert_fast_path_agrees(raw: str) -> None:
 def test_file_that_cannot_be_imported_is_refused_and_nothing_is_stored(app, db, target, content, message):
     files_before = uploads(app)
     with pytest.raises(ImportFileError, match=message):
-        services.start_import(target, "bad.csv", io.BytesIO(content))
+        imports.start_import(target, "bad.csv", io.BytesIO(content))
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(SubscriberImport)) == 0
     assert uploads(app) == files_before
@@ -132,7 +132,7 @@ def test_too_big_file_is_refused(app, db, target, monkeypatch):
     files_before = uploads(app)
     content = "email\n" + "".join(f"p{i}@example.com\n" for i in range(20))
     with pytest.raises(ImportFileError, match="too big"):
-        services.start_import(target, "big.csv", io.BytesIO(content.encode()))
+        imports.start_import(target, "big.csv", io.BytesIO(content.encode()))
     assert uploads(app) == files_before
 
 
@@ -311,14 +311,14 @@ def test_an_email_stored_by_another_transaction_during_the_import_is_merged_not_
 
     from sqlalchemy import text
 
-    monkeypatch.setattr(importer.log, "disabled", False)  # Alembic's logging config turns it off
+    monkeypatch.setattr(import_postgres.log, "disabled", False)  # Alembic's logging config turns it off
     with db.engine.connect() as other_writer:
         other_writer.execute(text(
             "INSERT INTO subscribers (email, name, attributes, status, created_at, updated_at) "
             "VALUES ('bob@example.com', 'Robert', '{\"vip\": \"yes\"}', 'unsubscribed', now(), now())"))
         # Uncommitted when the import looks it up; committed while the import waits on the index.
         threading.Timer(1.0, other_writer.commit).start()
-        with caplog.at_level("INFO", logger="mailapp.subscribers.importer"):
+        with caplog.at_level("INFO", logger="mailapp.subscribers.import_postgres"):
             report = run_csv(target, "email,name,city\nann@example.com,Ann,Paris\nbob@example.com,Bob,Oslo\n")
     assert "running it again" in caplog.text
     assert (report["status"], report["imported"], report["updated"], report["skipped"]) == ("done", 1, 1, 0)
@@ -383,28 +383,28 @@ def test_an_interrupted_import_resumes_after_its_last_chunk(db, target, monkeypa
     """A worker that died mid-way: the task runs again and carries on from the committed counters."""
     monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
     content = "email\n" + "".join(f"p{i}@example.com\n" for i in range(6))
-    record = services.start_import(target, "x.csv", io.BytesIO(content.encode()))
+    record = imports.start_import(target, "x.csv", io.BytesIO(content.encode()))
     db.session.commit()
     # As if the first chunk (2 rows) had been committed before the crash.
     SubscriberFactory(email="p0@example.com", lists=[target])
     SubscriberFactory(email="p1@example.com", lists=[target])
     record.status, record.processed, record.imported = "running", 2, 2
     db.session.commit()
-    services.run_import(record.id)
+    imports.run_import(record.id)
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(record.id))
+    report = imports.import_to_dict(imports.get_import(record.id))
     assert (report["status"], report["processed"], report["imported"], report["skipped"]) == ("done", 6, 6, 0)
     assert len(members_of(db, target)) == 6
 
 
 def test_import_into_a_deleted_list_fails_cleanly(db, target):
-    record = services.start_import(target, "x.csv", io.BytesIO(b"email\na@example.com\n"))
+    record = imports.start_import(target, "x.csv", io.BytesIO(b"email\na@example.com\n"))
     db.session.commit()
-    services.delete_list(target)
+    subscriber_lists.delete_list(target)
     db.session.commit()
-    services.run_import(record.id)
+    imports.run_import(record.id)
     db.session.expire_all()
-    stored = services.get_import(record.id)
+    stored = imports.get_import(record.id)
     assert stored.status == "failed"
     assert "deleted" in stored.failure
     assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0
@@ -438,7 +438,7 @@ def test_upload_through_the_list_page_shows_the_progress_page(auth_client, db, t
     assert 'role="progressbar"' in html
     assert f"/imports/{record.id}/status" in html
     assert "<script>" not in html  # CSP: page JS lives in static/js
-    services.run_import(record.id)
+    imports.run_import(record.id)
     status = auth_client.get(f"/imports/{record.id}/status").get_json()
     assert status["status"] == "done"
     assert status["imported"] == 1
@@ -488,7 +488,7 @@ def test_api_import_answers_202_and_the_status(api, db, target, monkeypatch):
     import_id = response.get_json()["import_id"]
     assert queued == [import_id]
     assert api.get(f"/api/v1/imports/{import_id}").get_json()["status"] == "queued"
-    services.run_import(import_id)
+    imports.run_import(import_id)
     body = api.get(f"/api/v1/imports/{import_id}").get_json()
     assert {key: body[key] for key in ("status", "total", "processed", "imported", "updated", "skipped")} == {
         "status": "done", "total": 2, "processed": 2, "imported": 1, "updated": 0, "skipped": 0,
@@ -565,7 +565,7 @@ def test_random_csv_bytes_never_break_the_import(app, db, target, header, body):
     subscribers_before = db.session.scalar(select(func.count()).select_from(Subscriber))
     files_before = uploads(app)
     try:
-        record = services.start_import(target, "random.csv", io.BytesIO(content))
+        record = imports.start_import(target, "random.csv", io.BytesIO(content))
     except ImportFileError:
         db.session.rollback()
         # Refused: nothing stored, no file left behind.
@@ -574,9 +574,9 @@ def test_random_csv_bytes_never_break_the_import(app, db, target, header, body):
         assert uploads(app) == files_before
         return
     db.session.commit()
-    services.run_import(record.id)
+    imports.run_import(record.id)
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(record.id))
+    report = imports.import_to_dict(imports.get_import(record.id))
     assert report["status"] == "done", report
     assert_counts_add_up(report)
     assert report["invalid"] >= len(report["errors"])
@@ -594,7 +594,7 @@ def test_random_uploads_through_the_api_never_give_a_500(api, target, monkeypatc
         assert response.status_code in (202, 422), response.get_data(as_text=True)
         if response.status_code == 202:
             import_id = response.get_json()["import_id"]
-            services.run_import(import_id)
+            imports.run_import(import_id)
             report = api.get(f"/api/v1/imports/{import_id}").get_json()
             assert report["status"] == "done"
             assert report["processed"] == (
@@ -615,16 +615,16 @@ def test_a_status_column_is_ignored_not_applied(db, target):
 def test_a_duplicate_task_does_not_process_an_import_another_worker_holds(db, target):
     from sqlalchemy import text
 
-    record = services.start_import(target, "x.csv", io.BytesIO(b"email\na@example.com\n"))
+    record = imports.start_import(target, "x.csv", io.BytesIO(b"email\na@example.com\n"))
     db.session.commit()
-    lock = {"class_id": services.IMPORT_LOCK_CLASS, "import_id": record.id}
+    lock = {"class_id": imports.IMPORT_LOCK_CLASS, "import_id": record.id}
     with db.engine.connect() as other_worker:
         assert other_worker.scalar(text("SELECT pg_try_advisory_lock(:class_id, :import_id)"), lock)
-        services.run_import(record.id)
+        imports.run_import(record.id)
         db.session.expire_all()
-        assert services.get_import(record.id).status == "queued"
+        assert imports.get_import(record.id).status == "queued"
         other_worker.execute(text("SELECT pg_advisory_unlock(:class_id, :import_id)"), lock)
         other_worker.commit()
-    services.run_import(record.id)
+    imports.run_import(record.id)
     db.session.expire_all()
-    assert services.get_import(record.id).imported == 1
+    assert imports.get_import(record.id).imported == 1

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList
-from mailapp.subscribers import importer, services
+from mailapp.subscribers import import_parse, imports
 from tests.factories import SubscriberListFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,14 +69,14 @@ def test_a_fifty_megabyte_line_is_one_row_error_and_the_worker_stays_small(app, 
     source = tmp_path / "huge.csv"
     huge_line_csv(source)
     with source.open("rb") as upload:
-        import_id = services.start_import(target, "huge.csv", upload).id
+        import_id = imports.start_import(target, "huge.csv", upload).id
     db.session.commit()
     db.session.close()  # the child writes; on SQLite no transaction of ours may be open
 
     peak_mb = run_import_in_child(app, import_id)
 
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(import_id))
+    report = imports.import_to_dict(imports.get_import(import_id))
     print(f"import worker peak RSS: {peak_mb} MB")  # noqa: T201 - the figure the README quotes
     assert report["status"] == "done", report
     assert (report["processed"], report["imported"], report["invalid"]) == (5, 4, 1)
@@ -98,14 +98,14 @@ def test_a_file_of_rows_at_the_size_limits_imports_in_bounded_chunks(app, tmp_pa
         for n in range(rows):
             out.write(f"p{n}@example.com," + ",".join(f"{n:05}" + "x" * 1995 for _ in columns) + "\n")
     with source.open("rb") as upload:
-        import_id = services.start_import(target, "wide.csv", upload).id
+        import_id = imports.start_import(target, "wide.csv", upload).id
     db.session.commit()
     db.session.close()
 
     peak_mb = run_import_in_child(app, import_id)
 
     db.session.expire_all()
-    report = services.import_to_dict(services.get_import(import_id))
+    report = imports.import_to_dict(imports.get_import(import_id))
     print(f"import worker peak RSS, 100 MB of wide rows: {peak_mb} MB")  # noqa: T201
     assert (report["status"], report["imported"], report["invalid"]) == ("done", rows, 0), report
     assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb} MB"
@@ -116,7 +116,7 @@ def read_rows(path: Path, max_row_bytes: int) -> list[tuple[int, list[str] | str
     """(first line, cells) per row, or (first line, "too long"), as parse_chunks reads them."""
     found: list[tuple[int, list[str] | str]] = []
     with path.open(encoding="utf-8", errors="surrogateescape") as file:
-        lines = importer.BoundedLines(file, max_row_bytes)
+        lines = import_parse.BoundedLines(file, max_row_bytes)
         reader = csv.reader(lines)
         while True:
             first_line = lines.line_number + 1
@@ -125,7 +125,7 @@ def read_rows(path: Path, max_row_bytes: int) -> list[tuple[int, list[str] | str
                 found.append((first_line, next(reader)))
             except StopIteration:
                 return found
-            except importer.RowTooLongError:
+            except import_parse.RowTooLongError:
                 found.append((first_line, "too long"))
 
 
@@ -145,12 +145,12 @@ def test_rows_within_the_limit_read_exactly_as_the_csv_module_reads_them(tmp_pat
         for cells in reader:
             expected.append((line + 1, cells))
             line = reader.line_num
-    original = importer.BLOCK_CHARS
-    importer.BLOCK_CHARS = block_chars
+    original = import_parse.BLOCK_CHARS
+    import_parse.BLOCK_CHARS = block_chars
     try:
         assert read_rows(path, 10_000) == expected
     finally:
-        importer.BLOCK_CHARS = original
+        import_parse.BLOCK_CHARS = original
 
 
 @settings(max_examples=200, deadline=None)
@@ -176,9 +176,9 @@ def test_each_line_over_the_limit_is_one_error_and_the_others_are_read_whole(
         has_end = final_newline or n < len(lengths) - 1
         size = len(line.encode("utf-8")) + has_end
         expected.append((n + 1, "too long" if size > limit else [f"{n}", character * length]))
-    original = importer.BLOCK_CHARS
-    importer.BLOCK_CHARS = block_chars
+    original = import_parse.BLOCK_CHARS
+    import_parse.BLOCK_CHARS = block_chars
     try:
         assert read_rows(path, limit) == expected
     finally:
-        importer.BLOCK_CHARS = original
+        import_parse.BLOCK_CHARS = original

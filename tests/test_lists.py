@@ -7,50 +7,50 @@ from sqlalchemy import func, select
 
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.models.subscriber import Subscriber, SubscriberList, list_members
-from mailapp.subscribers import services
+from mailapp.subscribers import subscriber_lists
 from tests.factories import SubscriberFactory, SubscriberListFactory
 
 # --- services -----------------------------------------------------------------------------------------
 
 
 def test_create_rename_describe_delete_list(db):
-    created = services.create_list("  Newsletter  ", "Weekly news")
+    created = subscriber_lists.create_list("  Newsletter  ", "Weekly news")
     db.session.commit()
     assert created.name == "Newsletter"
     assert created.description == "Weekly news"
 
-    services.update_list(created, name="Weekly", description="Every Monday")
+    subscriber_lists.update_list(created, name="Weekly", description="Every Monday")
     db.session.commit()
     assert db.session.get(SubscriberList, created.id).name == "Weekly"
     assert db.session.get(SubscriberList, created.id).description == "Every Monday"
 
-    services.delete_list(created)
+    subscriber_lists.delete_list(created)
     db.session.commit()
     assert db.session.get(SubscriberList, created.id) is None
 
 
 def test_list_names_are_unique_regardless_of_case(db):
-    services.create_list("Customers")
+    subscriber_lists.create_list("Customers")
     db.session.commit()
     with pytest.raises(ConflictError):
-        services.create_list("customers")
-    other = services.create_list("Prospects")
+        subscriber_lists.create_list("customers")
+    other = subscriber_lists.create_list("Prospects")
     with pytest.raises(ConflictError):
-        services.update_list(other, name="CUSTOMERS")
+        subscriber_lists.update_list(other, name="CUSTOMERS")
     # Renaming a list to its own name is not a conflict.
-    services.update_list(other, name="Prospects")
+    subscriber_lists.update_list(other, name="Prospects")
 
 
 @pytest.mark.parametrize("name", ["", "   ", None, 42, "x" * 201])
 def test_list_name_is_validated(db, name):
     with pytest.raises(ValidationError):
-        services.create_list(name)
+        subscriber_lists.create_list(name)
 
 
 def test_deleting_a_list_keeps_its_subscribers(db):
     target = SubscriberListFactory()
     subscriber = SubscriberFactory(lists=[target])
-    services.delete_list(target)
+    subscriber_lists.delete_list(target)
     db.session.commit()
     assert db.session.get(Subscriber, subscriber.id) is not None
     assert db.session.scalar(select(func.count()).select_from(list_members)) == 0
@@ -62,13 +62,13 @@ def test_list_counts_by_status(db):
     SubscriberFactory(lists=[target], status="unsubscribed")
     SubscriberFactory(lists=[target], status="blocklisted")
     SubscriberFactory()  # on no list
-    counts = services.list_counts([target.id])[target.id]
+    counts = subscriber_lists.list_counts([target.id])[target.id]
     assert (counts.total, counts.active, counts.unsubscribed, counts.blocklisted) == (5, 3, 1, 1)
 
 
 def test_get_list_missing_raises_not_found(db):
     with pytest.raises(NotFoundError):
-        services.get_list(999)
+        subscriber_lists.get_list(999)
 
 
 # --- views --------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from mailapp.models import (
     DeliveryStatus,
     OpenEvent,
 )
-from mailapp.reports import services as reports
-from mailapp.tracking import services as tracking
+from mailapp.reports import activity, exports
+from mailapp.reports import figures as reports
+from mailapp.tracking import opens as tracking
 from mailapp.tracking import tokens
-from mailapp.tracking.services import OpenHit
+from mailapp.tracking.opens import OpenHit
 from tests.tracking_fixtures import (
     LINKS,
     READER_UA,
@@ -190,13 +191,13 @@ def test_recipients_table_shows_each_recipients_activity(auth_client, scenario):
 
 
 def test_recipients_table_pages_by_keyset(auth_client, monkeypatch):
-    monkeypatch.setattr(reports, "DELIVERY_PAGE_SIZE", 3)
+    monkeypatch.setattr(activity, "DELIVERY_PAGE_SIZE", 3)
     campaign = make_campaign()
     deliveries = [make_delivery(campaign) for _ in range(7)]
-    rows, next_after = reports.activity_page(campaign.id)
+    rows, next_after = activity.activity_page(campaign.id)
     assert [row.delivery.id for row in rows] == [d.id for d in deliveries[:3]]
-    rows, next_after = reports.activity_page(campaign.id, after=next_after)
-    rows, next_after = reports.activity_page(campaign.id, after=next_after)
+    rows, next_after = activity.activity_page(campaign.id, after=next_after)
+    rows, next_after = activity.activity_page(campaign.id, after=next_after)
     assert [row.delivery.id for row in rows] == [deliveries[6].id]
     assert next_after is None
     page = auth_client.get(f"/reports/campaigns/{campaign.id}/recipients?after={deliveries[2].id}")
@@ -204,7 +205,7 @@ def test_recipients_table_pages_by_keyset(auth_client, monkeypatch):
 
 
 def test_every_activity_filter_pages_through_each_matching_recipient_exactly_once(client, monkeypatch):
-    monkeypatch.setattr(reports, "DELIVERY_PAGE_SIZE", 2)
+    monkeypatch.setattr(activity, "DELIVERY_PAGE_SIZE", 2)
     campaign = make_campaign()
     sent = [make_delivery(campaign) for _ in range(9)]
     failed = make_delivery(campaign, status="failed")
@@ -227,12 +228,12 @@ def test_every_activity_filter_pages_through_each_matching_recipient_exactly_onc
         "unsubscribed": [sent[6]],
         "failed": [failed],
     }
-    assert set(expected) == set(reports.ACTIVITY_FILTERS)
+    assert set(expected) == set(activity.ACTIVITY_FILTERS)
     for show, deliveries in expected.items():
         seen: list[int] = []
         after = 0
         while True:
-            rows, next_after = reports.activity_page(campaign.id, show=show, after=after)
+            rows, next_after = activity.activity_page(campaign.id, show=show, after=after)
             assert len(rows) <= 2
             seen += [row.delivery.id for row in rows]
             if next_after is None:
@@ -242,7 +243,7 @@ def test_every_activity_filter_pages_through_each_matching_recipient_exactly_onc
 
 
 def test_delivery_log_csv_streams_every_recipient_with_activity(auth_client, scenario, monkeypatch):
-    monkeypatch.setattr(reports, "EXPORT_CHUNK", 3)
+    monkeypatch.setattr(exports, "EXPORT_CHUNK", 3)
     response = auth_client.get(f"/reports/campaigns/{scenario.id}/deliveries.csv")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models import Campaign
 from mailapp.models.subscriber import Subscriber, SubscriberList
-from mailapp.subscribers import services
+from mailapp.subscribers import imports
 from mailapp.subscribers.validation import normalize_email
 from tests.campaign_fixtures import audience, campaign_payload, make_ready_campaign
 from tests.factories import SubscriberFactory, SubscriberListFactory
@@ -91,7 +91,7 @@ def test_an_attribute_value_over_the_limit_is_an_invalid_row(db, target):
 
 def test_a_header_with_too_long_an_attribute_name_is_refused(db, target):
     with pytest.raises(ImportFileError, match="longer than 100 characters"):
-        services.start_import(target, "x.csv", io.BytesIO(f"email,{'k' * 101}\na@example.com,1\n".encode()))
+        imports.start_import(target, "x.csv", io.BytesIO(f"email,{'k' * 101}\na@example.com,1\n".encode()))
 
 
 def test_a_nul_in_a_row_is_an_invalid_row_and_nothing_of_it_is_stored(db, target):
@@ -262,7 +262,7 @@ def test_an_upload_filename_with_nul_is_stored_without_it(api, db, target, monke
         content_type="multipart/form-data",
     )
     assert response.status_code == 202, response.get_data(as_text=True)
-    assert services.get_import(response.get_json()["import_id"]).filename == "people.csv"
+    assert imports.get_import(response.get_json()["import_id"]).filename == "people.csv"
 
 
 def test_a_nul_in_a_row_with_other_faults_is_still_only_that_rows_error(db, target):

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from mailapp.extensions import db
 from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent
-from mailapp.tracking import machine, services, tokens
-from mailapp.tracking.services import OpenHit
+from mailapp.tracking import machine, opens, services, tokens
+from mailapp.tracking.opens import OpenHit
 from tests.tracking_fixtures import READER_UA, empty_open_buffer, make_campaign, make_delivery, settle
 
 __all__ = ["empty_open_buffer"]
@@ -176,10 +176,10 @@ def test_machine_rules():
 def test_replayed_buffer_entries_are_not_counted_twice():
     delivery = make_delivery(make_campaign())
     hits = [OpenHit(delivery.id, services.utcnow(), READER_UA, "", buffer_key=f"1-{n}") for n in range(3)]
-    assert services.record_opens(hits) == 3
+    assert opens.record_opens(hits) == 3
     db.session.commit()
     # A flush that crashed after its commit replays the same entries: nothing is added.
-    assert services.record_opens(hits + [OpenHit(delivery.id, services.utcnow(), READER_UA, "", "2-0")]) == 1
+    assert opens.record_opens(hits + [OpenHit(delivery.id, services.utcnow(), READER_UA, "", "2-0")]) == 1
     db.session.commit()
     db.session.refresh(delivery)
     assert count(OpenEvent) == 4
@@ -199,9 +199,9 @@ def test_every_buffered_open_is_counted_after_the_flush(app, client):
         client.get(open_path(deliveries[n % 7].id), headers=READER)
     # Nothing is in the database until the flush: the pixel did no database work.
     assert count(OpenEvent) == 0
-    assert services.buffered_open_count() == 301
+    assert opens.buffered_open_count() == 301
     assert settle() == 301
-    assert services.buffered_open_count() == 0
+    assert opens.buffered_open_count() == 0
     assert count(OpenEvent) == 301
     assert db.session.scalar(select(func.sum(Delivery.open_count))) == 301
     s = stats(campaign.id)
@@ -217,8 +217,8 @@ def test_buffer_flushes_in_batches_and_a_second_flush_finds_nothing(app, client,
     delivery = make_delivery(make_campaign())
     for _ in range(35):
         client.get(open_path(delivery.id), headers=READER)
-    assert services.flush_open_buffer(max_events=20) == 20
-    assert services.buffered_open_count() == 15
+    assert opens.flush_open_buffer(max_events=20) == 20
+    assert opens.buffered_open_count() == 15
     assert settle() == 15
     assert settle() == 0
     db.session.refresh(delivery)

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from mailapp.extensions import db
 from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent, Subscriber
-from mailapp.tracking import buffer, services, tokens
-from mailapp.tracking.services import OpenHit
+from mailapp.tracking import buffer, opens, services, tokens
+from mailapp.tracking.opens import OpenHit
 from tests.factories import CampaignFactory, LayoutFactory, SubscriberFactory, SubscriberListFactory
 from tests.test_tracking import READER, assert_pixel, count
 from tests.test_tracking_e2e import links_in, send_and_wait
@@ -275,11 +275,11 @@ def test_head_on_unsubscribe_and_view_changes_nothing(client):
 @pytest.mark.parametrize(
     ("hit", "expected"),
     [
-        (OpenHit(5, services.datetime(2026, 1, 1, tzinfo=services.UTC), "UA|x", "1.2.3.0",
+        (OpenHit(5, opens.datetime(2026, 1, 1, tzinfo=opens.UTC), "UA|x", "1.2.3.0",
                  campaign_id=7, subscriber_id=9), {"campaign_id": 7, "subscriber_id": 9, "v1_token": False}),
-        (OpenHit(5, services.datetime(2026, 1, 1, tzinfo=services.UTC), "UA", "", v1_token=True),
+        (OpenHit(5, opens.datetime(2026, 1, 1, tzinfo=opens.UTC), "UA", "", v1_token=True),
          {"campaign_id": None, "subscriber_id": 0, "v1_token": True}),
-        (OpenHit(5, services.datetime(2026, 1, 1, tzinfo=services.UTC), "UA", ""),
+        (OpenHit(5, opens.datetime(2026, 1, 1, tzinfo=opens.UTC), "UA", ""),
          {"campaign_id": None, "subscriber_id": 0, "v1_token": False}),
     ],
     ids=["v2", "v1", "no token"],
@@ -319,7 +319,7 @@ def test_the_flush_drops_opens_whose_row_is_not_the_tokens(app):
         OpenHit(delivery.id, at, "UA", "", buffer_key="1-3", campaign_id=campaign.id,
                 subscriber_id=delivery.subscriber_id),
     ]
-    assert services.record_opens(hits) == 1
+    assert opens.record_opens(hits) == 1
     db.session.commit()
     assert db.session.scalars(select(OpenEvent.buffer_key)).all() == ["1-3"]
 

@@ -12,8 +12,8 @@ import pytest
 
 from mailapp.extensions import db
 from mailapp.models import Campaign, CampaignStatus, Delivery, Link, Subscriber, utcnow
-from mailapp.reports import services as report_services
-from mailapp.tracking import buffer, services
+from mailapp.reports import figures as report_services
+from mailapp.tracking import buffer, opens
 from tests.factories import CampaignFactory, SubscriberFactory
 
 LINKS = ["https://example.com/offer", "https://example.com/news?a=1&b=2", "http://example.org/"]
@@ -61,4 +61,4 @@ def make_delivery(
 
 def settle() -> int:
     """Flush buffered opens into the database (nothing to do on the embedded default)."""
-    return services.flush_open_buffer()
+    return opens.flush_open_buffer()

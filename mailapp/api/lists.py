@@ -10,12 +10,12 @@ from mailapp.api.common import json_body, paginated
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList
-from mailapp.subscribers import services, tasks
+from mailapp.subscribers import imports, subscriber_lists, tasks
 from mailapp.subscribers.routes import csv_export_response
 
 
-def list_to_dict(item: SubscriberList, counts: services.ListCounts | None = None) -> dict:
-    counts = counts or services.list_counts([item.id])[item.id]
+def list_to_dict(item: SubscriberList, counts: subscriber_lists.ListCounts | None = None) -> dict:
+    counts = counts or subscriber_lists.list_counts([item.id])[item.id]
     return {
         "id": item.id,
         "name": item.name,
@@ -31,7 +31,7 @@ def list_to_dict(item: SubscriberList, counts: services.ListCounts | None = None
 @bp.get("/lists")
 def api_lists():  # noqa: ANN201
     body = paginated(select(SubscriberList).order_by(SubscriberList.id), lambda item: item)
-    counts = services.list_counts(item.id for item in body["items"])
+    counts = subscriber_lists.list_counts(item.id for item in body["items"])
     body["items"] = [list_to_dict(item, counts[item.id]) for item in body["items"]]
     return jsonify(body)
 
@@ -39,46 +39,46 @@ def api_lists():  # noqa: ANN201
 @bp.post("/lists")
 def api_create_list():  # noqa: ANN201
     data = json_body()
-    created = services.create_list(data.get("name"), data.get("description", ""))
+    created = subscriber_lists.create_list(data.get("name"), data.get("description", ""))
     db.session.commit()
     return jsonify(list_to_dict(created)), 201
 
 
 @bp.get("/lists/<int:list_id>")
 def api_get_list(list_id: int):  # noqa: ANN201
-    return jsonify(list_to_dict(services.get_list(list_id)))
+    return jsonify(list_to_dict(subscriber_lists.get_list(list_id)))
 
 
 @bp.patch("/lists/<int:list_id>")
 def api_update_list(list_id: int):  # noqa: ANN201
-    target = services.get_list(list_id)
+    target = subscriber_lists.get_list(list_id)
     data = json_body()
     unknown = set(data) - {"name", "description"}
     if unknown:
         raise ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
     if "name" in data and data["name"] is None:
         raise ValidationError("A list needs a name.", {"field": "name"})
-    services.update_list(target, name=data.get("name"), description=data.get("description"))
+    subscriber_lists.update_list(target, name=data.get("name"), description=data.get("description"))
     db.session.commit()
     return jsonify(list_to_dict(target))
 
 
 @bp.delete("/lists/<int:list_id>")
 def api_delete_list(list_id: int):  # noqa: ANN201
-    services.delete_list(services.get_list(list_id))
+    subscriber_lists.delete_list(subscriber_lists.get_list(list_id))
     db.session.commit()
     return Response(status=204)
 
 
 @bp.post("/lists/<int:list_id>/import")
 def api_import(list_id: int):  # noqa: ANN201
-    target = services.get_list(list_id)
+    target = subscriber_lists.get_list(list_id)
     upload = request.files.get("file")
     if upload is None:
         raise ImportFileError(
             "Send the CSV file as multipart/form-data in the field 'file'.", {"field": "file"}
         )
-    record = services.start_import(target, upload.filename or "", upload.stream)
+    record = imports.start_import(target, upload.filename or "", upload.stream)
     db.session.commit()
     tasks.run_import.delay(record.id)
     return jsonify({"import_id": record.id}), 202
@@ -86,9 +86,9 @@ def api_import(list_id: int):  # noqa: ANN201
 
 @bp.get("/imports/<int:import_id>")
 def api_import_status(import_id: int):  # noqa: ANN201
-    return jsonify(services.import_to_dict(services.get_import(import_id)))
+    return jsonify(imports.import_to_dict(imports.get_import(import_id)))
 
 
 @bp.get("/lists/<int:list_id>/export")
 def api_export(list_id: int) -> Response:
-    return csv_export_response(services.get_list(list_id))
+    return csv_export_response(subscriber_lists.get_list(list_id))

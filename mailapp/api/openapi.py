@@ -16,7 +16,7 @@ from mailapp.json_nesting import MAX_JSON_DEPTH
 from mailapp.models.campaign import CampaignStatus
 from mailapp.models.delivery import DeliveryStatus
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
-from mailapp.subscribers.services import LIST_NAME_MAX
+from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
 
 Schema = dict[str, Any]
 

@@ -6,7 +6,7 @@ from flask import jsonify
 
 from mailapp.api import bp
 from mailapp.extensions import db
-from mailapp.reports.services import campaign_report
+from mailapp.reports.figures import campaign_report
 
 
 @bp.get("/campaigns/<int:campaign_id>/report")

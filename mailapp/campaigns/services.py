@@ -571,7 +571,7 @@ def campaign_stats(campaign_id: int) -> dict[str, int]:
     """{total, pending, sending, sent, failed}, exact, from the counts the database keeps per campaign
     and status (reports.services.status_counts): a few rows, however many recipients. The caller
     commits."""
-    from mailapp.reports.services import status_counts
+    from mailapp.reports.figures import status_counts
 
     stats = status_counts([campaign_id])[campaign_id]
     stats["total"] = sum(stats.values())
@@ -612,7 +612,7 @@ def _iso(value: datetime | None) -> str | None:
 def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
     """{total, pending, sent, failed} for a page of campaigns, from the maintained counts (see
     campaign_stats). The caller commits."""
-    from mailapp.reports.services import delivery_counts
+    from mailapp.reports.figures import delivery_counts
 
     counted = delivery_counts([campaign.id for campaign in campaigns])
     result = {}

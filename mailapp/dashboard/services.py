@@ -21,7 +21,7 @@ from mailapp.models import (
     SubscriberStatus,
     utcnow,
 )
-from mailapp.reports.services import CampaignSummary, cached, summaries
+from mailapp.reports.figures import CampaignSummary, cached, summaries
 
 GROWTH_DAYS = 30
 RECENT_CAMPAIGNS = 5

@@ -8,7 +8,7 @@ from flask_login import login_required
 
 from mailapp.extensions import db
 from mailapp.ids import id_arg, page_arg
-from mailapp.reports import bp, charts, services
+from mailapp.reports import activity, bp, charts, exports, figures
 
 HUMAN_OPENS = "#0d6efd"
 MACHINE_OPENS = "#adb5bd"
@@ -18,8 +18,8 @@ CLICKS = "#198754"
 @bp.get("/")
 @login_required
 def index():  # noqa: ANN201
-    page = services.sent_campaigns_page(request.args.get("page", 1, type=page_arg))
-    rows = services.summaries(list(page.items))
+    page = figures.sent_campaigns_page(request.args.get("page", 1, type=page_arg))
+    rows = figures.summaries(list(page.items))
     db.session.commit()  # keeps any delivery counts just folded (see reports.services.status_counts)
     return render_template("reports/index.html", page=page, rows=rows)
 
@@ -27,7 +27,7 @@ def index():  # noqa: ANN201
 @bp.get("/campaigns/<int:campaign_id>")
 @login_required
 def campaign(campaign_id: int):  # noqa: ANN201
-    report = services.campaign_report(campaign_id)
+    report = figures.campaign_report(campaign_id)
     db.session.commit()
     return render_template(
         "reports/campaign.html",
@@ -40,7 +40,7 @@ def campaign(campaign_id: int):  # noqa: ANN201
     )
 
 
-def timeline_chart(report: services.CampaignReport):  # noqa: ANN201 - Markup
+def timeline_chart(report: figures.CampaignReport):  # noqa: ANN201 - Markup
     points = report.timeline
     labels = [
         point.at.strftime("%d %b %H:00") if point.span.total_seconds() == 3600 else point.at.strftime("%d %b")
@@ -64,18 +64,18 @@ def timeline_chart(report: services.CampaignReport):  # noqa: ANN201 - Markup
 @login_required
 def recipients(campaign_id: int):  # noqa: ANN201
     show = request.args.get("show", "all")
-    if show not in services.ACTIVITY_FILTERS:
+    if show not in activity.ACTIVITY_FILTERS:
         show = "all"
     after = request.args.get("after", 0, type=id_arg)
-    rows, next_after = services.activity_page(campaign_id, show=show, after=after)
+    rows, next_after = activity.activity_page(campaign_id, show=show, after=after)
     return render_template(
         "reports/recipients.html",
-        campaign=services.get_campaign(campaign_id),
+        campaign=figures.get_campaign(campaign_id),
         rows=rows,
         show=show,
         after=after,
         next_after=next_after,
-        filters=services.ACTIVITY_FILTERS,
+        filters=activity.ACTIVITY_FILTERS,
     )
 
 
@@ -90,13 +90,13 @@ def _csv_download(lines, filename: str) -> Response:  # noqa: ANN001
 @bp.get("/campaigns/<int:campaign_id>/report.csv")
 @login_required
 def report_csv(campaign_id: int) -> Response:
-    report = services.campaign_report(campaign_id)
+    report = figures.campaign_report(campaign_id)
     db.session.commit()
-    return _csv_download(services.report_csv(report), f"campaign-{campaign_id}-report.csv")
+    return _csv_download(exports.report_csv(report), f"campaign-{campaign_id}-report.csv")
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries.csv")
 @login_required
 def deliveries_csv(campaign_id: int) -> Response:
-    services.get_campaign(campaign_id)
-    return _csv_download(services.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")
+    figures.get_campaign(campaign_id)
+    return _csv_download(exports.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")

@@ -9,7 +9,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from mailapp.models.subscriber import SubscriberStatus
-from mailapp.subscribers.services import LIST_NAME_MAX
+from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
 from mailapp.subscribers.validation import NAME_MAX_LENGTH
 
 STATUS_CHOICES = [SelectChoice(status.value, status.value.capitalize()) for status in SubscriberStatus]

@@ -24,7 +24,7 @@ from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
-from mailapp.subscribers import bp, services, tasks
+from mailapp.subscribers import bp, exports, imports, services, subscriber_lists, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
 
 PER_PAGE = 50
@@ -62,7 +62,7 @@ def _render_lists(form: ListForm, status: int = 200):  # noqa: ANN202
     page = request.args.get("page", 1, type=page_arg)
     pager = db.paginate(select(SubscriberList).order_by(SubscriberList.name), page=page,
                         per_page=LISTS_PER_PAGE, error_out=False)
-    counts = services.list_counts(item.id for item in pager.items)
+    counts = subscriber_lists.list_counts(item.id for item in pager.items)
     return render_template("subscribers/lists.html", pager=pager, counts=counts, form=form,
                            delete_form=ActionForm()), status
 
@@ -73,7 +73,7 @@ def create_list():  # noqa: ANN201
     form = ListForm()
     if form.validate_on_submit():
         try:
-            created = services.create_list(form.name.data, form.description.data)
+            created = subscriber_lists.create_list(form.name.data, form.description.data)
         except MailappError as error:
             db.session.rollback()
             _form_error(form, error)
@@ -100,11 +100,11 @@ def _render_list(  # noqa: ANN202
         "subscribers/list.html",
         target=target,
         page=page,
-        counts=services.list_counts([target.id])[target.id],
+        counts=subscriber_lists.list_counts([target.id])[target.id],
         form=form,
         import_form=import_form or ImportForm(),
         delete_form=ActionForm(),
-        imports=services.recent_imports(target.id),
+        imports=imports.recent_imports(target.id),
     ), status
 
 
@@ -115,7 +115,7 @@ def update_list(list_id: int):  # noqa: ANN201
     form = ListForm()
     if form.validate_on_submit():
         try:
-            services.update_list(target, name=form.name.data, description=form.description.data or "")
+            subscriber_lists.update_list(target, name=form.name.data, description=form.description.data or "")
         except MailappError as error:
             db.session.rollback()
             _form_error(form, error)
@@ -132,7 +132,7 @@ def delete_list(list_id: int):  # noqa: ANN201
     target = db.get_or_404(SubscriberList, list_id)
     require_valid()
     name = target.name
-    services.delete_list(target)
+    subscriber_lists.delete_list(target)
     db.session.commit()
     flash(f"List '{name}' deleted. Its subscribers were kept.", "success")
     return redirect(url_for("subscribers.lists"))
@@ -146,9 +146,9 @@ def export_list(list_id: int):  # noqa: ANN201
 
 def csv_export_response(target: SubscriberList) -> Response:
     """Streamed: the rows are generated batch by batch while the client downloads."""
-    filename = services.export_filename(target)
+    filename = exports.export_filename(target)
     return Response(
-        stream_with_context(services.export_list_csv(target.id)),
+        stream_with_context(exports.export_list_csv(target.id)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
@@ -164,7 +164,7 @@ def import_csv(list_id: int):  # noqa: ANN201
     if form.validate_on_submit():
         upload = form.file.data
         try:
-            record = services.start_import(target, upload.filename or "", upload.stream)
+            record = imports.start_import(target, upload.filename or "", upload.stream)
         except MailappError as error:
             db.session.rollback()
             form.file.errors = [*form.file.errors, error.message]
@@ -178,16 +178,16 @@ def import_csv(list_id: int):  # noqa: ANN201
 @bp.get("/imports/<int:import_id>")
 @login_required
 def import_detail(import_id: int):  # noqa: ANN201
-    record = services.get_import(import_id)
+    record = imports.get_import(import_id)
     target = db.session.get(SubscriberList, record.list_id) if record.list_id else None
     return render_template("subscribers/import.html", record=record, target=target,
-                           status=services.import_to_dict(record))
+                           status=imports.import_to_dict(record))
 
 
 @bp.get("/imports/<int:import_id>/status")
 @login_required
 def import_status(import_id: int):  # noqa: ANN201
-    return jsonify(services.import_to_dict(services.get_import(import_id)))
+    return jsonify(imports.import_to_dict(imports.get_import(import_id)))
 
 
 # --- subscribers ---------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def index():  # noqa: ANN201
     page = services.subscriber_page(q=q, list_id=list_id, status=status or None, before=_int_arg("before"),
                                     after=_int_arg("after"), limit=PER_PAGE)
     memberships = services.list_ids_by_subscriber([item.id for item in page.items])
-    all_lists = services.all_lists()
+    all_lists = subscriber_lists.all_lists()
     return render_template(
         "subscribers/index.html",
         page=page,
@@ -217,7 +217,7 @@ def index():  # noqa: ANN201
 
 
 def _list_choices(form: SubscriberForm) -> None:
-    form.lists.choices = [SelectChoice(item.id, item.name) for item in services.all_lists()]
+    form.lists.choices = [SelectChoice(item.id, item.name) for item in subscriber_lists.all_lists()]
 
 
 @bp.route("/subscribers/new", methods=["GET", "POST"])

@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailapp.tracking import buffer, services
+from mailapp.tracking import buffer, opens
 from mailapp.tracking.routes import NO_CACHE
 from mailapp.web import SECURITY_HEADERS
 
@@ -43,7 +43,7 @@ PIXEL_PATH = re.compile(r"/o/[A-Za-z0-9_.\-]*\.gif")
 PIXEL_HEADERS: list[tuple[str, str]] = [
     *NO_CACHE.items(),
     ("Content-Type", "image/gif"),
-    ("Content-Length", str(len(services.PIXEL_GIF))),
+    ("Content-Length", str(len(opens.PIXEL_GIF))),
     *SECURITY_HEADERS.items(),
     ("Vary", "Cookie"),
 ]
@@ -64,7 +64,7 @@ class OpenPixelFastPath:
             return self.wsgi_app(environ, start_response)
         # Read per request, not once: tests and the CLI may point the app at another Redis.
         config = self.app.config
-        hit = services.read_open(
+        hit = opens.read_open(
             path[3:-4],
             environ.get("HTTP_USER_AGENT"),
             environ.get("REMOTE_ADDR"),
@@ -72,17 +72,17 @@ class OpenPixelFastPath:
         )
         if hit is not None:
             redis_url = config.get("REDIS_URL")
-            if not (redis_url and services.buffer_open(buffer.client_for(redis_url), hit)):
+            if not (redis_url and opens.buffer_open(buffer.client_for(redis_url), hit)):
                 self._record_directly(hit)
         start_response("200 OK", PIXEL_HEADERS)
-        return [services.PIXEL_GIF]
+        return [opens.PIXEL_GIF]
 
-    def _record_directly(self, hit: services.OpenHit) -> None:
+    def _record_directly(self, hit: opens.OpenHit) -> None:
         from mailapp.extensions import db
 
         with _app_context(self.app):
             try:
-                services.record_opens([hit])
+                opens.record_opens([hit])
                 db.session.commit()
             except SQLAlchemyError:
                 # The reader's mail client gets its image whatever happens here.

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
-from mailapp.tracking import bp, services
+from mailapp.tracking import bp, opens, services
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,15 @@ VIEW_CSP = (
 @bp.get("/o/.gif", defaults={"token": ""})
 def open_pixel(token: str) -> Response:
     if request.method == "HEAD":
-        return Response(services.PIXEL_GIF, mimetype="image/gif", headers=NO_CACHE)
+        return Response(opens.PIXEL_GIF, mimetype="image/gif", headers=NO_CACHE)
     try:
-        if services.accept_open(token, request.headers.get("User-Agent"), request.remote_addr):
+        if opens.accept_open(token, request.headers.get("User-Agent"), request.remote_addr):
             db.session.commit()
     except SQLAlchemyError:
         # The reader's mail client gets its image whatever happens here.
         db.session.rollback()
         log.exception("could not record an open")
-    return Response(services.PIXEL_GIF, mimetype="image/gif", headers=NO_CACHE)
+    return Response(opens.PIXEL_GIF, mimetype="image/gif", headers=NO_CACHE)
 
 
 @bp.get("/c/<token>")

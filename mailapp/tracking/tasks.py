@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from mailapp.tracking.services import flush_open_buffer
+from mailapp.tracking.opens import flush_open_buffer
 
 
 @shared_task(name="mailapp.tracking.tasks.flush_open_events")

@@ -16,14 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import false, func, select, text
+from sqlalchemy import func, select, text
 
-from mailapp.csv_cells import csv_line
 from mailapp.db_setup import is_postgres
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
@@ -34,17 +33,13 @@ from mailapp.models import (
     CampaignStats,
     CampaignStatus,
     ClickEvent,
-    Delivery,
     DeliveryStatus,
     Link,
-    OpenEvent,
     utcnow,
 )
 
 HOURLY_SPAN = timedelta(hours=48)
 TOP_LINKS = 20
-DELIVERY_PAGE_SIZE = 50
-EXPORT_CHUNK = 5000
 COUNTER_FIELDS = (
     "opens",
     "machine_opens",
@@ -337,256 +332,6 @@ def top_links(campaign_id: int, limit: int = TOP_LINKS) -> list[LinkFigures]:
         .limit(limit)
     )
     return [LinkFigures(position, url, total, unique) for position, url, total, unique in rows]
-
-
-# --- per-recipient activity -------------------------------------------------------------------------
-
-ACTIVITY_FILTERS = {
-    "all": "Everyone",
-    "opened": "Opened",
-    "clicked": "Clicked",
-    "not_opened": "Not opened",
-    "unsubscribed": "Unsubscribed",
-    "failed": "Failed",
-}
-
-
-@dataclass(frozen=True)
-class RecipientActivity:
-    delivery: Delivery
-    human_open: bool
-    human_click: bool
-
-    @property
-    def opened(self) -> bool:
-        return self.human_open or self.human_click
-
-    @property
-    def machine_only(self) -> bool:
-        return self.delivery.open_count > 0 and not self.opened
-
-
-def _human(model, delivery_ids: list[int]) -> set[int]:  # noqa: ANN001
-    if not delivery_ids:
-        return set()
-    return set(
-        db.session.scalars(
-            select(model.delivery_id)
-            .distinct()
-            .where(model.delivery_id.in_(delivery_ids), model.is_machine.is_(False))
-        )
-    )
-
-
-def _human_exists(model, campaign_id: int, after: int):  # noqa: ANN001, ANN202
-    # campaign_id and the id range repeat what the correlation implies, so the planner can read the
-    # campaign's events from `after` on (a merge anti-join) instead of every human event there is.
-    # `after` must not exceed the first delivery id the page can hold.
-    return (
-        select(model.id)
-        .where(
-            model.delivery_id == Delivery.id,
-            model.campaign_id == campaign_id,
-            model.delivery_id > after,
-            model.is_machine == false(),
-        )
-        .exists()
-    )
-
-
-def _deliveries_after(campaign_id: int, after: int, limit: int, *conditions, statuses=None) -> list[Delivery]:  # noqa: ANN001, ANN002
-    """The campaign's next `limit` deliveries by id after `after`. One query per status, each an index
-    range scan on (campaign_id, status, id), merged here: a single query ordered by id would walk the
-    primary key through every other campaign's rows first."""
-    found: list[Delivery] = []
-    for status in statuses or list(DeliveryStatus):
-        found += db.session.scalars(
-            select(Delivery)
-            .where(
-                Delivery.campaign_id == campaign_id,
-                Delivery.status == status,
-                Delivery.id > after,
-                *conditions,
-            )
-            .order_by(Delivery.id)
-            .limit(limit)
-        )
-    found.sort(key=lambda delivery: delivery.id)
-    return found[:limit]
-
-
-def _engaged_after(campaign_id: int, after: int, limit: int, models: tuple) -> list[Delivery]:
-    """The next `limit` deliveries after `after` with a human event in any of `models` (OpenEvent,
-    ClickEvent), read in delivery order from the partial indexes of human events: a page costs the
-    same whether one recipient in two engaged or one in ten thousand."""
-    ids: set[int] = set()
-    for model in models:
-        ids.update(
-            db.session.scalars(
-                select(model.delivery_id)
-                .where(
-                    model.campaign_id == campaign_id, model.is_machine == false(), model.delivery_id > after
-                )
-                .group_by(model.delivery_id)
-                .order_by(model.delivery_id)
-                .limit(limit)
-            )
-        )
-    wanted = sorted(ids)[:limit]
-    if not wanted:
-        return []
-    return list(db.session.scalars(select(Delivery).where(Delivery.id.in_(wanted)).order_by(Delivery.id)))
-
-
-def activity_page(
-    campaign_id: int, *, show: str = "all", after: int = 0
-) -> tuple[list[RecipientActivity], int | None]:
-    """One page of the campaign's recipients with their activity, in delivery order, and the id to
-    continue after (keyset pagination: the page costs the same on page 1 and page 20,000)."""
-    get_campaign(campaign_id)
-    limit = DELIVERY_PAGE_SIZE + 1
-    if show == "opened":
-        deliveries = _engaged_after(campaign_id, after, limit, (OpenEvent, ClickEvent))
-    elif show == "clicked":
-        deliveries = _engaged_after(campaign_id, after, limit, (ClickEvent,))
-    elif show == "not_opened":
-        # From the campaign's first delivery on, not from 0: the planner may read the events in delivery
-        # order from this bound, and every event before it belongs to earlier campaigns.
-        first = db.session.scalar(select(func.min(Delivery.id)).where(Delivery.campaign_id == campaign_id))
-        start = max(after, (first or 1) - 1)
-        conditions = [
-            ~_human_exists(OpenEvent, campaign_id, start),
-            ~_human_exists(ClickEvent, campaign_id, start),
-        ]
-        deliveries = _deliveries_after(campaign_id, after, limit, *conditions, statuses=[DeliveryStatus.SENT])
-    elif show == "unsubscribed":
-        # The partial index of unsubscribed deliveries, whatever their status.
-        deliveries = list(
-            db.session.scalars(
-                select(Delivery)
-                .where(
-                    Delivery.campaign_id == campaign_id,
-                    Delivery.unsubscribed_at.is_not(None),
-                    Delivery.id > after,
-                )
-                .order_by(Delivery.id)
-                .limit(limit)
-            )
-        )
-    elif show == "failed":
-        deliveries = _deliveries_after(campaign_id, after, limit, statuses=[DeliveryStatus.FAILED])
-    else:
-        deliveries = _deliveries_after(campaign_id, after, limit)
-    more = len(deliveries) > DELIVERY_PAGE_SIZE
-    deliveries = deliveries[:DELIVERY_PAGE_SIZE]
-    return _with_activity(deliveries), (deliveries[-1].id if more else None)
-
-
-def _with_activity(deliveries: list[Delivery]) -> list[RecipientActivity]:
-    ids = [delivery.id for delivery in deliveries]
-    opened, clicked = _human(OpenEvent, ids), _human(ClickEvent, ids)
-    return [
-        RecipientActivity(delivery, delivery.id in opened, delivery.id in clicked) for delivery in deliveries
-    ]
-
-
-# --- CSV exports ------------------------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str:
-    return value.isoformat() if value else ""
-
-
-DELIVERY_CSV_HEADER = [
-    "email",
-    "status",
-    "attempts",
-    "sent_at",
-    "smtp_code",
-    "error",
-    "message_id",
-    "opened",
-    "first_opened_at",
-    "opens",
-    "machine_opens_only",
-    "clicked",
-    "first_clicked_at",
-    "clicks",
-    "unsubscribed_at",
-]
-
-
-def delivery_log_csv(campaign_id: int) -> Iterator[str]:
-    """The campaign's delivery log with each recipient's activity, streamed in chunks by id."""
-    get_campaign(campaign_id)
-    yield csv_line(DELIVERY_CSV_HEADER)
-    after = 0
-    while True:
-        deliveries = _deliveries_after(campaign_id, after, EXPORT_CHUNK)
-        if not deliveries:
-            return
-        for row in _with_activity(deliveries):
-            d = row.delivery
-            yield csv_line(
-                [
-                    d.email,
-                    d.status,
-                    d.attempts,
-                    _iso(d.sent_at),
-                    d.smtp_code or "",
-                    d.error,
-                    d.message_id,
-                    "yes" if row.opened else "no",
-                    _iso(d.first_opened_at),
-                    d.open_count,
-                    "yes" if row.machine_only else "no",
-                    "yes" if row.human_click else "no",
-                    _iso(d.first_clicked_at),
-                    d.click_count,
-                    _iso(d.unsubscribed_at),
-                ]
-            )
-        after = deliveries[-1].id
-        db.session.expunge_all()
-
-
-def report_csv(report: CampaignReport) -> Iterator[str]:
-    """The report's figures, then its timeline, then its links: three tables separated by blank lines."""
-    yield csv_line(["metric", "value"])
-    for name in (
-        "recipients",
-        "sent",
-        "failed",
-        "unique_opens",
-        "opens",
-        "machine_opens",
-        "open_rate",
-        "clicks",
-        "scanner_clicks",
-        "unique_clicks",
-        "click_rate",
-        "click_to_open_rate",
-        "unsubscribes",
-        "unsubscribe_rate",
-    ):
-        yield csv_line([name, getattr(report, name)])
-    yield "\r\n"
-    yield csv_line(["period_start", "period_hours", "opens", "human_opens", "machine_opens", "clicks"])
-    for point in report.timeline:
-        yield csv_line(
-            [
-                point.at.isoformat(),
-                int(point.span.total_seconds() // 3600),
-                point.opens,
-                point.human_opens,
-                point.machine_opens,
-                point.clicks,
-            ]
-        )
-    yield "\r\n"
-    yield csv_line(["link_position", "url", "clicks", "unique_clicks"])
-    for link in report.top_links:
-        yield csv_line([link.position, link.url, link.clicks, link.unique_clicks])
 
 
 # --- reports index ----------------------------------------------------------------------------------
