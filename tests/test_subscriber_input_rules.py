@@ -39,7 +39,7 @@ def assert_422_on(response, field: str) -> dict:  # noqa: ANN001
     assert response.status_code == 422, response.get_data(as_text=True)
     error = response.get_json()["error"]
     assert error["code"] == "validation_error"
-    assert error["details"]["field"] == field
+    assert error["details"][0]["field"] == field
     return error
 
 

@@ -57,7 +57,7 @@ def api_update_list(list_id: int):  # noqa: ANN201
     if unknown:
         raise ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
     if "name" in data and data["name"] is None:
-        raise ValidationError("A list needs a name.", {"field": "name"})
+        raise ValidationError("A list needs a name.", [{"field": "name"}])
     services.update_list(target, name=data.get("name"), description=data.get("description"))
     db.session.commit()
     return jsonify(list_to_dict(target))
@@ -76,7 +76,7 @@ def api_import(list_id: int):  # noqa: ANN201
     upload = request.files.get("file")
     if upload is None:
         raise ImportFileError(
-            "Send the CSV file as multipart/form-data in the field 'file'.", {"field": "file"}
+            "Send the CSV file as multipart/form-data in the field 'file'.", [{"field": "file"}]
         )
     record = services.start_import(target, upload.filename or "", upload.stream)
     db.session.commit()

@@ -25,6 +25,7 @@ ID: Schema = {"type": "integer", "minimum": MIN_ID, "maximum": MAX_ID}
 TIME: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 COUNT: Schema = {"type": "integer", "minimum": 0}
+STRING: Schema = {"type": "string"}
 RATE: Schema = {"type": "number", "minimum": 0}
 
 
@@ -54,17 +55,16 @@ def _page_of(item: str) -> Schema:
     )
 
 
+# One entry of an error's details; a kind of error may add keys (a template error's "line").
+PROBLEM = _object({"field": {"type": ["string", "null"]}, "message": STRING}, ["field", "message"])
 CAMPAIGN_STATS = _object({name: COUNT for name in ("total", "pending", "sent", "failed")},
                          ["total", "pending", "sent", "failed"])
 
 SCHEMAS: dict[str, Schema] = {
-    "Error": _object(
-        {"error": _object(
-            {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
-            ["code", "message", "details"],
-        )},
-        ["error"],
-    ),
+    "Error": _object({"error": _object(
+        {"code": STRING, "message": STRING, "details": {"type": "array", "items": PROBLEM}},
+        ["code", "message", "details"],
+    )}, ["error"]),
     "List": _object(
         {"id": ID, "name": {"type": "string"}, "description": {"type": "string"}, "created_at": NULLABLE_TIME,
          "subscriber_count": COUNT, "active_count": COUNT, "unsubscribed_count": COUNT,
@@ -171,7 +171,7 @@ ERROR_MEANINGS = {
     "404": "No such object (or an id out of range).",
     "409": "A name or email already taken, or an action the object's state does not allow.",
     "413": "The body is over the size limit.",
-    "422": "Bad input: details name the field.",
+    "422": "Bad input: details list each problem as {field, message}.",
 }
 
 
@@ -384,7 +384,7 @@ def openapi_document(server_url: str = API_PREFIX) -> Schema:
             "version": "1",
             "description": "Send `Authorization: Bearer <token>` (create one with `flask --app wsgi tokens "
                            "create EMAIL`). Errors always have the shape "
-                           '{"error": {"code", "message", "details"}}.',
+                           '{"error": {"code", "message", "details": [{"field", "message"}]}}.',
         },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],

@@ -78,7 +78,7 @@ def _require_action(campaign: Campaign, action: str, verb: str) -> None:
     if action not in allowed_actions(campaign):
         raise InvalidStateError(
             f"Cannot {verb} campaign {campaign.id}: it is {campaign.status}.",
-            {"status": campaign.status},
+            [{"status": campaign.status}],
         )
 
 
@@ -480,7 +480,7 @@ def retry_failed_deliveries(campaign_id: int) -> int:
     if result.rowcount == 0:
         raise InvalidStateError(
             f"Campaign {campaign_id} has no failed deliveries to retry (it is {campaign.status}).",
-            {"status": campaign.status},
+            [{"status": campaign.status}],
         )
     campaign.status = CampaignStatus.SENDING
     campaign.status_reason = ""

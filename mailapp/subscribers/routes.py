@@ -42,8 +42,8 @@ def _int_arg(name: str) -> int | None:
 
 def _form_error(form: Any, error: MailappError) -> None:
     """Show a service error next to the field it names, or above the form."""
-    details = error.details if isinstance(error.details, dict) else {}
-    field = getattr(form, str(details.get("field", "")), None)
+    named = [problem["field"] for problem in error.details if problem["field"]]
+    field = getattr(form, str(named[0]), None) if named else None
     if field is not None and hasattr(field, "errors"):
         field.errors = [*field.errors, error.message]
     else:
