@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from mailapp.campaigns import services as campaigns
+from mailapp.campaigns import lifecycle
 from mailapp.csv_cells import csv_line
 from mailapp.extensions import db
 from mailapp.models import (
@@ -352,7 +352,7 @@ def test_status_counts_agree_with_a_count_through_every_kind_of_change(scenario)
     db.session.commit()
     assert reports.status_counts([scenario.id])[scenario.id] == _counted(scenario.id)
     # Retrying failed deliveries, deleting one, and a campaign deleted with its whole log.
-    campaigns.retry_failed_deliveries(scenario.id)
+    lifecycle.retry_failed_deliveries(scenario.id)
     db.session.delete(db.session.scalars(select(Delivery).where(Delivery.campaign_id == scenario.id)).first())
     db.session.commit()
     assert reports.status_counts([scenario.id])[scenario.id] == _counted(scenario.id)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from mailapp.api import bp
 from mailapp.api.common import json_body, number_arg, paginated
-from mailapp.campaigns import services, tasks
+from mailapp.campaigns import lifecycle, services
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID
@@ -27,7 +27,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) -> dict[str, Any]:
     if stats is None:
-        live = services.campaign_stats(campaign.id)
+        live = services.delivery_stats(campaign.id)
         stats = {
             "total": live["total"] or campaign.total_recipients,
             "pending": live["pending"] + live["sending"],
@@ -57,7 +57,7 @@ def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) 
 
 
 def _campaign_response(campaign_id: int, status: int = 200) -> tuple[dict[str, Any], int]:
-    campaign = services.get_campaign(campaign_id)
+    campaign = lifecycle.get_campaign(campaign_id)
     db.session.refresh(campaign)
     return serialize_campaign(campaign), status
 
@@ -83,8 +83,8 @@ def create_campaign():  # noqa: ANN201
 
 
 @bp.get("/campaigns/<int:campaign_id>")
-def get_campaign(campaign_id: int):  # noqa: ANN201
-    return serialize_campaign(services.get_campaign(campaign_id))
+def show_campaign(campaign_id: int):  # noqa: ANN201
+    return serialize_campaign(lifecycle.get_campaign(campaign_id))
 
 
 @bp.patch("/campaigns/<int:campaign_id>")
@@ -103,10 +103,7 @@ def delete_campaign(campaign_id: int):  # noqa: ANN201
 
 @bp.post("/campaigns/<int:campaign_id>/send")
 def send_campaign(campaign_id: int):  # noqa: ANN201
-    campaign = services.send_campaign_now(campaign_id)
-    version = campaign.schedule_version
-    db.session.commit()
-    tasks.start_now(campaign_id, version)
+    lifecycle.send_now(campaign_id)
     return _campaign_response(campaign_id, 202)
 
 
@@ -135,39 +132,31 @@ def parse_send_at(raw: Any) -> datetime:
 @bp.post("/campaigns/<int:campaign_id>/schedule")
 def schedule_campaign(campaign_id: int):  # noqa: ANN201
     send_at = parse_send_at(json_body().get("send_at"))
-    campaign = services.schedule_campaign(campaign_id, send_at)
-    db.session.commit()
-    tasks.queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
+    lifecycle.schedule(campaign_id, send_at)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/cancel")
 def cancel_campaign(campaign_id: int):  # noqa: ANN201
-    services.cancel_campaign(campaign_id)
-    db.session.commit()
+    lifecycle.cancel(campaign_id)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/pause")
 def pause_campaign(campaign_id: int):  # noqa: ANN201
-    services.pause_campaign(campaign_id, "Paused through the API.")
-    db.session.commit()
+    lifecycle.pause(campaign_id, "Paused through the API.")
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/resume")
 def resume_campaign(campaign_id: int):  # noqa: ANN201
-    services.resume_campaign(campaign_id)
-    db.session.commit()
-    tasks.continue_sending(campaign_id)
+    lifecycle.resume(campaign_id)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/retry-failed")
 def retry_failed(campaign_id: int):  # noqa: ANN201
-    count = services.retry_failed_deliveries(campaign_id)
-    db.session.commit()
-    tasks.continue_sending(campaign_id)
+    count = lifecycle.retry_failed(campaign_id)
     body, status = _campaign_response(campaign_id)
     body["retried"] = count
     return body, status
@@ -203,7 +192,7 @@ def serialize_delivery(delivery: Delivery) -> dict[str, Any]:
 def campaign_deliveries(campaign_id: int):  # noqa: ANN201
     """Pages like every list (?page=&per_page=, with total). Deep into a million-row log, pass
     ?after=<id> instead (the answer's next_after): a keyset page that costs the same at any depth."""
-    services.get_campaign(campaign_id)
+    lifecycle.get_campaign(campaign_id)
     status = request.args.get("status") or None
     if "after" not in request.args:
         statement = select(Delivery).where(Delivery.campaign_id == campaign_id)

@@ -23,9 +23,9 @@ from typing import Any
 
 from sqlalchemy import false, func, select, text
 
+from mailapp.campaigns.lifecycle import get_campaign
 from mailapp.csv_cells import csv_line
 from mailapp.db_setup import is_postgres
-from mailapp.errors import NotFoundError
 from mailapp.extensions import db
 from mailapp.models import (
     Campaign,
@@ -162,13 +162,6 @@ def cached(key: tuple, compute: Callable[[], Any], *, seconds: float = CACHE_SEC
 
 def _fraction(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
-
-
-def get_campaign(campaign_id: int) -> Campaign:
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFoundError(f"Campaign {campaign_id} does not exist.")
-    return campaign
 
 
 def counters_for(campaign_ids: list[int]) -> dict[int, CampaignStats]:
