@@ -13,7 +13,7 @@ from tests.factories import SubscriberListFactory
 __all__ = ["audience"]
 
 
-def _details_of(response) -> list:  # noqa: ANN001
+def _details_of(response) -> list:
     assert response.status_code >= 400, response.get_data(as_text=True)[:300]
     body = response.get_json()
     assert set(body) == {"error"}

@@ -70,7 +70,6 @@ def list_campaigns():  # noqa: ANN201
         statement = statement.where(Campaign.status == status)
     page = paginated(statement, lambda campaign: campaign)
     counts = services.counts_for_campaigns(page["items"])
-    db.session.commit()  # keeps the delivery counts just folded (see reports.services.status_counts)
     page["items"] = [serialize_campaign(campaign, counts[campaign.id]) for campaign in page["items"]]
     return page
 

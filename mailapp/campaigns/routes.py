@@ -27,7 +27,6 @@ PER_PAGE = 25
 def index():  # noqa: ANN201
     page = request.args.get("page", 1, type=page_arg)
     campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
-    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
 
 
@@ -95,7 +94,6 @@ def show(campaign_id: int):  # noqa: ANN201
 def progress(campaign_id: int):  # noqa: ANN201
     db.get_or_404(Campaign, campaign_id)
     body = services.progress(campaign_id)
-    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return jsonify(body)
 
 
@@ -253,9 +251,6 @@ def _render_page(
         if campaign.status in lifecycle.EDITABLE_STATES
         else None
     )
-    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
-    # Read after the commit, which expires what the session holds: rows read before it would each be
-    # fetched again, one query per row, as the template reads them.
     deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
     return render_template(
         "campaigns/show.html",

@@ -301,8 +301,7 @@ def count_recipients(list_ids: Sequence[int]) -> int:
 
 def delivery_stats(campaign_id: int) -> dict[str, int]:
     """{total, pending, sending, sent, failed}, exact, from the counts the database keeps per campaign
-    and status (reports.services.status_counts): a few rows, however many recipients. The caller
-    commits."""
+    and status (reports.services.status_counts): a few rows, however many recipients."""
     # Imported here while an area's package still loads its routes (mailapp.reports -> its routes ->
     # reports.services -> campaigns.lifecycle -> mailapp.campaigns -> its routes -> this module).
     from mailapp.reports.services import status_counts
@@ -313,8 +312,7 @@ def delivery_stats(campaign_id: int) -> dict[str, int]:
 
 
 def progress(campaign_id: int) -> dict[str, Any]:
-    """What the campaign page polls: status, counts, and the average rate since the start. The caller
-    commits (see delivery_stats)."""
+    """What the campaign page polls: status, counts, and the average rate since the start."""
     campaign = get_campaign(campaign_id)
     stats = delivery_stats(campaign_id)
     if not stats["total"] and campaign.total_recipients:
@@ -345,7 +343,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
     """{total, pending, sent, failed} for a page of campaigns, from the maintained counts (see
-    delivery_stats). The caller commits."""
+    delivery_stats)."""
     from mailapp.reports.services import delivery_counts
 
     counted = delivery_counts([campaign.id for campaign in campaigns])

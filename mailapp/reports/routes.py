@@ -6,7 +6,6 @@ from __future__ import annotations
 from flask import Response, render_template, request, stream_with_context
 from flask_login import login_required
 
-from mailapp.extensions import db
 from mailapp.ids import id_arg, page_arg
 from mailapp.reports import bp, charts, services
 
@@ -20,7 +19,6 @@ CLICKS = "#198754"
 def index():  # noqa: ANN201
     page = services.sent_campaigns_page(request.args.get("page", 1, type=page_arg))
     rows = services.summaries(list(page.items))
-    db.session.commit()  # keeps any delivery counts just folded (see reports.services.status_counts)
     return render_template("reports/index.html", page=page, rows=rows)
 
 
@@ -28,7 +26,6 @@ def index():  # noqa: ANN201
 @login_required
 def campaign(campaign_id: int):  # noqa: ANN201
     report = services.campaign_report(campaign_id)
-    db.session.commit()
     return render_template(
         "reports/campaign.html",
         report=report,
@@ -91,7 +88,6 @@ def _csv_download(lines, filename: str) -> Response:  # noqa: ANN001
 @login_required
 def report_csv(campaign_id: int) -> Response:
     report = services.campaign_report(campaign_id)
-    db.session.commit()
     return _csv_download(services.report_csv(report), f"campaign-{campaign_id}-report.csv")
 
 
