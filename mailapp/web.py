@@ -1,10 +1,12 @@
-"""App-wide web wiring: the login loader, security headers, error pages, and template helpers."""
+"""App-wide web wiring: the login loader, security headers, error pages, template helpers, and the
+streamed CSV download that pages and the API share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.errors import MailappError, ValidationError, error_body, field_problem
@@ -21,6 +23,15 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
     "Referrer-Policy": "same-origin",
 }
+
+
+def csv_download(lines: Iterable[str], filename: str) -> Response:
+    """Streamed: the rows are generated batch by batch while the client downloads."""
+    return Response(
+        stream_with_context(lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
 
 
 def wants_json() -> bool:

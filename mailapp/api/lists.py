@@ -11,7 +11,7 @@ from mailapp.errors import ImportFileError, ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList
 from mailapp.subscribers import services, tasks
-from mailapp.subscribers.routes import csv_export_response
+from mailapp.web import csv_download
 
 
 def list_to_dict(item: SubscriberList, counts: services.ListCounts | None = None) -> dict:
@@ -91,4 +91,5 @@ def api_import_status(import_id: int):  # noqa: ANN201
 
 @bp.get("/lists/<int:list_id>/export")
 def api_export(list_id: int) -> Response:
-    return csv_export_response(services.get_list(list_id))
+    target = services.get_list(list_id)
+    return csv_download(services.export_list_csv(target.id), services.export_filename(target))

@@ -3,11 +3,12 @@ and the list of campaign reports."""
 
 from __future__ import annotations
 
-from flask import Response, render_template, request, stream_with_context
+from flask import Response, render_template, request
 from flask_login import login_required
 
 from mailapp.ids import id_arg, page_arg
 from mailapp.reports import bp, charts, services
+from mailapp.web import csv_download
 
 HUMAN_OPENS = "#0d6efd"
 MACHINE_OPENS = "#adb5bd"
@@ -76,23 +77,15 @@ def recipients(campaign_id: int):  # noqa: ANN201
     )
 
 
-def _csv_download(lines, filename: str) -> Response:  # noqa: ANN001
-    return Response(
-        stream_with_context(lines),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
-    )
-
-
 @bp.get("/campaigns/<int:campaign_id>/report.csv")
 @login_required
 def report_csv(campaign_id: int) -> Response:
     report = services.campaign_report(campaign_id)
-    return _csv_download(services.report_csv(report), f"campaign-{campaign_id}-report.csv")
+    return csv_download(services.report_csv(report), f"campaign-{campaign_id}-report.csv")
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries.csv")
 @login_required
 def deliveries_csv(campaign_id: int) -> Response:
     services.get_campaign(campaign_id)
-    return _csv_download(services.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")
+    return csv_download(services.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")
