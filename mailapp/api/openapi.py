@@ -43,6 +43,11 @@ def _object(properties: dict[str, Schema], required: list[str] | None = None, *,
     return schema
 
 
+def _every_field(properties: dict[str, Schema]) -> Schema:
+    """An object whose every property is always present."""
+    return _object(properties, list(properties))
+
+
 def _enum(values: type) -> Schema:
     return {"type": "string", "enum": [member.value for member in values]}
 
@@ -65,29 +70,23 @@ SCHEMAS: dict[str, Schema] = {
         {"code": STRING, "message": STRING, "details": {"type": "array", "items": PROBLEM}},
         ["code", "message", "details"],
     )}, ["error"]),
-    "List": _object(
+    "List": _every_field(
         {"id": ID, "name": {"type": "string"}, "description": {"type": "string"}, "created_at": NULLABLE_TIME,
          "subscriber_count": COUNT, "active_count": COUNT, "unsubscribed_count": COUNT,
          "blocklisted_count": COUNT},
-        ["id", "name", "description", "created_at", "subscriber_count", "active_count", "unsubscribed_count",
-         "blocklisted_count"],
     ),
-    "Import": _object(
+    "Import": _every_field(
         {"id": ID, "list_id": {"type": ["integer", "null"]}, "filename": {"type": "string"},
          "status": _enum(ImportStatus), "total": COUNT, "processed": COUNT, "imported": COUNT,
          "updated": COUNT, "skipped": COUNT, "duplicates": COUNT, "invalid": COUNT,
          "errors": {"type": "array", "items": {"type": "object"}}, "failure": {"type": ["string", "null"]},
          "created_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME},
-        ["id", "list_id", "filename", "status", "total", "processed", "imported", "updated", "skipped",
-         "duplicates", "invalid", "errors", "failure", "created_at", "finished_at"],
     ),
-    "Subscriber": _object(
+    "Subscriber": _every_field(
         {"id": ID, "email": {"type": "string"}, "name": {"type": "string"}, "attributes": {"type": "object"},
          "status": _enum(SubscriberStatus), "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME,
          "unsubscribed_at": NULLABLE_TIME, "unsubscribed_campaign_id": {"type": ["integer", "null"]},
          "list_ids": {"type": "array", "items": ID}},
-        ["id", "email", "name", "attributes", "status", "created_at", "updated_at", "unsubscribed_at",
-         "unsubscribed_campaign_id", "list_ids"],
     ),
     "LayoutSummary": _object(
         {"id": ID, "name": {"type": "string"}, "variables": {"type": "array", "items": {"type": "string"}},
@@ -120,7 +119,7 @@ SCHEMAS: dict[str, Schema] = {
          "after": {"type": ["integer", "null"]}, "next_after": {"type": ["integer", "null"]}},
         ["items", "per_page", "after", "next_after"],
     ),
-    "Report": _object(
+    "Report": _every_field(
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
          "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
          "click_rate": RATE, "unsubscribes": COUNT,
@@ -129,8 +128,6 @@ SCHEMAS: dict[str, Schema] = {
          "top_links": {"type": "array", "items": _object(
              {"url": {"type": "string"}, "clicks": COUNT, "unique_clicks": COUNT},
              ["url", "clicks", "unique_clicks"])}},
-        ["recipients", "sent", "failed", "unique_opens", "opens", "machine_opens", "open_rate",
-         "unique_clicks", "clicks", "click_rate", "unsubscribes", "timeline", "top_links"],
     ),
 }
 
