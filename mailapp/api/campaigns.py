@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from mailapp.api import bp
 from mailapp.api.common import json_body, number_arg, paginated
 from mailapp.campaigns import lifecycle, services
+from mailapp.campaigns.serializers import serialize_campaign, serialize_delivery
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID
@@ -21,45 +22,10 @@ from mailapp.models import Campaign, Delivery
 MAX_DELIVERIES_PER_PAGE = 500
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) -> dict[str, Any]:
-    if stats is None:
-        live = services.delivery_stats(campaign.id)
-        stats = {
-            "total": live["total"] or campaign.total_recipients,
-            "pending": live["pending"] + live["sending"],
-            "sent": live["sent"],
-            "failed": live["failed"],
-        }
-    return {
-        "id": campaign.id,
-        "name": campaign.name,
-        "status": campaign.status,
-        "status_reason": campaign.status_reason,
-        "subject": campaign.subject,
-        "from_name": campaign.from_name,
-        "from_email": campaign.from_email,
-        "reply_to": campaign.reply_to,
-        "layout_id": campaign.layout_id,
-        "list_ids": sorted(lst.id for lst in campaign.lists),
-        "message": campaign.message,
-        "track_opens": campaign.track_opens,
-        "track_clicks": campaign.track_clicks,
-        "send_at": _iso(campaign.send_at),
-        "started_at": _iso(campaign.started_at),
-        "finished_at": _iso(campaign.finished_at),
-        "created_at": _iso(campaign.created_at),
-        "stats": stats,
-    }
-
-
 def _campaign_response(campaign_id: int, status: int = 200) -> tuple[dict[str, Any], int]:
     campaign = lifecycle.get_campaign(campaign_id)
     db.session.refresh(campaign)
-    return serialize_campaign(campaign), status
+    return serialize_campaign(campaign, services.campaign_counts(campaign)), status
 
 
 @bp.get("/campaigns")
@@ -83,7 +49,8 @@ def create_campaign():  # noqa: ANN201
 
 @bp.get("/campaigns/<int:campaign_id>")
 def show_campaign(campaign_id: int):  # noqa: ANN201
-    return serialize_campaign(lifecycle.get_campaign(campaign_id))
+    campaign = lifecycle.get_campaign(campaign_id)
+    return serialize_campaign(campaign, services.campaign_counts(campaign))
 
 
 @bp.patch("/campaigns/<int:campaign_id>")
@@ -171,20 +138,6 @@ def test_campaign(campaign_id: int):  # noqa: ANN201
         )
     sent_to = services.send_test(campaign_id, emails, body.get("subscriber_id"))
     return {"sent_to": sent_to, "subscriber_id": body.get("subscriber_id")}
-
-
-def serialize_delivery(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "subscriber_id": delivery.subscriber_id,
-        "email": delivery.email,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "sent_at": _iso(delivery.sent_at),
-        "message_id": delivery.message_id,
-        "smtp_code": delivery.smtp_code,
-        "error": delivery.error,
-    }
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries")

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from mailapp.campaigns import bp, lifecycle, services
 from mailapp.campaigns.forms import CampaignForm, ScheduleForm, TestSendForm
+from mailapp.campaigns.serializers import campaign_fields
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
@@ -210,7 +211,7 @@ def delete(campaign_id: int):  # noqa: ANN201
 
 def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
     if request.method == "GET":
-        fields = services.campaign_fields(campaign) if campaign else services.new_campaign_defaults()
+        fields = campaign_fields(campaign) if campaign else services.new_campaign_defaults()
         form = CampaignForm(data=fields)
     else:
         form = CampaignForm()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, union_all
 
 from mailapp.campaigns.lifecycle import allowed_actions, get_campaign, require_action
+from mailapp.campaigns.serializers import campaign_fields, campaign_state
 from mailapp.errors import TemplateError, ValidationError, field_problem
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
@@ -45,22 +45,6 @@ FIELD_LABELS = {
 CAMPAIGN_FIELDS = tuple(FIELD_LABELS)
 
 # --- fields -----------------------------------------------------------------------------------------
-
-
-def campaign_fields(campaign: Campaign) -> dict[str, Any]:
-    """The editable fields of a campaign, in the shape create/update take."""
-    return {
-        "name": campaign.name,
-        "subject": campaign.subject,
-        "from_name": campaign.from_name,
-        "from_email": campaign.from_email,
-        "reply_to": campaign.reply_to,
-        "layout_id": campaign.layout_id,
-        "list_ids": [lst.id for lst in campaign.lists],
-        "message": campaign.message,
-        "track_opens": campaign.track_opens,
-        "track_clicks": campaign.track_clicks,
-    }
 
 
 @dataclass
@@ -311,6 +295,18 @@ def delivery_stats(campaign_id: int) -> dict[str, int]:
     return stats
 
 
+def campaign_counts(campaign: Campaign) -> dict[str, int]:
+    """{total, pending, sent, failed} of one campaign, as the API shows them: pending counts the
+    deliveries being sent too, and the total is the snapshot's size until the counts exist."""
+    live = delivery_stats(campaign.id)
+    return {
+        "total": live["total"] or campaign.total_recipients,
+        "pending": live["pending"] + live["sending"],
+        "sent": live["sent"],
+        "failed": live["failed"],
+    }
+
+
 def progress(campaign_id: int) -> dict[str, Any]:
     """What the campaign page polls: status, counts, and the average rate since the start."""
     campaign = get_campaign(campaign_id)
@@ -324,21 +320,12 @@ def progress(campaign_id: int) -> dict[str, Any]:
         elapsed = max((end - campaign.started_at).total_seconds(), 0.001)
         average_rate = round(done / elapsed, 2)
     return {
-        "id": campaign.id,
-        "status": campaign.status,
-        "status_reason": campaign.status_reason,
-        "send_at": _iso(campaign.send_at),
-        "started_at": _iso(campaign.started_at),
-        "finished_at": _iso(campaign.finished_at),
+        **campaign_state(campaign),
         "stats": stats,
         "average_rate": average_rate,
         "actions": sorted(allowed_actions(campaign)),
         "server_time": utcnow().isoformat(),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
