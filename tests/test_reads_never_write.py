@@ -82,3 +82,12 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     assert f"/api/v1/campaigns/{campaign.id}/report" in visited
     db.session.expire_all()
     assert db.session.scalar(count_rows) == rows_before
+
+
+def test_beat_folds_the_delivery_counts_that_pages_no_longer_fold(app):
+    from mailapp.reports.tasks import fold_delivery_counts
+
+    celery = app.extensions["celery"]
+    scheduled = {entry["task"] for entry in celery.conf.beat_schedule.values()}
+    assert fold_delivery_counts.name in scheduled
+    assert fold_delivery_counts.name in celery.tasks
