@@ -282,6 +282,11 @@ class Config:
                     "task": "mailapp.sending.tasks.sweep_expired_leases",
                     "schedule": 10.0,
                 },
+                # Sending appends delivery count rows on PostgreSQL; this folds them, so pages only read.
+                "fold-delivery-counts": {
+                    "task": "mailapp.reports.tasks.fold_delivery_counts",
+                    "schedule": 30.0,
+                },
             }
             | (
                 # Opens are buffered in Redis only when there is one; the embedded default writes them

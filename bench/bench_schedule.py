@@ -76,11 +76,11 @@ def log(message: str) -> None:
 
 def _service_missing() -> str | None:
     try:
-        from mailapp.campaigns import services, tasks
+        from mailapp.campaigns import lifecycle
     except ImportError as error:
         return f"mailapp.campaigns cannot be imported ({error})"
-    if not hasattr(services, "schedule_campaign") or not hasattr(tasks, "queue_start"):
-        return "mailapp.campaigns.services.schedule_campaign / tasks.queue_start not built yet"
+    if not hasattr(lifecycle, "schedule_campaign") or not hasattr(lifecycle, "queue_start"):
+        return "mailapp.campaigns.lifecycle.schedule_campaign / lifecycle.queue_start not built yet"
     return None
 
 
@@ -248,7 +248,7 @@ def _measure(
     from flask_migrate import upgrade
     from sqlalchemy import inspect
 
-    from mailapp.campaigns import services, tasks
+    from mailapp.campaigns import lifecycle
     from mailapp.extensions import db
     from mailapp.models.base import utcnow
 
@@ -286,10 +286,10 @@ def _measure(
                     for path, campaign_id in campaigns.items():
                         ahead = 0.0 if path == "overdue" else lead
                         send_at = utcnow() + timedelta(seconds=ahead)
-                        scheduled = services.schedule_campaign(campaign_id, send_at)
+                        scheduled = lifecycle.schedule_campaign(campaign_id, send_at)
                         db.session.commit()
                         if path == "eta":
-                            tasks.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
+                            lifecycle.queue_start(scheduled.id, scheduled.schedule_version, scheduled.send_at,
                                               scheduled.start_queued_version)  # fmt: skip
                         delays[path].append(_wait_started(campaign_id, scheduled.send_at, ahead, workdir))
                 if idle_window:
@@ -309,18 +309,18 @@ def _delay_while_sending(big_id: int, campaign_id: int, *, lead: float, workdir:
     """Send the big campaign now, schedule the other `lead` seconds ahead once the big one's batches
     hold the worker, measure (None: not started within BUSY_TIMEOUT); then cancel the big one (its
     batches stop between two messages)."""
-    from mailapp.campaigns import services, tasks
+    from mailapp.campaigns import lifecycle
     from mailapp.errors import InvalidStateError
     from mailapp.extensions import db
     from mailapp.models.base import utcnow
 
-    version = services.send_campaign_now(big_id).schedule_version
+    version = lifecycle.send_campaign_now(big_id).schedule_version
     db.session.commit()
-    tasks.start_now(big_id, version)
+    lifecycle.start_now(big_id, version)
     _wait_sending(big_id)
-    scheduled = services.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=lead))
+    scheduled = lifecycle.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=lead))
     db.session.commit()
-    tasks.queue_start(
+    lifecycle.queue_start(
         scheduled.id, scheduled.schedule_version, scheduled.send_at, scheduled.start_queued_version
     )
     try:
@@ -329,7 +329,7 @@ def _delay_while_sending(big_id: int, campaign_id: int, *, lead: float, workdir:
         return None
     finally:
         with contextlib.suppress(InvalidStateError):  # it may have finished meanwhile
-            services.cancel_campaign(big_id)
+            lifecycle.cancel_campaign(big_id)
         db.session.commit()
 
 

@@ -1,22 +1,45 @@
 """The kinds of bad input and refused actions. Each becomes a form error in the dashboard and the one
-JSON error shape in the API: {"error": {"code", "message", "details"}}."""
+JSON error shape in the API: {"error": {"code", "message", "details"}}.
+
+details is always a list of problems, each {"field": the input it is about (None for the request as a
+whole), "message": what is wrong with it}; a kind of error may add keys of its own to each problem
+(a template error's "line", for one), never take these two away."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+
+def field_problem(field: str | None, message: str, **extra: Any) -> dict[str, Any]:
+    """One entry of an error's details."""
+    return {"field": field, "message": message, **extra}
+
+
+def error_body(code: str, message: str, details: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The API's one error shape, for MailappErrors and for errors raised outside the app's code."""
+    return {"error": {"code": code, "message": message, "details": list(details)}}
 
 
 class MailappError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(
+        self, message: str, details: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details
+        if isinstance(details, Mapping):
+            details = [details]
+        # A problem that names no field or says nothing of its own is about the whole input, and says
+        # what the error says: every consumer may then rely on both keys.
+        self.details: list[dict[str, Any]] = [
+            {"field": None, "message": message, **problem} for problem in details or ()
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return error_body(self.code, self.message, self.details)
 
 
 class ValidationError(MailappError):
@@ -28,21 +51,22 @@ class ValidationError(MailappError):
 
 class JSONBodyError(ValidationError):
     """A request body that is not usable JSON: not UTF-8, not parseable, or nested too deep.
-    details: {"field": None, ...}."""
+    details: [{"field": None, "message"}]."""
 
     code = "invalid_json"
 
 
 class UnstorableTextError(ValidationError):
     """Text the database cannot store: a NUL character, or an unpaired UTF-16 surrogate (\\ud800 in
-    JSON), which has no UTF-8 form. details: {"field": the path of the value, like 'attributes.city'}."""
+    JSON), which has no UTF-8 form.
+    details: [{"field": the path of the value, like 'attributes.city', "message"}]."""
 
     code = "unstorable_text"
 
 
 class TemplateError(ValidationError):
     """A layout or subject that does not compile, uses unknown variables or breaks the sandbox.
-    details: [{"line": int | None, "message": str}]."""
+    details: [{"field", "message", "line": int | None}]."""
 
     code = "template_error"
 
@@ -73,7 +97,8 @@ class InvalidStateError(MailappError):
 
 
 class TooManyAttemptsError(MailappError):
-    """Sign-in attempts over the throttle's limit for this address or account. details: {"retry_after"}."""
+    """Sign-in attempts over the throttle's limit for this address or account.
+    details: [{"field": None, "message", "retry_after": seconds}]."""
 
     status_code = 429
     code = "too_many_attempts"

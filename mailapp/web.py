@@ -1,13 +1,15 @@
-"""App-wide web wiring: the login loader, security headers, error pages, and template helpers."""
+"""App-wide web wiring: the login loader, security headers, error pages, template helpers, and the
+streamed CSV download that pages and the API share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mailapp.errors import MailappError, ValidationError
+from mailapp.errors import MailappError, ValidationError, error_body, field_problem
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -21,6 +23,15 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
     "Referrer-Policy": "same-origin",
 }
+
+
+def csv_download(lines: Iterable[str], filename: str) -> Response:
+    """Streamed: the rows are generated batch by batch while the client downloads."""
+    return Response(
+        stream_with_context(lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
 
 
 def wants_json() -> bool:
@@ -45,7 +56,7 @@ def init_app(app: Flask) -> None:
             if "\x00" in name or "\x00" in value:
                 field = name.replace("\x00", "")
                 raise ValidationError(
-                    f"The query parameter {field!r} holds a NUL character.", {"field": field}
+                    f"The query parameter {field!r} holds a NUL character.", [{"field": field}]
                 )
 
     @app.after_request
@@ -67,15 +78,15 @@ def init_app(app: Flask) -> None:
         if limit:
             message += f" The limit is {limit / (1024 * 1024):.1f} MB."
         if wants_json():
-            error_body = {"code": "request_entity_too_large", "message": message, "details": {"limit": limit}}
-            return jsonify({"error": error_body}), 413
+            details = [field_problem(None, message, limit=limit)]
+            return jsonify(error_body("request_entity_too_large", message, details)), 413
         return render_template("error.html", title="413 Request Entity Too Large", message=message), 413
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):  # noqa: ANN202
         if wants_json():
             code = (error.name or "error").lower().replace(" ", "_")
-            body = {"error": {"code": code, "message": error.description, "details": None}}
+            body = error_body(code, error.description or "")
             return jsonify(body), error.code
         return render_template(
             "error.html", title=f"{error.code} {error.name}", message=error.description

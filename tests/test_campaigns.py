@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event
 
-from mailapp.campaigns import services
+from mailapp.campaigns import lifecycle, services
 from mailapp.campaigns.forms import local_time_to_utc
 from mailapp.errors import InvalidStateError, NotFoundError, ValidationError
 from mailapp.extensions import db as database
@@ -81,7 +81,7 @@ def test_unknown_fields_are_refused(db, audience):  # noqa: F811
 def test_update_keeps_the_schedule_of_a_scheduled_campaign(db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience)
     send_at = utcnow() + timedelta(days=2)
-    services.schedule_campaign(campaign.id, send_at)
+    lifecycle.schedule_campaign(campaign.id, send_at)
     db.session.commit()
     version = campaign.schedule_version
     services.update_campaign(campaign.id, {"subject": "New subject"})
@@ -124,7 +124,7 @@ def test_delete_refused_while_sending(db, audience):  # noqa: F811
     db.session.commit()
     assert db.session.get(Campaign, draft.id) is None
     with pytest.raises(NotFoundError):
-        services.get_campaign(draft.id)
+        lifecycle.get_campaign(draft.id)
 
 
 # --- services: states -------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_delete_refused_while_sending(db, audience):  # noqa: F811
 def test_schedule_refuses_a_past_time(db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience)
     with pytest.raises(ValidationError, match="in the past"):
-        services.schedule_campaign(campaign.id, utcnow() - timedelta(minutes=5))
+        lifecycle.schedule_campaign(campaign.id, utcnow() - timedelta(minutes=5))
     db.session.rollback()
     assert db.session.get(Campaign, campaign.id).status == "draft"
 
@@ -143,15 +143,15 @@ def test_schedule_refuses_a_campaign_without_layout_or_lists(db, audience):  # n
     campaign.layout = None
     db.session.commit()
     with pytest.raises(ValidationError, match="no layout"):
-        services.schedule_campaign(campaign.id, utcnow() + timedelta(hours=1))
+        lifecycle.schedule_campaign(campaign.id, utcnow() + timedelta(hours=1))
 
 
 def test_schedule_bumps_the_version_and_marks_near_starts_queued(app, db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience)
-    services.schedule_campaign(campaign.id, utcnow() + timedelta(minutes=5))
+    lifecycle.schedule_campaign(campaign.id, utcnow() + timedelta(minutes=5))
     assert (campaign.schedule_version, campaign.start_queued_version) == (1, 1)
     far = utcnow() + timedelta(seconds=app.config["SCHEDULE_HORIZON_SECONDS"] + 600)
-    services.schedule_campaign(campaign.id, far)
+    lifecycle.schedule_campaign(campaign.id, far)
     assert campaign.status == "scheduled"
     assert campaign.send_at == far
     # Beyond the horizon: left to the dispatcher.
@@ -178,46 +178,46 @@ ILLEGAL_TRANSITIONS = [
 
 def test_illegal_transitions_say_the_current_state(db, audience):  # noqa: F811
     calls = {
-        "pause": services.pause_campaign,
-        "resume": services.resume_campaign,
-        "cancel": services.cancel_campaign,
-        "schedule": lambda campaign_id: services.schedule_campaign(
+        "pause": lifecycle.pause_on_request,
+        "resume": lifecycle.resume_campaign,
+        "cancel": lifecycle.cancel_campaign,
+        "schedule": lambda campaign_id: lifecycle.schedule_campaign(
             campaign_id, utcnow() + timedelta(hours=1)
         ),
-        "send": services.send_campaign_now,
+        "send": lifecycle.send_campaign_now,
     }
     for action, status in ILLEGAL_TRANSITIONS:
         campaign = make_ready_campaign(audience, status=status)
         with pytest.raises(InvalidStateError) as error:
             calls[action](campaign.id)
         assert f"it is {status}" in error.value.message, (action, status)
-        assert error.value.details == {"status": status}
+        assert [problem["status"] for problem in error.value.details] == [status]
         db.session.rollback()
         assert db.session.get(Campaign, campaign.id).status == status
 
 
 def test_pause_resume_cancel_of_a_sending_campaign(db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience, status="sending")
-    services.pause_campaign(campaign.id)
+    lifecycle.pause_on_request(campaign.id)
     assert campaign.status == "paused"
     assert campaign.status_reason
-    services.resume_campaign(campaign.id)
+    lifecycle.resume_campaign(campaign.id)
     assert campaign.status == "sending"
     assert campaign.status_reason == ""
-    services.cancel_campaign(campaign.id)
+    lifecycle.cancel_campaign(campaign.id)
     assert campaign.status == "cancelled"
     assert campaign.finished_at is not None
 
 
 def test_cancel_scheduled_makes_the_queued_start_stale(db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience)
-    services.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=2))
+    lifecycle.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=2))
     db.session.commit()
     version = campaign.schedule_version
-    services.cancel_campaign(campaign.id)
+    lifecycle.cancel_campaign(campaign.id)
     db.session.commit()
     assert campaign.schedule_version == version + 1
-    assert not services.claim_scheduled_campaign(campaign.id, version, now=utcnow() + timedelta(seconds=5))
+    assert not lifecycle.claim_scheduled_campaign(campaign.id, version, now=utcnow() + timedelta(seconds=5))
 
 
 def test_retry_failed_resets_failed_deliveries_only(db, audience):  # noqa: F811
@@ -232,7 +232,7 @@ def test_retry_failed_resets_failed_deliveries_only(db, audience):  # noqa: F811
         smtp_code=550,
     )
     sent = make_delivery(campaign.id, subscriber_id=subscribers[1].id, status="sent", attempts=1)
-    assert services.retry_failed_deliveries(campaign.id) == 1
+    assert lifecycle.retry_failed_deliveries(campaign.id) == 1
     db.session.commit()
     db.session.refresh(failed)
     db.session.refresh(sent)
@@ -241,7 +241,7 @@ def test_retry_failed_resets_failed_deliveries_only(db, audience):  # noqa: F811
     assert campaign.status == "sending"
     assert campaign.finished_at is None
     with pytest.raises(InvalidStateError, match="no failed deliveries"):
-        services.retry_failed_deliveries(campaign.id)
+        lifecycle.retry_failed_deliveries(campaign.id)
 
 
 # --- services: figures ------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_counts_for_a_page_of_campaigns(db, audience):  # noqa: F811
     counts = services.counts_for_campaigns([first, second])
     assert counts[first.id] == {"total": 4, "pending": 1, "sent": 2, "failed": 1}
     assert counts[second.id] == {"total": 1, "pending": 0, "sent": 1, "failed": 0}
-    assert services.campaign_stats(first.id) == {
+    assert services.delivery_stats(first.id) == {
         "total": 4,
         "pending": 1,
         "sending": 0,

@@ -57,7 +57,7 @@ def test_syntax_error_is_refused_with_its_line_and_nothing_stored(db) -> None:  
 def test_unknown_variable_is_refused(db) -> None:  # noqa: ANN001
     with pytest.raises(TemplateError) as caught:
         services.create_layout("Unknown", "<p>\n{{ customer.first_name }}</p>")
-    assert caught.value.details == [{"line": 2, "message": "Unknown variable 'customer'."}]
+    assert caught.value.details == [{"field": None, "line": 2, "message": "Unknown variable 'customer'."}]
     db.session.rollback()
     assert layout_count(db) == 0
 
@@ -379,7 +379,7 @@ def test_api_template_error_shape(api, db) -> None:  # noqa: ANN001
     error = response.get_json()["error"]
     assert error["code"] == "template_error"
     assert error["details"][0]["line"] == 4
-    assert set(error["details"][0]) == {"line", "message"}
+    assert set(error["details"][0]) == {"field", "line", "message"}
     assert layout_count(db) == 0
 
 

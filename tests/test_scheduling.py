@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mailapp.campaigns import services
+from mailapp.campaigns import dispatcher, lifecycle
 from mailapp.models import Campaign
 from mailapp.models.base import utcnow
 from tests.campaign_fixtures import audience, make_ready_campaign  # noqa: F401
@@ -12,8 +12,8 @@ from tests.campaign_fixtures import audience, make_ready_campaign  # noqa: F401
 
 def _scheduled(audience, delay: timedelta):  # noqa: ANN001, ANN202, F811
     campaign = make_ready_campaign(audience)
-    services.schedule_campaign(campaign.id, utcnow() + delay)
-    services.get_campaign(campaign.id)
+    lifecycle.schedule_campaign(campaign.id, utcnow() + delay)
+    lifecycle.get_campaign(campaign.id)
     from mailapp.extensions import db
 
     db.session.commit()
@@ -22,9 +22,9 @@ def _scheduled(audience, delay: timedelta):  # noqa: ANN001, ANN202, F811
 
 def test_claim_wins_once(db, audience):  # noqa: F811
     campaign = _scheduled(audience, timedelta(seconds=0))
-    assert services.claim_scheduled_campaign(campaign.id, 1)
+    assert lifecycle.claim_scheduled_campaign(campaign.id, 1)
     db.session.commit()
-    assert not services.claim_scheduled_campaign(campaign.id, 1)
+    assert not lifecycle.claim_scheduled_campaign(campaign.id, 1)
     db.session.refresh(campaign)
     assert campaign.status == "sending"
     assert campaign.started_at is not None
@@ -32,33 +32,33 @@ def test_claim_wins_once(db, audience):  # noqa: F811
 
 def test_claim_ignores_stale_versions_and_early_messages(db, audience):  # noqa: F811
     campaign = _scheduled(audience, timedelta(minutes=10))
-    assert not services.claim_scheduled_campaign(campaign.id, 1), "a message before its time does nothing"
-    services.schedule_campaign(campaign.id, utcnow())
+    assert not lifecycle.claim_scheduled_campaign(campaign.id, 1), "a message before its time does nothing"
+    lifecycle.schedule_campaign(campaign.id, utcnow())
     db.session.commit()
     assert campaign.schedule_version == 2
     later = utcnow() + timedelta(minutes=11)
-    assert not services.claim_scheduled_campaign(campaign.id, 1, now=later), "rescheduled: v1 is stale"
-    assert services.claim_scheduled_campaign(campaign.id, 2, now=later)
+    assert not lifecycle.claim_scheduled_campaign(campaign.id, 1, now=later), "rescheduled: v1 is stale"
+    assert lifecycle.claim_scheduled_campaign(campaign.id, 2, now=later)
 
 
 def test_dispatcher_queues_each_schedule_once_as_it_enters_the_horizon(app, db, audience):  # noqa: F811
     campaign = make_ready_campaign(audience)
     far = utcnow() + timedelta(seconds=app.config["SCHEDULE_HORIZON_SECONDS"] + 120)
-    services.schedule_campaign(campaign.id, far)
+    lifecycle.schedule_campaign(campaign.id, far)
     db.session.commit()
     assert campaign.start_queued_version == 0
     now = utcnow()
-    assert services.collect_due_work(now=now, horizon_seconds=60).to_queue == []
+    assert dispatcher.collect_due_work(now=now, horizon_seconds=60).to_queue == []
     later = far - timedelta(seconds=30)
-    work = services.collect_due_work(now=later, horizon_seconds=60)
+    work = dispatcher.collect_due_work(now=later, horizon_seconds=60)
     db.session.commit()
     assert work.to_queue == [(campaign.id, 1, far)]
     assert work.to_start == []
-    assert services.collect_due_work(now=later, horizon_seconds=60).to_queue == []
+    assert dispatcher.collect_due_work(now=later, horizon_seconds=60).to_queue == []
     # A reschedule is a new version: queued again.
-    services.schedule_campaign(campaign.id, far + timedelta(hours=1))
+    lifecycle.schedule_campaign(campaign.id, far + timedelta(hours=1))
     db.session.commit()
-    work = services.collect_due_work(now=far + timedelta(minutes=40), horizon_seconds=60 * 30)
+    work = dispatcher.collect_due_work(now=far + timedelta(minutes=40), horizon_seconds=60 * 30)
     assert [item[:2] for item in work.to_queue] == [(campaign.id, 2)]
 
 
@@ -68,15 +68,15 @@ def test_dispatcher_requeues_queued_schedules_due_within_the_lookahead(app, db, 
     _scheduled(audience, timedelta(seconds=20))  # beyond the lookahead: its message is trusted
     overdue = _scheduled(audience, timedelta(seconds=0))
     cancelled = _scheduled(audience, timedelta(seconds=2))
-    services.cancel_campaign(cancelled.id)
+    lifecycle.cancel_campaign(cancelled.id)
     never_queued = make_ready_campaign(audience)
     far = now + timedelta(seconds=app.config["SCHEDULE_HORIZON_SECONDS"] + 2)
-    services.schedule_campaign(never_queued.id, far)
+    lifecycle.schedule_campaign(never_queued.id, far)
     db.session.commit()
     assert soon.start_queued_version == soon.schedule_version, "queued after its commit, within the horizon"
 
     def collect(at):  # noqa: ANN001, ANN202
-        return services.collect_due_work(now=at, horizon_seconds=1800, lookahead_seconds=5)
+        return dispatcher.collect_due_work(now=at, horizon_seconds=1800, lookahead_seconds=5)
 
     work = collect(now + timedelta(seconds=1))
     db.session.commit()
@@ -89,7 +89,7 @@ def test_dispatcher_requeues_queued_schedules_due_within_the_lookahead(app, db, 
     assert [item[0] for item in work.to_queue] == [never_queued.id]
     assert never_queued.id not in [item[0] for item in work.to_requeue]
     # No lookahead, nothing requeued.
-    assert services.collect_due_work(now=now, horizon_seconds=1800).to_requeue == []
+    assert dispatcher.collect_due_work(now=now, horizon_seconds=1800).to_requeue == []
 
 
 def test_dispatcher_starts_overdue_and_recovers_stalled_starts(db, audience):  # noqa: F811
@@ -103,9 +103,9 @@ def test_dispatcher_starts_overdue_and_recovers_stalled_starts(db, audience):  #
         snapshot_taken_at=utcnow() - timedelta(minutes=5),
     )
     cancelled = _scheduled(audience, timedelta(seconds=0))
-    services.cancel_campaign(cancelled.id)
+    lifecycle.cancel_campaign(cancelled.id)
     db.session.commit()
-    work = services.collect_due_work(now=utcnow() + timedelta(seconds=1), horizon_seconds=1800)
+    work = dispatcher.collect_due_work(now=utcnow() + timedelta(seconds=1), horizon_seconds=1800)
     assert work.to_start == [(overdue.id, 1)]
     assert work.stalled == [stalled.id]
     assert fresh.id not in work.stalled
@@ -114,11 +114,11 @@ def test_dispatcher_starts_overdue_and_recovers_stalled_starts(db, audience):  #
 
 def test_start_fails_a_campaign_whose_layout_vanished(db, audience):  # noqa: F811
     campaign = _scheduled(audience, timedelta(seconds=0))
-    assert services.claim_scheduled_campaign(campaign.id, 1)
+    assert lifecycle.claim_scheduled_campaign(campaign.id, 1)
     db.session.commit()
     db.session.delete(campaign.layout)
     db.session.commit()
-    assert services.fail_unsendable_start(campaign.id)
+    assert lifecycle.fail_unsendable_start(campaign.id)
     db.session.commit()
     refreshed = db.session.get(Campaign, campaign.id)
     assert refreshed.status == "failed"

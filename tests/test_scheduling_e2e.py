@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from mailapp.campaigns import services, tasks
+from mailapp.campaigns import lifecycle, tasks
 from mailapp.models import Campaign
 from mailapp.models.base import utcnow
 from tests.campaign_fixtures import Audience, make_audience, make_ready_campaign
@@ -60,9 +60,11 @@ def _wait_for_status(db, campaign_id: int, status: str, timeout: float = 15) -> 
 
 
 def _schedule(db, campaign_id: int, delay: float) -> Campaign:  # noqa: ANN001
-    campaign = services.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=delay))
+    campaign = lifecycle.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=delay))
     db.session.commit()
-    tasks.queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
+    lifecycle.queue_start(
+        campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version
+    )
     row = _campaign_row(db, campaign_id)
     return row
 
@@ -111,7 +113,7 @@ def test_rescheduled_campaign_ignores_its_old_start_message(db, ready, smtp_serv
 def test_cancelled_campaign_is_never_sent(db, ready, smtp_server):  # noqa: ANN001
     campaign = make_ready_campaign(ready)
     _schedule(db, campaign.id, 1.0)
-    services.cancel_campaign(campaign.id)
+    lifecycle.cancel_campaign(campaign.id)
     db.session.commit()
     time.sleep(2.5)
     tasks.dispatch_due_campaigns()
@@ -128,7 +130,7 @@ def test_starting_twice_sends_each_message_once(db, ready, smtp_server):  # noqa
     # The ETA message from _schedule, two more duplicates through the broker, and one inline.
     tasks.start_campaign.delay(campaign.id, scheduled.schedule_version)
     tasks.start_campaign.delay(campaign.id, scheduled.schedule_version)
-    tasks.start_scheduled(campaign.id, scheduled.schedule_version)
+    lifecycle.start_scheduled(campaign.id, scheduled.schedule_version)
     _session_done(db)
     assert smtp_server.wait_for(len(ready.active), timeout=15)
     _wait_for_status(db, campaign.id, "sent")
@@ -171,7 +173,7 @@ def test_send_now_from_the_dashboard(db, ready, smtp_server, auth_client):  # no
 def test_dispatcher_starts_a_campaign_whose_start_message_was_lost(db, ready, smtp_server):  # noqa: ANN001
     campaign = make_ready_campaign(ready)
     # Scheduled, but no message queued (as after a broker restart) and already due.
-    services.schedule_campaign(campaign.id, utcnow())
+    lifecycle.schedule_campaign(campaign.id, utcnow())
     db.session.commit()
     result = tasks.dispatch_due_campaigns()
     assert result["started"] == [campaign.id]
@@ -185,7 +187,7 @@ def test_dispatcher_requeues_a_lost_start_message_so_the_campaign_starts_on_time
     assert app.config["SCHEDULE_LOOKAHEAD_SECONDS"] > LEAD
     campaign = make_ready_campaign(ready)
     # Queued (within the horizon) but its message lost: nothing in the broker.
-    send_at = services.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=LEAD)).send_at
+    send_at = lifecycle.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=LEAD)).send_at
     db.session.commit()
     result = tasks.dispatch_due_campaigns()
     assert result["requeued"] == [campaign.id]
@@ -215,7 +217,7 @@ def test_resume_sends_what_is_left(db, ready, smtp_server, api):  # noqa: ANN001
     from mailapp.sending.engine import snapshot_recipients
 
     snapshot_recipients(campaign.id)
-    services.pause_campaign(campaign.id)
+    lifecycle.pause_on_request(campaign.id)
     db.session.commit()
     time.sleep(0.5)
     assert smtp_server.messages == []

@@ -41,7 +41,7 @@ def assert_422_on(response, field: str) -> dict:  # noqa: ANN001
     # A NUL is caught by the API's JSON check before the subscriber rules see it (code unstorable_text).
     assert error["code"] in {"validation_error", "unstorable_text"}
     # The JSON check names the value's whole path (attributes.city); the subscriber rules the field.
-    named = error["details"]["field"]
+    named = error["details"][0]["field"]
     assert named == field or named.startswith(f"{field}.")
     return error
 

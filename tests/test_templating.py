@@ -81,7 +81,7 @@ def test_string_concatenation_is_refused_at_render_time_by_the_sandbox() -> None
     with pytest.raises(TemplateError) as caught:
         templating.validate_template(source)
     assert caught.value.details == [
-        {"line": 2, "message": caught.value.details[0]["message"]}
+        {"field": None, "line": 2, "message": caught.value.details[0]["message"]}
     ]
     assert "sandbox" in caught.value.details[0]["message"]
     with pytest.raises(TemplateError):
@@ -105,8 +105,8 @@ def test_unknown_variables_are_flagged_with_their_lines() -> None:
             "<p>{{ subscriber.name }}</p>\n<p>{{ customer.name }}</p>\n{{ subscriber.phone }}"
         )
     assert caught.value.details == [
-        {"line": 2, "message": "Unknown variable 'customer'."},
-        {"line": 3, "message": "Unknown variable 'subscriber.phone'."},
+        {"field": None, "line": 2, "message": "Unknown variable 'customer'."},
+        {"field": None, "line": 3, "message": "Unknown variable 'subscriber.phone'."},
     ]
 
 
@@ -201,7 +201,7 @@ def test_validator_only_raises_template_errors_and_valid_templates_render(source
     if refusal is not None:
         assert refusal.details
         for problem in refusal.details:
-            assert set(problem) == {"line", "message"}
+            assert set(problem) == {"field", "line", "message"}
             assert problem["message"]
         return
     assert isinstance(variables, list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from mailapp.auth.services import user_for_token
+from mailapp.errors import error_body
 
 API_PREFIX = "/api/v1"
 PUBLIC_ENDPOINTS = frozenset({"api.openapi_json"})
@@ -20,13 +21,7 @@ def require_bearer_token():  # noqa: ANN201
     scheme, _, token = header.partition(" ")
     user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if user is None:
-        body = {
-            "error": {
-                "code": "unauthorized",
-                "message": "A valid API token is required: Authorization: Bearer <token>.",
-                "details": None,
-            }
-        }
+        body = error_body("unauthorized", "A valid API token is required: Authorization: Bearer <token>.")
         return jsonify(body), 401, {"WWW-Authenticate": "Bearer"}
     g.api_user = user
     return None

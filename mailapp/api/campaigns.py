@@ -12,7 +12,8 @@ from sqlalchemy.orm import selectinload
 
 from mailapp.api import bp
 from mailapp.api.common import json_body, number_arg, paginated
-from mailapp.campaigns import services, tasks
+from mailapp.campaigns import lifecycle, services
+from mailapp.campaigns.serializers import serialize_campaign, serialize_delivery
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID
@@ -21,45 +22,10 @@ from mailapp.models import Campaign, Delivery
 MAX_DELIVERIES_PER_PAGE = 500
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def serialize_campaign(campaign: Campaign, stats: dict[str, int] | None = None) -> dict[str, Any]:
-    if stats is None:
-        live = services.campaign_stats(campaign.id)
-        stats = {
-            "total": live["total"] or campaign.total_recipients,
-            "pending": live["pending"] + live["sending"],
-            "sent": live["sent"],
-            "failed": live["failed"],
-        }
-    return {
-        "id": campaign.id,
-        "name": campaign.name,
-        "status": campaign.status,
-        "status_reason": campaign.status_reason,
-        "subject": campaign.subject,
-        "from_name": campaign.from_name,
-        "from_email": campaign.from_email,
-        "reply_to": campaign.reply_to,
-        "layout_id": campaign.layout_id,
-        "list_ids": sorted(lst.id for lst in campaign.lists),
-        "message": campaign.message,
-        "track_opens": campaign.track_opens,
-        "track_clicks": campaign.track_clicks,
-        "send_at": _iso(campaign.send_at),
-        "started_at": _iso(campaign.started_at),
-        "finished_at": _iso(campaign.finished_at),
-        "created_at": _iso(campaign.created_at),
-        "stats": stats,
-    }
-
-
 def _campaign_response(campaign_id: int, status: int = 200) -> tuple[dict[str, Any], int]:
-    campaign = services.get_campaign(campaign_id)
+    campaign = lifecycle.get_campaign(campaign_id)
     db.session.refresh(campaign)
-    return serialize_campaign(campaign), status
+    return serialize_campaign(campaign, services.campaign_counts(campaign)), status
 
 
 @bp.get("/campaigns")
@@ -70,7 +36,6 @@ def list_campaigns():  # noqa: ANN201
         statement = statement.where(Campaign.status == status)
     page = paginated(statement, lambda campaign: campaign)
     counts = services.counts_for_campaigns(page["items"])
-    db.session.commit()  # keeps the delivery counts just folded (see reports.services.status_counts)
     page["items"] = [serialize_campaign(campaign, counts[campaign.id]) for campaign in page["items"]]
     return page
 
@@ -83,8 +48,9 @@ def create_campaign():  # noqa: ANN201
 
 
 @bp.get("/campaigns/<int:campaign_id>")
-def get_campaign(campaign_id: int):  # noqa: ANN201
-    return serialize_campaign(services.get_campaign(campaign_id))
+def show_campaign(campaign_id: int):  # noqa: ANN201
+    campaign = lifecycle.get_campaign(campaign_id)
+    return serialize_campaign(campaign, services.campaign_counts(campaign))
 
 
 @bp.patch("/campaigns/<int:campaign_id>")
@@ -103,10 +69,7 @@ def delete_campaign(campaign_id: int):  # noqa: ANN201
 
 @bp.post("/campaigns/<int:campaign_id>/send")
 def send_campaign(campaign_id: int):  # noqa: ANN201
-    campaign = services.send_campaign_now(campaign_id)
-    version = campaign.schedule_version
-    db.session.commit()
-    tasks.start_now(campaign_id, version)
+    lifecycle.send_now(campaign_id)
     return _campaign_response(campaign_id, 202)
 
 
@@ -135,39 +98,31 @@ def parse_send_at(raw: Any) -> datetime:
 @bp.post("/campaigns/<int:campaign_id>/schedule")
 def schedule_campaign(campaign_id: int):  # noqa: ANN201
     send_at = parse_send_at(json_body().get("send_at"))
-    campaign = services.schedule_campaign(campaign_id, send_at)
-    db.session.commit()
-    tasks.queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
+    lifecycle.schedule(campaign_id, send_at)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/cancel")
 def cancel_campaign(campaign_id: int):  # noqa: ANN201
-    services.cancel_campaign(campaign_id)
-    db.session.commit()
+    lifecycle.cancel(campaign_id)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/pause")
 def pause_campaign(campaign_id: int):  # noqa: ANN201
-    services.pause_campaign(campaign_id, "Paused through the API.")
-    db.session.commit()
+    lifecycle.pause(campaign_id, "Paused through the API.")
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/resume")
 def resume_campaign(campaign_id: int):  # noqa: ANN201
-    services.resume_campaign(campaign_id)
-    db.session.commit()
-    tasks.continue_sending(campaign_id)
+    lifecycle.resume(campaign_id)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/retry-failed")
 def retry_failed(campaign_id: int):  # noqa: ANN201
-    count = services.retry_failed_deliveries(campaign_id)
-    db.session.commit()
-    tasks.continue_sending(campaign_id)
+    count = lifecycle.retry_failed(campaign_id)
     body, status = _campaign_response(campaign_id)
     body["retried"] = count
     return body, status
@@ -185,25 +140,11 @@ def test_campaign(campaign_id: int):  # noqa: ANN201
     return {"sent_to": sent_to, "subscriber_id": body.get("subscriber_id")}
 
 
-def serialize_delivery(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "subscriber_id": delivery.subscriber_id,
-        "email": delivery.email,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "sent_at": _iso(delivery.sent_at),
-        "message_id": delivery.message_id,
-        "smtp_code": delivery.smtp_code,
-        "error": delivery.error,
-    }
-
-
 @bp.get("/campaigns/<int:campaign_id>/deliveries")
 def campaign_deliveries(campaign_id: int):  # noqa: ANN201
     """Pages like every list (?page=&per_page=, with total). Deep into a million-row log, pass
     ?after=<id> instead (the answer's next_after): a keyset page that costs the same at any depth."""
-    services.get_campaign(campaign_id)
+    lifecycle.get_campaign(campaign_id)
     status = request.args.get("status") or None
     if "after" not in request.args:
         statement = select(Delivery).where(Delivery.campaign_id == campaign_id)

@@ -37,18 +37,18 @@ def json_body(*, optional: bool = False, max_bytes: int | None = None) -> dict[s
     if not request.is_json:
         raise JSONBodyError(
             "The request body must be a JSON object, sent with Content-Type: application/json.",
-            {"field": None},
+            [{"field": None}],
         )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise JSONBodyError(
-            f"The request body is not UTF-8 (byte {error.start}).", {"field": None}
+            f"The request body is not UTF-8 (byte {error.start}).", [{"field": None}]
         ) from error
     if nesting_exceeds(text):
         raise JSONBodyError(
             f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
-            {"field": None, "max_depth": MAX_JSON_DEPTH},
+            [{"field": None, "max_depth": MAX_JSON_DEPTH}],
         )
     try:
         data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -56,9 +56,9 @@ def json_body(*, optional: bool = False, max_bytes: int | None = None) -> dict[s
         where = ""
         if isinstance(error, json.JSONDecodeError):
             where = f" at line {error.lineno}, column {error.colno}"
-        raise JSONBodyError(f"The request body is not valid JSON{where}.", {"field": None}) from error
+        raise JSONBodyError(f"The request body is not valid JSON{where}.", [{"field": None}]) from error
     if not isinstance(data, dict):
-        raise ValidationError("The request body must be a JSON object.", {"field": None})
+        raise ValidationError("The request body must be a JSON object.", [{"field": None}])
     require_storable_text(data)
     return data
 
@@ -81,7 +81,7 @@ def require_storable_text(fields: dict[str, Any]) -> None:
         raise UnstorableTextError(
             f"{field or 'A key'} holds a NUL character or an unpaired UTF-16 surrogate, "
             "which cannot be stored.",
-            {"field": field or None},
+            [{"field": field or None}],
         )
 
 
@@ -114,7 +114,7 @@ def query_id(name: str) -> int | None:
     parsed = id_from_text(raw)
     if parsed is None:
         raise ValidationError(
-            f"{name} must be a whole number between {MIN_ID} and {MAX_ID}.", {"field": name}
+            f"{name} must be a whole number between {MIN_ID} and {MAX_ID}.", [{"field": name}]
         )
     return parsed
 
@@ -126,7 +126,7 @@ def number_arg(name: str, default: int, low: int, high: int) -> int:
         return default
     value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) else None
     if value is None or not low <= value <= high:
-        raise ValidationError(f"{name} must be a whole number between {low} and {high}.", {"field": name})
+        raise ValidationError(f"{name} must be a whole number between {low} and {high}.", [{"field": name}])
     return value
 
 

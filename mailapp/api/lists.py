@@ -10,8 +10,9 @@ from mailapp.api.common import json_body, paginated
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList
+from mailapp.subscribers import exports as subscriber_exports
 from mailapp.subscribers import imports, subscriber_lists, tasks
-from mailapp.subscribers.routes import csv_export_response
+from mailapp.web import csv_download
 
 
 def list_to_dict(item: SubscriberList, counts: subscriber_lists.ListCounts | None = None) -> dict:
@@ -57,7 +58,7 @@ def api_update_list(list_id: int):  # noqa: ANN201
     if unknown:
         raise ValidationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
     if "name" in data and data["name"] is None:
-        raise ValidationError("A list needs a name.", {"field": "name"})
+        raise ValidationError("A list needs a name.", [{"field": "name"}])
     subscriber_lists.update_list(target, name=data.get("name"), description=data.get("description"))
     db.session.commit()
     return jsonify(list_to_dict(target))
@@ -76,7 +77,7 @@ def api_import(list_id: int):  # noqa: ANN201
     upload = request.files.get("file")
     if upload is None:
         raise ImportFileError(
-            "Send the CSV file as multipart/form-data in the field 'file'.", {"field": "file"}
+            "Send the CSV file as multipart/form-data in the field 'file'.", [{"field": "file"}]
         )
     record = imports.start_import(target, upload.filename or "", upload.stream)
     db.session.commit()
@@ -91,4 +92,7 @@ def api_import_status(import_id: int):  # noqa: ANN201
 
 @bp.get("/lists/<int:list_id>/export")
 def api_export(list_id: int) -> Response:
-    return csv_export_response(subscriber_lists.get_list(list_id))
+    target = subscriber_lists.get_list(list_id)
+    return csv_download(
+        subscriber_exports.export_list_csv(target.id), subscriber_exports.export_filename(target)
+    )

@@ -25,6 +25,7 @@ ID: Schema = {"type": "integer", "minimum": MIN_ID, "maximum": MAX_ID}
 TIME: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 COUNT: Schema = {"type": "integer", "minimum": 0}
+STRING: Schema = {"type": "string"}
 RATE: Schema = {"type": "number", "minimum": 0}
 
 
@@ -42,6 +43,11 @@ def _object(properties: dict[str, Schema], required: list[str] | None = None, *,
     return schema
 
 
+def _every_field(properties: dict[str, Schema]) -> Schema:
+    """An object whose every property is always present."""
+    return _object(properties, list(properties))
+
+
 def _enum(values: type) -> Schema:
     return {"type": "string", "enum": [member.value for member in values]}
 
@@ -54,40 +60,33 @@ def _page_of(item: str) -> Schema:
     )
 
 
+# One entry of an error's details; a kind of error may add keys (a template error's "line").
+PROBLEM = _object({"field": {"type": ["string", "null"]}, "message": STRING}, ["field", "message"])
 CAMPAIGN_STATS = _object({name: COUNT for name in ("total", "pending", "sent", "failed")},
                          ["total", "pending", "sent", "failed"])
 
 SCHEMAS: dict[str, Schema] = {
-    "Error": _object(
-        {"error": _object(
-            {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
-            ["code", "message", "details"],
-        )},
-        ["error"],
-    ),
-    "List": _object(
+    "Error": _object({"error": _object(
+        {"code": STRING, "message": STRING, "details": {"type": "array", "items": PROBLEM}},
+        ["code", "message", "details"],
+    )}, ["error"]),
+    "List": _every_field(
         {"id": ID, "name": {"type": "string"}, "description": {"type": "string"}, "created_at": NULLABLE_TIME,
          "subscriber_count": COUNT, "active_count": COUNT, "unsubscribed_count": COUNT,
          "blocklisted_count": COUNT},
-        ["id", "name", "description", "created_at", "subscriber_count", "active_count", "unsubscribed_count",
-         "blocklisted_count"],
     ),
-    "Import": _object(
+    "Import": _every_field(
         {"id": ID, "list_id": {"type": ["integer", "null"]}, "filename": {"type": "string"},
          "status": _enum(ImportStatus), "total": COUNT, "processed": COUNT, "imported": COUNT,
          "updated": COUNT, "skipped": COUNT, "duplicates": COUNT, "invalid": COUNT,
          "errors": {"type": "array", "items": {"type": "object"}}, "failure": {"type": ["string", "null"]},
          "created_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME},
-        ["id", "list_id", "filename", "status", "total", "processed", "imported", "updated", "skipped",
-         "duplicates", "invalid", "errors", "failure", "created_at", "finished_at"],
     ),
-    "Subscriber": _object(
+    "Subscriber": _every_field(
         {"id": ID, "email": {"type": "string"}, "name": {"type": "string"}, "attributes": {"type": "object"},
          "status": _enum(SubscriberStatus), "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME,
          "unsubscribed_at": NULLABLE_TIME, "unsubscribed_campaign_id": {"type": ["integer", "null"]},
          "list_ids": {"type": "array", "items": ID}},
-        ["id", "email", "name", "attributes", "status", "created_at", "updated_at", "unsubscribed_at",
-         "unsubscribed_campaign_id", "list_ids"],
     ),
     "LayoutSummary": _object(
         {"id": ID, "name": {"type": "string"}, "variables": {"type": "array", "items": {"type": "string"}},
@@ -120,7 +119,7 @@ SCHEMAS: dict[str, Schema] = {
          "after": {"type": ["integer", "null"]}, "next_after": {"type": ["integer", "null"]}},
         ["items", "per_page", "after", "next_after"],
     ),
-    "Report": _object(
+    "Report": _every_field(
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
          "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
          "click_rate": RATE, "unsubscribes": COUNT,
@@ -129,8 +128,6 @@ SCHEMAS: dict[str, Schema] = {
          "top_links": {"type": "array", "items": _object(
              {"url": {"type": "string"}, "clicks": COUNT, "unique_clicks": COUNT},
              ["url", "clicks", "unique_clicks"])}},
-        ["recipients", "sent", "failed", "unique_opens", "opens", "machine_opens", "open_rate",
-         "unique_clicks", "clicks", "click_rate", "unsubscribes", "timeline", "top_links"],
     ),
 }
 
@@ -171,7 +168,7 @@ ERROR_MEANINGS = {
     "404": "No such object (or an id out of range).",
     "409": "A name or email already taken, or an action the object's state does not allow.",
     "413": "The body is over the size limit.",
-    "422": "Bad input: details name the field.",
+    "422": "Bad input: details list each problem as {field, message}.",
 }
 
 
@@ -384,7 +381,7 @@ def openapi_document(server_url: str = API_PREFIX) -> Schema:
             "version": "1",
             "description": "Send `Authorization: Bearer <token>` (create one with `flask --app wsgi tokens "
                            "create EMAIL`). Errors always have the shape "
-                           '{"error": {"code", "message", "details"}}.',
+                           '{"error": {"code", "message", "details": [{"field", "message"}]}}.',
         },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],

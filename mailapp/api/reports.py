@@ -5,12 +5,9 @@ from __future__ import annotations
 from flask import jsonify
 
 from mailapp.api import bp
-from mailapp.extensions import db
 from mailapp.reports.figures import campaign_report
 
 
 @bp.get("/campaigns/<int:campaign_id>/report")
 def campaign_report_json(campaign_id: int):  # noqa: ANN201
-    report = campaign_report(campaign_id).as_api()
-    db.session.commit()
-    return jsonify(report)
+    return jsonify(campaign_report(campaign_id).as_api())

@@ -119,7 +119,7 @@ class LoginThrottle:
             retry_after = max(1, math.ceil(window_start + self.window_seconds - now))
             raise TooManyAttemptsError(
                 f"Too many sign-in attempts. Try again in {retry_after} seconds.",
-                details={"retry_after": retry_after},
+                details=[{"retry_after": retry_after}],
             )
 
 

@@ -10,8 +10,9 @@ from flask import flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
-from mailapp.campaigns import bp, services, tasks
+from mailapp.campaigns import bp, lifecycle, services
 from mailapp.campaigns.forms import CampaignForm, ScheduleForm, TestSendForm
+from mailapp.campaigns.serializers import campaign_fields
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
@@ -27,7 +28,6 @@ PER_PAGE = 25
 def index():  # noqa: ANN201
     page = request.args.get("page", 1, type=page_arg)
     campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
-    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
 
 
@@ -61,7 +61,7 @@ def create():  # noqa: ANN201
 @login_required
 def edit(campaign_id: int):  # noqa: ANN201
     campaign = db.get_or_404(Campaign, campaign_id)
-    if "edit" not in services.allowed_actions(campaign):
+    if "edit" not in lifecycle.allowed_actions(campaign):
         flash(
             f"This campaign is {campaign.status}: only drafts and scheduled campaigns can be edited.",
             "warning",
@@ -95,7 +95,6 @@ def show(campaign_id: int):  # noqa: ANN201
 def progress(campaign_id: int):  # noqa: ANN201
     db.get_or_404(Campaign, campaign_id)
     body = services.progress(campaign_id)
-    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
     return jsonify(body)
 
 
@@ -107,15 +106,11 @@ def schedule(campaign_id: int):  # noqa: ANN201
     if not form.validate_on_submit():
         return _render_page(campaign, schedule_form=form), 422
     try:
-        scheduled = services.schedule_campaign(campaign_id, form.send_at_utc())
+        lifecycle.schedule(campaign_id, form.send_at_utc())
     except MailappError as error:
         db.session.rollback()
         form.send_at.errors = [*form.send_at.errors, error.message]
         return _render_page(db.get_or_404(Campaign, campaign_id), schedule_form=form), error.status_code
-    db.session.commit()
-    tasks.queue_start(
-        scheduled.id, scheduled.schedule_version, scheduled.send_at, scheduled.start_queued_version
-    )
     flash("Campaign scheduled. It starts at the time shown below, in your timezone.", "success")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
@@ -138,36 +133,27 @@ def test_send(campaign_id: int):  # noqa: ANN201
 
 
 def _send(campaign_id: int) -> str:
-    campaign = services.send_campaign_now(campaign_id)
-    version = campaign.schedule_version
-    db.session.commit()
-    tasks.start_now(campaign_id, version)
+    lifecycle.send_now(campaign_id)
     return "Sending started."
 
 
 def _cancel(campaign_id: int) -> str:
-    services.cancel_campaign(campaign_id)
-    db.session.commit()
+    lifecycle.cancel(campaign_id)
     return "Campaign cancelled."
 
 
 def _pause(campaign_id: int) -> str:
-    services.pause_campaign(campaign_id)
-    db.session.commit()
+    lifecycle.pause(campaign_id)
     return "Campaign paused: messages already being sent finish, the rest wait."
 
 
 def _resume(campaign_id: int) -> str:
-    services.resume_campaign(campaign_id)
-    db.session.commit()
-    tasks.continue_sending(campaign_id)
+    lifecycle.resume(campaign_id)
     return "Sending resumed."
 
 
 def _retry_failed(campaign_id: int) -> str:
-    count = services.retry_failed_deliveries(campaign_id)
-    db.session.commit()
-    tasks.continue_sending(campaign_id)
+    count = lifecycle.retry_failed(campaign_id)
     return f"{count} failed deliveries will be tried again."
 
 
@@ -225,7 +211,7 @@ def delete(campaign_id: int):  # noqa: ANN201
 
 def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
     if request.method == "GET":
-        fields = services.campaign_fields(campaign) if campaign else services.new_campaign_defaults()
+        fields = campaign_fields(campaign) if campaign else services.new_campaign_defaults()
         form = CampaignForm(data=fields)
     else:
         form = CampaignForm()
@@ -263,19 +249,16 @@ def _render_page(
     progress = services.progress(campaign.id)
     expected_recipients = (
         services.count_recipients([lst.id for lst in campaign.lists])
-        if campaign.status in services.EDITABLE_STATES
+        if campaign.status in lifecycle.EDITABLE_STATES
         else None
     )
-    db.session.commit()  # keeps the delivery counts just folded (see services.campaign_stats)
-    # Read after the commit, which expires what the session holds: rows read before it would each be
-    # fetched again, one query per row, as the template reads them.
     deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
     return render_template(
         "campaigns/show.html",
         campaign=campaign,
         progress=progress,
         expected_recipients=expected_recipients,
-        actions=services.allowed_actions(campaign),
+        actions=lifecycle.allowed_actions(campaign),
         schedule_form=schedule_form or ScheduleForm(),
         test_form=test_form or TestSendForm(),
         action_form=ActionForm(),

@@ -1,18 +1,20 @@
-"""Campaign rules: create, edit, duplicate, schedule, start, pause, resume, cancel, retry, test sends,
-recipient counts, progress figures and the delivery log.
+"""Campaign content and figures: create, edit, duplicate and delete, test sends, recipient counts,
+progress figures and the delivery log. The campaign's states and transitions are in
+mailapp.campaigns.lifecycle.
 
-Services flush; the view or task that owns the transaction commits, then queues any Celery task."""
+Services flush; the view or task that owns the transaction commits."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import func, select, union_all
 
-from mailapp.errors import InvalidStateError, NotFoundError, TemplateError, ValidationError
+from mailapp.campaigns.lifecycle import allowed_actions, get_campaign, require_action
+from mailapp.campaigns.serializers import campaign_fields, campaign_state
+from mailapp.errors import TemplateError, ValidationError, field_problem
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
 from mailapp.layouts import services as layout_services
@@ -23,13 +25,6 @@ from mailapp.models.layout import Layout
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
 from mailapp.subscribers.validation import normalize_email
 
-EDITABLE_STATES = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
-FINISHED_STATES = frozenset({CampaignStatus.SENT, CampaignStatus.CANCELLED, CampaignStatus.FAILED})
-# A campaign claimed for sending whose recipients were never snapshotted this long after its start
-# lost its worker in between; the dispatcher finishes the start.
-STALLED_START_SECONDS = 30
-# A start message that arrives this much early (clock skew between hosts) is still honoured.
-START_EARLY_TOLERANCE = timedelta(seconds=1)
 MAX_TEST_RECIPIENTS = 20
 DELIVERY_PAGE_SIZE = 50
 
@@ -49,66 +44,13 @@ FIELD_LABELS = {
 }
 CAMPAIGN_FIELDS = tuple(FIELD_LABELS)
 
-# Which actions each state allows; the page shows only these buttons.
-ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
-    CampaignStatus.DRAFT: frozenset({"edit", "send", "schedule", "test", "duplicate", "delete"}),
-    CampaignStatus.SCHEDULED: frozenset(
-        {"edit", "send", "schedule", "cancel", "test", "duplicate", "delete"}
-    ),
-    CampaignStatus.SENDING: frozenset({"pause", "cancel", "retry_failed", "test", "duplicate"}),
-    CampaignStatus.PAUSED: frozenset({"resume", "cancel", "retry_failed", "test", "duplicate", "delete"}),
-    CampaignStatus.SENT: frozenset({"retry_failed", "test", "duplicate", "delete"}),
-    CampaignStatus.CANCELLED: frozenset({"test", "duplicate", "delete"}),
-    CampaignStatus.FAILED: frozenset({"retry_failed", "test", "duplicate", "delete"}),
-}
-
-
-def allowed_actions(campaign: Campaign) -> frozenset[str]:
-    return ALLOWED_ACTIONS.get(campaign.status, frozenset())
-
-
-def get_campaign(campaign_id: int) -> Campaign:
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFoundError(f"Campaign {campaign_id} does not exist.")
-    return campaign
-
-
-def _require_action(campaign: Campaign, action: str, verb: str) -> None:
-    if action not in allowed_actions(campaign):
-        raise InvalidStateError(
-            f"Cannot {verb} campaign {campaign.id}: it is {campaign.status}.",
-            {"status": campaign.status},
-        )
-
-
 # --- fields -----------------------------------------------------------------------------------------
-
-
-def campaign_fields(campaign: Campaign) -> dict[str, Any]:
-    """The editable fields of a campaign, in the shape create/update take."""
-    return {
-        "name": campaign.name,
-        "subject": campaign.subject,
-        "from_name": campaign.from_name,
-        "from_email": campaign.from_email,
-        "reply_to": campaign.reply_to,
-        "layout_id": campaign.layout_id,
-        "list_ids": [lst.id for lst in campaign.lists],
-        "message": campaign.message,
-        "track_opens": campaign.track_opens,
-        "track_clicks": campaign.track_clicks,
-    }
 
 
 @dataclass
 class _Checked:
     values: dict[str, Any]
     lists: list[SubscriberList]
-
-
-def _field_error(field: str, message: str) -> dict[str, str]:
-    return {"field": field, "message": message}
 
 
 def _as_id(value: Any) -> int | None:
@@ -125,7 +67,7 @@ def _check_fields(data: Mapping[str, Any]) -> _Checked:
     if unknown:
         raise ValidationError(
             f"Unknown field(s): {', '.join(unknown)}.",
-            [_field_error(name, "Unknown field.") for name in unknown],
+            [field_problem(name, "Unknown field.") for name in unknown],
         )
     problems: list[dict[str, str]] = []
     values: dict[str, Any] = {}
@@ -135,64 +77,64 @@ def _check_fields(data: Mapping[str, Any]) -> _Checked:
         if raw is None:
             raw = ""
         if not isinstance(raw, str):
-            problems.append(_field_error(name, "Must be a string."))
+            problems.append(field_problem(name, "Must be a string."))
             continue
         value = raw if name == "message" else raw.strip()
         if name in HEADER_FIELDS and ("\r" in value or "\n" in value):
-            problems.append(_field_error(name, "Cannot contain line breaks (it goes into a mail header)."))
+            problems.append(field_problem(name, "Cannot contain line breaks (it goes into a mail header)."))
             continue
         limit = FIELD_LIMITS.get(name)
         if limit and len(value) > limit:
-            problems.append(_field_error(name, f"Must be at most {limit} characters."))
+            problems.append(field_problem(name, f"Must be at most {limit} characters."))
             continue
         values[name] = value
 
     for name in ("name", "subject", "from_email"):
         if name in values and not values[name]:
-            problems.append(_field_error(name, "This field is required."))
+            problems.append(field_problem(name, "This field is required."))
             values.pop(name)
 
     if values.get("subject"):
         try:
             layout_services.check_subject(values["subject"])
         except TemplateError as error:
-            problems.append(_field_error("subject", error.message))
+            problems.append(field_problem("subject", error.message))
     for name in ("from_email", "reply_to"):
         if values.get(name):
             try:
                 values[name] = normalize_email(values[name])
             except ValidationError as error:
-                problems.append(_field_error(name, error.message))
+                problems.append(field_problem(name, error.message))
 
     layout_id = _as_id(data.get("layout_id"))
     if layout_id is None:
-        problems.append(_field_error("layout_id", "Choose a layout."))
+        problems.append(field_problem("layout_id", "Choose a layout."))
     elif db.session.get(Layout, layout_id) is None:
-        problems.append(_field_error("layout_id", f"Layout {layout_id} does not exist."))
+        problems.append(field_problem("layout_id", f"Layout {layout_id} does not exist."))
     else:
         values["layout_id"] = layout_id
 
     lists: list[SubscriberList] = []
     raw_lists = data.get("list_ids")
     if not isinstance(raw_lists, list | tuple) or not raw_lists:
-        problems.append(_field_error("list_ids", "Choose at least one list."))
+        problems.append(field_problem("list_ids", "Choose at least one list."))
     else:
         list_ids = [_as_id(item) for item in raw_lists]
         if any(item is None for item in list_ids):
-            problems.append(_field_error("list_ids", "List ids must be whole numbers."))
+            problems.append(field_problem("list_ids", "List ids must be whole numbers."))
         else:
             wanted = sorted(set(list_ids))
             lists = list(db.session.scalars(select(SubscriberList).where(SubscriberList.id.in_(wanted))))
             missing = sorted(set(wanted) - {lst.id for lst in lists})
             if missing:
                 problems.append(
-                    _field_error("list_ids", f"No such list: {', '.join(str(m) for m in missing)}.")
+                    field_problem("list_ids", f"No such list: {', '.join(str(m) for m in missing)}.")
                 )
 
     for name in ("track_opens", "track_clicks"):
         raw = data.get(name, True)
         if not isinstance(raw, bool):
-            problems.append(_field_error(name, "Must be true or false."))
+            problems.append(field_problem(name, "Must be true or false."))
         else:
             values[name] = raw
 
@@ -234,7 +176,7 @@ def create_campaign(data: Mapping[str, Any]) -> Campaign:
 def update_campaign(campaign_id: int, changes: Mapping[str, Any]) -> Campaign:
     """Change some fields of a draft or scheduled campaign; a scheduled one keeps its schedule."""
     campaign = get_campaign(campaign_id)
-    _require_action(campaign, "edit", "edit")
+    require_action(campaign, "edit", "edit")
     checked = _check_fields({**campaign_fields(campaign), **changes})
     _apply(campaign, checked)
     db.session.flush()
@@ -257,236 +199,9 @@ def duplicate_campaign(campaign_id: int) -> Campaign:
 
 def delete_campaign(campaign_id: int) -> None:
     campaign = get_campaign(campaign_id)
-    _require_action(campaign, "delete", "delete")
+    require_action(campaign, "delete", "delete")
     db.session.delete(campaign)
     db.session.flush()
-
-
-# --- scheduling -------------------------------------------------------------------------------------
-
-
-def _check_sendable(campaign: Campaign) -> None:
-    """What must hold before a campaign may be queued: a layout, lists, a subject that compiles."""
-    problems = []
-    if campaign.layout_id is None:
-        problems.append(_field_error("layout_id", "The campaign has no layout (it was deleted): choose one."))
-    if not campaign.lists:
-        problems.append(_field_error("list_ids", "The campaign has no target list: choose at least one."))
-    if problems:
-        raise ValidationError(problems[0]["message"], problems)
-
-
-def schedule_campaign(campaign_id: int, send_at: datetime, *, now: datetime | None = None) -> Campaign:
-    """Set (or move) the send time of a draft or scheduled campaign. A new schedule_version makes any
-    start message already queued for the old time do nothing. The caller commits, then calls
-    tasks.queue_start (which only queues when the time falls within the horizon)."""
-    from flask import current_app
-
-    now = now or utcnow()
-    if send_at.tzinfo is None:
-        raise ValidationError(
-            "send_at must carry a timezone offset.", [_field_error("send_at", "No offset.")]
-        )
-    if send_at < now - timedelta(seconds=1):
-        raise ValidationError(
-            "The send time is in the past: pick a later time.",
-            [{"field": "send_at", "message": "This time is in the past.", "send_at": send_at.isoformat(),
-              "now": now.isoformat()}],
-        )
-    campaign = get_campaign(campaign_id)
-    _require_action(campaign, "schedule", "schedule")
-    _check_sendable(campaign)
-    campaign.status = CampaignStatus.SCHEDULED
-    campaign.send_at = max(send_at, now)
-    campaign.schedule_version += 1
-    campaign.status_reason = ""
-    horizon = timedelta(seconds=current_app.config["SCHEDULE_HORIZON_SECONDS"])
-    if campaign.send_at <= now + horizon:
-        campaign.start_queued_version = campaign.schedule_version
-    db.session.flush()
-    return campaign
-
-
-def send_campaign_now(campaign_id: int) -> Campaign:
-    """Schedule at once; the caller commits and then runs the start (tasks.start_scheduled)."""
-    campaign = get_campaign(campaign_id)
-    _require_action(campaign, "send", "send")
-    return schedule_campaign(campaign_id, utcnow())
-
-
-def claim_scheduled_campaign(campaign_id: int, version: int, *, now: datetime | None = None) -> bool:
-    """The atomic start: exactly one of any number of start messages for this schedule wins. A message
-    for an older schedule (rescheduled or cancelled since) matches no row."""
-    # Begin first (on SQLite that takes the write lock), so started_at is when the claim really happened.
-    db.session.connection()
-    now = now or utcnow()
-    result = db.session.execute(
-        update(Campaign)
-        .where(
-            Campaign.id == campaign_id,
-            Campaign.status == CampaignStatus.SCHEDULED,
-            Campaign.schedule_version == version,
-            Campaign.send_at <= now + START_EARLY_TOLERANCE,
-        )
-        .values(status=CampaignStatus.SENDING, started_at=now, status_reason="", finished_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
-
-
-def fail_unsendable_start(campaign_id: int) -> bool:
-    """Right after the claim: a campaign whose layout or lists vanished since it was scheduled fails
-    with a reason instead of sending nothing (or garbage). Returns True when it failed."""
-    campaign = get_campaign(campaign_id)
-    db.session.refresh(campaign)
-    try:
-        _check_sendable(campaign)
-    except ValidationError as error:
-        campaign.status = CampaignStatus.FAILED
-        campaign.status_reason = error.message
-        campaign.finished_at = utcnow()
-        db.session.flush()
-        return True
-    return False
-
-
-def finish_if_nobody_to_send(campaign_id: int) -> None:
-    """After the snapshot: no active recipient means there is nothing to wait for."""
-    campaign = get_campaign(campaign_id)
-    db.session.refresh(campaign)
-    if campaign.status == CampaignStatus.SENDING and campaign.total_recipients == 0:
-        campaign.status = CampaignStatus.SENT
-        campaign.finished_at = utcnow()
-        campaign.status_reason = "The target lists had no active subscribers when sending started."
-        db.session.flush()
-
-
-@dataclass(frozen=True)
-class DueWork:
-    to_start: list[tuple[int, int]]
-    to_queue: list[tuple[int, int, datetime]]
-    to_requeue: list[tuple[int, int, datetime]]
-    stalled: list[int]
-
-
-def collect_due_work(
-    *, now: datetime | None = None, horizon_seconds: int, lookahead_seconds: float = 0
-) -> DueWork:
-    """What the beat dispatcher must do now: overdue schedules to start directly, schedules entering the
-    horizon to queue with an ETA (marked queued here, so each is queued once), claimed campaigns whose
-    snapshot never happened, and (to_requeue) the queued schedules due within lookahead_seconds, whose
-    start message may have been lost: queued again with an ETA, they start on time rather than at the
-    first tick after it. The claim makes the extra messages harmless."""
-    now = now or utcnow()
-    imminent = db.session.execute(
-        select(Campaign.id, Campaign.schedule_version, Campaign.send_at).where(
-            Campaign.status == CampaignStatus.SCHEDULED,
-            Campaign.send_at > now,
-            Campaign.send_at <= now + timedelta(seconds=lookahead_seconds),
-            Campaign.start_queued_version == Campaign.schedule_version,
-        )
-    ).all()
-    overdue = db.session.execute(
-        select(Campaign.id, Campaign.schedule_version).where(
-            Campaign.status == CampaignStatus.SCHEDULED, Campaign.send_at <= now
-        )
-    ).all()
-    entering = db.session.execute(
-        select(Campaign.id, Campaign.schedule_version, Campaign.send_at)
-        .where(
-            Campaign.status == CampaignStatus.SCHEDULED,
-            Campaign.send_at > now,
-            Campaign.send_at <= now + timedelta(seconds=horizon_seconds),
-            Campaign.start_queued_version != Campaign.schedule_version,
-        )
-        .with_for_update(skip_locked=True)
-    ).all()
-    for campaign_id, version, _send_at in entering:
-        db.session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.schedule_version == version)
-            .values(start_queued_version=version)
-            .execution_options(synchronize_session=False)
-        )
-    stalled = db.session.scalars(
-        select(Campaign.id).where(
-            Campaign.status == CampaignStatus.SENDING,
-            Campaign.snapshot_taken_at.is_(None),
-            Campaign.started_at <= now - timedelta(seconds=STALLED_START_SECONDS),
-        )
-    ).all()
-    db.session.flush()
-    return DueWork(
-        to_start=[(row[0], row[1]) for row in overdue],
-        to_queue=[(row[0], row[1], row[2]) for row in entering],
-        to_requeue=[(row[0], row[1], row[2]) for row in imminent],
-        stalled=list(stalled),
-    )
-
-
-# --- actions on a running campaign ------------------------------------------------------------------
-
-
-def cancel_campaign(campaign_id: int) -> Campaign:
-    campaign = get_campaign(campaign_id)
-    _require_action(campaign, "cancel", "cancel")
-    if campaign.status == CampaignStatus.SCHEDULED:
-        # A start message already queued must find a different version and do nothing.
-        campaign.schedule_version += 1
-    campaign.status = CampaignStatus.CANCELLED
-    campaign.status_reason = ""
-    campaign.finished_at = utcnow()
-    db.session.flush()
-    return campaign
-
-
-def pause_campaign(campaign_id: int, reason: str = "Paused from the dashboard.") -> Campaign:
-    campaign = get_campaign(campaign_id)
-    _require_action(campaign, "pause", "pause")
-    campaign.status = CampaignStatus.PAUSED
-    campaign.status_reason = reason
-    db.session.flush()
-    return campaign
-
-
-def resume_campaign(campaign_id: int) -> Campaign:
-    """Back to sending; the caller commits, then tasks.continue_sending queues the batches."""
-    campaign = get_campaign(campaign_id)
-    _require_action(campaign, "resume", "resume")
-    campaign.status = CampaignStatus.SENDING
-    campaign.status_reason = ""
-    db.session.flush()
-    return campaign
-
-
-def retry_failed_deliveries(campaign_id: int) -> int:
-    """Failed deliveries back to pending with their attempts reset, the campaign back to sending. The
-    caller commits, then tasks.continue_sending queues the batches. Returns how many were reset."""
-    campaign = get_campaign(campaign_id)
-    _require_action(campaign, "retry_failed", "retry the failed deliveries of")
-    result = db.session.execute(
-        update(Delivery)
-        .where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.FAILED)
-        .values(
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-            leased_until=None,
-            next_attempt_at=None,
-            smtp_code=None,
-            error="",
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:
-        raise InvalidStateError(
-            f"Campaign {campaign_id} has no failed deliveries to retry (it is {campaign.status}).",
-            {"status": campaign.status},
-        )
-    campaign.status = CampaignStatus.SENDING
-    campaign.status_reason = ""
-    campaign.finished_at = None
-    db.session.flush()
-    return result.rowcount
 
 
 # --- test sends -------------------------------------------------------------------------------------
@@ -497,18 +212,18 @@ def parse_test_recipients(raw: str | Iterable[str]) -> list[str]:
     items = raw.replace(",", " ").split() if isinstance(raw, str) else list(raw)
     if not items:
         raise ValidationError(
-            "Give at least one address to send the test to.", [_field_error("emails", "Required.")]
+            "Give at least one address to send the test to.", [field_problem("emails", "Required.")]
         )
     if len(items) > MAX_TEST_RECIPIENTS:
         raise ValidationError(
             f"At most {MAX_TEST_RECIPIENTS} test addresses at once.",
-            [_field_error("emails", "Too many addresses.")],
+            [field_problem("emails", "Too many addresses.")],
         )
     emails = []
     for item in items:
         if not isinstance(item, str):
             raise ValidationError(
-                "emails must be a list of strings.", [_field_error("emails", "Not a string.")]
+                "emails must be a list of strings.", [field_problem("emails", "Not a string.")]
             )
         emails.append(normalize_email(item))
     return list(dict.fromkeys(emails))
@@ -523,13 +238,14 @@ def resolve_test_subscriber(subscriber: int | str | None) -> int | None:
         if found is None:
             raise ValidationError(
                 f"No subscriber has the address {subscriber.strip()!r}.",
-                [_field_error("subscriber", "Unknown subscriber.")],
+                [field_problem("subscriber", "Unknown subscriber.")],
             )
         return found
     subscriber_id = _as_id(subscriber)
     if subscriber_id is None or db.session.get(Subscriber, subscriber_id) is None:
         raise ValidationError(
-            f"Subscriber {subscriber} does not exist.", [_field_error("subscriber_id", "Unknown subscriber.")]
+            f"Subscriber {subscriber} does not exist.",
+            [field_problem("subscriber_id", "Unknown subscriber.")],
         )
     return subscriber_id
 
@@ -567,10 +283,11 @@ def count_recipients(list_ids: Sequence[int]) -> int:
     return db.session.scalar(select(func.count()).select_from(members)) or 0
 
 
-def campaign_stats(campaign_id: int) -> dict[str, int]:
+def delivery_stats(campaign_id: int) -> dict[str, int]:
     """{total, pending, sending, sent, failed}, exact, from the counts the database keeps per campaign
-    and status (reports.services.status_counts): a few rows, however many recipients. The caller
-    commits."""
+    and status (reports.figures.status_counts): a few rows, however many recipients."""
+    # Imported here while an area's package still loads its routes (mailapp.reports -> its routes ->
+    # reports.figures -> campaigns.lifecycle -> mailapp.campaigns -> its routes -> this module).
     from mailapp.reports.figures import status_counts
 
     stats = status_counts([campaign_id])[campaign_id]
@@ -578,11 +295,22 @@ def campaign_stats(campaign_id: int) -> dict[str, int]:
     return stats
 
 
+def campaign_counts(campaign: Campaign) -> dict[str, int]:
+    """{total, pending, sent, failed} of one campaign, as the API shows them: pending counts the
+    deliveries being sent too, and the total is the snapshot's size until the counts exist."""
+    live = delivery_stats(campaign.id)
+    return {
+        "total": live["total"] or campaign.total_recipients,
+        "pending": live["pending"] + live["sending"],
+        "sent": live["sent"],
+        "failed": live["failed"],
+    }
+
+
 def progress(campaign_id: int) -> dict[str, Any]:
-    """What the campaign page polls: status, counts, and the average rate since the start. The caller
-    commits (see campaign_stats)."""
+    """What the campaign page polls: status, counts, and the average rate since the start."""
     campaign = get_campaign(campaign_id)
-    stats = campaign_stats(campaign_id)
+    stats = delivery_stats(campaign_id)
     if not stats["total"] and campaign.total_recipients:
         stats["total"] = campaign.total_recipients
     done = stats["sent"] + stats["failed"]
@@ -592,12 +320,7 @@ def progress(campaign_id: int) -> dict[str, Any]:
         elapsed = max((end - campaign.started_at).total_seconds(), 0.001)
         average_rate = round(done / elapsed, 2)
     return {
-        "id": campaign.id,
-        "status": campaign.status,
-        "status_reason": campaign.status_reason,
-        "send_at": _iso(campaign.send_at),
-        "started_at": _iso(campaign.started_at),
-        "finished_at": _iso(campaign.finished_at),
+        **campaign_state(campaign),
         "stats": stats,
         "average_rate": average_rate,
         "actions": sorted(allowed_actions(campaign)),
@@ -605,13 +328,9 @@ def progress(campaign_id: int) -> dict[str, Any]:
     }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
     """{total, pending, sent, failed} for a page of campaigns, from the maintained counts (see
-    campaign_stats). The caller commits."""
+    delivery_stats)."""
     from mailapp.reports.figures import delivery_counts
 
     counted = delivery_counts([campaign.id for campaign in campaigns])
@@ -645,7 +364,7 @@ def delivery_page(
     if status is not None and status not in set(DeliveryStatus):
         raise ValidationError(
             f"Unknown delivery status {status!r}; use one of {', '.join(DeliveryStatus)}.",
-            [_field_error("status", "Unknown status.")],
+            [field_problem("status", "Unknown status.")],
         )
     # One ordered range scan of the (campaign_id, status, id) index per status, merged: fast at any
     # depth of a million-row log, where "campaign_id = ? AND id > ? ORDER BY id" would scan or sort.

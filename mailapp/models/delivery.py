@@ -66,14 +66,21 @@ class Delivery(Base):
     accepts_v1_tokens: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
+# The database triggers on deliveries that keep CampaignDeliveryCount: installed by migration
+# 0002_dashboard_indexes on both backends (0003 puts them back as they were after rebuilding deliveries
+# on SQLite). No Python code writes these counts; tests/test_schema.py checks the triggers are there.
+DELIVERY_COUNT_TRIGGERS = ("deliveries_count_insert", "deliveries_count_update", "deliveries_count_delete")
+
+
 class CampaignDeliveryCount(Base):
-    """How many of a campaign's deliveries are in each status, kept by database triggers on deliveries
+    """How many of a campaign's deliveries are in each status, kept by the DELIVERY_COUNT_TRIGGERS
     (migration 0002), so progress and reports read a few rows instead of counting a million.
 
     A campaign's count for a status is the SUM of its rows. On PostgreSQL every statement that changes
     deliveries appends its net change as new rows (no row is updated, so concurrent senders never wait
-    on each other), and readers fold them back into one row per status now and then; on SQLite, which
-    has one writer at a time, the trigger keeps one row per status up to date."""
+    on each other), and the beat task reports.tasks.fold_delivery_counts folds them back into one row
+    per status; readers only read. On SQLite, which has one writer at a time, the trigger keeps one row
+    per status up to date."""
 
     __tablename__ = "campaign_delivery_counts"
     __table_args__ = (Index("ix_campaign_delivery_counts_campaign_status", "campaign_id", "status"),)

@@ -1,4 +1,9 @@
-"""Tracked links, the open and click events recorded against deliveries, and per-campaign counters."""
+"""Tracked links, the open and click events recorded against deliveries, and per-campaign counters.
+
+The counters are kept two ways, each in one place: CampaignStats by Python, in the transaction that
+records the events (mailapp.tracking.counters and opens, which need to know who had already engaged), and
+CampaignHourlyActivity by the HOURLY_ACTIVITY_TRIGGERS of migration 0002. Delivery counts per status
+are kept by triggers too (mailapp.models.delivery.DELIVERY_COUNT_TRIGGERS)."""
 
 from __future__ import annotations
 
@@ -77,8 +82,9 @@ class ClickEvent(Base):
 
 
 class CampaignStats(Base):
-    """Engagement counters per campaign, kept in the same transaction as the events they count, so the
-    dashboard and reports read one row instead of counting millions of events.
+    """Engagement counters per campaign, kept by mailapp.tracking.counters in the same transaction as
+    the events they count, so the dashboard and reports read one row instead of counting millions of
+    events.
 
     unique_opens counts recipients with a human open OR a human click (a click implies an open);
     clicks and unique_clicks leave out scanner clicks, which are counted in scanner_clicks."""
@@ -97,10 +103,16 @@ class CampaignStats(Base):
     unsubscribes: Mapped[int] = mapped_column(default=0)
 
 
+# The database triggers that keep CampaignHourlyActivity: installed by migration 0002_dashboard_indexes
+# on both backends. No Python code writes these rows; tests/test_schema.py checks the triggers are there.
+HOURLY_ACTIVITY_TRIGGERS = ("open_events_roll_up", "click_events_roll_up")
+
+
 class CampaignHourlyActivity(Base):
-    """Opens (human and machine) and human clicks per campaign and UTC hour, kept by database triggers on
-    open_events and click_events (migration 0002): the report's timeline reads these few rows instead of
-    grouping every event. Events are only ever deleted with their campaign, which takes these rows too."""
+    """Opens (human and machine) and human clicks per campaign and UTC hour, kept by the
+    HOURLY_ACTIVITY_TRIGGERS on open_events and click_events (migration 0002): the report's timeline
+    reads these few rows instead of grouping every event. Events are only ever deleted with their
+    campaign, which takes these rows too."""
 
     __tablename__ = "campaign_hourly_activity"
 

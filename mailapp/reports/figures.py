@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,8 +22,8 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
+from mailapp.campaigns.lifecycle import get_campaign
 from mailapp.db_setup import is_postgres
-from mailapp.errors import NotFoundError
 from mailapp.extensions import db
 from mailapp.models import (
     Campaign,
@@ -159,13 +158,6 @@ def _fraction(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def get_campaign(campaign_id: int) -> Campaign:
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFoundError(f"Campaign {campaign_id} does not exist.")
-    return campaign
-
-
 def counters_for(campaign_ids: list[int]) -> dict[int, CampaignStats]:
     if not campaign_ids:
         return {}
@@ -179,35 +171,46 @@ def counters_for(campaign_ids: list[int]) -> dict[int, CampaignStats]:
 
 def status_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
     """{campaign_id: {status: deliveries}} for every status, from the counts the database triggers keep
-    (mailapp.models.CampaignDeliveryCount): exact, and a few rows per campaign however many recipients.
-    On PostgreSQL a campaign whose count rows have piled up (a sending campaign appends some with every
-    batch) has them folded into one per status on the way; the caller commits, to keep that."""
+    (mailapp.models.CampaignDeliveryCount): exact, and a few rows per campaign however many recipients
+    (fold_piled_up_delivery_counts keeps them few). Reads only."""
     counts = {campaign_id: {str(status): 0 for status in DeliveryStatus} for campaign_id in campaign_ids}
     if not campaign_ids:
         return counts
-    rows_per_campaign: dict[int, int] = defaultdict(int)
-    for campaign_id, status, number, rows in db.session.execute(
+    for campaign_id, status, number in db.session.execute(
         select(
             CampaignDeliveryCount.campaign_id,
             CampaignDeliveryCount.status,
             func.sum(CampaignDeliveryCount.deliveries),
-            func.count(),
         )
         .where(CampaignDeliveryCount.campaign_id.in_(campaign_ids))
         .group_by(CampaignDeliveryCount.campaign_id, CampaignDeliveryCount.status)
     ):
         counts[campaign_id][status] = int(number)
-        rows_per_campaign[campaign_id] += rows
-    if is_postgres():
-        for campaign_id in sorted(rows_per_campaign):
-            if rows_per_campaign[campaign_id] >= FOLD_COUNT_ROWS_FROM:
-                _fold_status_counts(campaign_id)
     return counts
 
 
 # A campaign's count rows are folded once there are this many: summing a few hundred rows is still
-# cheap, and folding on every read would turn every read into a write.
+# cheap, and folding what is already a row or two per status would only churn the table.
 FOLD_COUNT_ROWS_FROM = 200
+
+
+def fold_piled_up_delivery_counts() -> list[int]:
+    """On PostgreSQL, where every statement on deliveries appends its net change as new count rows (a
+    sending campaign adds some with every batch), fold each campaign whose rows have piled up into one
+    row per status. The beat task reports.tasks.fold_delivery_counts runs this, so reading pages never
+    writes. Returns the campaigns folded; the caller commits. SQLite's triggers keep one row per status
+    already."""
+    if not is_postgres():
+        return []
+    piled_up = db.session.scalars(
+        select(CampaignDeliveryCount.campaign_id)
+        .group_by(CampaignDeliveryCount.campaign_id)
+        .having(func.count() >= FOLD_COUNT_ROWS_FROM)
+        .order_by(CampaignDeliveryCount.campaign_id)
+    ).all()
+    for campaign_id in piled_up:
+        _fold_status_counts(campaign_id)
+    return list(piled_up)
 
 
 def _fold_status_counts(campaign_id: int) -> None:
@@ -238,7 +241,7 @@ def delivery_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
 
 
 def campaign_report(campaign_id: int) -> CampaignReport:
-    """The report's figures. The caller commits (see status_counts)."""
+    """The report's figures."""
     campaign = get_campaign(campaign_id)
     counters = counters_for([campaign.id])
     counts = delivery_counts([campaign.id])[campaign.id]
@@ -355,8 +358,7 @@ class CampaignSummary:
 
 
 def summaries(campaigns: list[Campaign]) -> list[CampaignSummary]:
-    """Key rates of several campaigns, from the maintained counters. The caller commits (see
-    status_counts)."""
+    """Key rates of several campaigns, from the maintained counters."""
     counters = counters_for([campaign.id for campaign in campaigns])
     counts = delivery_counts([campaign.id for campaign in campaigns])
     result = []

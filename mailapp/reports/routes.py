@@ -3,12 +3,12 @@ and the list of campaign reports."""
 
 from __future__ import annotations
 
-from flask import Response, render_template, request, stream_with_context
+from flask import Response, render_template, request
 from flask_login import login_required
 
-from mailapp.extensions import db
 from mailapp.ids import id_arg, page_arg
 from mailapp.reports import activity, bp, charts, exports, figures
+from mailapp.web import csv_download
 
 HUMAN_OPENS = "#0d6efd"
 MACHINE_OPENS = "#adb5bd"
@@ -20,7 +20,6 @@ CLICKS = "#198754"
 def index():  # noqa: ANN201
     page = figures.sent_campaigns_page(request.args.get("page", 1, type=page_arg))
     rows = figures.summaries(list(page.items))
-    db.session.commit()  # keeps any delivery counts just folded (see reports.services.status_counts)
     return render_template("reports/index.html", page=page, rows=rows)
 
 
@@ -28,7 +27,6 @@ def index():  # noqa: ANN201
 @login_required
 def campaign(campaign_id: int):  # noqa: ANN201
     report = figures.campaign_report(campaign_id)
-    db.session.commit()
     return render_template(
         "reports/campaign.html",
         report=report,
@@ -79,24 +77,15 @@ def recipients(campaign_id: int):  # noqa: ANN201
     )
 
 
-def _csv_download(lines, filename: str) -> Response:  # noqa: ANN001
-    return Response(
-        stream_with_context(lines),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
-    )
-
-
 @bp.get("/campaigns/<int:campaign_id>/report.csv")
 @login_required
 def report_csv(campaign_id: int) -> Response:
     report = figures.campaign_report(campaign_id)
-    db.session.commit()
-    return _csv_download(exports.report_csv(report), f"campaign-{campaign_id}-report.csv")
+    return csv_download(exports.report_csv(report), f"campaign-{campaign_id}-report.csv")
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries.csv")
 @login_required
 def deliveries_csv(campaign_id: int) -> Response:
     figures.get_campaign(campaign_id)
-    return _csv_download(exports.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")
+    return csv_download(exports.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")

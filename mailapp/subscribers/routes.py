@@ -6,13 +6,11 @@ import json
 from typing import Any
 
 from flask import (
-    Response,
     flash,
     jsonify,
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import login_required
@@ -26,6 +24,7 @@ from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
 from mailapp.subscribers import bp, exports, imports, services, subscriber_lists, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
+from mailapp.web import csv_download
 
 PER_PAGE = 50
 LISTS_PER_PAGE = 25
@@ -42,8 +41,8 @@ def _int_arg(name: str) -> int | None:
 
 def _form_error(form: Any, error: MailappError) -> None:
     """Show a service error next to the field it names, or above the form."""
-    details = error.details if isinstance(error.details, dict) else {}
-    field = getattr(form, str(details.get("field", "")), None)
+    named = [problem["field"] for problem in error.details if problem["field"]]
+    field = getattr(form, str(named[0]), None) if named else None
     if field is not None and hasattr(field, "errors"):
         field.errors = [*field.errors, error.message]
     else:
@@ -141,17 +140,8 @@ def delete_list(list_id: int):  # noqa: ANN201
 @bp.get("/lists/<int:list_id>/export")
 @login_required
 def export_list(list_id: int):  # noqa: ANN201
-    return csv_export_response(db.get_or_404(SubscriberList, list_id))
-
-
-def csv_export_response(target: SubscriberList) -> Response:
-    """Streamed: the rows are generated batch by batch while the client downloads."""
-    filename = exports.export_filename(target)
-    return Response(
-        stream_with_context(exports.export_list_csv(target.id)),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
-    )
+    target = db.get_or_404(SubscriberList, list_id)
+    return csv_download(exports.export_list_csv(target.id), exports.export_filename(target))
 
 
 # --- imports -------------------------------------------------------------------------------------------

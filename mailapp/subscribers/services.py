@@ -48,18 +48,18 @@ def parse_attributes(raw: Any) -> dict[str, Any]:
         if nesting_exceeds(raw):
             raise ValidationError(
                 f"Attributes nest arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
-                {"field": "attributes"},
+                [{"field": "attributes"}],
             )
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as error:
             raise ValidationError(
                 f"Attributes are not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}.",
-                {"field": "attributes", "line": error.lineno},
+                [{"field": "attributes", "line": error.lineno}],
             ) from error
     if not isinstance(raw, dict):
         raise ValidationError(
-            'Attributes must be a JSON object, like {"city": "Paris"}.', {"field": "attributes"}
+            'Attributes must be a JSON object, like {"city": "Paris"}.', [{"field": "attributes"}]
         )
     return clean_attributes(raw, AttributeLimits.from_config(current_app.config))
 
@@ -69,36 +69,36 @@ def _clean_status(status: Any) -> SubscriberStatus:
         return SubscriberStatus(status)
     except ValueError as error:
         allowed = ", ".join(s.value for s in SubscriberStatus)
-        raise ValidationError(f"Status must be one of {allowed}.", {"field": "status"}) from error
+        raise ValidationError(f"Status must be one of {allowed}.", [{"field": "status"}]) from error
 
 
 def _clean_email(email: Any) -> str:
     if not isinstance(email, str) or not email.strip():
-        raise ValidationError("An email address is required.", {"field": "email"})
+        raise ValidationError("An email address is required.", [{"field": "email"}])
     try:
         return normalize_email(email)
     except ValidationError as error:
-        raise ValidationError(error.message, {"field": "email"}) from error
+        raise ValidationError(error.message, [{"field": "email"}]) from error
 
 
 def _ensure_email_free(email: str, except_id: int | None = None) -> None:
     taken = db.session.scalar(select(Subscriber.id).where(Subscriber.email == email))
     if taken is not None and taken != except_id:
-        raise ConflictError(f"A subscriber with the email {email} already exists.", {"field": "email",
-                                                                                      "id": taken})
+        raise ConflictError(f"A subscriber with the email {email} already exists.", [{"field": "email",
+                                                                                      "id": taken}])
 
 
 def _lists_by_id(list_ids: Any) -> list[SubscriberList]:
     if list_ids is None:
         return []
     if not isinstance(list_ids, list | tuple) or not all(is_id(i) for i in list_ids):
-        raise ValidationError("list_ids must be a list of list ids.", {"field": "list_ids"})
+        raise ValidationError("list_ids must be a list of list ids.", [{"field": "list_ids"}])
     wanted = set(list_ids)
     found = list(db.session.scalars(select(SubscriberList).where(SubscriberList.id.in_(wanted))))
     missing = wanted - {item.id for item in found}
     if missing:
         raise ValidationError(
-            f"No such list: {', '.join(str(i) for i in sorted(missing))}.", {"field": "list_ids"}
+            f"No such list: {', '.join(str(i) for i in sorted(missing))}.", [{"field": "list_ids"}]
         )
     return found
 
@@ -159,7 +159,7 @@ def _flush_unique(email: str) -> None:
         with db.session.begin_nested():
             db.session.flush()
     except IntegrityError as error:  # another request took the email between the check and the flush
-        raise ConflictError(f"A subscriber with the email {email} already exists.", {"field": "email"}) \
+        raise ConflictError(f"A subscriber with the email {email} already exists.", [{"field": "email"}]) \
             from error
 
 
@@ -187,7 +187,7 @@ def subscriber_filter(q: str | None = None, list_id: int | None = None, status: 
     if q and q.strip():
         term = q.strip()
         if "\x00" in term:  # PostgreSQL cannot even compare text with a NUL in it
-            raise ValidationError("The search contains a NUL character.", {"field": "q"})
+            raise ValidationError("The search contains a NUL character.", [{"field": "q"}])
         whole_email = _as_whole_email(term)
         if whole_email is not None:
             # A complete address is looked up through the unique index, not by scanning every row.

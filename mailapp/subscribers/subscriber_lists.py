@@ -28,11 +28,11 @@ def get_list(list_id: int) -> SubscriberList:
 
 def _clean_list_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise ValidationError("A list needs a name.", {"field": "name"})
+        raise ValidationError("A list needs a name.", [{"field": "name"}])
     refuse_nul("name", name)
     cleaned = name.strip()
     if len(cleaned) > LIST_NAME_MAX:
-        raise ValidationError(f"The name is longer than {LIST_NAME_MAX} characters.", {"field": "name"})
+        raise ValidationError(f"The name is longer than {LIST_NAME_MAX} characters.", [{"field": "name"}])
     return cleaned
 
 
@@ -40,7 +40,7 @@ def _clean_description(description: Any) -> str:
     if description is None:
         return ""
     if not isinstance(description, str):
-        raise ValidationError("The description must be text.", {"field": "description"})
+        raise ValidationError("The description must be text.", [{"field": "description"}])
     refuse_nul("description", description)
     return description.strip()
 
@@ -49,7 +49,7 @@ def _ensure_list_name_free(name: str, except_id: int | None = None) -> None:
     statement = select(SubscriberList.id).where(func.lower(SubscriberList.name) == name.lower())
     taken = db.session.scalar(statement)
     if taken is not None and taken != except_id:
-        raise ConflictError(f"A list named {name!r} already exists.", {"field": "name"})
+        raise ConflictError(f"A list named {name!r} already exists.", [{"field": "name"}])
 
 
 def create_list(name: Any, description: Any = "") -> SubscriberList:
@@ -83,7 +83,7 @@ def _unique_list_name(name: str) -> Iterator[None]:
             yield
             db.session.flush()
     except IntegrityError as error:
-        raise ConflictError(f"A list named {name!r} already exists.", {"field": "name"}) from error
+        raise ConflictError(f"A list named {name!r} already exists.", [{"field": "name"}]) from error
 
 
 def delete_list(target: SubscriberList) -> None:

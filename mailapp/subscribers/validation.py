@@ -73,7 +73,7 @@ def one_line(value: str) -> str:
 
 def refuse_nul(field: str, value: str) -> None:
     if "\x00" in value:
-        raise ValidationError(f"The {field} contains a NUL character.", {"field": field})
+        raise ValidationError(f"The {field} contains a NUL character.", [{"field": field}])
 
 
 def clean_name(name: Any) -> str:
@@ -81,11 +81,11 @@ def clean_name(name: Any) -> str:
     if name is None:
         return ""
     if not isinstance(name, str):
-        raise ValidationError("The name must be text.", {"field": "name"})
+        raise ValidationError("The name must be text.", [{"field": "name"}])
     refuse_nul("name", name)
     cleaned = one_line(name).strip()
     if len(cleaned) > NAME_MAX_LENGTH:
-        raise ValidationError(f"The name is longer than {NAME_MAX_LENGTH} characters.", {"field": "name"})
+        raise ValidationError(f"The name is longer than {NAME_MAX_LENGTH} characters.", [{"field": "name"}])
     return cleaned
 
 
@@ -95,14 +95,14 @@ def clean_attributes(attributes: dict[str, Any], limits: AttributeLimits) -> dic
     if len(attributes) > limits.max_keys:
         raise ValidationError(
             f"Too many attributes: {len(attributes)}; at most {limits.max_keys} are allowed.",
-            {"field": "attributes"},
+            [{"field": "attributes"}],
         )
     cleaned: dict[str, Any] = {}
     for key, value in attributes.items():
         check_attribute_key(key, limits)
         if _contains_nul(value):
             raise ValidationError(
-                f"The attribute {key!r} contains a NUL character.", {"field": "attributes", "key": key}
+                f"The attribute {key!r} contains a NUL character.", [{"field": "attributes", "key": key}]
             )
         value = _one_line_strings(value)
         size = len(value.encode("utf-8") if isinstance(value, str) else
@@ -110,7 +110,7 @@ def clean_attributes(attributes: dict[str, Any], limits: AttributeLimits) -> dic
         if size > limits.max_value_bytes:
             raise ValidationError(
                 f"The attribute {key!r} is longer than {limits.max_value_bytes} bytes.",
-                {"field": "attributes", "key": key},
+                [{"field": "attributes", "key": key}],
             )
         cleaned[key] = value
     return cleaned
@@ -119,15 +119,15 @@ def clean_attributes(attributes: dict[str, Any], limits: AttributeLimits) -> dic
 def check_attribute_key(key: str, limits: AttributeLimits) -> None:
     """An attribute name: not empty, no control character, at most max_key_length characters."""
     if not key.strip():
-        raise ValidationError("An attribute name cannot be empty.", {"field": "attributes"})
+        raise ValidationError("An attribute name cannot be empty.", [{"field": "attributes"}])
     if CONTROL_CHARACTERS.search(key):
         raise ValidationError(
-            f"The attribute name {key!r} contains a control character.", {"field": "attributes"}
+            f"The attribute name {key!r} contains a control character.", [{"field": "attributes"}]
         )
     if len(key) > limits.max_key_length:
         raise ValidationError(
             f"The attribute name {key[:40]!r}... is longer than {limits.max_key_length} characters.",
-            {"field": "attributes"},
+            [{"field": "attributes"}],
         )
 
 

@@ -241,34 +241,34 @@ class FaultCluster:
 
     def send_now(self, campaign_id: int) -> None:
         """What the dashboard's "Send now" does: claim here, the snapshot and the batches in the workers."""
-        from mailapp.campaigns import services, tasks
+        from mailapp.campaigns import lifecycle
         from mailapp.extensions import db
 
-        campaign = services.send_campaign_now(campaign_id)
+        campaign = lifecycle.send_campaign_now(campaign_id)
         version = campaign.schedule_version
         db.session.commit()
-        tasks.start_now(campaign_id, version)
+        lifecycle.start_now(campaign_id, version)
         db.session.remove()
 
     def schedule(self, campaign_id: int, send_at: datetime) -> None:
         """What the dashboard's "Schedule" does: store the time, and queue an ETA start if it is near."""
-        from mailapp.campaigns import services, tasks
+        from mailapp.campaigns import lifecycle
         from mailapp.extensions import db
 
-        campaign = services.schedule_campaign(campaign_id, send_at)
+        campaign = lifecycle.schedule_campaign(campaign_id, send_at)
         db.session.commit()
-        tasks.queue_start(
+        lifecycle.queue_start(
             campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version
         )
         db.session.remove()
 
     def resume(self, campaign_id: int) -> None:
-        from mailapp.campaigns import services, tasks
+        from mailapp.campaigns import lifecycle
         from mailapp.extensions import db
 
-        services.resume_campaign(campaign_id)
+        lifecycle.resume_campaign(campaign_id)
         db.session.commit()
-        tasks.continue_sending(campaign_id)
+        lifecycle.continue_sending(campaign_id)
         db.session.remove()
 
     def unsent_emails(self, campaign_id: int, status: str | None = None) -> set[str]:

@@ -1,0 +1,93 @@
+"""Reading never writes: no page or API endpoint that answers GET commits a change to any row, not
+even on PostgreSQL where the delivery counts pile up rows while a campaign sends (a beat task folds
+those, see reports.tasks.fold_delivery_counts). Tracking links are the exception by design: an open
+or a click is recorded by a GET."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, func, select
+
+from mailapp.models import CampaignDeliveryCount, SubscriberImport
+from mailapp.reports import figures as reports
+from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
+from tests.factories import SubscriberFactory
+
+__all__ = ["audience"]
+
+# Endpoints a GET may write from: tracking records opens and clicks; the dev inbox, the static files,
+# sign-in and the OpenAPI document hold no database state worth a look.
+WRITING_OR_STATELESS = ("tracking.", "devinbox.", "static", "bootstrap.", "auth.")
+
+
+@pytest.fixture
+def committed_writes(db):
+    """Every INSERT, UPDATE or DELETE that a commit made permanent. (A commit with nothing written, like
+    the one that ends SQLite's idle transaction before a layout preview, is not a write.)"""
+    seen: list[str] = []
+
+    def note_write(connection, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().split(" ", 1)[0].upper() in {"INSERT", "UPDATE", "DELETE", "WITH"}:
+            connection.info.setdefault("writes", []).append(statement)
+
+    def keep(connection) -> None:
+        seen.extend(connection.info.pop("writes", []))
+
+    def drop(connection) -> None:
+        connection.info.pop("writes", None)
+
+    listeners = [("before_cursor_execute", note_write), ("commit", keep), ("rollback", drop)]
+    for name, listener in listeners:
+        event.listen(db.engine, name, listener)
+    yield seen
+    for name, listener in listeners:
+        event.remove(db.engine, name, listener)
+
+
+def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, committed_writes, monkeypatch):
+    monkeypatch.setattr(reports, "FOLD_COUNT_ROWS_FROM", 1)
+    campaign = make_ready_campaign(audience, status="sending")
+    for status in ("pending", "sent", "failed", "sent"):
+        make_delivery(campaign.id, SubscriberFactory().id, status=status)
+    record = SubscriberImport(list_id=audience.lists[0].id, filename="people.csv")
+    db.session.add(record)
+    db.session.commit()
+    ids = {
+        "campaign_id": campaign.id,
+        "list_id": audience.lists[0].id,
+        "layout_id": audience.layout.id,
+        "subscriber_id": audience.active[0].id,
+        "import_id": record.id,
+    }
+    count_rows = select(func.count()).select_from(CampaignDeliveryCount)
+    rows_before = db.session.scalar(count_rows)
+    db.session.commit()
+    committed_writes.clear()
+
+    visited = []
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or rule.endpoint.startswith(WRITING_OR_STATELESS):
+            continue
+        url = rule.rule
+        for name in rule.arguments:
+            url = url.replace(f"<int:{name}>", str(ids[name]))
+        client = api if rule.rule.startswith("/api/") else auth_client
+        response = client.get(url)
+        response.close()
+        assert response.status_code in (200, 302), (url, response.status_code)
+        assert committed_writes == [], url
+        visited.append(url)
+
+    assert f"/campaigns/{campaign.id}/progress.json" in visited
+    assert f"/api/v1/campaigns/{campaign.id}/report" in visited
+    db.session.expire_all()
+    assert db.session.scalar(count_rows) == rows_before
+
+
+def test_beat_folds_the_delivery_counts_that_pages_no_longer_fold(app):
+    from mailapp.reports.tasks import fold_delivery_counts
+
+    celery = app.extensions["celery"]
+    scheduled = {entry["task"] for entry in celery.conf.beat_schedule.values()}
+    assert fold_delivery_counts.name in scheduled
+    assert fold_delivery_counts.name in celery.tasks
