@@ -10,8 +10,8 @@ from flask import request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from mailapp.api import bp
 from mailapp.api.common import json_body, number_arg, paginated
+from mailapp.api.routes import bp
 from mailapp.campaigns import services, tasks
 from mailapp.errors import ValidationError
 from mailapp.extensions import db

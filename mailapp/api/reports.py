@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from mailapp.api import bp
+from mailapp.api.routes import bp
 from mailapp.extensions import db
 from mailapp.reports.services import campaign_report
 

@@ -3,12 +3,14 @@ and the list of campaign reports."""
 
 from __future__ import annotations
 
-from flask import Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_login import login_required
 
 from mailapp.extensions import db
 from mailapp.ids import id_arg, page_arg
-from mailapp.reports import bp, charts, services
+from mailapp.reports import charts, services
+
+bp = Blueprint("reports", __name__)
 
 HUMAN_OPENS = "#0d6efd"
 MACHINE_OPENS = "#adb5bd"

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from flask import (
+    Blueprint,
     Response,
     flash,
     jsonify,
@@ -24,8 +25,10 @@ from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
-from mailapp.subscribers import bp, services, tasks
+from mailapp.subscribers import services, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
+
+bp = Blueprint("subscribers", __name__)
 
 PER_PAGE = 50
 LISTS_PER_PAGE = 25
