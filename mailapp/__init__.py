@@ -34,7 +34,8 @@ def create_app(config: Config | None = None) -> Flask:
     import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
     from mailapp import db_setup
     from mailapp.celery_app import celery_init_app
-    from mailapp.extensions import bootstrap, csrf, db, login_manager, mail, migrate
+    from mailapp.extensions import db, mail, migrate
+    from mailapp.web_extensions import bootstrap, csrf, login_manager
 
     db.init_app(app)
     db_setup.configure_engine_events(app)
@@ -80,11 +81,11 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.campaigns.routes import bp as campaigns_bp
     from mailapp.dashboard.routes import bp as dashboard_bp
     from mailapp.devinbox.routes import bp as devinbox_bp
-    from mailapp.extensions import csrf
     from mailapp.layouts.routes import bp as layouts_bp
     from mailapp.reports.routes import bp as reports_bp
     from mailapp.subscribers.routes import bp as subscribers_bp
     from mailapp.tracking.routes import bp as tracking_bp
+    from mailapp.web_extensions import csrf
 
     # The API's endpoint modules add their routes to its blueprint as they are imported, so all of
     # them must be loaded before it is registered.

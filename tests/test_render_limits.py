@@ -14,10 +14,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select, text, update
 
 from mailapp.errors import TemplateError
-from mailapp.layouts import isolation, limits, templating
+from mailapp.layouts import isolation
 from mailapp.layouts import services as layout_services
 from mailapp.models import Layout, Subscriber
-from mailapp.sending import engine, render, tasks
+from mailapp.sending import engine, limits, render, tasks, templating
 from tests.factories import LayoutFactory
 from tests.test_sending import deliveries, make_campaign, wait_for_status
 

@@ -21,8 +21,8 @@ from mailapp.models import (
     OpenEvent,
 )
 from mailapp.reports import services as reports
+from mailapp.sending import tokens
 from mailapp.tracking import services as tracking
-from mailapp.tracking import tokens
 from mailapp.tracking.services import OpenHit
 from tests.tracking_fixtures import (
     LINKS,

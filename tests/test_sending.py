@@ -15,9 +15,8 @@ from sqlalchemy import select, update
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.models import Campaign, Delivery, Link, Subscriber
-from mailapp.sending import engine, tasks
+from mailapp.sending import engine, tasks, tokens
 from mailapp.sending.message import SendError
-from mailapp.tracking import tokens
 from tests.factories import CampaignFactory, LayoutFactory, SubscriberFactory, SubscriberListFactory
 
 LAYOUT = (

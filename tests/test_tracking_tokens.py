@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from mailapp.extensions import db
 from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent, Subscriber
-from mailapp.tracking import buffer, services, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import buffer, services
 from mailapp.tracking.services import OpenHit
 from tests.factories import CampaignFactory, LayoutFactory, SubscriberFactory, SubscriberListFactory
 from tests.test_tracking import READER, assert_pixel, count

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, union_all, update
 
+from mailapp.addresses import normalize_email
 from mailapp.errors import InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
@@ -21,7 +22,6 @@ from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
-from mailapp.subscribers.validation import normalize_email
 
 EDITABLE_STATES = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 FINISHED_STATES = frozenset({CampaignStatus.SENT, CampaignStatus.CANCELLED, CampaignStatus.FAILED})

@@ -12,9 +12,10 @@ from mailapp.errors import ConflictError, InvalidStateError, MailappError, NotFo
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
-from mailapp.layouts import services, templating
+from mailapp.layouts import services
 from mailapp.layouts.forms import LayoutForm, PreviewForm
 from mailapp.models import Layout
+from mailapp.sending import templating
 
 bp = Blueprint("layouts", __name__)
 

@@ -29,7 +29,6 @@ from sqlalchemy import String, bindparam, cast, exists, func, literal, or_, sele
 from mailapp.db_setup import is_postgres
 from mailapp.errors import MailappError, NotFoundError, ValidationError
 from mailapp.extensions import db, mail
-from mailapp.layouts import templating
 from mailapp.models import (
     Campaign,
     CampaignStatus,
@@ -40,7 +39,8 @@ from mailapp.models import (
     SubscriberStatus,
     utcnow,
 )
-from mailapp.sending import pipeline
+from mailapp.sending import pipeline, templating
+from mailapp.sending.links import prepare_layout
 from mailapp.sending.message import (
     Envelope,
     FastMessageBuilder,
@@ -52,7 +52,7 @@ from mailapp.sending.message import (
     message_id_suffix,
 )
 from mailapp.sending.ratelimit import RateLimiter
-from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, prepare_layout, renderer_for
+from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, renderer_for
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def _describe(error: BaseException) -> str:
 def send_test_messages(campaign_id: int, emails: list[str], subscriber_id: int | None) -> None:
     """Send the campaign now to these addresses, rendered for the subscriber (or the sample one), with
     "[Test] " before the subject. No delivery rows. SendError on SMTP failure."""
-    from mailapp.subscribers.validation import normalize_email
+    from mailapp.addresses import normalize_email
 
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:

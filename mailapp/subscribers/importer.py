@@ -53,6 +53,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import Connection, Engine, text, update
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.addresses import normalize_email
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.base import utcnow
 from mailapp.models.subscriber import SubscriberImport
@@ -60,7 +61,6 @@ from mailapp.subscribers.validation import (
     NAME_MAX_LENGTH,
     AttributeLimits,
     check_attribute_key,
-    normalize_email,
     one_line,
 )
 

@@ -17,6 +17,7 @@ from flask import current_app
 from sqlalchemy import Select, delete, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.addresses import normalize_email
 from mailapp.csv_cells import guarded_row
 from mailapp.db_setup import is_postgres
 from mailapp.errors import ConflictError, ImportFileError, NotFoundError, ValidationError
@@ -37,7 +38,6 @@ from mailapp.subscribers.validation import (
     AttributeLimits,
     clean_attributes,
     clean_name,
-    normalize_email,
     refuse_nul,
 )
 

@@ -36,7 +36,8 @@ from mailapp.models import (
     SubscriberStatus,
     utcnow,
 )
-from mailapp.tracking import buffer, machine, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import buffer, machine
 
 log = logging.getLogger(__name__)
 
