@@ -219,7 +219,7 @@ def test_a_v1_link_is_refused_for_a_delivery_created_after_the_migration(client)
 
 
 def test_rows_the_send_engine_inserts_refuse_v1_links(app):
-    from mailapp.sending.engine import snapshot_recipients
+    from mailapp.sending.snapshot import snapshot_recipients
 
     audience = SubscriberListFactory()
     SubscriberFactory(lists=[audience])

@@ -544,7 +544,7 @@ def send_test(
     subscriber_id = resolve_test_subscriber(subscriber)
     if campaign.layout_id is None:
         raise ValidationError("The campaign has no layout: choose one before sending a test.")
-    from mailapp.sending.engine import send_test_messages
+    from mailapp.sending.test_sends import send_test_messages
 
     send_test_messages(campaign.id, addresses, subscriber_id)
     return addresses

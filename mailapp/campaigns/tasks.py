@@ -60,7 +60,7 @@ def start_now(campaign_id: int, version: int) -> bool:
 def snapshot_and_send(campaign_id: int, *, wait_for_lock: bool) -> None:
     """Snapshot the recipients of a claimed campaign (once: the row lock and snapshot_taken_at keep a
     recovering dispatcher from running it alongside the original start), then queue the batches."""
-    from mailapp.sending.engine import snapshot_recipients
+    from mailapp.sending.snapshot import snapshot_recipients
 
     statement = select(Campaign.status, Campaign.snapshot_taken_at).where(Campaign.id == campaign_id)
     row = db.session.execute(statement.with_for_update(skip_locked=not wait_for_lock)).first()
