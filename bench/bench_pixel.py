@@ -200,7 +200,7 @@ def pixel_paths(app: Any, delivery_ids: list[int]) -> list[str]:
 
     from mailapp.extensions import db
     from mailapp.models import Delivery
-    from mailapp.tracking import tokens
+    from mailapp.sending import tokens
 
     with app.test_request_context():
         # A token binds its delivery's campaign and subscriber: read them in one query.

@@ -88,7 +88,7 @@ def _prepare_campaign(recipients: int) -> int:
 
     from mailapp.extensions import db
     from mailapp.models import Campaign, Layout, SubscriberList
-    from mailapp.sending import engine
+    from mailapp.sending import snapshot
 
     tag = f"{int(time.time() * 1000)}"
     target = SubscriberList(name=f"bench {tag}")
@@ -127,7 +127,7 @@ def _prepare_campaign(recipients: int) -> int:
     )
     db.session.add(campaign)
     db.session.flush()
-    engine.snapshot_recipients(campaign.id)
+    snapshot.snapshot_recipients(campaign.id)
     db.session.commit()
     return campaign.id
 

@@ -47,9 +47,9 @@ def _cancel(campaign_id: int) -> None:
 
 
 def _sent(campaign_id: int) -> int:
-    from mailapp.sending import engine
+    from mailapp.sending import ledger
 
-    return engine.campaign_stats(campaign_id)["sent"]
+    return ledger.campaign_stats(campaign_id)["sent"]
 
 
 def _row(recipients: int, peaks: list[float], sent: int, elapsed: float, *, whole: bool) -> dict[str, Any]:

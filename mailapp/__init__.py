@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, apply_derived_settings, config_from_env
+
+API_ENDPOINT_MODULES = ("campaigns", "layouts", "lists", "openapi", "reports", "subscribers")
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -31,7 +34,8 @@ def create_app(config: Config | None = None) -> Flask:
     import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
     from mailapp import db_setup
     from mailapp.celery_app import celery_init_app
-    from mailapp.extensions import bootstrap, csrf, db, login_manager, mail, migrate
+    from mailapp.extensions import db, mail, migrate
+    from mailapp.web_extensions import bootstrap, csrf, login_manager
 
     db.init_app(app)
     db_setup.configure_engine_events(app)
@@ -72,18 +76,22 @@ def _migrations_dir():  # noqa: ANN202 - a Path, imported lazily
 
 
 def _register_blueprints(app: Flask) -> None:
-    from mailapp.api import API_PREFIX
-    from mailapp.api import bp as api_bp
-    from mailapp.auth import bp as auth_bp
-    from mailapp.campaigns import bp as campaigns_bp
-    from mailapp.dashboard import bp as dashboard_bp
-    from mailapp.devinbox import bp as devinbox_bp
-    from mailapp.extensions import csrf
-    from mailapp.layouts import bp as layouts_bp
-    from mailapp.reports import bp as reports_bp
-    from mailapp.subscribers import bp as subscribers_bp
-    from mailapp.tracking import bp as tracking_bp
+    from mailapp.api.routes import API_PREFIX
+    from mailapp.api.routes import bp as api_bp
+    from mailapp.auth.routes import bp as auth_bp
+    from mailapp.campaigns.routes import bp as campaigns_bp
+    from mailapp.dashboard.routes import bp as dashboard_bp
+    from mailapp.devinbox.routes import bp as devinbox_bp
+    from mailapp.layouts.routes import bp as layouts_bp
+    from mailapp.reports.routes import bp as reports_bp
+    from mailapp.subscribers.routes import bp as subscribers_bp
+    from mailapp.tracking.routes import bp as tracking_bp
+    from mailapp.web_extensions import csrf
 
+    # The API's endpoint modules add their routes to its blueprint as they are imported, so all of
+    # them must be loaded before it is registered.
+    for endpoint_module in API_ENDPOINT_MODULES:
+        importlib.import_module(f"mailapp.api.{endpoint_module}")
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(layouts_bp, url_prefix="/layouts")

@@ -40,7 +40,7 @@ def wants_json() -> bool:
 
 def init_app(app: Flask) -> None:
     from mailapp.auth.sessions import load_user_for_session
-    from mailapp.extensions import login_manager
+    from mailapp.web_extensions import login_manager
 
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "warning"

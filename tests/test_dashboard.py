@@ -9,7 +9,7 @@ from sqlalchemy import text
 from mailapp.dashboard import services as dashboard
 from mailapp.dashboard.services import home_summary, subscriber_growth
 from mailapp.extensions import db
-from mailapp.tracking import tokens
+from mailapp.sending import tokens
 from tests.factories import CampaignFactory, SubscriberFactory
 from tests.tracking_fixtures import READER_UA, empty_open_buffer, make_campaign, make_delivery, settle
 

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from mailapp.addresses import normalize_email
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models.subscriber import Subscriber, SubscriberImport, SubscriberList, list_members
 from mailapp.subscribers import import_parse, import_postgres, importer, imports, subscriber_lists
-from mailapp.subscribers.validation import normalize_email
 from tests.conftest import is_postgres
 from tests.factories import SubscriberFactory, SubscriberListFactory
 

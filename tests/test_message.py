@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mailapp.sending import tokens
 from mailapp.sending.message import (
     Envelope,
     FastMessageBuilder,
@@ -27,7 +28,6 @@ from mailapp.sending.message import (
     quoted_printable,
 )
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, html_to_text
-from mailapp.tracking import tokens
 
 LAYOUTS = {
     "plain printing": (

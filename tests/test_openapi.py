@@ -8,8 +8,8 @@ import re
 import schemathesis
 from schemathesis.core.result import Ok
 
-from mailapp.api import API_PREFIX
 from mailapp.api.openapi import openapi_document
+from mailapp.api.routes import API_PREFIX
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

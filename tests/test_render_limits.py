@@ -14,10 +14,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select, text, update
 
 from mailapp.errors import TemplateError
-from mailapp.layouts import isolation, limits, templating
+from mailapp.layouts import isolation
 from mailapp.layouts import services as layout_services
 from mailapp.models import Layout, Subscriber
-from mailapp.sending import engine, render, tasks
+from mailapp.sending import ledger, limits, render, tasks, templating
 from tests.factories import LayoutFactory
 from tests.test_sending import deliveries, make_campaign, wait_for_status
 
@@ -344,7 +344,7 @@ def test_a_row_that_cannot_be_built_does_not_add_to_a_run_of_relay_refusals(
     assert wait_for_status(campaign.id, "sent", timeout=1).status == "sent"
     rows = {row.email: row for row in deliveries(campaign.id)}
     assert "RENDER_MAX_STEPS" in rows[people[1].email].error
-    assert engine.campaign_stats(campaign.id)["failed"] == 3
+    assert ledger.campaign_stats(campaign.id)["failed"] == 3
     assert sorted(message.to for message in smtp_server.messages) == sorted(p.email for p in people[3:])
 
 

@@ -23,8 +23,8 @@ from mailapp.models import (
 from mailapp.reports import activity, exports
 from mailapp.reports import figures as reports
 from mailapp.reports.tasks import fold_delivery_counts
+from mailapp.sending import tokens
 from mailapp.tracking import opens as tracking
-from mailapp.tracking import tokens
 from mailapp.tracking.opens import OpenHit
 from tests.tracking_fixtures import (
     LINKS,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from mailapp.layouts import templating
+from mailapp.sending import templating
 
 RESPONSIVE_LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8">

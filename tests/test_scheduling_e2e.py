@@ -214,7 +214,7 @@ def test_dispatcher_finishes_a_start_whose_worker_died_before_the_snapshot(db, r
 
 def test_resume_sends_what_is_left(db, ready, smtp_server, api):  # noqa: ANN001
     campaign = make_ready_campaign(ready, status="sending", started_at=utcnow())
-    from mailapp.sending.engine import snapshot_recipients
+    from mailapp.sending.snapshot import snapshot_recipients
 
     snapshot_recipients(campaign.id)
     lifecycle.pause_on_request(campaign.id)

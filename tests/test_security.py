@@ -193,7 +193,7 @@ def test_the_sweeps_catch_a_route_added_without_protection(app):
     from celery import _state
 
     from mailapp import create_app
-    from mailapp.extensions import csrf
+    from mailapp.web_extensions import csrf
 
     default_celery = _state.default_app
     config = TestConfig()

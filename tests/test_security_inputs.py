@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from mailapp.auth.services import create_user
 from mailapp.models import Campaign, Layout, Subscriber
-from mailapp.tracking import tokens
+from mailapp.sending import tokens
 from tests.campaign_fixtures import audience, campaign_payload, make_ready_campaign
 from tests.conftest import TEST_PASSWORD
 from tests.factories import LayoutFactory, SubscriberListFactory

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.models import Campaign, Delivery, Link, Subscriber
-from mailapp.sending import engine, tasks
+from mailapp.sending import engine, ledger, relay, snapshot, tasks, tokens
 from mailapp.sending.message import SendError
-from mailapp.tracking import tokens
+from mailapp.sending.test_sends import send_test_messages
 from tests.factories import CampaignFactory, LayoutFactory, SubscriberFactory, SubscriberListFactory
 
 LAYOUT = (
@@ -54,7 +54,7 @@ def make_campaign(count: int = 6, **fields: object) -> tuple[Campaign, list[Subs
     }
     values.update(fields)
     campaign = CampaignFactory(**values)
-    engine.snapshot_recipients(campaign.id)
+    snapshot.snapshot_recipients(campaign.id)
     db.session.commit()
     # Detached and loaded: reading them later starts no transaction, which on SQLite would hold the
     # write lock (BEGIN IMMEDIATE) while the worker waits for it.
@@ -76,7 +76,7 @@ def wait_for_status(campaign_id: int, status: str, timeout: float = 30) -> Campa
         if campaign.status == status:
             return campaign
         if time.monotonic() > deadline:
-            stats = engine.campaign_stats(campaign_id)
+            stats = ledger.campaign_stats(campaign_id)
             db.session.rollback()
             raise AssertionError(
                 f"campaign is {campaign.status}, not {status}: {campaign.status_reason} {stats}"
@@ -106,7 +106,7 @@ def test_snapshot_takes_each_active_member_once_and_is_idempotent(db) -> None:  
     campaign, people = make_campaign(count=7)
     assert campaign.total_recipients == 7
     assert campaign.snapshot_taken_at is not None
-    assert engine.snapshot_recipients(campaign.id) == 7
+    assert snapshot.snapshot_recipients(campaign.id) == 7
     db.session.commit()
     rows = deliveries(campaign.id)
     assert sorted(row.subscriber_id for row in rows) == sorted(person.id for person in people)
@@ -114,7 +114,7 @@ def test_snapshot_takes_each_active_member_once_and_is_idempotent(db) -> None:  
     links = db.session.scalars(select(Link).where(Link.campaign_id == campaign.id)).all()
     assert [(link.position, link.url) for link in links] == [(0, "https://example.com/offer?a=1&b=2")]
     expected = {"total": 7, "pending": 7, "sending": 0, "sent": 0, "failed": 0}
-    assert engine.campaign_stats(campaign.id) == expected
+    assert ledger.campaign_stats(campaign.id) == expected
 
 
 def test_each_recipient_gets_one_personalised_message_with_every_header(
@@ -198,7 +198,7 @@ def test_a_permanent_failure_fails_only_that_recipient(db, smtp_server, celery_w
     assert "No such user here" in failed.error
     assert {row.status for row in rows.values()} == {"sent"}
     assert sorted(message.to for message in smtp_server.messages) == sorted(rows)
-    assert engine.campaign_stats(campaign.id)["failed"] == 1
+    assert ledger.campaign_stats(campaign.id)["failed"] == 1
 
 
 def test_too_many_failures_in_a_row_pause_the_campaign(
@@ -213,7 +213,7 @@ def test_too_many_failures_in_a_row_pause_the_campaign(
     paused = wait_for_status(campaign.id, "paused")
     assert "3 messages in a row failed" in paused.status_reason
     assert "554" in paused.status_reason
-    stats = engine.campaign_stats(campaign.id)
+    stats = ledger.campaign_stats(campaign.id)
     assert stats["failed"] == 3
     assert stats["pending"] == 3
     assert stats["sending"] == 0
@@ -228,7 +228,7 @@ def test_a_server_that_is_down_pauses_the_campaign_and_resume_finishes_it(
         tasks.enqueue_sending(campaign.id)
         paused = wait_for_status(campaign.id, "paused")
         assert "Cannot connect to the SMTP server" in paused.status_reason
-        assert engine.campaign_stats(campaign.id)["pending"] == 5
+        assert ledger.campaign_stats(campaign.id)["pending"] == 5
     finally:
         smtp_server.start()
     db.session.execute(
@@ -270,12 +270,12 @@ def test_a_crashed_workers_rows_are_sent_after_their_lease_expires(
 ) -> None:
     campaign, people = make_campaign(count=8)
     # A worker claims five rows with a short lease and dies before sending any.
-    abandoned = engine.claim_batch(campaign.id, 5, lease_seconds=0.3)
+    abandoned = ledger.claim_batch(campaign.id, 5, lease_seconds=0.3)
     assert len(abandoned) == 5
     db.session.commit()
     tasks.send_batch.run(campaign.id)  # the others go out; the leased five are not touched
     assert len(smtp_server.messages) == 3
-    assert engine.campaign_stats(campaign.id)["sending"] == 5
+    assert ledger.campaign_stats(campaign.id)["sending"] == 5
     time.sleep(0.4)
     result = tasks.sweep_expired_leases.run()
     assert result["released"] == 5
@@ -290,25 +290,25 @@ def test_a_paused_campaign_sends_nothing_and_keeps_its_rows_pending(db, smtp_ser
     result = tasks.send_batch.run(campaign.id)
     assert result["stopped"] == "paused"
     assert smtp_server.messages == []
-    assert engine.campaign_stats(campaign.id)["pending"] == 3
+    assert ledger.campaign_stats(campaign.id)["pending"] == 3
 
 
 def test_pausing_mid_batch_releases_the_unsent_rows(db, smtp_server, app, monkeypatch, relay_mode) -> None:  # noqa: ANN001
     monkeypatch.setitem(app.config, "SEND_MARK_GROUP", 2)
     campaign, _ = make_campaign(count=8)
-    original = engine._write_outcomes
+    original = ledger.write_outcomes
 
     def pause_after_first_group(outcomes, message_id_suffix) -> None:  # noqa: ANN001
         original(outcomes, message_id_suffix)
         db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(status="paused"))
 
-    monkeypatch.setattr(engine, "_write_outcomes", pause_after_first_group)
+    monkeypatch.setattr(ledger, "write_outcomes", pause_after_first_group)
     result = engine.send_campaign(campaign.id)
     assert result.stopped == "paused"
     # Pipelined, the next message's envelope was already accepted when the group was written: that one
     # message still goes out (and is marked sent), the rest stay pending.
     sent = 2 if relay_mode == "lockstep" else 3
-    stats = engine.campaign_stats(campaign.id)
+    stats = ledger.campaign_stats(campaign.id)
     assert stats == {"total": 8, "pending": 8 - sent, "sending": 0, "sent": sent, "failed": 0}
     assert len(smtp_server.messages) == sent
 
@@ -343,7 +343,7 @@ def test_a_relay_that_stops_answering_times_out_instead_of_holding_the_batch(
     campaign, _ = make_campaign(count=3)
     smtp_server.handler.delay_seconds = 1.5  # every message: longer than the timeout
     started = time.monotonic()
-    with pytest.raises(engine.SMTPUnavailable, match="keeps dropping the connection"):
+    with pytest.raises(relay.SMTPUnavailable, match="keeps dropping the connection"):
         engine.send_campaign(campaign.id)
     assert time.monotonic() - started < 5
     rows = sorted(deliveries(campaign.id), key=lambda row: row.id)
@@ -358,7 +358,7 @@ def test_a_relay_that_keeps_hanging_up_stops_the_run_with_nothing_lost(
     campaign, people = make_campaign(count=6)
     ordered = sorted(people, key=lambda person: person.id)
     smtp_server.handler.hang_up_on.update({ordered[1].email.lower(), ordered[2].email.lower()})
-    with pytest.raises(engine.SMTPUnavailable, match="keeps dropping the connection"):
+    with pytest.raises(relay.SMTPUnavailable, match="keeps dropping the connection"):
         engine.send_campaign(campaign.id)
     rows = {row.email: row for row in deliveries(campaign.id)}
     assert (rows[ordered[0].email].status, rows[ordered[0].email].attempts) == ("sent", 1)
@@ -396,8 +396,8 @@ def test_unsubscribed_after_the_snapshot_is_not_sent(db, smtp_server) -> None:  
 
 def test_send_test_messages(db, smtp_server) -> None:  # noqa: ANN001
     campaign, people = make_campaign(count=1, status="draft")
-    engine.send_test_messages(campaign.id, ["qa@example.com", "Boss@Example.com"], people[0].id)
-    engine.send_test_messages(campaign.id, ["sample@example.com"], None)
+    send_test_messages(campaign.id, ["qa@example.com", "Boss@Example.com"], people[0].id)
+    send_test_messages(campaign.id, ["sample@example.com"], None)
     messages = smtp_server.wait_for(3)
     expected = ["boss@example.com", "qa@example.com", "sample@example.com"]
     assert sorted(message.to for message in messages) == expected
@@ -406,16 +406,16 @@ def test_send_test_messages(db, smtp_server) -> None:  # noqa: ANN001
     sample = next(message for message in messages if message.to == "sample@example.com")
     assert sample.message["Subject"] == "[Test] News for Jane Doe"
     assert "Lisbon" in sample.html()
-    assert engine.campaign_stats(campaign.id)["total"] == 1  # the snapshot's row only
+    assert ledger.campaign_stats(campaign.id)["total"] == 1  # the snapshot's row only
     with pytest.raises(ValidationError):
-        engine.send_test_messages(campaign.id, ["not an address"], None)
+        send_test_messages(campaign.id, ["not an address"], None)
     smtp_server.script_replies("refused@example.com", ["550 5.1.1 Unknown"])
     with pytest.raises(SendError, match="550"):
-        engine.send_test_messages(campaign.id, ["refused@example.com"], None)
+        send_test_messages(campaign.id, ["refused@example.com"], None)
     smtp_server.stop()
     try:
         with pytest.raises(SendError, match="Cannot connect"):
-            engine.send_test_messages(campaign.id, ["qa@example.com"], None)
+            send_test_messages(campaign.id, ["qa@example.com"], None)
     finally:
         smtp_server.start()
 
@@ -433,7 +433,7 @@ def test_a_slow_relay_keeps_renewing_its_lease(db, app, smtp_server, monkeypatch
     def sweep() -> None:
         with app.app_context():
             while not done.is_set():
-                released.append(engine.release_expired_leases())
+                released.append(ledger.release_expired_leases())
                 db.session.commit()
                 time.sleep(0.2)
 

@@ -9,11 +9,11 @@ import io
 import pytest
 from sqlalchemy import func, select
 
+from mailapp.addresses import normalize_email
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.models import Campaign
 from mailapp.models.subscriber import Subscriber, SubscriberList
 from mailapp.subscribers import imports
-from mailapp.subscribers.validation import normalize_email
 from tests.campaign_fixtures import audience, campaign_payload, make_ready_campaign
 from tests.factories import SubscriberFactory, SubscriberListFactory
 from tests.test_import import assert_counts_add_up, members_of, run_csv

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError
 
 from mailapp.errors import TemplateError
-from mailapp.layouts import templating
+from mailapp.sending import templating
 
 # Well-known Jinja server-side template injection payloads (PayloadsAllTheThings, HackTricks, and
 # variants built to dodge static checks). Every one must be refused by validate_template.

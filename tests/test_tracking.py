@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from mailapp.extensions import db
 from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent
-from mailapp.tracking import machine, opens, services, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import machine, opens, services
 from mailapp.tracking.opens import OpenHit
 from tests.tracking_fixtures import READER_UA, empty_open_buffer, make_campaign, make_delivery, settle
 

@@ -16,7 +16,8 @@ from werkzeug.test import Client, TestResponse
 
 from mailapp.extensions import db
 from mailapp.models import Delivery, OpenEvent
-from mailapp.tracking import buffer, fast_pixel, machine, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import buffer, fast_pixel, machine
 from tests.test_tracking import READER, REMOTE, assert_pixel, count, open_path, stats, tampered
 from tests.tracking_fixtures import READER_UA, empty_open_buffer, make_campaign, make_delivery, settle
 

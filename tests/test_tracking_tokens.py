@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from mailapp.extensions import db
 from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent, Subscriber
-from mailapp.tracking import buffer, opens, services, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import buffer, opens, services
 from mailapp.tracking.opens import OpenHit
 from tests.factories import CampaignFactory, LayoutFactory, SubscriberFactory, SubscriberListFactory
 from tests.test_tracking import READER, assert_pixel, count
@@ -218,7 +219,7 @@ def test_a_v1_link_is_refused_for_a_delivery_created_after_the_migration(client)
 
 
 def test_rows_the_send_engine_inserts_refuse_v1_links(app):
-    from mailapp.sending.engine import snapshot_recipients
+    from mailapp.sending.snapshot import snapshot_recipients
 
     audience = SubscriberListFactory()
     SubscriberFactory(lists=[audience])

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from mailapp.extensions import db
 from mailapp.models import CampaignStats, Delivery, Subscriber
-from mailapp.tracking import tokens
+from mailapp.sending import tokens
 from tests.factories import SubscriberFactory
 from tests.tracking_fixtures import empty_open_buffer, make_campaign, make_delivery
 

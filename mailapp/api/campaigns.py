@@ -10,8 +10,8 @@ from flask import request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from mailapp.api import bp
 from mailapp.api.common import json_body, number_arg, paginated
+from mailapp.api.routes import bp
 from mailapp.campaigns import lifecycle, services
 from mailapp.campaigns.serializers import serialize_campaign, serialize_delivery
 from mailapp.errors import ValidationError

@@ -8,8 +8,8 @@ from typing import Any
 from flask import jsonify, request
 from sqlalchemy import select
 
-from mailapp.api import bp
 from mailapp.api.common import json_body, paginated, require_storable_text
+from mailapp.api.routes import bp
 from mailapp.errors import NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import parse_id

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Response, jsonify, request
 from sqlalchemy import select
 
-from mailapp.api import bp
 from mailapp.api.common import json_body, paginated
+from mailapp.api.routes import bp
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import SubscriberList

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import jsonify
 
-from mailapp.api import API_PREFIX, bp
 from mailapp.api.common import MAX_PER_PAGE
+from mailapp.api.routes import API_PREFIX, bp
 from mailapp.campaigns.services import FIELD_LIMITS, MAX_TEST_RECIPIENTS
 from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID
 from mailapp.json_nesting import MAX_JSON_DEPTH

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from mailapp.api import bp
+from mailapp.api.routes import bp
 from mailapp.reports.figures import campaign_report
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Response, jsonify, request
 
-from mailapp.api import bp
 from mailapp.api.common import json_body, page_args, query_id
+from mailapp.api.routes import bp
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import Subscriber

@@ -4,10 +4,9 @@ per account across every process (auth/throttle.py); each sign-in is a server-si
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from mailapp.auth import bp
 from mailapp.auth.forms import ChangePasswordForm, LoginForm
 from mailapp.auth.next_url import safe_next_path
 from mailapp.auth.services import authenticate, change_password
@@ -15,6 +14,8 @@ from mailapp.auth.sessions import end_session, is_remembered, start_session
 from mailapp.auth.throttle import LoginThrottle
 from mailapp.errors import TooManyAttemptsError, ValidationError, WrongPasswordError
 from mailapp.extensions import db
+
+bp = Blueprint("auth", __name__)
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -11,11 +11,11 @@ from flask import current_app
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from mailapp.addresses import normalize_email
 from mailapp.auth.sessions import end_all_sessions
 from mailapp.errors import ConflictError, NotFoundError, ValidationError, WrongPasswordError
 from mailapp.extensions import db
 from mailapp.models import ApiToken, User, utcnow
-from mailapp.subscribers.validation import normalize_email
 
 MIN_PASSWORD_LENGTH = 8
 

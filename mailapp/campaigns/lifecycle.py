@@ -28,6 +28,8 @@ START_EARLY_TOLERANCE = timedelta(seconds=1)
 # module cannot import them.
 START_CAMPAIGN_TASK = "mailapp.campaigns.tasks.start_campaign"
 PREPARE_SENDING_TASK = "mailapp.campaigns.tasks.prepare_sending"
+# Likewise the send engine's batch task (mailapp/sending/tasks.py, a floor above this one).
+SEND_BATCH_TASK = "mailapp.sending.tasks.send_batch"
 
 # Which actions each state allows; the page shows only these buttons.
 ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
@@ -222,7 +224,7 @@ def start_now(campaign_id: int, version: int) -> bool:
 def snapshot_and_send(campaign_id: int, *, wait_for_lock: bool) -> None:
     """Snapshot the recipients of a claimed campaign (once: the row lock and snapshot_taken_at keep a
     recovering dispatcher from running it alongside the original start), then queue the batches."""
-    from mailapp.sending.engine import snapshot_recipients
+    from mailapp.sending.snapshot import snapshot_recipients
 
     statement = select(Campaign.status, Campaign.snapshot_taken_at).where(Campaign.id == campaign_id)
     row = db.session.execute(statement.with_for_update(skip_locked=not wait_for_lock)).first()
@@ -239,7 +241,6 @@ def snapshot_and_send(campaign_id: int, *, wait_for_lock: bool) -> None:
 def continue_sending(campaign_id: int) -> None:
     """After a commit that left the campaign sending (start, resume, retry): queue its batches. A
     campaign paused before its snapshot was taken gets the snapshot first."""
-    from mailapp.sending.tasks import enqueue_sending
 
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None or campaign.status != CampaignStatus.SENDING:
@@ -247,7 +248,9 @@ def continue_sending(campaign_id: int) -> None:
     if campaign.snapshot_taken_at is None:
         snapshot_and_send(campaign_id, wait_for_lock=True)
         return
-    enqueue_sending(campaign_id)
+    # SEND_PARALLELISM batches, as sending.tasks.enqueue_sending queues them: each claims its own rows.
+    for _ in range(int(current_app.config["SEND_PARALLELISM"])):
+        queue_task(SEND_BATCH_TASK, campaign_id)
 
 
 # --- actions on a running campaign ------------------------------------------------------------------
@@ -268,7 +271,7 @@ def cancel_campaign(campaign_id: int) -> Campaign:
 
 def pause_on_request(campaign_id: int, reason: str = "Paused from the dashboard.") -> Campaign:
     """A person's pause (the dashboard or the API), checked against the state table; the send engine
-    pauses on its own with sending.engine.pause_campaign."""
+    pauses on its own with sending.ledger.pause_campaign."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "pause", "pause")
     campaign.status = CampaignStatus.PAUSED

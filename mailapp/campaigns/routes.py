@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
-from mailapp.campaigns import bp, lifecycle, services
+from mailapp.campaigns import lifecycle, services
 from mailapp.campaigns.forms import CampaignForm, ScheduleForm, TestSendForm
 from mailapp.campaigns.serializers import campaign_fields
 from mailapp.errors import MailappError
@@ -19,6 +19,8 @@ from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
+
+bp = Blueprint("campaigns", __name__)
 
 PER_PAGE = 25
 

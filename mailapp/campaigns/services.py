@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, union_all
 
+from mailapp.addresses import normalize_email
 from mailapp.campaigns.lifecycle import allowed_actions, get_campaign, require_action
 from mailapp.campaigns.serializers import campaign_fields, campaign_state
 from mailapp.errors import TemplateError, ValidationError, field_problem
@@ -23,7 +24,6 @@ from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
-from mailapp.subscribers.validation import normalize_email
 
 MAX_TEST_RECIPIENTS = 20
 DELIVERY_PAGE_SIZE = 50
@@ -260,7 +260,7 @@ def send_test(
     subscriber_id = resolve_test_subscriber(subscriber)
     if campaign.layout_id is None:
         raise ValidationError("The campaign has no layout: choose one before sending a test.")
-    from mailapp.sending.engine import send_test_messages
+    from mailapp.sending.test_sends import send_test_messages
 
     send_test_messages(campaign.id, addresses, subscriber_id)
     return addresses

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import Blueprint, render_template
 from flask_login import login_required
 
-from mailapp.dashboard import bp
 from mailapp.dashboard.services import home_summary
 from mailapp.reports import charts
+
+bp = Blueprint("dashboard", __name__)
 
 GROWTH_COLOR = "#6f42c1"
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from math import ceil
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from mailapp.devinbox import bp
 from mailapp.devinbox.store import inbox_for_app
 from mailapp.forms import ActionForm, require_valid
+
+bp = Blueprint("devinbox", __name__)
 
 PER_PAGE = 50
 # Received HTML is untrusted: its frame gets a unique opaque origin with scripts and forms off, even

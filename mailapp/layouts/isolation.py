@@ -1,6 +1,6 @@
 """Template renders of a web request (save, validate, preview, subject checks) run in a short-lived child
 process, capped in memory and CPU and killed at its deadline, so that no template, not even one the
-render budget (limits.py) misses, can hold a web worker, its memory, or the SQLite write lock.
+render budget (sending/limits.py) misses, can hold a web worker, its memory, or the SQLite write lock.
 
 Children are forked from a forkserver: a clean single-threaded process started once per web process
 with the template code already imported, so a child starts in milliseconds and never inherits the web
@@ -24,7 +24,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from mailapp.errors import MailappError, TemplateError
 from mailapp.extensions import db
-from mailapp.layouts import limits
+from mailapp.sending import limits
 
 # Time for the child to start and hand back its answer, on top of the render's own deadline.
 _START_GRACE_SECONDS = 2.0
@@ -35,7 +35,7 @@ _NO_DEADLINE_SECONDS = 30.0
 def _process_context() -> Any:
     """One forkserver per process, started on first use."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mailapp.layouts.templating"])
+    context.set_forkserver_preload(["mailapp.sending.templating"])
     return context
 
 

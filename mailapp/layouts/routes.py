@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
@@ -12,9 +12,12 @@ from mailapp.errors import ConflictError, InvalidStateError, MailappError, NotFo
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
-from mailapp.layouts import bp, services, templating
+from mailapp.layouts import services
 from mailapp.layouts.forms import LayoutForm, PreviewForm
 from mailapp.models import Layout
+from mailapp.sending import templating
+
+bp = Blueprint("layouts", __name__)
 
 PER_PAGE = 25
 # The preview is uploaded HTML: served with a CSP that puts it in a unique opaque origin with scripts,

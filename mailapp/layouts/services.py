@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 
 from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
-from mailapp.layouts import isolation, templating
+from mailapp.layouts import isolation
 from mailapp.models import Campaign, CampaignStatus, Layout, Subscriber
+from mailapp.sending import templating
 
 NAME_MAX_LENGTH = 200
 ALLOWED_EXTENSIONS = (".html", ".htm")

@@ -3,12 +3,14 @@ and the list of campaign reports."""
 
 from __future__ import annotations
 
-from flask import Response, render_template, request
+from flask import Blueprint, Response, render_template, request
 from flask_login import login_required
 
 from mailapp.ids import id_arg, page_arg
-from mailapp.reports import activity, bp, charts, exports, figures
+from mailapp.reports import activity, charts, exports, figures
 from mailapp.web import csv_download
+
+bp = Blueprint("reports", __name__)
 
 HUMAN_OPENS = "#0d6efd"
 MACHINE_OPENS = "#adb5bd"

@@ -1,1 +1,3 @@
-"""The send engine: render, build MIME, SMTP batches, rate limit. No Flask routes."""
+"""The send floor: template sandbox, tokens, compose, ledger, relay, pipeline and the send loop. It
+sits on models, errors and extensions only: no blueprint package, no request objects (see
+tests/test_import_floors.py)."""

@@ -11,7 +11,10 @@ from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from mailapp.extensions import db
-from mailapp.sending import engine
+from mailapp.sending import engine, ledger
+from mailapp.sending.ratelimit import RateLimiter
+from mailapp.sending.relay import Relay, SMTPUnavailable
+from mailapp.sending.settings import SendSettings
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +22,7 @@ logger = logging.getLogger(__name__)
 def enqueue_sending(campaign_id: int) -> None:
     """Queue SEND_PARALLELISM batch tasks for a campaign that is sending (after the commit that made it
     so). Each claims its own rows, so extra or duplicate calls only add tasks that find nothing."""
-    for _ in range(int(engine.setting("SEND_PARALLELISM"))):
+    for _ in range(int(current_app.config["SEND_PARALLELISM"])):
         send_batch.delay(campaign_id)
 
 
@@ -37,7 +40,10 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # noqa: ANN001 - C
     (4xx) bring the task back when they fall due. An unreachable SMTP server is retried with backoff
     SEND_CONNECT_RETRIES times; after that the campaign pauses with the reason."""
     try:
-        result = engine.send_campaign(campaign_id)
+        result = engine.send_campaign(
+            campaign_id, Relay.from_app(current_app), SendSettings.from_config(current_app.config),
+            RateLimiter.for_app(),
+        )
     except SoftTimeLimitExceeded:
         # The engine has handed its rows back (and failed a row stuck in its render); a fresh task
         # carries on with the rest.
@@ -45,14 +51,14 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # noqa: ANN001 - C
                        campaign_id)
         send_batch.delay(campaign_id)
         return {"stopped": "time limit", "continued": True}
-    except engine.SMTPUnavailable as error:
+    except SMTPUnavailable as error:
         db.session.rollback()
-        retries = int(engine.setting("SEND_CONNECT_RETRIES"))
+        retries = int(current_app.config["SEND_CONNECT_RETRIES"])
         if self.request.retries < retries:
-            delay = float(engine.setting("SEND_CONNECT_RETRY_SECONDS")) * 2**self.request.retries
+            delay = float(current_app.config["SEND_CONNECT_RETRY_SECONDS"]) * 2**self.request.retries
             logger.warning("campaign %s: %s; retrying in %.1fs", campaign_id, error.message, delay)
             raise self.retry(countdown=delay, max_retries=retries, exc=error) from error
-        engine.pause_campaign(campaign_id, f"{error.message} (tried {retries + 1} times)")
+        ledger.pause_campaign(campaign_id, f"{error.message} (tried {retries + 1} times)")
         db.session.commit()
         return {"stopped": "paused", "reason": error.message}
     if result.run_over:
@@ -87,8 +93,8 @@ def _may_requeue(campaign_id: int) -> bool:
 def sweep_expired_leases() -> dict[str, object]:
     """Beat, every 10 s: expired leases back to pending, and batches queued again for sending campaigns
     that have due rows but nobody working on them (lost broker messages)."""
-    released = engine.release_expired_leases()
-    requeued = list(filter(_may_requeue, engine.campaigns_needing_workers()))
+    released = ledger.release_expired_leases()
+    requeued = list(filter(_may_requeue, ledger.campaigns_needing_workers()))
     for campaign_id in requeued:
         enqueue_sending(campaign_id)
     if released or requeued:

@@ -15,9 +15,10 @@ from typing import Any, TextIO
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
+from mailapp.addresses import normalize_email
 from mailapp.errors import ValidationError
 from mailapp.subscribers.import_file import HEADER_SAMPLE_BYTES, CsvLayout, ImportLimits
-from mailapp.subscribers.validation import NAME_MAX_LENGTH, normalize_email, one_line
+from mailapp.subscribers.validation import NAME_MAX_LENGTH, one_line
 
 CHUNK_ROWS = 50_000
 # With the row bound this caps a chunk's memory: its rows as Python strings, plus the COPY payload

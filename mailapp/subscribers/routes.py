@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from flask import (
+    Blueprint,
     flash,
     jsonify,
     redirect,
@@ -22,9 +23,11 @@ from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
-from mailapp.subscribers import bp, exports, imports, services, subscriber_lists, tasks
+from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
 from mailapp.web import csv_download
+
+bp = Blueprint("subscribers", __name__)
 
 PER_PAGE = 50
 LISTS_PER_PAGE = 25

@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.addresses import normalize_email
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
@@ -28,7 +29,6 @@ from mailapp.subscribers.validation import (
     AttributeLimits,
     clean_attributes,
     clean_name,
-    normalize_email,
 )
 
 

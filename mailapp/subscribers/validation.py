@@ -1,5 +1,5 @@
-"""Input rules shared by every way data enters: email addresses (subscribers, users, campaigns) and a
-subscriber's name and attributes (dashboard form, API and CSV import apply the same rules).
+"""Input rules for a subscriber's name and attributes, shared by every way they enter (dashboard form,
+API and CSV import apply the same rules). Email addresses follow mailapp/addresses.py.
 
 - NUL characters are refused everywhere, with an error naming the field: PostgreSQL cannot store them
   (psycopg2 refuses them in text, jsonb refuses \\u0000), and no real name or value contains one.
@@ -7,9 +7,6 @@ subscriber's name and attributes (dashboard form, API and CSV import apply the s
   space, not refused: names go into the To header and attributes into subjects, where a line break
   would make every send to that subscriber fail; a spreadsheet cell with a line break is common and
   harmless once flattened, so the row is kept.
-- Addresses whose local part is not ASCII are refused at input: they need SMTPUTF8, which we never
-  ask of the relay, so accepting them would only move the failure to send time. Internationalised
-  domains are fine (they are sent as IDNA).
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-
-from email_validator import EmailNotValidError, validate_email
 
 from mailapp.errors import ValidationError
 
@@ -44,26 +39,6 @@ class AttributeLimits:
             max_key_length=int(config.get("SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH", cls.max_key_length)),
             max_value_bytes=int(config.get("SUBSCRIBER_MAX_ATTRIBUTE_BYTES", cls.max_value_bytes)),
         )
-
-
-def normalize_email(raw: str) -> str:
-    """Validate syntax (no DNS look-up: imports must not wait on the network) and lower-case it."""
-    value = (raw or "").strip()
-    if "\x00" in value:
-        raise ValidationError("An email address cannot contain a NUL character.")
-    if "\r" in value or "\n" in value:
-        raise ValidationError("An email address cannot contain line breaks.")
-    local, _, _ = value.rpartition("@")
-    if not local.isascii():
-        raise ValidationError(
-            f"Invalid email address {value!r}: the part before the @ has non-ASCII characters, which "
-            "our mail relay cannot deliver (only the domain may be internationalised)."
-        )
-    try:
-        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as error:
-        raise ValidationError(f"Invalid email address {value!r}: {error}") from error
-    return result.normalized.lower()
 
 
 def one_line(value: str) -> str:

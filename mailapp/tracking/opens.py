@@ -18,7 +18,8 @@ from sqlalchemy import bindparam, case, or_, select, text, update
 from mailapp.db_setup import is_postgres
 from mailapp.extensions import db
 from mailapp.models import Delivery, OpenEvent
-from mailapp.tracking import buffer, machine, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import buffer, machine
 from mailapp.tracking.counters import (
     _bump_campaign_stats,
     _engaged_deliveries,

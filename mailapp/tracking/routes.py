@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, redirect, render_template, request
+from flask import Blueprint, Response, redirect, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
-from mailapp.tracking import bp, opens, services
+from mailapp.tracking import opens, services
+
+bp = Blueprint("tracking", __name__)
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from mailapp.models import (
     SubscriberStatus,
     utcnow,
 )
-from mailapp.tracking import machine, tokens
+from mailapp.sending import tokens
+from mailapp.tracking import machine
 from mailapp.tracking.counters import _bump_campaign_stats, _engaged_deliveries, _lock_campaign_stats
 from mailapp.tracking.opens import early_seconds
 

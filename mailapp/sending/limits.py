@@ -2,7 +2,7 @@
 
 A layout is user code run for every recipient. The sandbox keeps it from reaching outside the template;
 this module keeps it from spending unbounded CPU or memory inside it. Every render (see
-`templating._BudgetedTemplate`) runs with a fresh `RenderBudget`; the sandbox charges it for each
+`sandbox._BudgetedTemplate`) runs with a fresh `RenderBudget`; the sandbox charges it for each
 operator, filter, call and loop iteration, and refuses, before computing it, any value that would be
 larger than the limits allow (a string of more than `max_output` characters, an integer of more than
 `max_int_bits` bits). Anything over budget raises `RenderLimitExceeded`, which says which limit."""

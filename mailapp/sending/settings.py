@@ -1,0 +1,41 @@
+"""The send loop's settings, read from the app's config once per run and handed to the engine
+(config.py documents each SEND_* setting)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    public_url: str  # PUBLIC_URL: tracking and unsubscribe links point here
+    batch_size: int  # SEND_BATCH_SIZE
+    lease_seconds: float  # SEND_LEASE_SECONDS
+    run_seconds: float  # SEND_RUN_SECONDS
+    mark_group: int  # SEND_MARK_GROUP
+    mark_seconds: float  # SEND_MARK_SECONDS
+    max_consecutive_failures: int  # SEND_MAX_CONSECUTIVE_FAILURES
+    max_attempts: int  # SEND_MAX_ATTEMPTS
+    retry_base_seconds: float  # SEND_RETRY_BASE_SECONDS
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SendSettings:
+        return cls(
+            public_url=config["PUBLIC_URL"],
+            batch_size=int(config["SEND_BATCH_SIZE"]),
+            lease_seconds=float(config["SEND_LEASE_SECONDS"]),
+            run_seconds=float(config["SEND_RUN_SECONDS"]),
+            mark_group=int(config["SEND_MARK_GROUP"]),
+            mark_seconds=float(config["SEND_MARK_SECONDS"]),
+            max_consecutive_failures=int(config["SEND_MAX_CONSECUTIVE_FAILURES"]),
+            max_attempts=int(config["SEND_MAX_ATTEMPTS"]),
+            retry_base_seconds=float(config["SEND_RETRY_BASE_SECONDS"]),
+        )
+
+    @classmethod
+    def for_current_app(cls) -> SendSettings:
+        return cls.from_config(current_app.config)
