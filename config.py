@@ -237,7 +237,7 @@ class Config:
     TESTING = False
 
     @property
-    def CELERY(self) -> dict:  # noqa: N802 - Flask reads config keys in upper case
+    def CELERY(self) -> dict:  # Flask reads config keys in upper case
         return {
             "broker_url": self.CELERY_BROKER_URL,
             "task_ignore_result": True,

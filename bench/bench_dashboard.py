@@ -163,7 +163,7 @@ class Filler:
             values[column.name] = self._neutral(column)
         names = ", ".join(values)
         select = ", ".join(values.values())
-        sql = f"INSERT INTO {table} ({names}) SELECT {select} FROM {source}"  # noqa: S608 - our own SQL
+        sql = f"INSERT INTO {table} ({names}) SELECT {select} FROM {source}"  # our own SQL
         return self.connection.execute(text(sql), params or {}).rowcount
 
 
@@ -666,7 +666,7 @@ def _empty_tables() -> None:
 
     with db.engine.begin() as connection:
         for table in reversed(db.metadata.sorted_tables):
-            connection.execute(text(f"DELETE FROM {table.name}"))  # noqa: S608 - names from metadata
+            connection.execute(text(f"DELETE FROM {table.name}"))  # names from metadata
 
 
 # --- explaining --------------------------------------------------------------------------------------
@@ -687,10 +687,10 @@ def explain(words: list[str], slow_ms: float) -> None:
             client, campaign_id = _signed_in_client(app)
             statements: list[tuple[float, str, Any]] = []
 
-            def before(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            def before(conn, cursor, statement, parameters, context, executemany) -> None:
                 conn.info["started"] = time.perf_counter()
 
-            def after(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            def after(conn, cursor, statement, parameters, context, executemany) -> None:
                 statements.append(
                     ((time.perf_counter() - conn.info["started"]) * 1000, statement, parameters)
                 )

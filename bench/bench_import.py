@@ -39,7 +39,7 @@ def write_csv(path: Path, rows: int, run_id: str) -> None:
             )
 
 
-def _child_app():  # noqa: ANN202 - a Flask app, imported lazily in the child only
+def _child_app():  # a Flask app, imported lazily in the child only
     from flask_migrate import upgrade
 
     from config import DevelopmentConfig

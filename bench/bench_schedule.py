@@ -416,7 +416,7 @@ def _rows(
             delays, idle_cpu = measure_delays(database, broker, workdir, lead=lead, samples=samples,
                                               embed_beat=embed_beat, idle_window=idle_window,
                                               busy_recipients=busy_recipients)  # fmt: skip
-        except Exception as error:  # noqa: BLE001 - reported in the table
+        except Exception as error:  # reported in the table
             notes = f"error: {error}"
             rows = [result_row(name, None, "s", target=target, notes=notes) for name in names.values()]
             if idle_window:

@@ -58,7 +58,7 @@ def newsletter_layout() -> str:
     )
 
 
-def _make_app(database_url: str, broker_url: str):  # noqa: ANN202 - a Flask app
+def _make_app(database_url: str, broker_url: str):  # a Flask app
     host, port = sink_address()
     os.environ.update(
         {"DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url, "MAIL_SERVER": host,
@@ -166,7 +166,7 @@ def running_workers(count: int = 2) -> Iterator[list[subprocess.Popen]]:
     consuming when the block starts; stopped after it."""
     env = dict(os.environ, SECRET_KEY="bench-secret", MAILAPP_ENV="development")  # noqa: S106 - bench only
     workers = [
-        subprocess.Popen(  # noqa: S603 - our own worker command
+        subprocess.Popen(  # our own worker command
             [str(ROOT / ".venv/bin/celery"), "-A", "wsgi:celery_app", "worker", "--pool", "solo",
              "--loglevel", "WARNING", "-n", f"bench{n}@%h"],
             cwd=ROOT, env=env,

@@ -374,11 +374,11 @@ def running_sink(allow_fallback: bool = True) -> Iterator[Sink]:
             controller.stop()
 
 
-def _start_fallback_sink(host: str, port: int):  # noqa: ANN202 - an aiosmtpd Controller
+def _start_fallback_sink(host: str, port: int):  # an aiosmtpd Controller
     from aiosmtpd.controller import Controller
 
     class AcceptAll:
-        async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
+        async def handle_DATA(self, server, session, envelope) -> str:
             return "250 2.0.0 Ok: queued"
 
     controller = Controller(AcceptAll(), hostname=host, port=port, data_size_limit=0)
@@ -441,7 +441,7 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores {cpu}, Python {sys.version.split()[0]}".strip()
 
 
-def timed(fn, *args: Any, **kwargs: Any) -> tuple[Any, float]:  # noqa: ANN001
+def timed(fn, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     """(fn's result, seconds it took)."""
     started = time.perf_counter()
     result = fn(*args, **kwargs)
@@ -463,7 +463,7 @@ DEFAULT_BENCH_DATABASE = "postgresql://postgres@127.0.0.1/mailapp_bench"
 DEFAULT_BENCH_REDIS = "redis://127.0.0.1:6379/6"
 
 
-def bench_app(database: str, broker: str, workdir: Path, **overrides: Any):  # noqa: ANN201 - a Flask app
+def bench_app(database: str, broker: str, workdir: Path, **overrides: Any):  # a Flask app
     """The mailapp app on the given database and broker, with throwaway paths under workdir."""
     from config import Config, database_url
     from mailapp import create_app

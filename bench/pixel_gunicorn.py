@@ -15,12 +15,12 @@ loglevel = "warning"
 control_socket_disable = True
 
 
-def worker_exit(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
+def worker_exit(server, worker):  # gunicorn's hook signature
     from bench import pixel_wsgi
 
     pixel_wsgi.write_counts()
 
 
-def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+def post_worker_init(worker):  # gunicorn's hook signature
     # The app is loaded in this worker: tell the bench, which waits for every worker before measuring.
     Path(os.environ["MAILAPP_BENCH_PIXEL_WORKDIR"], f"ready-{os.getpid()}").touch()

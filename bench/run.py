@@ -31,7 +31,7 @@ from types import ModuleType
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402 - after the sys.path fix above
+from bench.common import (  # after the sys.path fix above
     BENCH_DATABASE_ENV,
     BENCH_REDIS_ENV,
     DEFAULT_BENCH_DATABASE,
@@ -148,7 +148,7 @@ def load_module(name: str) -> ModuleType | Row:
         if error.name == f"bench.{name}":
             return unavailable_row(name, "", f"bench/{name}.py does not exist yet")
         return _error_row(name, error)
-    except Exception as error:  # noqa: BLE001 - one broken module must not stop the others
+    except Exception as error:  # one broken module must not stop the others
         return _error_row(name, error)
 
 
@@ -161,7 +161,7 @@ def run_module(name: str, module: ModuleType, scale: str) -> list[Row]:
     """One run of one module; exceptions and malformed rows become error rows naming the module."""
     try:
         rows = module.run(scale)
-    except Exception as error:  # noqa: BLE001 - report it in the table and carry on
+    except Exception as error:  # report it in the table and carry on
         traceback.print_exc(file=sys.stderr)
         return [_error_row(name, error)]
     if not isinstance(rows, list):

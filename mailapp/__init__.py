@@ -31,7 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Before any blueprint adds its rules: every <int:...> in a path is an id in the BIGINT range.
     app.url_map.converters["int"] = IdConverter
 
-    import mailapp.models  # noqa: F401 - every table on the metadata, for Alembic
+    import mailapp.models  # every table on the metadata, for Alembic
     from mailapp import db_setup
     from mailapp.celery_app import celery_init_app
     from mailapp.extensions import db, mail, migrate
@@ -69,7 +69,7 @@ def create_app(config: Config | None = None) -> Flask:
     return app
 
 
-def _migrations_dir():  # noqa: ANN202 - a Path, imported lazily
+def _migrations_dir():  # a Path, imported lazily
     from pathlib import Path
 
     return Path(__file__).resolve().parent.parent / "migrations"

@@ -23,7 +23,7 @@ def configure_engine_events(app: Flask) -> None:
             return
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
@@ -34,7 +34,7 @@ def configure_engine_events(app: Flask) -> None:
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(connection) -> None:  # noqa: ANN001
+        def _begin_immediate(connection) -> None:
             # A deferred transaction that later writes can fail at once with "database is locked"
             # when another process committed in between; taking the write lock up front makes it
             # wait (busy_timeout) instead.

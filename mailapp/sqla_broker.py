@@ -43,7 +43,7 @@ class Channel(kombu_sqlalchemy.Channel):
     # transport would come without the settings below.
     _engines: dict = {}
 
-    def _engine_from_config(self):  # noqa: ANN202 - an Engine, as in kombu
+    def _engine_from_config(self):  # an Engine, as in kombu
         conninfo = self.connection.client
         options: dict[str, Any] = {
             key: value for key, value in conninfo.transport_options.items() if key not in _TRANSPORT_OPTIONS
@@ -86,7 +86,7 @@ class Transport(kombu_sqlalchemy.Transport):
     Channel = Channel
 
 
-def _sqlite_wal(dbapi_connection, connection_record) -> None:  # noqa: ANN001
+def _sqlite_wal(dbapi_connection, connection_record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()

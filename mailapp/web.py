@@ -60,19 +60,19 @@ def init_app(app: Flask) -> None:
                 )
 
     @app.after_request
-    def security_headers(response):  # noqa: ANN001, ANN202
+    def security_headers(response):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
 
     @app.errorhandler(MailappError)
-    def mailapp_error(error: MailappError):  # noqa: ANN202
+    def mailapp_error(error: MailappError):
         if wants_json():
             return jsonify(error.to_dict()), error.status_code
         return render_template("error.html", title=error.code, message=error.message), error.status_code
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(error: RequestEntityTooLarge):  # noqa: ANN202
+    def too_large(error: RequestEntityTooLarge):
         limit = request.max_content_length or app.config.get("MAX_CONTENT_LENGTH")
         message = "The upload is too large."
         if limit:
@@ -83,7 +83,7 @@ def init_app(app: Flask) -> None:
         return render_template("error.html", title="413 Request Entity Too Large", message=message), 413
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):  # noqa: ANN202
+    def http_error(error: HTTPException):
         if wants_json():
             code = (error.name or "error").lower().replace(" ", "_")
             body = error_body(code, error.description or "")

@@ -57,7 +57,7 @@ def campaign_payload(audience: Audience, **overrides: object) -> dict:
 
 
 @pytest.fixture
-def audience(app) -> Audience:  # noqa: ANN001
+def audience(app) -> Audience:
     return make_audience()
 
 

@@ -33,7 +33,7 @@ def pytest_report_header() -> list[str]:
 class MailappClient(FlaskClient):
     """A test client that can sign in and post forms with their CSRF token."""
 
-    def open(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def open(self, *args, **kwargs):
         # A test's requests share its app context and so Flask's `g`, where Flask-Login caches the
         # signed-in user and Flask-WTF the session's CSRF token: left there, the next request, of any
         # client, would be taken for that user and handed that token.
@@ -48,11 +48,11 @@ class MailappClient(FlaskClient):
         assert match, f"no csrf_token on {page}"
         return match.group(1)
 
-    def login(self, email: str, password: str = TEST_PASSWORD):  # noqa: ANN201
+    def login(self, email: str, password: str = TEST_PASSWORD):
         token = self.csrf_token("/login")
         return self.post("/login", data={"email": email, "password": password, "csrf_token": token})
 
-    def post_form(self, url: str, data: dict | None = None, **kwargs):  # noqa: ANN003, ANN201
+    def post_form(self, url: str, data: dict | None = None, **kwargs):
         """POST a form the way a browser does, with a CSRF token taken from a page of the session."""
         payload = dict(data or {})
         payload.setdefault("csrf_token", self.csrf_token(kwargs.pop("token_page", "/")))
@@ -131,18 +131,18 @@ def _app_context(app: Flask, smtp_server: SMTPTestServer) -> Iterator[None]:
     smtp_server.reset()
 
 
-def _empty_tables(db) -> None:  # noqa: ANN001
+def _empty_tables(db) -> None:
     tables = [table.name for table in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
             for table in tables:
-                connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - table names from metadata
+                connection.execute(text(f"DELETE FROM {table}"))  # table names from metadata
 
 
 @pytest.fixture
-def db(app: Flask):  # noqa: ANN201
+def db(app: Flask):
     from mailapp.extensions import db as database
 
     return database
@@ -154,12 +154,12 @@ def client(app: Flask) -> MailappClient:
 
 
 @pytest.fixture
-def runner(app: Flask):  # noqa: ANN201
+def runner(app: Flask):
     return app.test_cli_runner()
 
 
 @pytest.fixture
-def user(db):  # noqa: ANN001, ANN201
+def user(db):
     from mailapp.auth.services import create_user
 
     created = create_user("marketer@example.com", TEST_PASSWORD, is_admin=True)
@@ -168,7 +168,7 @@ def user(db):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def auth_client(client: MailappClient, user) -> MailappClient:  # noqa: ANN001
+def auth_client(client: MailappClient, user) -> MailappClient:
     response = client.login(user.email)
     assert response.status_code == 302, response.get_data(as_text=True)
     return client
@@ -181,21 +181,21 @@ class APIClient:
         self.client = client
         self.headers = {"Authorization": f"Bearer {token}"}
 
-    def get(self, url: str, **kwargs):  # noqa: ANN003, ANN201
+    def get(self, url: str, **kwargs):
         return self.client.get(url, headers=self.headers, **kwargs)
 
-    def post(self, url: str, **kwargs):  # noqa: ANN003, ANN201
+    def post(self, url: str, **kwargs):
         return self.client.post(url, headers=self.headers, **kwargs)
 
-    def patch(self, url: str, **kwargs):  # noqa: ANN003, ANN201
+    def patch(self, url: str, **kwargs):
         return self.client.patch(url, headers=self.headers, **kwargs)
 
-    def delete(self, url: str, **kwargs):  # noqa: ANN003, ANN201
+    def delete(self, url: str, **kwargs):
         return self.client.delete(url, headers=self.headers, **kwargs)
 
 
 @pytest.fixture
-def api(client: MailappClient, user, db) -> APIClient:  # noqa: ANN001
+def api(client: MailappClient, user, db) -> APIClient:
     from mailapp.auth.services import create_api_token
 
     token = create_api_token(user.email, name="tests")

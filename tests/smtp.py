@@ -53,13 +53,13 @@ class CapturingHandler:
     # relay that crashes mid-transaction does. The message is not kept.
     hang_up_on: set[str] = field(default_factory=set)
 
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201, N802
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname  # this hook's duty (aiosmtpd docs)
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             replies = self.scripted_replies.get(address.lower())
             if replies:
@@ -67,7 +67,7 @@ class CapturingHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         with self.lock:

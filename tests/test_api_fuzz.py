@@ -31,7 +31,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture
-def fuzz_token(db, smtp_server) -> str:  # noqa: ANN001
+def fuzz_token(db, smtp_server) -> str:
     """A token, and a little of everything for the fuzz to find under small ids (the document's examples
     use id 1): a layout, two lists with subscribers, a draft campaign, one that has deliveries, and a
     finished import."""
@@ -58,7 +58,7 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 @schema.parametrize()
 @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
           suppress_health_check=list(HealthCheck))
-def test_no_input_makes_the_api_fail_or_break_its_document(case, app, fuzz_token, db):  # noqa: ANN001
+def test_no_input_makes_the_api_fail_or_break_its_document(case, app, fuzz_token, db):
     try:
         case.call_and_validate(app=app, headers={"Authorization": f"Bearer {fuzz_token}"}, checks=CHECKS)
     finally:

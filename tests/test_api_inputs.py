@@ -21,7 +21,7 @@ TOO_BIG = 2**63  # one past BIGINT
 WAY_TOO_BIG = 2**64 + 1
 
 
-def _error(response, status: int, code: str | None = None) -> dict:  # noqa: ANN001
+def _error(response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.get_data(as_text=True)[:500]
     body = response.get_json()
     assert set(body["error"]) == {"code", "message", "details"}
@@ -100,7 +100,7 @@ def test_an_out_of_range_list_id_for_a_subscriber_is_a_422(api, db):
     assert db.session.scalar(select(func.count()).select_from(SubscriberList)) == 0
 
 
-def _raw(api, method: str, url: str, text: str | bytes):  # noqa: ANN001, ANN202
+def _raw(api, method: str, url: str, text: str | bytes):
     return getattr(api, method)(url, data=text, content_type="application/json")
 
 

@@ -84,7 +84,7 @@ def test_api_refuses_missing_and_forged_tokens(client, api):
 # -- where sign-in leads: `next` must stay on this site ----------------------------------------------
 
 
-def sign_in_with_next(client, email: str, next_value: str):  # noqa: ANN001, ANN201
+def sign_in_with_next(client, email: str, next_value: str):
     token = client.csrf_token("/login")
     return client.post(
         "/login", query_string={"next": next_value},
@@ -162,13 +162,13 @@ def test_safe_next_path_keeps_only_paths_a_browser_reads_as_this_site(next_value
 # -- server-side sessions ----------------------------------------------------------------------------
 
 
-def copy_cookie(source, target, name: str) -> None:  # noqa: ANN001
+def copy_cookie(source, target, name: str) -> None:
     cookie = source.get_cookie(name)
     assert cookie is not None, f"no {name} cookie"
     target.set_cookie(name, cookie.value)
 
 
-def sign_in_remembered(client, email: str, password: str = TEST_PASSWORD):  # noqa: ANN001, ANN201
+def sign_in_remembered(client, email: str, password: str = TEST_PASSWORD):
     token = client.csrf_token("/login")
     return client.post(
         "/login", data={"email": email, "password": password, "remember": "y", "csrf_token": token}
@@ -273,7 +273,7 @@ def test_cookies_are_secure_when_the_public_url_is_https(app):
 # -- changing and resetting passwords ----------------------------------------------------------------
 
 
-def change_password(client, current: str, new: str, confirm: str | None = None):  # noqa: ANN001, ANN201
+def change_password(client, current: str, new: str, confirm: str | None = None):
     return client.post_form(
         "/account/password",
         {"current_password": current, "new_password": new, "confirm_password": confirm or new},

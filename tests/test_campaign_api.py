@@ -9,7 +9,7 @@ from mailapp.models.base import utcnow
 from tests.campaign_fixtures import audience, campaign_payload, make_delivery, make_ready_campaign  # noqa: F401
 
 
-def _error(response, status: int, code: str) -> dict:  # noqa: ANN001
+def _error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()["error"]
     assert body["code"] == code

@@ -310,7 +310,7 @@ def test_browser_local_time_refuses_garbage():
 # --- views ------------------------------------------------------------------------------------------
 
 
-def _form(audience, **overrides):  # noqa: ANN001, ANN202, F811
+def _form(audience, **overrides):  # noqa: F811
     payload = campaign_payload(audience, **overrides)
     payload["track_opens"] = "y"
     payload["track_clicks"] = "y"
@@ -470,11 +470,11 @@ def test_progress_json_and_delivery_log(auth_client, db, audience):  # noqa: F81
     assert "a@example.com" not in log
 
 
-def _statements_of(client, url: str) -> int:  # noqa: ANN001
+def _statements_of(client, url: str) -> int:
     database.session.remove()  # the request starts from an empty session, whatever the test loaded
     count = 0
 
-    def counted(*_args) -> None:  # noqa: ANN002
+    def counted(*_args) -> None:
         nonlocal count
         count += 1
 

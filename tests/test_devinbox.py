@@ -49,7 +49,7 @@ class RunningServer:
 
 
 @pytest.fixture
-def devsmtp(app) -> Iterator[RunningServer]:  # noqa: ANN001
+def devsmtp(app) -> Iterator[RunningServer]:
     """Our serve() in a thread, on a free port, storing into the app's DEVINBOX_DIR."""
     inbox = DevInbox(app.config["DEVINBOX_DIR"], max_messages=5000)
     inbox.delete_all()
@@ -78,14 +78,14 @@ def newsletter(subject: str = "Spring news", to: str = "ana@example.com") -> Ema
     return message
 
 
-def eml_files(app) -> list[Path]:  # noqa: ANN001
+def eml_files(app) -> list[Path]:
     return sorted(Path(app.config["DEVINBOX_DIR"]).glob("*.eml"))
 
 
 # ---------------------------------------------------------------- server and storage
 
 
-def test_server_stores_each_message_as_an_eml_file(app, devsmtp) -> None:  # noqa: ANN001
+def test_server_stores_each_message_as_an_eml_file(app, devsmtp) -> None:
     devsmtp.send(newsletter("First"))
     devsmtp.send(newsletter("Second"), to=["ana@example.com", "hidden@example.com"])
     files = eml_files(app)
@@ -99,7 +99,7 @@ def test_server_stores_each_message_as_an_eml_file(app, devsmtp) -> None:  # noq
     assert not list(Path(app.config["DEVINBOX_DIR"]).glob(".incoming-*"))  # no temp files left
 
 
-def test_inbox_keeps_only_the_newest_messages(tmp_path) -> None:  # noqa: ANN001
+def test_inbox_keeps_only_the_newest_messages(tmp_path) -> None:
     inbox = DevInbox(tmp_path, max_messages=5)
     ids = [inbox.save(f"Subject: {number}\r\n\r\nbody".encode()) for number in range(12)]
     assert inbox.count() == 5
@@ -116,7 +116,7 @@ def test_inbox_keeps_only_the_newest_messages(tmp_path) -> None:  # noqa: ANN001
     assert newest[:90] == [str(number) for number in range(249, 159, -1)]
 
 
-def test_store_refuses_path_tricks(tmp_path) -> None:  # noqa: ANN001
+def test_store_refuses_path_tricks(tmp_path) -> None:
     from mailapp.errors import NotFoundError
 
     inbox = DevInbox(tmp_path)
@@ -125,7 +125,7 @@ def test_store_refuses_path_tricks(tmp_path) -> None:  # noqa: ANN001
             inbox.get(bad)
 
 
-def test_cli_serve_runs_as_a_process(app, tmp_path) -> None:  # noqa: ANN001
+def test_cli_serve_runs_as_a_process(app, tmp_path) -> None:
     """The Procfile's devsmtp command: `flask --app wsgi devinbox serve --port N`, stopped by SIGTERM."""
     port = free_port()
     directory = tmp_path / "inbox"
@@ -148,7 +148,7 @@ def test_cli_serve_runs_as_a_process(app, tmp_path) -> None:  # noqa: ANN001
     assert subjects == ["Process 3", "Process 2", "Process 1"]
 
 
-def test_cli_serve_reports_a_busy_port(runner, devsmtp) -> None:  # noqa: ANN001
+def test_cli_serve_reports_a_busy_port(runner, devsmtp) -> None:
     result = runner.invoke(args=["devinbox", "serve", "--port", str(devsmtp.port)])
     assert result.exit_code != 0
     assert f"Cannot listen on 127.0.0.1:{devsmtp.port}" in result.output
@@ -157,7 +157,7 @@ def test_cli_serve_reports_a_busy_port(runner, devsmtp) -> None:  # noqa: ANN001
 # ---------------------------------------------------------------- pages
 
 
-def test_pages_need_login(client, devsmtp) -> None:  # noqa: ANN001
+def test_pages_need_login(client, devsmtp) -> None:
     devsmtp.send(newsletter())
     message_id = devsmtp.inbox.page(1, 1)[0][0].id
     for url in ("/dev/inbox/", f"/dev/inbox/{message_id}", f"/dev/inbox/{message_id}/html"):
@@ -166,14 +166,14 @@ def test_pages_need_login(client, devsmtp) -> None:  # noqa: ANN001
         assert "/login" in response.headers["Location"]
 
 
-def test_empty_state_explains_how_mail_gets_there(auth_client, devsmtp) -> None:  # noqa: ANN001
+def test_empty_state_explains_how_mail_gets_there(auth_client, devsmtp) -> None:
     page = auth_client.get("/dev/inbox/").get_data(as_text=True)
     assert "The dev inbox is empty" in page
     assert "devinbox serve" in page
     assert 'href="/dev/inbox/"' in page  # the nav bar
 
 
-def test_index_lists_newest_first_and_paginates(auth_client, devsmtp) -> None:  # noqa: ANN001
+def test_index_lists_newest_first_and_paginates(auth_client, devsmtp) -> None:
     for number in range(3):
         devsmtp.send(newsletter(f"Issue {number}", to=f"reader{number}@example.com"))
     for number in range(50):
@@ -188,7 +188,7 @@ def test_index_lists_newest_first_and_paginates(auth_client, devsmtp) -> None:  
     assert "News &lt;news@example.com&gt;" in second
 
 
-def test_message_page_shows_html_frame_text_headers_and_source(auth_client, devsmtp) -> None:  # noqa: ANN001
+def test_message_page_shows_html_frame_text_headers_and_source(auth_client, devsmtp) -> None:
     devsmtp.send(newsletter("Look at me"))
     message_id = devsmtp.inbox.page(1, 1)[0][0].id
     page = auth_client.get(f"/dev/inbox/{message_id}").get_data(as_text=True)
@@ -209,7 +209,7 @@ def test_message_page_shows_html_frame_text_headers_and_source(auth_client, devs
     assert b"Subject: Look at me" in raw.data
 
 
-def test_text_only_message_frame(auth_client, devsmtp) -> None:  # noqa: ANN001
+def test_text_only_message_frame(auth_client, devsmtp) -> None:
     message = EmailMessage()
     message["From"] = "a@example.com"
     message["To"] = "b@example.com"
@@ -222,12 +222,12 @@ def test_text_only_message_frame(auth_client, devsmtp) -> None:  # noqa: ANN001
     assert "Just &lt;text&gt;." in frame.get_data(as_text=True)
 
 
-def test_unknown_message_is_404(auth_client, devsmtp) -> None:  # noqa: ANN001
+def test_unknown_message_is_404(auth_client, devsmtp) -> None:
     assert auth_client.get("/dev/inbox/00000000000000000001-deadbeef").status_code == 404
     assert auth_client.get("/dev/inbox/not-an-id").status_code == 404
 
 
-def test_delete_all(auth_client, app, devsmtp) -> None:  # noqa: ANN001
+def test_delete_all(auth_client, app, devsmtp) -> None:
     devsmtp.send(newsletter())
     devsmtp.send(newsletter())
     assert auth_client.post("/dev/inbox/delete-all", data={}).status_code == 400  # no CSRF token
@@ -237,7 +237,7 @@ def test_delete_all(auth_client, app, devsmtp) -> None:  # noqa: ANN001
     assert eml_files(app) == []
 
 
-def test_not_available_when_disabled(app, auth_client, devsmtp) -> None:  # noqa: ANN001
+def test_not_available_when_disabled(app, auth_client, devsmtp) -> None:
     app.config["DEVINBOX_ENABLED"] = False
     try:
         assert auth_client.get("/dev/inbox/").status_code == 404

@@ -39,20 +39,20 @@ def assert_counts_add_up(report: dict) -> None:
     )
 
 
-def members_of(db, target: SubscriberList) -> list[str]:  # noqa: ANN001
+def members_of(db, target: SubscriberList) -> list[str]:
     return list(db.session.scalars(
         select(Subscriber.email).join(list_members, list_members.c.subscriber_id == Subscriber.id)
         .where(list_members.c.list_id == target.id).order_by(Subscriber.email)
     ))
 
 
-def uploads(app) -> set[Path]:  # noqa: ANN001
+def uploads(app) -> set[Path]:
     directory = Path(app.config["UPLOAD_DIR"])
     return set(directory.iterdir()) if directory.exists() else set()
 
 
 @pytest.fixture
-def target(db) -> SubscriberList:  # noqa: ANN001
+def target(db) -> SubscriberList:
     return SubscriberListFactory(name="Imported")
 
 

@@ -45,7 +45,7 @@ with open("/proc/self/status") as status:
 
 def run_import_in_child(app: Flask, import_id: int) -> int:
     """Peak RSS of the child in MB (VmHWM is in KiB)."""
-    finished = subprocess.run(  # noqa: S603 - our own interpreter and script
+    finished = subprocess.run(  # our own interpreter and script
         [sys.executable, "-c", CHILD, app.config["SQLALCHEMY_DATABASE_URI"], app.config["UPLOAD_DIR"],
          str(import_id)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=False,
@@ -77,7 +77,7 @@ def test_a_fifty_megabyte_line_is_one_row_error_and_the_worker_stays_small(app, 
 
     db.session.expire_all()
     report = imports.import_to_dict(imports.get_import(import_id))
-    print(f"import worker peak RSS: {peak_mb} MB")  # noqa: T201 - the figure the README quotes
+    print(f"import worker peak RSS: {peak_mb} MB")  # the figure the README quotes
     assert report["status"] == "done", report
     assert (report["processed"], report["imported"], report["invalid"]) == (5, 4, 1)
     assert report["errors"][0]["line"] == 4
@@ -106,7 +106,7 @@ def test_a_file_of_rows_at_the_size_limits_imports_in_bounded_chunks(app, tmp_pa
 
     db.session.expire_all()
     report = imports.import_to_dict(imports.get_import(import_id))
-    print(f"import worker peak RSS, 100 MB of wide rows: {peak_mb} MB")  # noqa: T201
+    print(f"import worker peak RSS, 100 MB of wide rows: {peak_mb} MB")
     assert (report["status"], report["imported"], report["invalid"]) == ("done", rows, 0), report
     assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb} MB"
 

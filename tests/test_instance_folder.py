@@ -11,7 +11,7 @@ from celery import _state
 from config import TestConfig
 
 
-def test_creating_the_app_makes_its_instance_folder_for_its_owner_only(app, tmp_path: Path) -> None:  # noqa: ANN001
+def test_creating_the_app_makes_its_instance_folder_for_its_owner_only(app, tmp_path: Path) -> None:
     from mailapp import create_app
 
     instance = tmp_path / "fresh-clone" / "instance"
@@ -29,7 +29,7 @@ def test_creating_the_app_makes_its_instance_folder_for_its_owner_only(app, tmp_
     assert created.instance_path == str(instance)
 
 
-def test_beat_keeps_its_schedule_in_the_instance_folder_by_absolute_path(app) -> None:  # noqa: ANN001
+def test_beat_keeps_its_schedule_in_the_instance_folder_by_absolute_path(app) -> None:
     schedule = Path(app.extensions["celery"].conf.beat_schedule_filename)
     assert schedule.is_absolute()
     assert schedule.parent == Path(app.instance_path)

@@ -18,7 +18,7 @@ LIMIT = 5
 
 
 @pytest.fixture(autouse=True)
-def _small_limits(app, monkeypatch):  # noqa: ANN001
+def _small_limits(app, monkeypatch):
     monkeypatch.setitem(app.config, "LOGIN_THROTTLE_WINDOW_SECONDS", WINDOW_SECONDS)
     monkeypatch.setitem(app.config, "LOGIN_MAX_ATTEMPTS_PER_ADDRESS", LIMIT)
     monkeypatch.setitem(app.config, "LOGIN_MAX_ATTEMPTS_PER_ACCOUNT", LIMIT)
@@ -27,7 +27,7 @@ def _small_limits(app, monkeypatch):  # noqa: ANN001
 WRONG_PASSWORD = "wrong password"
 
 
-def attempt(client, email: str, password: str = WRONG_PASSWORD, address: str = "127.0.0.1", **kwargs):  # noqa: ANN001, ANN003, ANN201
+def attempt(client, email: str, password: str = WRONG_PASSWORD, address: str = "127.0.0.1", **kwargs):
     token = client.csrf_token("/login")
     return client.post(
         "/login", data={"email": email, "password": password, "csrf_token": token},
@@ -105,7 +105,7 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(app):
     assert second == [200] * LIMIT
 
 
-def _sign_in_attempts(settings: dict, attempts: int, start, results) -> None:  # noqa: ANN001
+def _sign_in_attempts(settings: dict, attempts: int, start, results) -> None:
     """In a process of its own: an app like the suite's, `attempts` wrong sign-ins as fast as it can."""
     from mailapp import create_app
 

@@ -72,14 +72,14 @@ def source(layout: str, **fields: object) -> CampaignSource:
     return CampaignSource(**base)
 
 
-def both_paths(renderer: CampaignRenderer, recipient: Recipient):  # noqa: ANN201
+def both_paths(renderer: CampaignRenderer, recipient: Recipient):
     return renderer.render(recipient, strings=True), renderer.render(recipient, fast=False)
 
 
 _renderers: dict[tuple[str, str], CampaignRenderer] = {}
 
 
-def renderer_for(app, layout: str) -> CampaignRenderer:  # noqa: ANN001
+def renderer_for(app, layout: str) -> CampaignRenderer:
     """Compiled once per layout, as the engine does per campaign (compiling is the slow part)."""
     key = (layout, app.config["SECRET_KEY"])
     if key not in _renderers:
@@ -90,7 +90,7 @@ def renderer_for(app, layout: str) -> CampaignRenderer:  # noqa: ANN001
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=names, city=values, plan=values, delivery_id=st.integers(min_value=1, max_value=2**40))
-def test_fast_render_equals_jinja_and_html2text(app, layout, name, city, plan, delivery_id) -> None:  # noqa: ANN001
+def test_fast_render_equals_jinja_and_html2text(app, layout, name, city, plan, delivery_id) -> None:
     renderer = renderer_for(app, layout)
     recipient = Recipient(
         delivery_id=delivery_id, email="reader@example.com", name=name, subscriber_id=3,
@@ -105,13 +105,13 @@ def test_fast_render_equals_jinja_and_html2text(app, layout, name, city, plan, d
     )
 
 
-def test_plain_layouts_take_the_skeleton_path_and_branching_ones_do_not(app) -> None:  # noqa: ANN001
+def test_plain_layouts_take_the_skeleton_path_and_branching_ones_do_not(app) -> None:
     assert renderer_for(app, LAYOUTS["plain printing"]).skeleton is not None
     assert renderer_for(app, LAYOUTS["loop in a table"]).skeleton is not None
     assert renderer_for(app, LAYOUTS["branches on the recipient"]).skeleton is None
 
 
-def test_tracking_rewrites_only_literal_http_links(app) -> None:  # noqa: ANN001
+def test_tracking_rewrites_only_literal_http_links(app) -> None:
     renderer = CampaignRenderer(source(LAYOUTS["plain printing"]), public_url=app.config["PUBLIC_URL"])
     assert renderer.links == ["https://example.com/a?x=1&y=2", "https://example.com/b"]
     html = renderer.render(Recipient(delivery_id=5, email="r@example.com", name="R"), strings=True).html
@@ -127,7 +127,7 @@ def test_tracking_rewrites_only_literal_http_links(app) -> None:  # noqa: ANN001
     assert 'style="color: #333;' in html
 
 
-def test_no_tracking_when_switched_off(app) -> None:  # noqa: ANN001
+def test_no_tracking_when_switched_off(app) -> None:
     renderer = CampaignRenderer(
         source(LAYOUTS["plain printing"], track_opens=False, track_clicks=False),
         public_url=app.config["PUBLIC_URL"],
@@ -138,7 +138,7 @@ def test_no_tracking_when_switched_off(app) -> None:  # noqa: ANN001
     assert 'href="https://example.com/b"' in html
 
 
-def test_the_loop_inside_a_table_survives_css_inlining(app) -> None:  # noqa: ANN001
+def test_the_loop_inside_a_table_survives_css_inlining(app) -> None:
     renderer = CampaignRenderer(source(LAYOUTS["loop in a table"]), public_url=app.config["PUBLIC_URL"])
     html = renderer.render(Recipient(delivery_id=1, email="r@example.com", name="Ann"), strings=True).html
     assert html.count('<td style="padding: 2px;">') == 3
@@ -146,7 +146,7 @@ def test_the_loop_inside_a_table_survives_css_inlining(app) -> None:  # noqa: AN
     assert "2 Ann</td></tr></tbody></table>" in html
 
 
-def test_one_hmac_per_message_gives_every_token_of_the_delivery(app) -> None:  # noqa: ANN001
+def test_one_hmac_per_message_gives_every_token_of_the_delivery(app) -> None:
     minter = tokens.TokenMinter()
     for delivery_id, campaign_id, subscriber_id in ((0, 1, None), (1, 2, 3), (2**33 + 7, 255, 2**40)):
         issued = minter.issue(delivery_id, campaign_id, subscriber_id)
@@ -215,7 +215,7 @@ header_text = (
 ).filter(lambda value: "=?" not in value)
 
 
-def test_encoded_word_lookalikes_stay_literal(app) -> None:  # noqa: ANN001
+def test_encoded_word_lookalikes_stay_literal(app) -> None:
     envelope = Envelope(
         to_name="=?utf-8?b?Zm9v?=", to_email="a@example.com", subject="=??Q??= and =?utf-8?b?Zm9v?=",
         text="t", html="h", message_id="<1@example.com>", date=message_date(), unsubscribe_url="http://x/u/1",
@@ -232,7 +232,7 @@ def test_encoded_word_lookalikes_stay_literal(app) -> None:  # noqa: ANN001
     local=st.from_regex(r"[\w+-]{1,12}(\.[\w+-]{1,12}){0,2}", fullmatch=True).filter(str.isascii),
 )
 def test_fast_builder_equals_the_stdlib_reference(
-    app, from_name, to_name, subject, text, html, local  # noqa: ANN001
+    app, from_name, to_name, subject, text, html, local
 ) -> None:
     envelope = Envelope(
         to_name=to_name, to_email=f"{local}@exämple.com", subject=subject, text=text, html=html,
@@ -260,7 +260,7 @@ CASE_CHANGING = [("İbrahim", "İstanbul"), ("Straße", "Großglockner"), ("ǅem
 @example(name="ǅemal", city="ǅ", layout=LAYOUTS["plain printing"])
 @example(name="ΟΔΥΣΣΕΥΣ", city="Ὀδυσσεύς", layout=LAYOUTS["plain printing"])
 @example(name="İbrahim", city="İstanbul", layout=LAYOUTS["loop in a table"])
-def test_whole_messages_fast_equal_reference(app, name, city, layout) -> None:  # noqa: ANN001
+def test_whole_messages_fast_equal_reference(app, name, city, layout) -> None:
     """Render + build, fast (skeleton, pre-encoded bodies) against Jinja + html2text + EmailMessage."""
     renderer = renderer_for(app, layout)
     recipient = Recipient(delivery_id=9, email="reader@example.com", name=name, attributes={"city": city})
@@ -299,7 +299,7 @@ def test_the_open_pixel_sits_whole_before_the_body_end_whatever_the_text(app, la
         ("to_email", "a@b.c\r\nX: y"),
     ],
 )
-def test_line_breaks_in_header_values_are_refused(app, field, value) -> None:  # noqa: ANN001
+def test_line_breaks_in_header_values_are_refused(app, field, value) -> None:
     values = {"to_name": "Ann", "to_email": "ann@example.com", "subject": "Hi", "text": "t", "html": "h",
               "message_id": "<1@example.com>", "date": message_date(), "unsubscribe_url": "http://x/u/1"}
     values[field] = value

@@ -14,7 +14,7 @@ from mailapp.api.routes import API_PREFIX
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
-def _url_map_operations(app) -> set[tuple[str, str]]:  # noqa: ANN001
+def _url_map_operations(app) -> set[tuple[str, str]]:
     """(METHOD, OpenAPI path) for every API rule: /api/v1/lists/<int:list_id> -> /lists/{list_id}."""
     operations = set()
     for rule in app.url_map.iter_rules():

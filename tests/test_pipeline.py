@@ -36,7 +36,7 @@ def _messages(count: int, tag: str = "") -> list[Outgoing]:
 
 
 @pytest.mark.parametrize("relay_pipelining", [True, False], ids=["pipelining", "lockstep"])
-def test_every_message_arrives_byte_for_byte(smtp_server, relay_pipelining: bool) -> None:  # noqa: ANN001
+def test_every_message_arrives_byte_for_byte(smtp_server, relay_pipelining: bool) -> None:
     smtp_server.handler.pipelining = relay_pipelining
     smtp_server.script_replies("reader2@example.com", ["550 5.1.1 No such user"])
     smtp_server.script_replies("reader4@example.com", ["452 4.2.2 Mailbox full"])
@@ -137,7 +137,7 @@ def relay_factory() -> Iterator[type[WatchfulRelay]]:
         relay.listener.close()
 
 
-def test_with_pipelining_the_next_envelope_rides_with_the_data(relay_factory) -> None:  # noqa: ANN001
+def test_with_pipelining_the_next_envelope_rides_with_the_data(relay_factory) -> None:
     relay = relay_factory(offer_pipelining=True)
     with smtplib.SMTP("127.0.0.1", relay.port) as host:
         answers = list(pipeline.submit(host, _messages(5)))
@@ -148,7 +148,7 @@ def test_with_pipelining_the_next_envelope_rides_with_the_data(relay_factory) ->
     assert relay.waited == 1
 
 
-def test_without_pipelining_each_command_waits_for_its_answer(relay_factory) -> None:  # noqa: ANN001
+def test_without_pipelining_each_command_waits_for_its_answer(relay_factory) -> None:
     relay = relay_factory(offer_pipelining=False)
     with smtplib.SMTP("127.0.0.1", relay.port) as host:
         answers = list(pipeline.submit(host, _messages(4)))
@@ -157,7 +157,7 @@ def test_without_pipelining_each_command_waits_for_its_answer(relay_factory) -> 
     assert relay.ran_ahead == 0
 
 
-def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(smtp_server) -> None:  # noqa: ANN001
+def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(smtp_server) -> None:
     smtp_server.handler.hang_up_on.add("reader1@example.com")
     messages = _messages(4)
     answers = []

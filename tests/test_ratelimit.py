@@ -34,20 +34,20 @@ def _count_in_window(stamps: list[float], start_at: float) -> int:
     return sum(1 for stamp in stamps if start_at <= stamp < start_at + WINDOW)
 
 
-def _worker_process(rate: float, relay: str, redis_url: str, state_dir: str, ready, start, results  # noqa: ANN001
+def _worker_process(rate: float, relay: str, redis_url: str, state_dir: str, ready, start, results
                     ) -> None:
     ready.put(True)
     results.put(_send_for(rate, relay, redis_url, WINDOW, start.get(), state_dir))
 
 
-def test_two_worker_processes_sharing_redis_hold_the_rate(app) -> None:  # noqa: ANN001
+def test_two_worker_processes_sharing_redis_hold_the_rate(app) -> None:
     redis_url = app.config["REDIS_URL"]
     if not redis_url:
         pytest.skip("needs REDIS_URL: runs in the PostgreSQL + Redis pass")
     _two_processes_hold_the_rate(redis_url, "")
 
 
-def test_two_processes_on_the_embedded_default_hold_the_rate(tmp_path) -> None:  # noqa: ANN001
+def test_two_processes_on_the_embedded_default_hold_the_rate(tmp_path) -> None:
     # A worker with --concurrency 2 is two processes: the file bucket holds the rate across them.
     _two_processes_hold_the_rate("", str(tmp_path))
 
@@ -79,7 +79,7 @@ def _two_processes_hold_the_rate(redis_url: str, state_dir: str) -> None:
     assert total / WINDOW >= 20
 
 
-def test_the_file_bucket_holds_for_two_threads_of_one_process(tmp_path) -> None:  # noqa: ANN001
+def test_the_file_bucket_holds_for_two_threads_of_one_process(tmp_path) -> None:
     relay = f"test-{secrets.token_hex(4)}:25"
     start_at = time.time() + 0.2
     runs: list[list[float]] = []
@@ -106,7 +106,7 @@ def test_no_limit_means_no_waiting() -> None:
     assert time.monotonic() - started < 0.5
 
 
-def test_the_engine_uses_the_configured_limit(app, monkeypatch) -> None:  # noqa: ANN001
+def test_the_engine_uses_the_configured_limit(app, monkeypatch) -> None:
     monkeypatch.setitem(app.config, "MAIL_RATE_LIMIT", 20)
     limiter = RateLimiter.for_app()
     assert limiter.enabled

@@ -157,7 +157,7 @@ def _render_measured(source: str, connection: Any) -> None:
         outcome = "rendered"
     except limits.RenderLimitExceeded as error:
         outcome = f"refused: {error}"
-    except Exception as error:  # noqa: BLE001 - reported to the test, which fails on it
+    except Exception as error:  # reported to the test, which fails on it
         outcome = f"other error: {error!r}"
     elapsed = time.monotonic() - started
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -188,7 +188,7 @@ POWER_TOWER = "<p>{{ 10**100**100**100**100 > 1 }}</p>"
 SLOW_LAYOUT = "{% for i in range(100000) %}{{ ('x' * 4000000).upper()|length }}{% endfor %}"
 
 
-def test_saving_a_hostile_layout_in_the_dashboard_is_refused_quickly(auth_client, db) -> None:  # noqa: ANN001
+def test_saving_a_hostile_layout_in_the_dashboard_is_refused_quickly(auth_client, db) -> None:
     for html in (POWER_TOWER, SLOW_LAYOUT):
         started = time.monotonic()
         response = auth_client.post_form("/layouts/new", {"name": "Hostile", "html": html})
@@ -199,7 +199,7 @@ def test_saving_a_hostile_layout_in_the_dashboard_is_refused_quickly(auth_client
     assert db.session.scalar(select(func.count()).select_from(Layout)) == 0
 
 
-def test_the_app_answers_other_requests_while_a_hostile_layout_is_refused(app, db, auth_client, user) -> None:  # noqa: ANN001
+def test_the_app_answers_other_requests_while_a_hostile_layout_is_refused(app, db, auth_client, user) -> None:
     answers: list[int] = []
     posting = threading.Event()
     email = user.email
@@ -229,7 +229,7 @@ def test_the_app_answers_other_requests_while_a_hostile_layout_is_refused(app, d
     assert answers == [422]
 
 
-def test_saving_a_hostile_layout_through_the_api_is_a_clear_422(api, db) -> None:  # noqa: ANN001
+def test_saving_a_hostile_layout_through_the_api_is_a_clear_422(api, db) -> None:
     started = time.monotonic()
     response = api.post("/api/v1/layouts", json={"name": "Hostile", "html": SLOW_LAYOUT})
     assert time.monotonic() - started < MAX_SECONDS
@@ -240,14 +240,14 @@ def test_saving_a_hostile_layout_through_the_api_is_a_clear_422(api, db) -> None
     assert api.get("/api/v1/layouts").status_code == 200
 
 
-def test_previewing_an_unsaved_hostile_layout_is_refused_quickly(auth_client) -> None:  # noqa: ANN001
+def test_previewing_an_unsaved_hostile_layout_is_refused_quickly(auth_client) -> None:
     started = time.monotonic()
     response = auth_client.post_form("/layouts/preview", {"html": POWER_TOWER})
     assert time.monotonic() - started < MAX_SECONDS
     assert "Over a render limit" in response.get_data(as_text=True)
 
 
-def test_a_hostile_subject_is_refused_with_the_campaign_form_errors(app) -> None:  # noqa: ANN001
+def test_a_hostile_subject_is_refused_with_the_campaign_form_errors(app) -> None:
     with pytest.raises(TemplateError, match="Over a render limit"):
         layout_services.check_subject("{{ 'x'|center(10**9) }}")
 
@@ -261,7 +261,7 @@ def _allocate_a_gigabyte() -> int:
     return len(bytearray(2**30))
 
 
-def test_a_web_render_that_never_ends_is_killed_at_its_deadline(app, monkeypatch) -> None:  # noqa: ANN001
+def test_a_web_render_that_never_ends_is_killed_at_its_deadline(app, monkeypatch) -> None:
     monkeypatch.setitem(app.config, "RENDER_TIMEOUT_SECONDS", 0.5)
     started = time.monotonic()
     with pytest.raises(TemplateError, match="took longer than"):
@@ -269,12 +269,12 @@ def test_a_web_render_that_never_ends_is_killed_at_its_deadline(app, monkeypatch
     assert time.monotonic() - started < 0.5 + 2.0 + 1.0
 
 
-def test_a_web_render_that_allocates_too_much_memory_is_refused(app) -> None:  # noqa: ANN001
+def test_a_web_render_that_allocates_too_much_memory_is_refused(app) -> None:
     with pytest.raises(TemplateError, match="RENDER_MEMORY_BYTES"):
         isolation.run_isolated(_allocate_a_gigabyte)
 
 
-def test_a_web_render_does_not_hold_the_sqlite_write_lock(app, db) -> None:  # noqa: ANN001
+def test_a_web_render_does_not_hold_the_sqlite_write_lock(app, db) -> None:
     if db.engine.dialect.name != "sqlite":
         pytest.skip("only SQLite takes its write lock when a transaction begins")
     db.session.scalar(select(func.count()).select_from(Layout))  # begins a transaction, as a request does
@@ -308,7 +308,7 @@ COSTLY_FOR_ONE = (
 
 
 def test_a_delivery_whose_render_blows_its_budget_fails_alone_and_the_campaign_finishes(
-    app, db, smtp_server, celery_worker  # noqa: ANN001
+    app, db, smtp_server, celery_worker
 ) -> None:
     layout_services.check_layout_html(COSTLY_FOR_ONE)  # passes the save-time check
     campaign, people = make_campaign(count=5, layout=LayoutFactory(html=COSTLY_FOR_ONE))
@@ -330,7 +330,7 @@ def test_a_delivery_whose_render_blows_its_budget_fails_alone_and_the_campaign_f
 
 
 def test_a_row_that_cannot_be_built_does_not_add_to_a_run_of_relay_refusals(
-    app, db, smtp_server, monkeypatch  # noqa: ANN001
+    app, db, smtp_server, monkeypatch
 ) -> None:
     monkeypatch.setitem(app.config, "SEND_MAX_CONSECUTIVE_FAILURES", 3)
     monkeypatch.setitem(app.config, "RENDER_MAX_STEPS", 10_000)
@@ -348,7 +348,7 @@ def test_a_row_that_cannot_be_built_does_not_add_to_a_run_of_relay_refusals(
     assert sorted(message.to for message in smtp_server.messages) == sorted(p.email for p in people[3:])
 
 
-def test_a_layout_that_fails_for_everyone_pauses_the_campaign(app, db, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+def test_a_layout_that_fails_for_everyone_pauses_the_campaign(app, db, smtp_server, monkeypatch) -> None:
     monkeypatch.setitem(app.config, "SEND_MAX_CONSECUTIVE_FAILURES", 3)
     monkeypatch.setitem(app.config, "RENDER_MAX_STEPS", 10_000)
     campaign, people = make_campaign(count=6, layout=LayoutFactory(html=COSTLY_FOR_ONE))
@@ -363,20 +363,20 @@ def test_a_layout_that_fails_for_everyone_pauses_the_campaign(app, db, smtp_serv
     assert smtp_server.messages == []
 
 
-def test_send_tasks_have_soft_and_hard_time_limits_above_the_run_length(app) -> None:  # noqa: ANN001
+def test_send_tasks_have_soft_and_hard_time_limits_above_the_run_length(app) -> None:
     send_batch = app.extensions["celery"].tasks["mailapp.sending.tasks.send_batch"]
     assert app.config["SEND_RUN_SECONDS"] < send_batch.soft_time_limit < send_batch.time_limit
     assert send_batch.time_limit < app.config["SEND_LEASE_SECONDS"] or app.config["TESTING"]
 
 
 def test_a_send_task_at_its_soft_time_limit_fails_the_stuck_row_and_hands_back_the_rest(
-    app, db, smtp_server, monkeypatch  # noqa: ANN001
+    app, db, smtp_server, monkeypatch
 ) -> None:
     campaign, people = make_campaign(count=4, layout=LayoutFactory(html=COSTLY_FOR_ONE))
     stuck = people[1]
     real_render = render.CampaignRenderer.render
 
-    def render_until_the_limit(self, recipient, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def render_until_the_limit(self, recipient, **kwargs):
         if recipient.email == stuck.email:
             raise SoftTimeLimitExceeded  # what Celery raises in the task at its soft limit
         return real_render(self, recipient, **kwargs)

@@ -40,23 +40,23 @@ __all__ = ["empty_open_buffer"]
 READER = {"User-Agent": READER_UA}
 
 
-def open_(client, delivery, user_agent: str = READER_UA) -> None:  # noqa: ANN001
+def open_(client, delivery, user_agent: str = READER_UA) -> None:
     client.get(f"/o/{tokens.make_token('open', delivery.id)}.gif", headers={"User-Agent": user_agent})
 
 
-def click(client, delivery, position: int, user_agent: str = READER_UA) -> None:  # noqa: ANN001
+def click(client, delivery, position: int, user_agent: str = READER_UA) -> None:
     response = client.get(
         f"/c/{tokens.make_token('click', delivery.id, position)}", headers={"User-Agent": user_agent}
     )
     assert response.status_code == 302
 
 
-def unsubscribe(client, delivery) -> None:  # noqa: ANN001
+def unsubscribe(client, delivery) -> None:
     client.post(f"/u/{tokens.make_token('unsubscribe', delivery.id)}", data={"List-Unsubscribe": "One-Click"})
 
 
 @pytest.fixture
-def scenario(client):  # noqa: ANN001, ANN201
+def scenario(client):
     """10 recipients: 8 sent, 1 failed, 1 pending. Activity:
     d0: 2 human opens, clicks link 0 twice and link 1 once; d1: 1 human open;
     d2: Apple MPP open only; d3: human click on link 0 with images blocked (no open);

@@ -10,7 +10,7 @@ from mailapp.models.base import utcnow
 from tests.campaign_fixtures import audience, make_ready_campaign  # noqa: F401
 
 
-def _scheduled(audience, delay: timedelta):  # noqa: ANN001, ANN202, F811
+def _scheduled(audience, delay: timedelta):  # noqa: F811
     campaign = make_ready_campaign(audience)
     lifecycle.schedule_campaign(campaign.id, utcnow() + delay)
     lifecycle.get_campaign(campaign.id)
@@ -75,7 +75,7 @@ def test_dispatcher_requeues_queued_schedules_due_within_the_lookahead(app, db, 
     db.session.commit()
     assert soon.start_queued_version == soon.schedule_version, "queued after its commit, within the horizon"
 
-    def collect(at):  # noqa: ANN001, ANN202
+    def collect(at):
         return dispatcher.collect_due_work(now=at, horizon_seconds=1800, lookahead_seconds=5)
 
     work = collect(now + timedelta(seconds=1))

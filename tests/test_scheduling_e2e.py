@@ -26,18 +26,18 @@ LEAD = 3.0  # seconds ahead a test schedules: long enough to look before, short 
 
 
 @pytest.fixture
-def ready(db, celery_worker, smtp_server) -> Audience:  # noqa: ANN001
+def ready(db, celery_worker, smtp_server) -> Audience:
     return make_audience(4)
 
 
-def _session_done(db) -> None:  # noqa: ANN001
+def _session_done(db) -> None:
     # The test thread must hold no transaction while the worker writes (SQLite takes its write lock at
     # BEGIN), and must re-read what the worker committed.
     db.session.rollback()
     db.session.expire_all()
 
 
-def _campaign_row(db, campaign_id: int) -> Campaign:  # noqa: ANN001
+def _campaign_row(db, campaign_id: int) -> Campaign:
     _session_done(db)
     campaign = db.session.scalar(select(Campaign).where(Campaign.id == campaign_id))
     db.session.expunge(campaign)
@@ -54,12 +54,12 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def _wait_for_status(db, campaign_id: int, status: str, timeout: float = 15) -> Campaign:  # noqa: ANN001
+def _wait_for_status(db, campaign_id: int, status: str, timeout: float = 15) -> Campaign:
     _wait_for(lambda: _campaign_row(db, campaign_id).status == status, timeout, f"status {status}")
     return _campaign_row(db, campaign_id)
 
 
-def _schedule(db, campaign_id: int, delay: float) -> Campaign:  # noqa: ANN001
+def _schedule(db, campaign_id: int, delay: float) -> Campaign:
     campaign = lifecycle.schedule_campaign(campaign_id, utcnow() + timedelta(seconds=delay))
     db.session.commit()
     lifecycle.queue_start(
@@ -69,16 +69,16 @@ def _schedule(db, campaign_id: int, delay: float) -> Campaign:  # noqa: ANN001
     return row
 
 
-def _received(smtp_server) -> Counter:  # noqa: ANN001
+def _received(smtp_server) -> Counter:
     return Counter(message.to for message in smtp_server.messages)
 
 
-def _assert_each_recipient_once(smtp_server, audience: Audience) -> None:  # noqa: ANN001
+def _assert_each_recipient_once(smtp_server, audience: Audience) -> None:
     expected = {subscriber.email for subscriber in audience.active}
     assert _received(smtp_server) == Counter(expected)
 
 
-def test_scheduled_campaign_is_sent_at_its_time_not_before(db, ready, smtp_server, api):  # noqa: ANN001
+def test_scheduled_campaign_is_sent_at_its_time_not_before(db, ready, smtp_server, api):
     campaign = make_ready_campaign(ready)
     send_at = (utcnow() + timedelta(seconds=LEAD)).isoformat()
     response = api.post(f"/api/v1/campaigns/{campaign.id}/schedule", json={"send_at": send_at})
@@ -96,7 +96,7 @@ def test_scheduled_campaign_is_sent_at_its_time_not_before(db, ready, smtp_serve
     assert finished.total_recipients == len(ready.active)
 
 
-def test_rescheduled_campaign_ignores_its_old_start_message(db, ready, smtp_server):  # noqa: ANN001
+def test_rescheduled_campaign_ignores_its_old_start_message(db, ready, smtp_server):
     campaign = make_ready_campaign(ready)
     first = _schedule(db, campaign.id, 1.0)
     moved = _schedule(db, campaign.id, LEAD)
@@ -110,7 +110,7 @@ def test_rescheduled_campaign_ignores_its_old_start_message(db, ready, smtp_serv
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_cancelled_campaign_is_never_sent(db, ready, smtp_server):  # noqa: ANN001
+def test_cancelled_campaign_is_never_sent(db, ready, smtp_server):
     campaign = make_ready_campaign(ready)
     _schedule(db, campaign.id, 1.0)
     lifecycle.cancel_campaign(campaign.id)
@@ -124,7 +124,7 @@ def test_cancelled_campaign_is_never_sent(db, ready, smtp_server):  # noqa: ANN0
     assert smtp_server.messages == []
 
 
-def test_starting_twice_sends_each_message_once(db, ready, smtp_server):  # noqa: ANN001
+def test_starting_twice_sends_each_message_once(db, ready, smtp_server):
     campaign = make_ready_campaign(ready)
     scheduled = _schedule(db, campaign.id, 0)
     # The ETA message from _schedule, two more duplicates through the broker, and one inline.
@@ -138,7 +138,7 @@ def test_starting_twice_sends_each_message_once(db, ready, smtp_server):  # noqa
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_send_now_through_the_api(db, ready, smtp_server, api):  # noqa: ANN001
+def test_send_now_through_the_api(db, ready, smtp_server, api):
     campaign = make_ready_campaign(ready)
     response = api.post(f"/api/v1/campaigns/{campaign.id}/send")
     assert response.status_code == 202, response.get_data(as_text=True)
@@ -156,7 +156,7 @@ def test_send_now_through_the_api(db, ready, smtp_server, api):  # noqa: ANN001
     _session_done(db)
 
 
-def test_send_now_from_the_dashboard(db, ready, smtp_server, auth_client):  # noqa: ANN001
+def test_send_now_from_the_dashboard(db, ready, smtp_server, auth_client):
     campaign = make_ready_campaign(ready)
     response = auth_client.post_form(f"/campaigns/{campaign.id}/send")
     assert response.status_code == 302
@@ -170,7 +170,7 @@ def test_send_now_from_the_dashboard(db, ready, smtp_server, auth_client):  # no
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_dispatcher_starts_a_campaign_whose_start_message_was_lost(db, ready, smtp_server):  # noqa: ANN001
+def test_dispatcher_starts_a_campaign_whose_start_message_was_lost(db, ready, smtp_server):
     campaign = make_ready_campaign(ready)
     # Scheduled, but no message queued (as after a broker restart) and already due.
     lifecycle.schedule_campaign(campaign.id, utcnow())
@@ -183,7 +183,7 @@ def test_dispatcher_starts_a_campaign_whose_start_message_was_lost(db, ready, sm
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_dispatcher_requeues_a_lost_start_message_so_the_campaign_starts_on_time(db, ready, smtp_server, app):  # noqa: ANN001
+def test_dispatcher_requeues_a_lost_start_message_so_the_campaign_starts_on_time(db, ready, smtp_server, app):
     assert app.config["SCHEDULE_LOOKAHEAD_SECONDS"] > LEAD
     campaign = make_ready_campaign(ready)
     # Queued (within the horizon) but its message lost: nothing in the broker.
@@ -201,7 +201,7 @@ def test_dispatcher_requeues_a_lost_start_message_so_the_campaign_starts_on_time
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_dispatcher_finishes_a_start_whose_worker_died_before_the_snapshot(db, ready, smtp_server):  # noqa: ANN001
+def test_dispatcher_finishes_a_start_whose_worker_died_before_the_snapshot(db, ready, smtp_server):
     campaign = make_ready_campaign(ready, status="sending", started_at=utcnow() - timedelta(minutes=2))
     result = tasks.dispatch_due_campaigns()
     assert result["recovered"] == [campaign.id]
@@ -212,7 +212,7 @@ def test_dispatcher_finishes_a_start_whose_worker_died_before_the_snapshot(db, r
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_resume_sends_what_is_left(db, ready, smtp_server, api):  # noqa: ANN001
+def test_resume_sends_what_is_left(db, ready, smtp_server, api):
     campaign = make_ready_campaign(ready, status="sending", started_at=utcnow())
     from mailapp.sending.snapshot import snapshot_recipients
 
@@ -230,7 +230,7 @@ def test_resume_sends_what_is_left(db, ready, smtp_server, api):  # noqa: ANN001
     _assert_each_recipient_once(smtp_server, ready)
 
 
-def test_retry_failed_sends_the_failed_ones_again(db, ready, smtp_server, api):  # noqa: ANN001
+def test_retry_failed_sends_the_failed_ones_again(db, ready, smtp_server, api):
     refused = ready.active[0].email
     smtp_server.script_replies(refused, ["550 5.1.1 mailbox unavailable"])
     campaign = make_ready_campaign(ready)
@@ -252,7 +252,7 @@ def test_retry_failed_sends_the_failed_ones_again(db, ready, smtp_server, api): 
     assert stats == {"total": len(ready.active), "pending": 0, "sent": len(ready.active), "failed": 0}
 
 
-def test_test_send_renders_for_the_chosen_subscriber(db, ready, smtp_server, api):  # noqa: ANN001
+def test_test_send_renders_for_the_chosen_subscriber(db, ready, smtp_server, api):
     campaign = make_ready_campaign(ready)
     chosen = ready.active[1]
     response = api.post(

@@ -82,7 +82,7 @@ def all_rules(app: Flask) -> list[Rule]:
 
 
 @pytest.fixture
-def seeded_ids(app, user, db) -> Iterator[dict[str, int | str]]:  # noqa: ANN001
+def seeded_ids(app, user, db) -> Iterator[dict[str, int | str]]:
     """One row of each kind (and one dev-inbox message), so routes with ids reach a real object rather
     than a 404."""
     from mailapp.devinbox.store import inbox_for_app
@@ -113,7 +113,7 @@ def seeded_ids(app, user, db) -> Iterator[dict[str, int | str]]:  # noqa: ANN001
     inbox.delete_all()
 
 
-def snapshot(db, ignore: frozenset[str] | set[str] = frozenset()) -> dict[str, list[tuple]]:  # noqa: ANN001
+def snapshot(db, ignore: frozenset[str] | set[str] = frozenset()) -> dict[str, list[tuple]]:
     """Every row of every table (but those in `ignore`), to prove a refused request wrote nothing."""
     state = {}
     for table in db.metadata.sorted_tables:
@@ -130,7 +130,7 @@ def test_public_allow_list_names_real_endpoints(app):
     assert set(PUBLIC_ENDPOINTS) <= endpoints
 
 
-def anonymous_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:  # noqa: ANN001
+def anonymous_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:
     """(requests made, those answered other than 302 to /login for pages or 401 JSON for the API)."""
     # Forms carry a CSRF token from the anonymous session, so the request gets past CSRF and it is the
     # login requirement that must answer.
@@ -156,7 +156,7 @@ def anonymous_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> 
     return checked, failures
 
 
-def csrf_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:  # noqa: ANN001
+def csrf_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:
     """(requests made, state-changing form requests without a token that were not refused with 400)."""
     checked, failures = 0, []
     for rule in rules:
@@ -230,7 +230,7 @@ class _IframeFinder(HTMLParser):
             self.iframes.append(dict(attrs))
 
 
-def html_pages(app: Flask, client, ids: dict[str, int | str]):  # noqa: ANN001, ANN201
+def html_pages(app: Flask, client, ids: dict[str, int | str]):
     """(url, endpoint, response) of every page a signed-in user can open that answers 200 HTML."""
     for rule in all_rules(app):
         if "GET" not in (rule.methods or set()) or is_api(rule) or is_public(rule):

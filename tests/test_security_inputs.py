@@ -28,7 +28,7 @@ __all__ = ["audience", "empty_open_buffer"]
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
-def token_under_another_key(app, kind: str, delivery_id: int, position: int | None = None) -> str:  # noqa: ANN001
+def token_under_another_key(app, kind: str, delivery_id: int, position: int | None = None) -> str:
     """A well-formed token for a real delivery, signed by an installation with a different SECRET_KEY."""
     real_key = app.config["SECRET_KEY"]
     app.config["SECRET_KEY"] = "another-installations-secret"
@@ -41,7 +41,7 @@ def token_under_another_key(app, kind: str, delivery_id: int, position: int | No
 # --- tracking tokens ----------------------------------------------------------------------------------
 
 
-def test_tokens_of_another_kind_or_another_key_write_nothing(app, client, db):  # noqa: ANN001
+def test_tokens_of_another_kind_or_another_key_write_nothing(app, client, db):
     """Each public endpoint, given every other kind's token for the same delivery (a click token replayed
     as an unsubscribe, an open token as a click...) or its own kind signed with another SECRET_KEY,
     refuses it and writes nothing: no open, click or unsubscribe, no counter moved."""
@@ -83,7 +83,7 @@ def test_tokens_of_another_kind_or_another_key_write_nothing(app, client, db):  
 # --- SSTI through the API -----------------------------------------------------------------------------
 
 
-def test_layout_update_refuses_ssti_and_keeps_the_stored_html(api, db):  # noqa: ANN001
+def test_layout_update_refuses_ssti_and_keeps_the_stored_html(api, db):
     layout = LayoutFactory()
     original = layout.html
     accepted = []
@@ -97,7 +97,7 @@ def test_layout_update_refuses_ssti_and_keeps_the_stored_html(api, db):  # noqa:
     assert db.session.get(Layout, layout.id).html == original
 
 
-def test_campaign_subjects_refuse_ssti_on_create_and_edit(api, db, audience):  # noqa: ANN001, F811
+def test_campaign_subjects_refuse_ssti_on_create_and_edit(api, db, audience):
     draft = make_ready_campaign(audience, subject="Plain subject")
     accepted = []
     for payload in SSTI_PAYLOADS:
@@ -117,7 +117,7 @@ def test_campaign_subjects_refuse_ssti_on_create_and_edit(api, db, audience):  #
 
 
 def test_requests_over_the_upload_limit_are_refused_with_413_and_store_nothing(
-    app, auth_client, api, db, monkeypatch  # noqa: ANN001
+    app, auth_client, api, db, monkeypatch
 ):
     """A body over MAX_CONTENT_LENGTH is refused before any view reads it: the layout and CSV upload
     forms and the CSV import API answer 413 (the error page, or the JSON error shape), keep no file in
@@ -158,7 +158,7 @@ def test_requests_over_the_upload_limit_are_refused_with_413_and_store_nothing(
 # --- login --------------------------------------------------------------------------------------------
 
 
-def test_a_throttled_address_is_refused_even_with_the_right_password(client, db, user):  # noqa: ANN001
+def test_a_throttled_address_is_refused_even_with_the_right_password(client, db, user):
     """The throttle counts attempts per address and per account, not failures: guessing right after the
     limit is still refused, so it cannot be used to confirm a guess. The account stays shut from any
     other address too; another address signing in to another account is unaffected."""
@@ -176,7 +176,7 @@ def test_a_throttled_address_is_refused_even_with_the_right_password(client, db,
     assert from_elsewhere("colleague@example.com") == 302
 
 
-def test_password_hashes_are_salted_and_hold_no_password(db):  # noqa: ANN001
+def test_password_hashes_are_salted_and_hold_no_password(db):
     first = create_user("one@example.com", TEST_PASSWORD)
     second = create_user("two@example.com", TEST_PASSWORD)
     db.session.commit()

@@ -95,14 +95,14 @@ def deliveries(campaign_id: int) -> list[Delivery]:
 
 
 @pytest.fixture
-def fast_retries(app, monkeypatch):  # noqa: ANN001, ANN201
+def fast_retries(app, monkeypatch):
     for key, value in (
         ("SEND_RETRY_BASE_SECONDS", 0.2), ("SEND_CONNECT_RETRY_SECONDS", 0.2), ("SEND_CONNECT_RETRIES", 1),
     ):
         monkeypatch.setitem(app.config, key, value)
 
 
-def test_snapshot_takes_each_active_member_once_and_is_idempotent(db) -> None:  # noqa: ANN001
+def test_snapshot_takes_each_active_member_once_and_is_idempotent(db) -> None:
     campaign, people = make_campaign(count=7)
     assert campaign.total_recipients == 7
     assert campaign.snapshot_taken_at is not None
@@ -118,7 +118,7 @@ def test_snapshot_takes_each_active_member_once_and_is_idempotent(db) -> None:  
 
 
 def test_each_recipient_gets_one_personalised_message_with_every_header(
-    db, smtp_server, celery_worker  # noqa: ANN001
+    db, smtp_server, celery_worker
 ) -> None:
     campaign, people = make_campaign(count=9)
     tasks.enqueue_sending(campaign.id)
@@ -167,14 +167,14 @@ def test_each_recipient_gets_one_personalised_message_with_every_header(
 
 
 @pytest.fixture(params=["pipelining", "lockstep"])
-def relay_mode(request, smtp_server) -> str:  # noqa: ANN001
+def relay_mode(request, smtp_server) -> str:
     """The test server with and without ESMTP PIPELINING: the engine speaks both ways."""
     smtp_server.handler.pipelining = request.param == "pipelining"
     return request.param
 
 
 def test_a_temporary_failure_is_retried_and_succeeds(
-    db, smtp_server, celery_worker, fast_retries, relay_mode  # noqa: ANN001
+    db, smtp_server, celery_worker, fast_retries, relay_mode
 ) -> None:
     campaign, people = make_campaign(count=3)
     smtp_server.script_replies(people[1].email, ["451 4.3.0 Try again later"])
@@ -186,7 +186,7 @@ def test_a_temporary_failure_is_retried_and_succeeds(
     assert retried.attempts == 2
 
 
-def test_a_permanent_failure_fails_only_that_recipient(db, smtp_server, celery_worker, relay_mode) -> None:  # noqa: ANN001
+def test_a_permanent_failure_fails_only_that_recipient(db, smtp_server, celery_worker, relay_mode) -> None:
     campaign, people = make_campaign(count=4)
     smtp_server.script_replies(people[2].email, ["550 5.1.1 No such user here"])
     tasks.enqueue_sending(campaign.id)
@@ -202,7 +202,7 @@ def test_a_permanent_failure_fails_only_that_recipient(db, smtp_server, celery_w
 
 
 def test_too_many_failures_in_a_row_pause_the_campaign(
-    db, smtp_server, celery_worker, app, monkeypatch, relay_mode  # noqa: ANN001
+    db, smtp_server, celery_worker, app, monkeypatch, relay_mode
 ) -> None:
     monkeypatch.setitem(app.config, "SEND_MAX_CONSECUTIVE_FAILURES", 3)
     monkeypatch.setitem(app.config, "SEND_PARALLELISM", 1)
@@ -220,7 +220,7 @@ def test_too_many_failures_in_a_row_pause_the_campaign(
 
 
 def test_a_server_that_is_down_pauses_the_campaign_and_resume_finishes_it(
-    db, smtp_server, celery_worker, fast_retries  # noqa: ANN001
+    db, smtp_server, celery_worker, fast_retries
 ) -> None:
     campaign, people = make_campaign(count=5)
     smtp_server.stop()
@@ -241,7 +241,7 @@ def test_a_server_that_is_down_pauses_the_campaign_and_resume_finishes_it(
 
 
 def test_concurrent_and_redelivered_batches_send_each_message_once(
-    db, smtp_server, celery_worker, app, monkeypatch  # noqa: ANN001
+    db, smtp_server, celery_worker, app, monkeypatch
 ) -> None:
     monkeypatch.setitem(app.config, "SEND_BATCH_SIZE", 3)
     campaign, people = make_campaign(count=30)
@@ -260,13 +260,13 @@ def test_concurrent_and_redelivered_batches_send_each_message_once(
     assert {row.status for row in deliveries(campaign.id)} == {"sent"}
 
 
-def _run_in_app(app, campaign_id: int) -> None:  # noqa: ANN001
+def _run_in_app(app, campaign_id: int) -> None:
     with app.app_context():
         tasks.send_batch.run(campaign_id)
 
 
 def test_a_crashed_workers_rows_are_sent_after_their_lease_expires(
-    db, smtp_server, celery_worker  # noqa: ANN001
+    db, smtp_server, celery_worker
 ) -> None:
     campaign, people = make_campaign(count=8)
     # A worker claims five rows with a short lease and dies before sending any.
@@ -285,7 +285,7 @@ def test_a_crashed_workers_rows_are_sent_after_their_lease_expires(
     assert Counter(message.to for message in smtp_server.messages) == Counter(p.email for p in people)
 
 
-def test_a_paused_campaign_sends_nothing_and_keeps_its_rows_pending(db, smtp_server) -> None:  # noqa: ANN001
+def test_a_paused_campaign_sends_nothing_and_keeps_its_rows_pending(db, smtp_server) -> None:
     campaign, _ = make_campaign(count=3, status="paused")
     result = tasks.send_batch.run(campaign.id)
     assert result["stopped"] == "paused"
@@ -293,12 +293,12 @@ def test_a_paused_campaign_sends_nothing_and_keeps_its_rows_pending(db, smtp_ser
     assert ledger.campaign_stats(campaign.id)["pending"] == 3
 
 
-def test_pausing_mid_batch_releases_the_unsent_rows(db, smtp_server, app, monkeypatch, relay_mode) -> None:  # noqa: ANN001
+def test_pausing_mid_batch_releases_the_unsent_rows(db, smtp_server, app, monkeypatch, relay_mode) -> None:
     monkeypatch.setitem(app.config, "SEND_MARK_GROUP", 2)
     campaign, _ = make_campaign(count=8)
     original = ledger.write_outcomes
 
-    def pause_after_first_group(outcomes, message_id_suffix) -> None:  # noqa: ANN001
+    def pause_after_first_group(outcomes, message_id_suffix) -> None:
         original(outcomes, message_id_suffix)
         db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(status="paused"))
 
@@ -314,7 +314,7 @@ def test_pausing_mid_batch_releases_the_unsent_rows(db, smtp_server, app, monkey
 
 
 def test_a_relay_that_hangs_up_mid_message_gets_that_message_again_later(
-    db, smtp_server, app, monkeypatch, relay_mode  # noqa: ANN001
+    db, smtp_server, app, monkeypatch, relay_mode
 ) -> None:
     monkeypatch.setitem(app.config, "SEND_RETRY_BASE_SECONDS", 0.2)
     campaign, people = make_campaign(count=6)
@@ -337,7 +337,7 @@ def test_a_relay_that_hangs_up_mid_message_gets_that_message_again_later(
 
 
 def test_a_relay_that_stops_answering_times_out_instead_of_holding_the_batch(
-    db, smtp_server, app, monkeypatch  # noqa: ANN001
+    db, smtp_server, app, monkeypatch
 ) -> None:
     monkeypatch.setitem(app.config, "SEND_SMTP_TIMEOUT_SECONDS", 0.3)
     campaign, _ = make_campaign(count=3)
@@ -353,7 +353,7 @@ def test_a_relay_that_stops_answering_times_out_instead_of_holding_the_batch(
 
 
 def test_a_relay_that_keeps_hanging_up_stops_the_run_with_nothing_lost(
-    db, smtp_server, relay_mode  # noqa: ANN001
+    db, smtp_server, relay_mode
 ) -> None:
     campaign, people = make_campaign(count=6)
     ordered = sorted(people, key=lambda person: person.id)
@@ -371,7 +371,7 @@ def test_a_relay_that_keeps_hanging_up_stops_the_run_with_nothing_lost(
     assert [message.to for message in smtp_server.messages] == [ordered[0].email]
 
 
-def test_a_name_with_a_line_break_fails_that_delivery_and_injects_nothing(db, smtp_server) -> None:  # noqa: ANN001
+def test_a_name_with_a_line_break_fails_that_delivery_and_injects_nothing(db, smtp_server) -> None:
     campaign, people = make_campaign(count=3)
     db.session.execute(
         update(Subscriber).where(Subscriber.id == people[0].id).values(name="Eve\r\nBcc: x@evil.test")
@@ -385,7 +385,7 @@ def test_a_name_with_a_line_break_fails_that_delivery_and_injects_nothing(db, sm
     assert all(b"evil.test" not in message.raw for message in smtp_server.messages)
 
 
-def test_unsubscribed_after_the_snapshot_is_not_sent(db, smtp_server) -> None:  # noqa: ANN001
+def test_unsubscribed_after_the_snapshot_is_not_sent(db, smtp_server) -> None:
     campaign, people = make_campaign(count=2)
     db.session.execute(update(Subscriber).where(Subscriber.id == people[0].id).values(status="unsubscribed"))
     db.session.commit()
@@ -394,7 +394,7 @@ def test_unsubscribed_after_the_snapshot_is_not_sent(db, smtp_server) -> None:  
     assert wait_for_status(campaign.id, "sent", timeout=1).status == "sent"
 
 
-def test_send_test_messages(db, smtp_server) -> None:  # noqa: ANN001
+def test_send_test_messages(db, smtp_server) -> None:
     campaign, people = make_campaign(count=1, status="draft")
     send_test_messages(campaign.id, ["qa@example.com", "Boss@Example.com"], people[0].id)
     send_test_messages(campaign.id, ["sample@example.com"], None)
@@ -420,7 +420,7 @@ def test_send_test_messages(db, smtp_server) -> None:  # noqa: ANN001
         smtp_server.start()
 
 
-def test_a_slow_relay_keeps_renewing_its_lease(db, app, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+def test_a_slow_relay_keeps_renewing_its_lease(db, app, smtp_server, monkeypatch) -> None:
     """A batch that takes several leases to send renews its lease as it goes, so the sweeper never hands
     its rows to another worker (which would send them twice)."""
     monkeypatch.setitem(app.config, "SEND_LEASE_SECONDS", 2)
@@ -449,7 +449,7 @@ def test_a_slow_relay_keeps_renewing_its_lease(db, app, smtp_server, monkeypatch
     assert Counter(message.to for message in smtp_server.messages) == Counter(p.email for p in people)
 
 
-def test_a_long_send_hands_its_worker_slot_back_and_continues(db, app, smtp_server, monkeypatch) -> None:  # noqa: ANN001
+def test_a_long_send_hands_its_worker_slot_back_and_continues(db, app, smtp_server, monkeypatch) -> None:
     """After SEND_RUN_SECONDS a send run stops between batches and says so; the task queues its
     continuation, so beat tasks queued meanwhile get a worker. The next run picks up where it stopped."""
     monkeypatch.setitem(app.config, "SEND_RUN_SECONDS", 0.3)

@@ -22,20 +22,20 @@ __all__ = ["audience"]
 
 
 @pytest.fixture
-def target(db) -> SubscriberList:  # noqa: ANN001
+def target(db) -> SubscriberList:
     return SubscriberListFactory(name="Rules")
 
 
-def stored(db, email: str) -> Subscriber:  # noqa: ANN001
+def stored(db, email: str) -> Subscriber:
     db.session.expire_all()
     return db.session.scalar(select(Subscriber).where(Subscriber.email == email))
 
 
-def subscriber_count(db) -> int:  # noqa: ANN001
+def subscriber_count(db) -> int:
     return db.session.scalar(select(func.count()).select_from(Subscriber))
 
 
-def assert_422_on(response, field: str) -> dict:  # noqa: ANN001
+def assert_422_on(response, field: str) -> dict:
     assert response.status_code == 422, response.get_data(as_text=True)
     error = response.get_json()["error"]
     # A NUL is caught by the API's JSON check before the subscriber rules see it (code unstorable_text).
@@ -148,7 +148,7 @@ def test_api_refuses_a_non_ascii_local_part(api, db):
     assert subscriber_count(db) == 0
 
 
-def test_a_campaign_from_address_with_a_non_ascii_local_part_is_refused(api, db, audience):  # noqa: F811
+def test_a_campaign_from_address_with_a_non_ascii_local_part_is_refused(api, db, audience):
     response = api.post("/api/v1/campaigns", json=campaign_payload(audience, from_email="jörg@example.com"))
     assert response.status_code == 422, response.get_data(as_text=True)
     assert "from_email" in {detail["field"] for detail in response.get_json()["error"]["details"]}
@@ -274,7 +274,7 @@ def test_a_nul_in_a_row_with_other_faults_is_still_only_that_rows_error(db, targ
     assert [error["line"] for error in report["errors"]] == [4002, 4003]
 
 
-def test_a_test_send_to_a_non_ascii_local_part_is_refused_as_bad_input(api, audience, smtp_server):  # noqa: F811
+def test_a_test_send_to_a_non_ascii_local_part_is_refused_as_bad_input(api, audience, smtp_server):
     campaign = make_ready_campaign(audience)
     response = api.post(f"/api/v1/campaigns/{campaign.id}/test", json={"emails": ["jörg@example.com"]})
     assert response.status_code == 422

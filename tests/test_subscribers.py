@@ -105,7 +105,7 @@ def test_search_filters_and_keyset_pages(db):
     bob = SubscriberFactory(email="bob@other.org", name="Bob 100%", status="unsubscribed")
     carl = SubscriberFactory(email="carl@example.com", name="Carl", lists=[news], status="blocklisted")
 
-    def emails(**filters):  # noqa: ANN003, ANN202
+    def emails(**filters):
         return [s.email for s in services.subscriber_page(**filters).items]
 
     assert emails() == [carl.email, bob.email, ann.email]

@@ -21,7 +21,7 @@ READER = {"User-Agent": READER_UA}
 REMOTE = {"REMOTE_ADDR": "203.0.113.77"}
 
 
-def count(model) -> int:  # noqa: ANN001
+def count(model) -> int:
     return db.session.scalar(select(func.count()).select_from(model))
 
 
@@ -38,7 +38,7 @@ def click_path(delivery_id: int, position: int) -> str:
     return f"/c/{tokens.make_token('click', delivery_id, position)}"
 
 
-def assert_pixel(response) -> None:  # noqa: ANN001
+def assert_pixel(response) -> None:
     assert response.status_code == 200
     assert response.mimetype == "image/gif"
     assert response.data.startswith(b"GIF89a")

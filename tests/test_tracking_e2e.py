@@ -34,7 +34,7 @@ def path_of(url: str) -> str:
     return url[len(PUBLIC) :]
 
 
-def links_in(message) -> dict[str, object]:  # noqa: ANN001
+def links_in(message) -> dict[str, object]:
     html = message.html()
     return {
         "pixel": [path_of(url) for url in re.findall(r'src="(http://mailapp\.test/o/[^"]+\.gif)"', html)],
@@ -44,7 +44,7 @@ def links_in(message) -> dict[str, object]:  # noqa: ANN001
     }
 
 
-def send_and_wait(auth_client, smtp_server, campaign_id: int, expected: int) -> dict[str, object]:  # noqa: ANN001
+def send_and_wait(auth_client, smtp_server, campaign_id: int, expected: int) -> dict[str, object]:
     response = auth_client.post_form(f"/campaigns/{campaign_id}/send", token_page=f"/campaigns/{campaign_id}")
     assert response.status_code == 302
     deadline = time.monotonic() + 120  # generous: the embedded SQLite broker is slow on a busy machine
@@ -71,7 +71,7 @@ def test_opens_clicks_and_unsubscribes_from_real_messages_reach_the_report(
     api,
     smtp_server,
     celery_worker,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ):
     audience = SubscriberListFactory()
     alice, bob, carol = (SubscriberFactory(name=name, lists=[audience]) for name in ("Alice", "Bob", "Carol"))
@@ -153,7 +153,7 @@ def test_early_fetches_are_machine_opens_and_tracking_can_be_switched_off(
     api,
     smtp_server,
     celery_worker,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ):
     audience = SubscriberListFactory()
     reader = SubscriberFactory(name="Dana", lists=[audience])

@@ -147,7 +147,7 @@ def test_an_open_outside_any_app_context_is_recorded(app, redis_down, monkeypatc
     def fetch() -> None:
         try:
             answers.append(Client(app, TestResponse).get(path, headers=READER))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as error:  # reported by the assertion below
             answers.append(error)
         finally:
             # The thread's own Redis connection, which would otherwise outlive it unclosed.

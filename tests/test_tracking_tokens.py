@@ -26,7 +26,7 @@ __all__ = ["empty_open_buffer"]
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
-def generic_page(client) -> bytes:  # noqa: ANN001
+def generic_page(client) -> bytes:
     """What any token that names no delivery gets."""
     response = client.get("/u/nonsense")
     assert response.status_code == 404
@@ -46,7 +46,7 @@ def nothing_written(delivery: Delivery) -> None:
 
 @pytest.mark.e2e
 def test_an_old_emails_unsubscribe_link_names_nobody_after_its_campaign_is_deleted(
-    app, auth_client, smtp_server, celery_worker  # noqa: ANN001
+    app, auth_client, smtp_server, celery_worker
 ):
     layout = LayoutFactory(
         html='<html><body>{{ message }}<a href="https://example.com/offer">Offer</a>'

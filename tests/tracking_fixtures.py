@@ -21,7 +21,7 @@ READER_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.1
 
 
 @pytest.fixture(autouse=True)
-def empty_open_buffer(app) -> Iterator[None]:  # noqa: ANN001
+def empty_open_buffer(app) -> Iterator[None]:
     client = buffer.redis_client()
     if client is not None:
         client.delete(buffer.STREAM_KEY, buffer.FLUSH_LOCK_KEY)

@@ -29,7 +29,7 @@ def _campaign_response(campaign_id: int, status: int = 200) -> tuple[dict[str, A
 
 
 @bp.get("/campaigns")
-def list_campaigns():  # noqa: ANN201
+def list_campaigns():
     statement = select(Campaign).options(selectinload(Campaign.lists)).order_by(Campaign.id.desc())
     status = request.args.get("status")
     if status:
@@ -41,34 +41,34 @@ def list_campaigns():  # noqa: ANN201
 
 
 @bp.post("/campaigns")
-def create_campaign():  # noqa: ANN201
+def create_campaign():
     campaign = services.create_campaign(json_body())
     db.session.commit()
     return _campaign_response(campaign.id, 201)
 
 
 @bp.get("/campaigns/<int:campaign_id>")
-def show_campaign(campaign_id: int):  # noqa: ANN201
+def show_campaign(campaign_id: int):
     campaign = lifecycle.get_campaign(campaign_id)
     return serialize_campaign(campaign, services.campaign_counts(campaign))
 
 
 @bp.patch("/campaigns/<int:campaign_id>")
-def update_campaign(campaign_id: int):  # noqa: ANN201
+def update_campaign(campaign_id: int):
     services.update_campaign(campaign_id, json_body())
     db.session.commit()
     return _campaign_response(campaign_id)
 
 
 @bp.delete("/campaigns/<int:campaign_id>")
-def delete_campaign(campaign_id: int):  # noqa: ANN201
+def delete_campaign(campaign_id: int):
     services.delete_campaign(campaign_id)
     db.session.commit()
     return "", 204
 
 
 @bp.post("/campaigns/<int:campaign_id>/send")
-def send_campaign(campaign_id: int):  # noqa: ANN201
+def send_campaign(campaign_id: int):
     lifecycle.send_now(campaign_id)
     return _campaign_response(campaign_id, 202)
 
@@ -96,32 +96,32 @@ def parse_send_at(raw: Any) -> datetime:
 
 
 @bp.post("/campaigns/<int:campaign_id>/schedule")
-def schedule_campaign(campaign_id: int):  # noqa: ANN201
+def schedule_campaign(campaign_id: int):
     send_at = parse_send_at(json_body().get("send_at"))
     lifecycle.schedule(campaign_id, send_at)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/cancel")
-def cancel_campaign(campaign_id: int):  # noqa: ANN201
+def cancel_campaign(campaign_id: int):
     lifecycle.cancel(campaign_id)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/pause")
-def pause_campaign(campaign_id: int):  # noqa: ANN201
+def pause_campaign(campaign_id: int):
     lifecycle.pause(campaign_id, "Paused through the API.")
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/resume")
-def resume_campaign(campaign_id: int):  # noqa: ANN201
+def resume_campaign(campaign_id: int):
     lifecycle.resume(campaign_id)
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/retry-failed")
-def retry_failed(campaign_id: int):  # noqa: ANN201
+def retry_failed(campaign_id: int):
     count = lifecycle.retry_failed(campaign_id)
     body, status = _campaign_response(campaign_id)
     body["retried"] = count
@@ -129,7 +129,7 @@ def retry_failed(campaign_id: int):  # noqa: ANN201
 
 
 @bp.post("/campaigns/<int:campaign_id>/test")
-def test_campaign(campaign_id: int):  # noqa: ANN201
+def test_campaign(campaign_id: int):
     body = json_body()
     emails = body.get("emails")
     if not isinstance(emails, list):
@@ -141,7 +141,7 @@ def test_campaign(campaign_id: int):  # noqa: ANN201
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries")
-def campaign_deliveries(campaign_id: int):  # noqa: ANN201
+def campaign_deliveries(campaign_id: int):
     """Pages like every list (?page=&per_page=, with total). Deep into a million-row log, pass
     ?after=<id> instead (the answer's next_after): a keyset page that costs the same at any depth."""
     lifecycle.get_campaign(campaign_id)

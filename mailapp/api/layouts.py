@@ -18,13 +18,13 @@ from mailapp.models import Layout
 
 
 @bp.get("/layouts")
-def list_layouts():  # noqa: ANN201
+def list_layouts():
     statement = select(Layout).order_by(Layout.id)
     return jsonify(paginated(statement, lambda layout: services.serialize_layout(layout, with_html=False)))
 
 
 @bp.post("/layouts")
-def create_layout():  # noqa: ANN201
+def create_layout():
     name, html = _layout_input(require_all=True)
     layout = services.create_layout(name or "", html or "")
     db.session.commit()
@@ -32,12 +32,12 @@ def create_layout():  # noqa: ANN201
 
 
 @bp.get("/layouts/<int:layout_id>")
-def get_layout(layout_id: int):  # noqa: ANN201
+def get_layout(layout_id: int):
     return jsonify(services.serialize_layout(_layout_or_404(layout_id)))
 
 
 @bp.patch("/layouts/<int:layout_id>")
-def update_layout(layout_id: int):  # noqa: ANN201
+def update_layout(layout_id: int):
     layout = _layout_or_404(layout_id)
     name, html = _layout_input(require_all=False)
     services.update_layout(layout, name=name, html=html)
@@ -46,14 +46,14 @@ def update_layout(layout_id: int):  # noqa: ANN201
 
 
 @bp.delete("/layouts/<int:layout_id>")
-def delete_layout(layout_id: int):  # noqa: ANN201
+def delete_layout(layout_id: int):
     services.delete_layout(_layout_or_404(layout_id))
     db.session.commit()
     return "", 204
 
 
 @bp.post("/layouts/<int:layout_id>/preview")
-def preview_layout(layout_id: int):  # noqa: ANN201
+def preview_layout(layout_id: int):
     layout = _layout_or_404(layout_id)
     subscriber_id = json_body(optional=True).get("subscriber_id")
     if subscriber_id is not None:

@@ -30,7 +30,7 @@ def list_to_dict(item: SubscriberList, counts: subscriber_lists.ListCounts | Non
 
 
 @bp.get("/lists")
-def api_lists():  # noqa: ANN201
+def api_lists():
     body = paginated(select(SubscriberList).order_by(SubscriberList.id), lambda item: item)
     counts = subscriber_lists.list_counts(item.id for item in body["items"])
     body["items"] = [list_to_dict(item, counts[item.id]) for item in body["items"]]
@@ -38,7 +38,7 @@ def api_lists():  # noqa: ANN201
 
 
 @bp.post("/lists")
-def api_create_list():  # noqa: ANN201
+def api_create_list():
     data = json_body()
     created = subscriber_lists.create_list(data.get("name"), data.get("description", ""))
     db.session.commit()
@@ -46,12 +46,12 @@ def api_create_list():  # noqa: ANN201
 
 
 @bp.get("/lists/<int:list_id>")
-def api_get_list(list_id: int):  # noqa: ANN201
+def api_get_list(list_id: int):
     return jsonify(list_to_dict(subscriber_lists.get_list(list_id)))
 
 
 @bp.patch("/lists/<int:list_id>")
-def api_update_list(list_id: int):  # noqa: ANN201
+def api_update_list(list_id: int):
     target = subscriber_lists.get_list(list_id)
     data = json_body()
     unknown = set(data) - {"name", "description"}
@@ -65,14 +65,14 @@ def api_update_list(list_id: int):  # noqa: ANN201
 
 
 @bp.delete("/lists/<int:list_id>")
-def api_delete_list(list_id: int):  # noqa: ANN201
+def api_delete_list(list_id: int):
     subscriber_lists.delete_list(subscriber_lists.get_list(list_id))
     db.session.commit()
     return Response(status=204)
 
 
 @bp.post("/lists/<int:list_id>/import")
-def api_import(list_id: int):  # noqa: ANN201
+def api_import(list_id: int):
     target = subscriber_lists.get_list(list_id)
     upload = request.files.get("file")
     if upload is None:
@@ -86,7 +86,7 @@ def api_import(list_id: int):  # noqa: ANN201
 
 
 @bp.get("/imports/<int:import_id>")
-def api_import_status(import_id: int):  # noqa: ANN201
+def api_import_status(import_id: int):
     return jsonify(imports.import_to_dict(imports.get_import(import_id)))
 
 

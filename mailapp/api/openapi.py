@@ -394,6 +394,6 @@ def openapi_document(server_url: str = API_PREFIX) -> Schema:
 
 
 @bp.get("/openapi.json")
-def openapi_json():  # noqa: ANN201
+def openapi_json():
     """Public, like the README that documents the same API: it holds no data."""
     return jsonify(openapi_document())

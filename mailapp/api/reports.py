@@ -9,5 +9,5 @@ from mailapp.reports.figures import campaign_report
 
 
 @bp.get("/campaigns/<int:campaign_id>/report")
-def campaign_report_json(campaign_id: int):  # noqa: ANN201
+def campaign_report_json(campaign_id: int):
     return jsonify(campaign_report(campaign_id).as_api())

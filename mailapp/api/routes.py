@@ -15,7 +15,7 @@ bp = Blueprint("api", __name__)
 
 
 @bp.before_request
-def require_bearer_token():  # noqa: ANN201
+def require_bearer_token():
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     header = request.headers.get("Authorization", "")

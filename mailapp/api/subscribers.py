@@ -21,7 +21,7 @@ def _filters() -> tuple[str | None, int | None, str | None]:
 
 
 @bp.get("/subscribers")
-def api_subscribers():  # noqa: ANN201
+def api_subscribers():
     """?page=&per_page= over the newest first, with the total; ?q= searches email and name."""
     page, per_page = page_args()
     q, list_id, status = _filters()
@@ -38,7 +38,7 @@ def api_subscribers():  # noqa: ANN201
 
 
 @bp.post("/subscribers")
-def api_create_subscriber():  # noqa: ANN201
+def api_create_subscriber():
     data = json_body()
     unknown = set(data) - FIELDS
     if unknown:
@@ -52,12 +52,12 @@ def api_create_subscriber():  # noqa: ANN201
 
 
 @bp.get("/subscribers/<int:subscriber_id>")
-def api_get_subscriber(subscriber_id: int):  # noqa: ANN201
+def api_get_subscriber(subscriber_id: int):
     return jsonify(services.subscriber_to_dict(services.get_subscriber(subscriber_id)))
 
 
 @bp.patch("/subscribers/<int:subscriber_id>")
-def api_update_subscriber(subscriber_id: int):  # noqa: ANN201
+def api_update_subscriber(subscriber_id: int):
     subscriber = services.get_subscriber(subscriber_id)
     services.update_subscriber(subscriber, **json_body())
     db.session.commit()
@@ -65,7 +65,7 @@ def api_update_subscriber(subscriber_id: int):  # noqa: ANN201
 
 
 @bp.delete("/subscribers/<int:subscriber_id>")
-def api_delete_subscriber(subscriber_id: int):  # noqa: ANN201
+def api_delete_subscriber(subscriber_id: int):
     services.delete_subscriber(services.get_subscriber(subscriber_id))
     db.session.commit()
     return Response(status=204)

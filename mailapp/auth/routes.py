@@ -19,7 +19,7 @@ bp = Blueprint("auth", __name__)
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login():  # noqa: ANN201
+def login():
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.home"))
     form = LoginForm()
@@ -45,7 +45,7 @@ def login():  # noqa: ANN201
 
 @bp.route("/logout", methods=["POST"])
 @login_required
-def logout():  # noqa: ANN201
+def logout():
     end_session(current_user._get_current_object())
     db.session.commit()
     logout_user()
@@ -55,7 +55,7 @@ def logout():  # noqa: ANN201
 
 @bp.route("/account/password", methods=["GET", "POST"])
 @login_required
-def change_password_page():  # noqa: ANN201
+def change_password_page():
     form = ChangePasswordForm()
     if form.validate_on_submit():
         user = current_user._get_current_object()

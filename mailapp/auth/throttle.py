@@ -78,7 +78,7 @@ class DatabaseAttemptCounter:
 
 
 @cache
-def _redis_client(url: str):  # noqa: ANN202 - redis.Redis
+def _redis_client(url: str):  # redis.Redis
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)

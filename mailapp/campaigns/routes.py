@@ -27,7 +27,7 @@ PER_PAGE = 25
 
 @bp.get("/")
 @login_required
-def index():  # noqa: ANN201
+def index():
     page = request.args.get("page", 1, type=page_arg)
     campaigns, stats, pager = services.list_campaigns(page, PER_PAGE)
     return render_template("campaigns/index.html", campaigns=campaigns, stats=stats, pager=pager)
@@ -35,14 +35,14 @@ def index():  # noqa: ANN201
 
 @bp.get("/recipients-count")
 @login_required
-def recipients_count():  # noqa: ANN201
+def recipients_count():
     list_ids = request.args.getlist("list_ids", type=id_arg)
     return jsonify({"list_ids": list_ids, "recipients": services.count_recipients(list_ids)})
 
 
 @bp.route("/new", methods=["GET", "POST"])
 @login_required
-def create():  # noqa: ANN201
+def create():
     form = _campaign_form()
     problems: list[Any] = []
     if form.validate_on_submit():
@@ -61,7 +61,7 @@ def create():  # noqa: ANN201
 
 @bp.route("/<int:campaign_id>/edit", methods=["GET", "POST"])
 @login_required
-def edit(campaign_id: int):  # noqa: ANN201
+def edit(campaign_id: int):
     campaign = db.get_or_404(Campaign, campaign_id)
     if "edit" not in lifecycle.allowed_actions(campaign):
         flash(
@@ -87,14 +87,14 @@ def edit(campaign_id: int):  # noqa: ANN201
 
 @bp.get("/<int:campaign_id>")
 @login_required
-def show(campaign_id: int):  # noqa: ANN201
+def show(campaign_id: int):
     campaign = db.get_or_404(Campaign, campaign_id)
     return _render_page(campaign)
 
 
 @bp.get("/<int:campaign_id>/progress.json")
 @login_required
-def progress(campaign_id: int):  # noqa: ANN201
+def progress(campaign_id: int):
     db.get_or_404(Campaign, campaign_id)
     body = services.progress(campaign_id)
     return jsonify(body)
@@ -102,7 +102,7 @@ def progress(campaign_id: int):  # noqa: ANN201
 
 @bp.post("/<int:campaign_id>/schedule")
 @login_required
-def schedule(campaign_id: int):  # noqa: ANN201
+def schedule(campaign_id: int):
     campaign = db.get_or_404(Campaign, campaign_id)
     form = ScheduleForm()
     if not form.validate_on_submit():
@@ -119,7 +119,7 @@ def schedule(campaign_id: int):  # noqa: ANN201
 
 @bp.post("/<int:campaign_id>/test")
 @login_required
-def test_send(campaign_id: int):  # noqa: ANN201
+def test_send(campaign_id: int):
     campaign = db.get_or_404(Campaign, campaign_id)
     form = TestSendForm()
     if not form.validate_on_submit():
@@ -170,7 +170,7 @@ ACTIONS: dict[str, Callable[[int], str]] = {
 
 @bp.post("/<int:campaign_id>/<any(send, cancel, pause, resume, 'retry-failed'):action>")
 @login_required
-def action(campaign_id: int, action: str):  # noqa: ANN201
+def action(campaign_id: int, action: str):
     db.get_or_404(Campaign, campaign_id)
     require_valid()
     try:
@@ -185,7 +185,7 @@ def action(campaign_id: int, action: str):  # noqa: ANN201
 
 @bp.post("/<int:campaign_id>/duplicate")
 @login_required
-def duplicate(campaign_id: int):  # noqa: ANN201
+def duplicate(campaign_id: int):
     db.get_or_404(Campaign, campaign_id)
     require_valid()
     copy = services.duplicate_campaign(campaign_id)
@@ -196,7 +196,7 @@ def duplicate(campaign_id: int):  # noqa: ANN201
 
 @bp.post("/<int:campaign_id>/delete")
 @login_required
-def delete(campaign_id: int):  # noqa: ANN201
+def delete(campaign_id: int):
     campaign = db.get_or_404(Campaign, campaign_id)
     require_valid()
     name = campaign.name

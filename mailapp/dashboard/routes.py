@@ -15,7 +15,7 @@ GROWTH_COLOR = "#6f42c1"
 
 @bp.route("/")
 @login_required
-def home():  # noqa: ANN201
+def home():
     summary = home_summary()
     growth_chart = charts.grouped_bars(
         [day.strftime("%d %b") for day, _ in summary.growth],

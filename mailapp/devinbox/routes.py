@@ -27,7 +27,7 @@ def only_when_enabled() -> None:
 
 @bp.get("/")
 @login_required
-def index():  # noqa: ANN201
+def index():
     page = max(request.args.get("page", 1, type=int), 1)
     messages, total = inbox_for_app(current_app).page(page, PER_PAGE)
     pages = max(ceil(total / PER_PAGE), 1)
@@ -44,14 +44,14 @@ def index():  # noqa: ANN201
 
 @bp.get("/<message_id>")
 @login_required
-def show(message_id: str):  # noqa: ANN201
+def show(message_id: str):
     message = inbox_for_app(current_app).get(message_id)
     return render_template("devinbox/message.html", message=message)
 
 
 @bp.get("/<message_id>/html")
 @login_required
-def html_frame(message_id: str):  # noqa: ANN201
+def html_frame(message_id: str):
     """The message's HTML part alone, for the sandboxed iframe (its text part if it has no HTML)."""
     message = inbox_for_app(current_app).get(message_id)
     html = message.html()
@@ -63,7 +63,7 @@ def html_frame(message_id: str):  # noqa: ANN201
 
 @bp.get("/<message_id>/raw")
 @login_required
-def raw(message_id: str):  # noqa: ANN201
+def raw(message_id: str):
     message = inbox_for_app(current_app).get(message_id)
     return Response(
         message.raw,
@@ -74,7 +74,7 @@ def raw(message_id: str):  # noqa: ANN201
 
 @bp.post("/delete-all")
 @login_required
-def delete_all():  # noqa: ANN201
+def delete_all():
     require_valid()
     deleted = inbox_for_app(current_app).delete_all()
     flash(f"Deleted {deleted:,} message(s) from the dev inbox.", "success")

@@ -24,7 +24,7 @@ class InboxHandler:
     def __init__(self, inbox: DevInbox) -> None:
         self.inbox = inbox
 
-    async def handle_DATA(self, server: object, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode("utf-8", errors="replace")

@@ -176,7 +176,7 @@ def _arrival(name: str) -> datetime:
 def _header(message: email.message.Message, name: str) -> str:
     try:
         value = message.get(name)
-    except Exception:  # noqa: BLE001 - a malformed header is shown empty, never an error page
+    except Exception:  # a malformed header is shown empty, never an error page
         return ""
     return str(value) if value is not None else ""
 
@@ -184,14 +184,14 @@ def _header(message: email.message.Message, name: str) -> str:
 def _safe_str(message: email.message.Message, name: str, value: object) -> str:
     try:
         return str(message.policy.header_fetch_parse(name, value))
-    except Exception:  # noqa: BLE001 - fall back to the raw header text
+    except Exception:  # fall back to the raw header text
         return str(value)
 
 
 def _part_text(message: EmailMessage, subtype: str) -> str | None:
     try:
         part = message.get_body(preferencelist=(subtype,))
-    except Exception:  # noqa: BLE001 - a broken MIME tree has no body to show
+    except Exception:  # a broken MIME tree has no body to show
         return None
     if part is None or part.get_content_subtype() != subtype:
         return None

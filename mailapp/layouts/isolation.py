@@ -92,7 +92,7 @@ def _child_main(connection: Connection, function: Callable[..., Any], args: tupl
     except MemoryError:
         refused = _refused(_memory_reason(memory_bytes))
         answer = ("error", (TemplateError, refused.message, refused.details))
-    except Exception as error:  # noqa: BLE001 - whatever broke, the parent reports it as a template error
+    except Exception as error:  # whatever broke, the parent reports it as a template error
         message = f"The template fails to render: {error}"
         answer = ("error", (TemplateError, message, [{"line": None, "message": message}]))
     connection.send(answer)

@@ -27,7 +27,7 @@ SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-st
 
 @bp.get("/")
 @login_required
-def index():  # noqa: ANN201
+def index():
     page = request.args.get("page", 1, type=page_arg)
     pager = db.paginate(select(Layout).order_by(Layout.name), page=page, per_page=PER_PAGE, error_out=False)
     used = services.campaign_counts([layout.id for layout in pager.items])
@@ -36,7 +36,7 @@ def index():  # noqa: ANN201
 
 @bp.route("/new", methods=["GET", "POST"])
 @login_required
-def create():  # noqa: ANN201
+def create():
     form = LayoutForm()
     if not form.is_submitted():
         form.html.data = STARTER_LAYOUT
@@ -45,12 +45,12 @@ def create():  # noqa: ANN201
 
 @bp.route("/<int:layout_id>", methods=["GET", "POST"])
 @login_required
-def edit(layout_id: int):  # noqa: ANN201
+def edit(layout_id: int):
     layout = db.get_or_404(Layout, layout_id)
     return _save_or_show(LayoutForm(obj=layout), layout)
 
 
-def _save_or_show(form: LayoutForm, layout: Layout | None):  # noqa: ANN202
+def _save_or_show(form: LayoutForm, layout: Layout | None):
     """On a valid POST create or update the layout and go to its page; otherwise show the editor, with
     the errors (and their line numbers) and what the user typed."""
     problems: list[dict[str, Any]] = []
@@ -73,7 +73,7 @@ def _save_or_show(form: LayoutForm, layout: Layout | None):  # noqa: ANN202
 
 @bp.post("/<int:layout_id>/delete")
 @login_required
-def delete(layout_id: int):  # noqa: ANN201
+def delete(layout_id: int):
     layout = db.get_or_404(Layout, layout_id)
     require_valid()
     name = layout.name
@@ -90,7 +90,7 @@ def delete(layout_id: int):  # noqa: ANN201
 
 @bp.get("/<int:layout_id>/preview")
 @login_required
-def preview_frame(layout_id: int):  # noqa: ANN201
+def preview_frame(layout_id: int):
     """The rendered layout alone, for the sandboxed iframe on the layout page."""
     layout = db.get_or_404(Layout, layout_id)
     subscriber_id = request.args.get("subscriber_id", type=id_arg)
@@ -103,7 +103,7 @@ def preview_frame(layout_id: int):  # noqa: ANN201
 
 @bp.post("/preview")
 @login_required
-def preview_draft():  # noqa: ANN201
+def preview_draft():
     """The editor's unsaved HTML, rendered into the sandboxed preview frame (the form targets it)."""
     form = LayoutForm()
     subscriber_id = request.args.get("subscriber_id", type=id_arg)

@@ -40,7 +40,7 @@ class RecipientActivity:
         return self.delivery.open_count > 0 and not self.opened
 
 
-def _human(model, delivery_ids: list[int]) -> set[int]:  # noqa: ANN001
+def _human(model, delivery_ids: list[int]) -> set[int]:
     if not delivery_ids:
         return set()
     return set(
@@ -52,7 +52,7 @@ def _human(model, delivery_ids: list[int]) -> set[int]:  # noqa: ANN001
     )
 
 
-def _human_exists(model, campaign_id: int, after: int):  # noqa: ANN001, ANN202
+def _human_exists(model, campaign_id: int, after: int):
     # campaign_id and the id range repeat what the correlation implies, so the planner can read the
     # campaign's events from `after` on (a merge anti-join) instead of every human event there is.
     # `after` must not exceed the first delivery id the page can hold.
@@ -68,7 +68,7 @@ def _human_exists(model, campaign_id: int, after: int):  # noqa: ANN001, ANN202
     )
 
 
-def _deliveries_after(campaign_id: int, after: int, limit: int, *conditions, statuses=None) -> list[Delivery]:  # noqa: ANN001, ANN002
+def _deliveries_after(campaign_id: int, after: int, limit: int, *conditions, statuses=None) -> list[Delivery]:
     """The campaign's next `limit` deliveries by id after `after`. One query per status, each an index
     range scan on (campaign_id, status, id), merged here: a single query ordered by id would walk the
     primary key through every other campaign's rows first."""

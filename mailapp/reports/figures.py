@@ -376,7 +376,7 @@ def summaries(campaigns: list[Campaign]) -> list[CampaignSummary]:
     return result
 
 
-def sent_campaigns_page(page: int, per_page: int = 25):  # noqa: ANN201 - a Flask-SQLAlchemy Pagination
+def sent_campaigns_page(page: int, per_page: int = 25):  # a Flask-SQLAlchemy Pagination
     return db.paginate(
         select(Campaign).where(Campaign.status != CampaignStatus.DRAFT).order_by(Campaign.id.desc()),
         page=page,

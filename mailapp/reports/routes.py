@@ -19,7 +19,7 @@ CLICKS = "#198754"
 
 @bp.get("/")
 @login_required
-def index():  # noqa: ANN201
+def index():
     page = figures.sent_campaigns_page(request.args.get("page", 1, type=page_arg))
     rows = figures.summaries(list(page.items))
     return render_template("reports/index.html", page=page, rows=rows)
@@ -27,7 +27,7 @@ def index():  # noqa: ANN201
 
 @bp.get("/campaigns/<int:campaign_id>")
 @login_required
-def campaign(campaign_id: int):  # noqa: ANN201
+def campaign(campaign_id: int):
     report = figures.campaign_report(campaign_id)
     return render_template(
         "reports/campaign.html",
@@ -40,7 +40,7 @@ def campaign(campaign_id: int):  # noqa: ANN201
     )
 
 
-def timeline_chart(report: figures.CampaignReport):  # noqa: ANN201 - Markup
+def timeline_chart(report: figures.CampaignReport):  # Markup
     points = report.timeline
     labels = [
         point.at.strftime("%d %b %H:00") if point.span.total_seconds() == 3600 else point.at.strftime("%d %b")
@@ -62,7 +62,7 @@ def timeline_chart(report: figures.CampaignReport):  # noqa: ANN201 - Markup
 
 @bp.get("/campaigns/<int:campaign_id>/recipients")
 @login_required
-def recipients(campaign_id: int):  # noqa: ANN201
+def recipients(campaign_id: int):
     show = request.args.get("show", "all")
     if show not in activity.ACTIVITY_FILTERS:
         show = "all"

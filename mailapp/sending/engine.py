@@ -209,7 +209,7 @@ def _message_for(row: ClaimedRow, compiled: Compiled, outcomes: Outcomes) -> pip
     except MailappError as error:
         _render_failed(outcomes, row.id, error.message)
         return None
-    except Exception as error:  # noqa: BLE001 - a render failure (say, a filter on odd data) fails one row
+    except Exception as error:  # a render failure (say, a filter on odd data) fails one row
         # A sandbox refusal or a render limit says which, and on which template line.
         reason = templating.render_error(error).message if isinstance(error, SecurityError) else (
             f"The message could not be rendered: {describe(error)}"

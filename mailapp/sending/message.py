@@ -134,7 +134,7 @@ _date_cache: tuple[int, str] = (0, "")
 
 def message_date(now: datetime | None = None) -> str:
     """The Date header, formatted once per second."""
-    global _date_cache  # noqa: PLW0603 - a one-entry cache shared by the builders of this process
+    global _date_cache  # a one-entry cache shared by the builders of this process
     now = now or datetime.now(UTC)
     second = int(now.timestamp())
     if _date_cache[0] != second:

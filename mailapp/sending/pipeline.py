@@ -47,7 +47,7 @@ class Submitted:
 
 
 @dataclass
-class ConnectionLost(Exception):  # noqa: N818 - reads as the condition it reports
+class ConnectionLost(Exception):  # reads as the condition it reports
     """The connection broke. `in_doubt`: a message whose content was sent whole with no reply, which
     the server may or may not have taken. `unsent`: messages that never got past their envelope."""
 

@@ -82,7 +82,7 @@ class RedisBucket:
 
 
 @cache
-def _redis_client(url: str):  # noqa: ANN202 - redis.Redis
+def _redis_client(url: str):  # redis.Redis
     import redis
 
     return redis.Redis.from_url(url)

@@ -85,7 +85,7 @@ class _BudgetedTemplate(Template):
             return _bounded_output(self.root_render_func(context), budget)
         except RecursionError as error:
             raise limits.RenderLimitExceeded("the template is nested too deeply to render.") from error
-        except Exception:  # noqa: BLE001 - Jinja's own handler re-raises with template line numbers
+        except Exception:  # Jinja's own handler re-raises with template line numbers
             self.environment.handle_exception()
         finally:
             limits.end_render(token)

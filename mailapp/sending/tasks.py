@@ -35,7 +35,7 @@ def enqueue_sending(campaign_id: int) -> None:
     retry_backoff_max=60,
     max_retries=8,
 )
-def send_batch(self, campaign_id: int) -> dict[str, object]:  # noqa: ANN001 - Celery's bound task
+def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound task
     """Send the campaign's due pending deliveries, batch after batch, until none is left. Deferred rows
     (4xx) bring the task back when they fall due. An unreachable SMTP server is retried with backoff
     SEND_CONNECT_RETRIES times; after that the campaign pauses with the reason."""

@@ -155,7 +155,7 @@ def _validate(source: str, environment: SandboxedEnvironment) -> list[str]:
     return sorted(used)
 
 
-def compile_template(source: str, *, environment: SandboxedEnvironment | None = None):  # noqa: ANN201
+def compile_template(source: str, *, environment: SandboxedEnvironment | None = None):
     """Compile once, render many times. Validates first, so a stored template that no longer passes
     (say, after a rule change) is refused here rather than mid-send."""
     environment = environment or _environment
@@ -177,7 +177,7 @@ def render_layout_preview(html: str, subscriber: Mapping[str, Any]) -> str:
     template = compile_template(inline_css(html))
     try:
         return template.render(sample_context(subscriber=subscriber))
-    except Exception as error:  # noqa: BLE001 - this subscriber's data breaks the template: say so
+    except Exception as error:  # this subscriber's data breaks the template: say so
         raise render_error(error) from error
 
 
@@ -280,7 +280,7 @@ def _trial_render(environment: SandboxedEnvironment, source: str) -> Iterable[_P
     type errors in filters)."""
     try:
         environment.from_string(source).render(sample_context())
-    except Exception as error:  # noqa: BLE001 - any render failure is a template error to report
+    except Exception as error:  # any render failure is a template error to report
         return [_render_problem(error)]
     return []
 

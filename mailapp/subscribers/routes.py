@@ -56,11 +56,11 @@ def _form_error(form: Any, error: MailappError) -> None:
 
 @bp.get("/lists")
 @login_required
-def lists():  # noqa: ANN201
+def lists():
     return _render_lists(ListForm())
 
 
-def _render_lists(form: ListForm, status: int = 200):  # noqa: ANN202
+def _render_lists(form: ListForm, status: int = 200):
     page = request.args.get("page", 1, type=page_arg)
     pager = db.paginate(select(SubscriberList).order_by(SubscriberList.name), page=page,
                         per_page=LISTS_PER_PAGE, error_out=False)
@@ -71,7 +71,7 @@ def _render_lists(form: ListForm, status: int = 200):  # noqa: ANN202
 
 @bp.post("/lists")
 @login_required
-def create_list():  # noqa: ANN201
+def create_list():
     form = ListForm()
     if form.validate_on_submit():
         try:
@@ -88,12 +88,12 @@ def create_list():  # noqa: ANN201
 
 @bp.get("/lists/<int:list_id>")
 @login_required
-def list_detail(list_id: int):  # noqa: ANN201
+def list_detail(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
     return _render_list(target, ListForm(obj=target))
 
 
-def _render_list(  # noqa: ANN202
+def _render_list(
     target: SubscriberList, form: ListForm, status: int = 200, import_form: ImportForm | None = None
 ):
     page = services.subscriber_page(list_id=target.id, before=_int_arg("before"), after=_int_arg("after"),
@@ -112,7 +112,7 @@ def _render_list(  # noqa: ANN202
 
 @bp.post("/lists/<int:list_id>")
 @login_required
-def update_list(list_id: int):  # noqa: ANN201
+def update_list(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
     form = ListForm()
     if form.validate_on_submit():
@@ -130,7 +130,7 @@ def update_list(list_id: int):  # noqa: ANN201
 
 @bp.post("/lists/<int:list_id>/delete")
 @login_required
-def delete_list(list_id: int):  # noqa: ANN201
+def delete_list(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
     require_valid()
     name = target.name
@@ -142,7 +142,7 @@ def delete_list(list_id: int):  # noqa: ANN201
 
 @bp.get("/lists/<int:list_id>/export")
 @login_required
-def export_list(list_id: int):  # noqa: ANN201
+def export_list(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
     return csv_download(exports.export_list_csv(target.id), exports.export_filename(target))
 
@@ -151,7 +151,7 @@ def export_list(list_id: int):  # noqa: ANN201
 
 @bp.post("/lists/<int:list_id>/import")
 @login_required
-def import_csv(list_id: int):  # noqa: ANN201
+def import_csv(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
     form = ImportForm()
     if form.validate_on_submit():
@@ -170,7 +170,7 @@ def import_csv(list_id: int):  # noqa: ANN201
 
 @bp.get("/imports/<int:import_id>")
 @login_required
-def import_detail(import_id: int):  # noqa: ANN201
+def import_detail(import_id: int):
     record = imports.get_import(import_id)
     target = db.session.get(SubscriberList, record.list_id) if record.list_id else None
     return render_template("subscribers/import.html", record=record, target=target,
@@ -179,7 +179,7 @@ def import_detail(import_id: int):  # noqa: ANN201
 
 @bp.get("/imports/<int:import_id>/status")
 @login_required
-def import_status(import_id: int):  # noqa: ANN201
+def import_status(import_id: int):
     return jsonify(imports.import_to_dict(imports.get_import(import_id)))
 
 
@@ -187,7 +187,7 @@ def import_status(import_id: int):  # noqa: ANN201
 
 @bp.get("/subscribers")
 @login_required
-def index():  # noqa: ANN201
+def index():
     q = request.args.get("q", "").strip()
     list_id = _int_arg("list_id")
     status = request.args.get("status", "")
@@ -215,7 +215,7 @@ def _list_choices(form: SubscriberForm) -> None:
 
 @bp.route("/subscribers/new", methods=["GET", "POST"])
 @login_required
-def create_subscriber():  # noqa: ANN201
+def create_subscriber():
     form = SubscriberForm()
     _list_choices(form)
     if not form.is_submitted() and _int_arg("list_id"):
@@ -238,7 +238,7 @@ def create_subscriber():  # noqa: ANN201
 
 @bp.route("/subscribers/<int:subscriber_id>", methods=["GET", "POST"])
 @login_required
-def edit_subscriber(subscriber_id: int):  # noqa: ANN201
+def edit_subscriber(subscriber_id: int):
     subscriber = db.get_or_404(Subscriber, subscriber_id)
     form = SubscriberForm(obj=subscriber)
     _list_choices(form)
@@ -266,7 +266,7 @@ def edit_subscriber(subscriber_id: int):  # noqa: ANN201
 
 @bp.post("/subscribers/<int:subscriber_id>/status")
 @login_required
-def change_status(subscriber_id: int):  # noqa: ANN201
+def change_status(subscriber_id: int):
     """Resubscribe, unsubscribe, blocklist or unblocklist (which makes them active again)."""
     subscriber = db.get_or_404(Subscriber, subscriber_id)
     form = StatusForm()
@@ -284,7 +284,7 @@ def _is_local(target: str | None) -> bool:
 
 @bp.post("/subscribers/<int:subscriber_id>/delete")
 @login_required
-def delete_subscriber(subscriber_id: int):  # noqa: ANN201
+def delete_subscriber(subscriber_id: int):
     subscriber = db.get_or_404(Subscriber, subscriber_id)
     require_valid()
     email = subscriber.email

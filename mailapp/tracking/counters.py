@@ -19,7 +19,7 @@ from mailapp.extensions import db
 from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent
 
 
-def _insert_ignoring_conflicts(table: Table):  # noqa: ANN202 - a dialect Insert
+def _insert_ignoring_conflicts(table: Table):  # a dialect Insert
     dialect = postgresql if is_postgres() else sqlite
     return dialect.insert(table)
 

@@ -286,7 +286,7 @@ def mailapp_server() -> Iterator[RunningApp]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     if report.failed and _running_app is not None:
         for title, content in _running_app.log_tails():
@@ -300,7 +300,7 @@ _call_failed = pytest.StashKey[bool]()
 
 
 class _LandingPage(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         body = f"<!doctype html><title>Shop</title><h1>Spring catalogue</h1><p>{self.path}</p>".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -308,7 +308,7 @@ class _LandingPage(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: object) -> None:  # http.server's signature
         pass
 
 
@@ -353,7 +353,7 @@ def screenshots_dir() -> Path:
     return SCREENSHOTS_DIR
 
 
-def _new_context(browser, running: RunningApp, storage_state: dict | None = None, **options):  # noqa: ANN001, ANN003, ANN202
+def _new_context(browser, running: RunningApp, storage_state: dict | None = None, **options):
     options.setdefault("viewport", {"width": 1280, "height": 900})
     context = browser.new_context(
         base_url=running.base_url, timezone_id=BROWSER_TIMEZONE, locale="en-US", storage_state=storage_state,
@@ -363,7 +363,7 @@ def _new_context(browser, running: RunningApp, storage_state: dict | None = None
     return context
 
 
-def sign_in(page, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:  # noqa: ANN001
+def sign_in(page, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
     """Fill and submit the login form the way a person does."""
     page.goto("/login")
     page.get_by_label("Email").fill(email)
@@ -372,7 +372,7 @@ def sign_in(page, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> N
 
 
 @pytest.fixture(scope="package")
-def signed_in_state(chromium_browser, mailapp_server: RunningApp) -> dict:  # noqa: ANN001
+def signed_in_state(chromium_browser, mailapp_server: RunningApp) -> dict:
     """The cookies of one sign-in, reused by every test's fresh context (login is rate limited)."""
     context = _new_context(chromium_browser, mailapp_server)
     page = context.new_page()
@@ -383,7 +383,7 @@ def signed_in_state(chromium_browser, mailapp_server: RunningApp) -> dict:  # no
     return state
 
 
-def _page_fixture(request: pytest.FixtureRequest, context, name: str, shots: Path):  # noqa: ANN001, ANN202
+def _page_fixture(request: pytest.FixtureRequest, context, name: str, shots: Path):
     page = context.new_page()
     yield page
     if request.node.stash.get(_call_failed, False):
@@ -392,7 +392,7 @@ def _page_fixture(request: pytest.FixtureRequest, context, name: str, shots: Pat
 
 
 @pytest.fixture
-def page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,  # noqa: ANN001, ANN201
+def page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,
          signed_in_state: dict, screenshots_dir: Path):
     """A signed-in page in a fresh browser context."""
     context = _new_context(chromium_browser, mailapp_server, signed_in_state)
@@ -400,7 +400,7 @@ def page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: Runni
 
 
 @pytest.fixture
-def anonymous_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,  # noqa: ANN001, ANN201
+def anonymous_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,
                    screenshots_dir: Path):
     """A page in a fresh context with no session: a stranger at the door."""
     context = _new_context(chromium_browser, mailapp_server)
@@ -408,7 +408,7 @@ def anonymous_page(request: pytest.FixtureRequest, chromium_browser, mailapp_ser
 
 
 @pytest.fixture
-def reader_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,  # noqa: ANN001, ANN201
+def reader_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server: RunningApp,
                 screenshots_dir: Path):
     """A subscriber reading their mail in a desktop browser: no dashboard session, and a person's user
     agent (headless Chromium's own is, rightly, counted as a machine by the open tracking)."""
@@ -421,7 +421,7 @@ def reader_page(request: pytest.FixtureRequest, chromium_browser, mailapp_server
 def screenshot(screenshots_dir: Path) -> Callable[..., Path]:
     """Saves a full-page screenshot under tests/e2e/screenshots/<name>.png, for a look by eye."""
 
-    def take(page, name: str) -> Path:  # noqa: ANN001
+    def take(page, name: str) -> Path:
         path = screenshots_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path

@@ -19,7 +19,7 @@ BROKEN_TEMPLATE = """<html>
 """
 
 
-def test_a_broken_template_is_shown_with_its_line_number(page: Page, screenshot) -> None:  # noqa: ANN001
+def test_a_broken_template_is_shown_with_its_line_number(page: Page, screenshot) -> None:
     page.goto("/layouts/new")
     page.get_by_label("Name", exact=True).fill("Broken layout")
     page.get_by_label("HTML", exact=True).fill(BROKEN_TEMPLATE)
@@ -35,7 +35,7 @@ def test_a_broken_template_is_shown_with_its_line_number(page: Page, screenshot)
     expect(page.get_by_role("link", name="Broken layout")).to_have_count(0)
 
 
-def test_a_csv_without_an_email_column_is_refused_on_the_page(page: Page, screenshot, tmp_path) -> None:  # noqa: ANN001
+def test_a_csv_without_an_email_column_is_refused_on_the_page(page: Page, screenshot, tmp_path) -> None:
     page.goto("/lists")
     page.get_by_label("Name", exact=True).fill("Trade fair leads")
     page.get_by_role("button", name="Create list").click()
@@ -54,7 +54,7 @@ def test_a_csv_without_an_email_column_is_refused_on_the_page(page: Page, screen
     expect(page.get_by_test_id("list-counts")).to_contain_text(re.compile(r"Subscribers\s*0\b"))
 
 
-def test_an_invalid_email_is_refused_when_adding_a_subscriber(page: Page, screenshot) -> None:  # noqa: ANN001
+def test_an_invalid_email_is_refused_when_adding_a_subscriber(page: Page, screenshot) -> None:
     page.goto("/subscribers")
     page.get_by_role("link", name="Add subscriber").click()
     page.get_by_label("Email").fill("jane@@example.com")

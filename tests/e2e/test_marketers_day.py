@@ -69,7 +69,7 @@ def nav(page: Page, label: str) -> None:
     page.get_by_role("navigation").get_by_role("link", name=label, exact=True).click()
 
 
-def upload_layout(page: Page, screenshot, html_file: Path) -> None:  # noqa: ANN001
+def upload_layout(page: Page, screenshot, html_file: Path) -> None:
     page.goto("/")
     nav(page, "Layouts")
     expect(page.get_by_role("heading", name="Layouts", exact=True)).to_be_visible()
@@ -91,7 +91,7 @@ def upload_layout(page: Page, screenshot, html_file: Path) -> None:  # noqa: ANN
     screenshot(page, "11-layout-preview")
 
 
-def import_subscribers(page: Page, screenshot, tmp_path: Path) -> None:  # noqa: ANN001
+def import_subscribers(page: Page, screenshot, tmp_path: Path) -> None:
     nav(page, "Lists")
     expect(page.get_by_role("heading", name="Lists", exact=True)).to_be_visible()
     page.get_by_label("Name", exact=True).fill(LIST_NAME)
@@ -128,7 +128,7 @@ def import_subscribers(page: Page, screenshot, tmp_path: Path) -> None:  # noqa:
     screenshot(page, "22-list-members")
 
 
-def create_campaign(page: Page, screenshot) -> None:  # noqa: ANN001
+def create_campaign(page: Page, screenshot) -> None:
     nav(page, "Campaigns")
     screenshot(page, "30-campaigns")
     page.goto("/campaigns/new")
@@ -158,7 +158,7 @@ def send_a_test(page: Page, mailapp_server: RunningApp) -> ReceivedMessage:
 
 
 def read_the_test_in_the_dev_inbox(page: Page, mailapp_server: RunningApp, test_message: ReceivedMessage,
-                                   screenshot) -> None:  # noqa: ANN001
+                                   screenshot) -> None:
     """Under `make run` test sends land in the Dev inbox. Here the test SMTP server got it, so it is handed
     to the inbox's store, as the built-in dev SMTP server does, and read in the dashboard."""
     campaign_url = page.url
@@ -177,7 +177,7 @@ def read_the_test_in_the_dev_inbox(page: Page, mailapp_server: RunningApp, test_
     page.goto(campaign_url)
 
 
-def schedule_shortly(page: Page, mailapp_server: RunningApp, screenshot) -> datetime:  # noqa: ANN001
+def schedule_shortly(page: Page, mailapp_server: RunningApp, screenshot) -> datetime:
     """Pick a time a few seconds ahead, on the browser's wall clock (not UTC), and see it shown back."""
     zone = ZoneInfo(BROWSER_TIMEZONE)
     picked = (datetime.now(zone) + timedelta(seconds=8)).replace(microsecond=0)
@@ -199,7 +199,7 @@ def schedule_shortly(page: Page, mailapp_server: RunningApp, screenshot) -> date
     return picked
 
 
-def watch_it_go_out(page: Page, mailapp_server: RunningApp, picked: datetime, screenshot) -> float:  # noqa: ANN001
+def watch_it_go_out(page: Page, mailapp_server: RunningApp, picked: datetime, screenshot) -> float:
     """The page follows the send live, without a reload by the marketer, up to a full bar."""
     sent_bar = page.locator('#campaign-progress [data-bar="sent"]')
     expect(sent_bar).to_have_attribute("style", re.compile(r"width: 100(\.0+)?%"), timeout=SEND_TIMEOUT_MS)
@@ -245,7 +245,7 @@ def reload_until(page: Page, figures: dict[str, str], timeout: float = 20.0) -> 
 
 
 def subscribers_read_and_click(
-    page: Page, reader: Page, mailapp_server: RunningApp, finished_at: float, screenshot  # noqa: ANN001
+    page: Page, reader: Page, mailapp_server: RunningApp, finished_at: float, screenshot
 ) -> None:
     open_report(page, via="campaign page")
     expect(page.get_by_test_id("sent")).to_have_text("3")
@@ -299,7 +299,7 @@ def subscribers_read_and_click(
 
 
 def unsubscribe_through_the_link(
-    page: Page, reader: Page, mailapp_server: RunningApp, screenshot  # noqa: ANN001
+    page: Page, reader: Page, mailapp_server: RunningApp, screenshot
 ) -> None:
     bob = mail_to(mailapp_server, "bob@example.com")
     header = bob.message["List-Unsubscribe"]
@@ -338,7 +338,7 @@ def unsubscribe_through_the_link(
     reload_until(page, {"unsubscribes": "1"})
 
 
-def subscriber_row(page: Page, email: str):  # noqa: ANN201
+def subscriber_row(page: Page, email: str):
     return page.get_by_test_id("subscribers-table").locator("tbody tr").filter(has_text=email)
 
 
@@ -371,7 +371,7 @@ def wait_for_mail(mailapp_server: RunningApp, address: str, timeout: float = 15.
 
 
 def test_a_marketers_day(
-    page: Page, reader_page: Page, mailapp_server: RunningApp, landing_site: str, screenshot, tmp_path: Path  # noqa: ANN001
+    page: Page, reader_page: Page, mailapp_server: RunningApp, landing_site: str, screenshot, tmp_path: Path
 ) -> None:
     upload_layout(page, screenshot, layout_file(tmp_path, landing_site))
     import_subscribers(page, screenshot, tmp_path)

@@ -72,7 +72,7 @@ def send_the_responsive_campaign(running: RunningApp) -> ReceivedMessage:
 
 
 def test_a_responsive_campaign_fits_a_phone_screen_without_horizontal_scrolling(
-    chromium_browser: Browser, mailapp_server: RunningApp, screenshot  # noqa: ANN001
+    chromium_browser: Browser, mailapp_server: RunningApp, screenshot
 ) -> None:
     received = send_the_responsive_campaign(mailapp_server)
     html = received.html()

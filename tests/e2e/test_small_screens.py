@@ -13,7 +13,7 @@ PAGES = {"/": "dashboard", "/campaigns/": "campaigns", "/subscribers": "subscrib
          "/layouts/": "layouts", "/reports/": "reports"}
 
 
-def test_every_main_page_fits_a_phone(page: Page, screenshot) -> None:  # noqa: ANN001
+def test_every_main_page_fits_a_phone(page: Page, screenshot) -> None:
     page.set_viewport_size(PHONE)
     for path, name in PAGES.items():
         page.goto(path)

@@ -353,8 +353,8 @@ def fault_cluster(
     # send-now's snapshot task) would go there, and only a beat's recovery would hide the loss. The
     # app's connection pools are dropped so they are made again for the private broker.
     monkeypatch.setenv("CELERY_BROKER_URL", fault_servers.broker_url)
-    celery_app._pool = None  # noqa: SLF001
-    celery_app.amqp._producer_pool = None  # noqa: SLF001
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
     cluster = FaultCluster(fault_servers, fault_app, smtp, tmp_path)
     with fault_app.app_context():
         _empty_tables()
@@ -373,7 +373,7 @@ def fault_cluster(
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Keep each phase's report on the test item, so a failed test's fixture can print the logs."""
     report = yield
     setattr(item, f"rep_{report.when}", report)

@@ -162,7 +162,7 @@ class CountingHandler(CapturingHandler):
         self.received: Counter[str] = Counter()
         self.arrivals: list[float] = []  # time.monotonic() of each accepted message, for rate checks
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.received.update(address.lower() for address in envelope.rcpt_tos)
             self.arrivals.append(time.monotonic())
