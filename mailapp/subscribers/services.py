@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, func, insert, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from mailapp.addresses import normalize_email
@@ -288,15 +288,3 @@ def list_ids_by_subscriber(subscriber_ids: list[int]) -> dict[int, list[int]]:
         for subscriber_id, list_id in rows:
             found[subscriber_id].append(list_id)
     return found
-
-
-def add_to_list(subscriber_ids: list[int], target: SubscriberList) -> None:
-    existing = set(db.session.scalars(
-        select(list_members.c.subscriber_id).where(
-            list_members.c.list_id == target.id, list_members.c.subscriber_id.in_(subscriber_ids)
-        )
-    ))
-    rows = [{"list_id": target.id, "subscriber_id": i} for i in subscriber_ids if i not in existing]
-    if rows:
-        db.session.execute(insert(list_members), rows)
-    db.session.flush()
