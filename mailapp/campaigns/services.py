@@ -24,6 +24,7 @@ from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
+from mailapp.reports.figures import delivery_counts, status_counts
 
 MAX_TEST_RECIPIENTS = 20
 DELIVERY_PAGE_SIZE = 50
@@ -286,9 +287,6 @@ def count_recipients(list_ids: Sequence[int]) -> int:
 def delivery_stats(campaign_id: int) -> dict[str, int]:
     """{total, pending, sending, sent, failed}, exact, from the counts the database keeps per campaign
     and status (reports.figures.status_counts): a few rows, however many recipients."""
-    # Imported here while an area's package still loads its routes (mailapp.reports -> its routes ->
-    # reports.figures -> campaigns.lifecycle -> mailapp.campaigns -> its routes -> this module).
-    from mailapp.reports.figures import status_counts
 
     stats = status_counts([campaign_id])[campaign_id]
     stats["total"] = sum(stats.values())
@@ -331,7 +329,6 @@ def progress(campaign_id: int) -> dict[str, Any]:
 def counts_for_campaigns(campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
     """{total, pending, sent, failed} for a page of campaigns, from the maintained counts (see
     delivery_stats)."""
-    from mailapp.reports.figures import delivery_counts
 
     counted = delivery_counts([campaign.id for campaign in campaigns])
     result = {}

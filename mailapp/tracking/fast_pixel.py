@@ -14,7 +14,7 @@ token is valid (and never for HEAD).
 
 The token is verified here without the database: a v2 token carries the campaign and subscriber its
 HMAC binds, the buffer entry keeps them, and the flush drops the open when the delivery row no longer
-holds them (see tokens.py).
+holds them (see mailapp/sending/tokens.py).
 """
 
 from __future__ import annotations
