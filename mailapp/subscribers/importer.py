@@ -13,8 +13,8 @@ What the counters mean (processed == imported + updated + skipped + error_count,
 Memory is bounded whatever the file: rows are read through BoundedLines, which hands csv.reader at
 most max_row_bytes per row (the rest of an over-long line is read in pieces and dropped, and the row is
 an invalid row), and a chunk holds at most CHUNK_ROWS rows or CHUNK_MAX_BYTES bytes of them. Names and
-attribute values follow the rules of validation.py (in this package; line breaks and control characters become spaces,
-NUL refused), checked only on the rows that need it, so the common row costs little more.
+attribute values follow the rules of subscribers/validation.py (line breaks and control characters
+become spaces, NUL refused), checked only on the rows that need it, so the common row costs little more.
 
 Columns: `email` (required) and `name` match case-insensitively; the columns an export adds (status,
 created_at, updated_at, unsubscribed_at) are ignored; every other named column is an attribute.
