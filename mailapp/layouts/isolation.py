@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import multiprocessing
+import multiprocessing.spawn
 import os
 import resource
 from collections.abc import Callable
@@ -31,11 +32,29 @@ _START_GRACE_SECONDS = 2.0
 # With no render deadline configured (RENDER_TIMEOUT_SECONDS=0), the child is still killed after this.
 _NO_DEADLINE_SECONDS = 30.0
 
+# The children's name: their start skips re-running the parent's main script (see below).
+_RENDER_PROCESS_NAME = "mailapp-render"
+_stdlib_preparation_data = multiprocessing.spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """What a child is told to do before it runs its target. By default it runs the parent's main
+    script again (gunicorn's, flask's, pytest's): 0.2 s or more per render, for a child whose
+    target (`_child_main` below) is imported by name and needs nothing from that script. Only the
+    render children skip it; any other process is left as multiprocessing made it."""
+    data = _stdlib_preparation_data(name)
+    if name == _RENDER_PROCESS_NAME:
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
 @functools.cache
 def _process_context() -> Any:
     """One forkserver per process, started on first use."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mailapp.sending.templating"])
+    context.set_forkserver_preload(["mailapp.layouts.isolation", "mailapp.sending.templating"])
+    multiprocessing.spawn.get_preparation_data = _preparation_data
     return context
 
 
@@ -49,7 +68,8 @@ def run_isolated(function: Callable[..., Any], *args: Any) -> Any:
     context = _process_context()
     receiving, sending = context.Pipe(duplex=False)
     child = context.Process(
-        target=_child_main, args=(sending, function, args, render_limits, memory_bytes), daemon=True
+        target=_child_main, args=(sending, function, args, render_limits, memory_bytes), daemon=True,
+        name=_RENDER_PROCESS_NAME,
     )
     child.start()
     sending.close()
