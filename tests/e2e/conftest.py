@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import _flush_redis
+from tests.sibling_database import create_sibling_database
 from tests.smtp import SMTPTestServer, _free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -161,25 +161,7 @@ def _e2e_database(workdir: Path) -> tuple[str, Callable[[], None]]:
     if not configured or not configured.startswith(("postgres://", "postgresql")):
         return f"sqlite:///{workdir / 'mailapp.sqlite'}", lambda: None
 
-    from config import database_url
-
-    server_url = make_url(database_url(configured))
-    name = f"{server_url.database}_e2e"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    drop()
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop_and_dispose() -> None:
-        drop()
-        admin.dispose()
-
-    return server_url.set(database=name).render_as_string(hide_password=False), drop_and_dispose
+    return create_sibling_database(configured, "e2e")
 
 
 def _wait_for_http(running: RunningApp, path: str) -> None:

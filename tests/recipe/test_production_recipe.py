@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
 
-from config import database_url
+from tests.sibling_database import create_sibling_database
 from tests.smtp import SMTPTestServer, _free_port
 
 pytestmark = pytest.mark.postgres
@@ -68,22 +67,11 @@ def recipe_database() -> Iterator[str]:
     configured = os.environ.get("DATABASE_URL", "")
     if not configured.startswith(("postgres://", "postgresql")):
         pytest.skip(f"the production recipe needs PostgreSQL (DATABASE_URL); {WHERE_IT_RUNS}")
-    server_url = make_url(database_url(configured))
-    name = f"{server_url.database}_recipe"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    drop()
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url, drop = create_sibling_database(configured, "recipe")
     try:
-        yield server_url.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
         drop()
-        admin.dispose()
 
 
 @pytest.fixture
