@@ -9,6 +9,7 @@ from mailapp.api.common import json_body, paginated
 from mailapp.api.routes import bp
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.extensions import db
+from mailapp.models.base import iso_or_none
 from mailapp.models.subscriber import SubscriberList
 from mailapp.subscribers import exports as subscriber_exports
 from mailapp.subscribers import imports, subscriber_lists, tasks
@@ -21,7 +22,7 @@ def list_to_dict(item: SubscriberList, counts: subscriber_lists.ListCounts | Non
         "id": item.id,
         "name": item.name,
         "description": item.description,
-        "created_at": item.created_at.isoformat() if item.created_at else None,
+        "created_at": iso_or_none(item.created_at),
         "subscriber_count": counts.total,
         "active_count": counts.active,
         "unsubscribed_count": counts.unsubscribed,

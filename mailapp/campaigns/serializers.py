@@ -3,15 +3,11 @@ campaign page's progress poll, and the forms that edit a campaign."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from mailapp.models.base import iso_or_none
 from mailapp.models.campaign import Campaign
 from mailapp.models.delivery import Delivery
-
-
-def iso_or_none(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def campaign_fields(campaign: Campaign) -> dict[str, Any]:

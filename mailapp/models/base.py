@@ -21,6 +21,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_or_none(value: datetime | None) -> str | None:
+    """A timestamp as the JSON API shows it: ISO 8601, or null when it has not happened."""
+    return value.isoformat() if value else None
+
+
 class UTCDateTime(TypeDecorator):
     """Stores naive UTC (SQLite keeps no zone) and always hands back aware UTC datetimes."""
 

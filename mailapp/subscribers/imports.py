@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from mailapp.db_setup import is_postgres
 from mailapp.errors import ImportFileError, NotFoundError
 from mailapp.extensions import db
-from mailapp.models.base import utcnow
+from mailapp.models.base import iso_or_none, utcnow
 from mailapp.models.subscriber import ImportStatus, SubscriberImport, SubscriberList
 from mailapp.subscribers import import_file, import_parse, importer
 
@@ -167,8 +167,8 @@ def import_to_dict(record: SubscriberImport) -> dict[str, Any]:
         "invalid": record.error_count,
         "errors": record.errors or [],
         "failure": record.failure or None,
-        "created_at": record.created_at.isoformat() if record.created_at else None,
-        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "created_at": iso_or_none(record.created_at),
+        "finished_at": iso_or_none(record.finished_at),
     }
 
 

@@ -17,7 +17,7 @@ from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
 from mailapp.json_nesting import MAX_JSON_DEPTH, nesting_exceeds
-from mailapp.models.base import utcnow
+from mailapp.models.base import iso_or_none, utcnow
 from mailapp.models.subscriber import (
     Subscriber,
     SubscriberList,
@@ -266,9 +266,9 @@ def subscriber_to_dict(subscriber: Subscriber, with_lists: bool = True) -> dict[
         "name": subscriber.name,
         "attributes": subscriber.attributes or {},
         "status": subscriber.status,
-        "created_at": subscriber.created_at.isoformat() if subscriber.created_at else None,
-        "updated_at": subscriber.updated_at.isoformat() if subscriber.updated_at else None,
-        "unsubscribed_at": subscriber.unsubscribed_at.isoformat() if subscriber.unsubscribed_at else None,
+        "created_at": iso_or_none(subscriber.created_at),
+        "updated_at": iso_or_none(subscriber.updated_at),
+        "unsubscribed_at": iso_or_none(subscriber.unsubscribed_at),
         "unsubscribed_campaign_id": subscriber.unsubscribed_campaign_id,
     }
     if with_lists:
