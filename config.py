@@ -104,6 +104,9 @@ class Config:
     """Production and `make run` settings. Every value can be overridden by an env var of the same name."""
 
     SECRET_KEY = os.environ.get("SECRET_KEY")
+    # Seals secrets stored in the database (DKIM keys, relay passwords): see mailapp/secret_box.py.
+    # Empty: a key derived from SECRET_KEY. Several, comma-separated: the first seals, all open.
+    ENCRYPTION_KEY = os.environ.get("ENCRYPTION_KEY", "")
 
     SQLALCHEMY_DATABASE_URI = database_url(
         os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'mailapp.sqlite'}")

@@ -33,6 +33,7 @@ TOP_LEVEL_FLOORS = {
     "mailapp.forms": WEB,
     "mailapp.ids": GROUND,
     "mailapp.json_nesting": GROUND,
+    "mailapp.secret_box": GROUND,
     "mailapp.sqla_broker": GROUND,
     "mailapp.web": WEB,
     "mailapp.web_extensions": GROUND,
