@@ -29,7 +29,10 @@ from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
 from mailapp.models import (
+    CampaignDeliveryCount,
+    CampaignStatus,
     Delivery,
+    DeliveryStatus,
     MailEvent,
     MailEventKind,
     Subscriber,
@@ -38,6 +41,7 @@ from mailapp.models import (
     SuppressionReason,
     utcnow,
 )
+from mailapp.sending import ledger
 
 MAX_EMAIL_LENGTH = 320
 MAX_DEDUPE_KEY_LENGTH = 200
@@ -50,12 +54,20 @@ MAX_TEXT_LENGTH = 4000  # a diagnostic or a note: enough for any real reply, bou
 class BouncePolicy:
     soft_bounce_limit: int = 3  # SOFT_BOUNCE_LIMIT
     soft_bounce_window_days: int = 30  # SOFT_BOUNCE_WINDOW_DAYS
+    # A sending campaign pauses itself once it has sent this many and its complaint or hard-bounce
+    # rate (over sent) passes these (AUTO_PAUSE_*).
+    auto_pause_min_sent: int = 500
+    auto_pause_complaint_rate: float = 0.003
+    auto_pause_hard_bounce_rate: float = 0.05
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BouncePolicy:
         return cls(
             soft_bounce_limit=max(1, int(config["SOFT_BOUNCE_LIMIT"])),
             soft_bounce_window_days=max(1, int(config["SOFT_BOUNCE_WINDOW_DAYS"])),
+            auto_pause_min_sent=max(1, int(config["AUTO_PAUSE_MIN_SENT"])),
+            auto_pause_complaint_rate=float(config["AUTO_PAUSE_COMPLAINT_RATE"]),
+            auto_pause_hard_bounce_rate=float(config["AUTO_PAUSE_HARD_BOUNCE_RATE"]),
         )
 
     @classmethod
@@ -78,9 +90,25 @@ class IncomingEvent:
 def record_mail_event(event: IncomingEvent, policy: BouncePolicy | None = None) -> bool:
     """Record one bounce or complaint and apply the policy. False when its dedupe_key was seen before
     (nothing changes). ValidationError when the address cannot be an address (empty, too long, no @).
-    Fills the campaign and subscriber from the delivery, or the subscriber from the address. Flushes;
-    the caller commits."""
+    Fills the campaign and subscriber from the delivery, or the subscriber from the address. Then, if
+    the campaign is sending, pauses it when its complaint or hard-bounce rate is too high. Flushes; the
+    caller commits."""
     policy = policy or BouncePolicy.for_current_app()
+    recorded, campaign_id = _record(event, policy)
+    if recorded and campaign_id is not None and event.kind != MailEventKind.SOFT_BOUNCE:
+        pause_if_rates_too_high(campaign_id, policy)
+    return recorded
+
+
+def record_send_bounces(events: list[IncomingEvent], policy: BouncePolicy) -> None:
+    """The hard bounces one send group met, then the auto-pause check once per campaign. Flushes."""
+    campaigns = {campaign_id for recorded, campaign_id in (_record(event, policy) for event in events)
+                 if recorded and campaign_id is not None}
+    for campaign_id in sorted(campaigns):
+        pause_if_rates_too_high(campaign_id, policy)
+
+
+def _record(event: IncomingEvent, policy: BouncePolicy) -> tuple[bool, int | None]:
     kind = MailEventKind(event.kind)
     email = normalize_address(event.email)
     now = utcnow()
@@ -109,7 +137,7 @@ def record_mail_event(event: IncomingEvent, policy: BouncePolicy | None = None) 
         .returning(MailEvent.id)
     ).first()
     if inserted is None:
-        return False
+        return False, campaign_id
     detail = " ".join(part for part in (status_code, diagnostic) if part)
     if kind == MailEventKind.HARD_BOUNCE:
         _mark_bounced(subscriber_id, now)
@@ -128,7 +156,54 @@ def record_mail_event(event: IncomingEvent, policy: BouncePolicy | None = None) 
         _unsubscribe_for_complaint(subscriber_id, campaign_id, now)
         suppress_address(email, SuppressionReason.COMPLAINT, source, detail, campaign_id)
     db.session.flush()
-    return True
+    return True, campaign_id
+
+
+def pause_if_rates_too_high(campaign_id: int, policy: BouncePolicy) -> bool:
+    """Pause a sending campaign whose complaint or hard-bounce rate over its sent messages passed the
+    policy's, once it has sent auto_pause_min_sent (fewer say little: one complaint in 20 is 5%). The
+    reason, with the figures, is shown on the campaign page. The caller commits."""
+    if ledger.campaign_status(campaign_id) != CampaignStatus.SENDING:
+        return False
+    sent = int(db.session.scalar(
+        select(func.coalesce(func.sum(CampaignDeliveryCount.deliveries), 0)).where(
+            CampaignDeliveryCount.campaign_id == campaign_id,
+            CampaignDeliveryCount.status == DeliveryStatus.SENT,
+        )
+    ))
+    if sent < policy.auto_pause_min_sent:
+        return False
+    counts = campaign_event_counts([campaign_id])[campaign_id]
+    for kind, label, limit in (
+        (MailEventKind.COMPLAINT, "complaint rate", policy.auto_pause_complaint_rate),
+        (MailEventKind.HARD_BOUNCE, "hard-bounce rate", policy.auto_pause_hard_bounce_rate),
+    ):
+        if counts[kind] / sent > limit:
+            return ledger.pause_campaign(
+                campaign_id,
+                f"Paused: {label} {percent(counts[kind] / sent)} ({counts[kind]:,} of {sent:,} sent) passed "
+                f"{percent(limit)}. Check the list's source before resuming.",
+            )
+    return False
+
+
+def campaign_event_counts(campaign_ids: list[int]) -> dict[int, dict[MailEventKind, int]]:
+    """{campaign_id: {kind: addresses}}: how many different addresses had each kind of event (an
+    address that bounced twice counts once), from the (campaign_id, kind) index."""
+    counts = {campaign_id: dict.fromkeys(MailEventKind, 0) for campaign_id in campaign_ids}
+    if campaign_ids:
+        for campaign_id, kind, number in db.session.execute(
+            select(MailEvent.campaign_id, MailEvent.kind, func.count(MailEvent.email.distinct()))
+            .where(MailEvent.campaign_id.in_(campaign_ids))
+            .group_by(MailEvent.campaign_id, MailEvent.kind)
+        ):
+            counts[campaign_id][MailEventKind(kind)] = int(number)
+    return counts
+
+
+def percent(fraction: float) -> str:
+    """0.004 -> "0.4%", 0.05 -> "5%", 0.0025 -> "0.25%"."""
+    return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
 
 def suppress_address(
