@@ -123,8 +123,12 @@ SCHEMAS: dict[str, Schema] = {
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
          "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
          "click_rate": RATE, "unsubscribes": COUNT,
-         "timeline": {"type": "array", "items": _object({"at": TIME, "opens": COUNT, "clicks": COUNT},
-                                                         ["at", "opens", "clicks"])},
+         "hard_bounces": COUNT, "hard_bounce_rate": RATE, "soft_bounces": COUNT, "soft_bounce_rate": RATE,
+         "complaints": COUNT, "complaint_rate": RATE,
+         "timeline": {"type": "array", "items": _object(
+             {"at": TIME, "opens": COUNT, "clicks": COUNT, "hard_bounces": COUNT, "soft_bounces": COUNT,
+              "complaints": COUNT},
+             ["at", "opens", "clicks", "hard_bounces", "soft_bounces", "complaints"])},
          "top_links": {"type": "array", "items": _object(
              {"url": {"type": "string"}, "clicks": COUNT, "unique_clicks": COUNT},
              ["url", "clicks", "unique_clicks"])}},
