@@ -165,6 +165,10 @@ class Config:
     # One CSV row (a quoted field's line breaks included) may be at most this long; a longer one is an
     # invalid row. It bounds what the import worker holds per row, whatever the file.
     IMPORT_MAX_LINE_BYTES = _env_int("IMPORT_MAX_LINE_BYTES", 64 * 1024)
+    # A suppression-list CSV is read whole and checked line by line before anything is written (all or
+    # nothing), in the request: bounded so that it stays a few seconds and a few tens of MB (~300,000
+    # addresses at the default).
+    SUPPRESSION_IMPORT_MAX_BYTES = _env_int("SUPPRESSION_IMPORT_MAX_BYTES", 16 * 1024 * 1024)
     # A subscriber's attributes, through the dashboard, the API and CSV imports alike.
     SUBSCRIBER_MAX_ATTRIBUTES = _env_int("SUBSCRIBER_MAX_ATTRIBUTES", 50)
     SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH = _env_int("SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH", 100)

@@ -212,26 +212,53 @@ def suppress_address(
     """Suppress the address (idempotent: an address already suppressed keeps its first reason; a lifted
     suppression is put back with this one). Changes no subscriber. Flushes; the caller commits."""
     address = normalize_address(email)
-    reason = SuppressionReason(reason)
-    values = {
-        "reason": str(reason), "source": _bounded_text(source, MAX_SOURCE_LENGTH),
-        "detail": _bounded_text(detail), "campaign_id": campaign_id if is_id(campaign_id) else None,
-    }
-    now = utcnow()
-    db.session.execute(
-        _insert(Suppression)
-        .values(email=address, created_at=now, lifted_reason="", lifted_by="", **values)
-        .on_conflict_do_nothing(index_elements=["email"])
-    )
-    db.session.execute(
-        update(Suppression)
-        .where(Suppression.email == address, Suppression.lifted_at.is_not(None))
-        .values(created_at=now, lifted_at=None, lifted_reason="", lifted_by="", **values),
-        execution_options={"synchronize_session": False},
-    )
+    suppress_many([(address, reason, detail)], source, campaign_id)
     return db.session.scalars(
         select(Suppression).where(Suppression.email == address).execution_options(populate_existing=True)
     ).one()
+
+
+def suppress_many(
+    entries: list[tuple[str, str, str]], source: str, campaign_id: int | None = None
+) -> int:
+    """Suppress (email, reason, detail) entries whose emails are already normalized and distinct, in
+    two statements: new addresses are inserted (ON CONFLICT DO NOTHING: a concurrent writer's row
+    wins), lifted ones are put back. Returns how many addresses were not suppressed before. Flushes."""
+    if not entries:
+        return 0
+    now = utcnow()
+    campaign_id = campaign_id if is_id(campaign_id) else None
+    rows = [
+        {
+            "email": address, "reason": str(SuppressionReason(reason)),
+            "source": _bounded_text(source, MAX_SOURCE_LENGTH), "detail": _bounded_text(detail),
+            "campaign_id": campaign_id, "created_at": now, "lifted_reason": "", "lifted_by": "",
+        }
+        for address, reason, detail in entries
+    ]
+    # One multi-row INSERT per batch of rows (SQLAlchemy's insertmanyvalues); RETURNING names the
+    # addresses that were new.
+    added = len(db.session.execute(
+        _insert(Suppression).on_conflict_do_nothing(index_elements=["email"]).returning(Suppression.email),
+        rows,
+    ).all())
+    by_email = {row["email"]: row for row in rows}
+    lifted = db.session.scalars(
+        select(Suppression.email).where(Suppression.email.in_(by_email), Suppression.lifted_at.is_not(None))
+    ).all()
+    for address in lifted:
+        row = by_email[address]
+        db.session.execute(
+            update(Suppression)
+            .where(Suppression.email == address, Suppression.lifted_at.is_not(None))
+            .values(
+                reason=row["reason"], source=row["source"], detail=row["detail"], campaign_id=campaign_id,
+                created_at=now, lifted_at=None, lifted_reason="", lifted_by="",
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    db.session.flush()
+    return added + len(lifted)
 
 
 def lift_suppression(email: str, reason: str = "", lifted_by: str = "") -> bool:
