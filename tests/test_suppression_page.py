@@ -9,8 +9,14 @@ import io
 import pytest
 from sqlalchemy import func, select
 
-from mailapp.models import Subscriber, Suppression, SuppressionReason
-from mailapp.sending.suppression import is_suppressed, suppress_address
+from mailapp.models import MailEventKind, Subscriber, Suppression, SuppressionReason
+from mailapp.sending.suppression import (
+    BouncePolicy,
+    IncomingEvent,
+    is_suppressed,
+    record_mail_event,
+    suppress_address,
+)
 from tests.factories import SubscriberFactory
 
 PAGE = "/suppressions/"
@@ -222,3 +228,34 @@ def test_api_imports_all_or_nothing_and_exports_csv(api, db) -> None:
     assert exported.splitlines()[1].startswith("ok@example.com,hard_bounce,api,")
     assert api.post("/api/v1/suppressions/import").status_code == 422
     assert db.session.scalar(select(func.count()).select_from(Suppression)) == 1
+
+
+# --- the subscriber's page ----------------------------------------------------------------------------------
+
+
+def test_the_subscriber_page_shows_the_bounced_badge_the_suppression_and_the_events(auth_client, db) -> None:
+    person = SubscriberFactory(email="gone@example.com")
+    for kind, source, code, diagnostic in (
+        (MailEventKind.SOFT_BOUNCE, "dsn", "4.2.2", "Mailbox full"),
+        (MailEventKind.HARD_BOUNCE, "smtp", "5.1.1", "550 5.1.1 <gone@example.com>: user unknown"),
+    ):
+        event = IncomingEvent(kind, "gone@example.com", source, status_code=code, diagnostic=diagnostic)
+        record_mail_event(event, BouncePolicy())
+    db.session.commit()
+    html = auth_client.get(f"/subscribers/{person.id}").get_data(as_text=True)
+    assert "text-bg-warning" in html.split('data-testid="subscription"')[1].split("</dd>")[0]
+    assert ">bounced<" in html
+    events = html.split('data-testid="mail-events"')[1]
+    assert 'data-testid="suppressed"' in events
+    assert events.index('data-kind="hard_bounce"') < events.index('data-kind="soft_bounce"')
+    assert "user unknown" in events
+    assert "Mailbox full" in events
+    listed = auth_client.get("/subscribers?status=bounced").get_data(as_text=True)
+    assert "gone@example.com" in listed
+
+
+def test_a_subscriber_without_events_says_none_recorded(auth_client, db) -> None:
+    person = SubscriberFactory()
+    html = auth_client.get(f"/subscribers/{person.id}").get_data(as_text=True)
+    assert "None recorded." in html
+    assert 'data-testid="suppressed"' not in html

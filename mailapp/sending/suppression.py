@@ -292,6 +292,23 @@ def is_suppressed(email: str) -> bool:
     ))))
 
 
+def events_for_subscriber(subscriber_id: int, email: str, limit: int = 50) -> list[MailEvent]:
+    """The subscriber's latest bounces and complaints, newest first: those recorded for them and those
+    for their address (reported before they were a subscriber, or after their delivery row lost them)."""
+    return list(db.session.scalars(
+        select(MailEvent)
+        .where((MailEvent.subscriber_id == subscriber_id) | (MailEvent.email == email.lower()))
+        .order_by(MailEvent.occurred_at.desc(), MailEvent.id.desc())
+        .limit(limit)
+    ))
+
+
+def suppression_in_force(email: str) -> Suppression | None:
+    return db.session.scalar(
+        select(Suppression).where(Suppression.email == email.lower(), Suppression.lifted_at.is_(None))
+    )
+
+
 def normalize_address(email: str) -> str:
     """The address as stored (stripped, lower-cased). Reports from outside are not validated like a
     subscriber's form input (a bounce for an odd address is still a bounce), but it must be storable
