@@ -346,3 +346,15 @@ def test_a_campaign_whose_relay_reports_too_many_hard_bounces_pauses_itself(
     assert "hard-bounce rate" in paused.status_reason
     assert "passed 5%" in paused.status_reason
     assert all(is_suppressed(person.email) for person in people[-3:])
+
+
+def test_the_recipient_count_before_sending_leaves_out_suppressed_addresses(db) -> None:
+    from mailapp.campaigns.services import count_recipients
+
+    members = SubscriberListFactory()
+    people = [SubscriberFactory(lists=[members]) for _ in range(4)]
+    suppress_address(people[0].email, SuppressionReason.MANUAL, "dashboard")
+    suppress_address(people[1].email, SuppressionReason.MANUAL, "dashboard")
+    lift_suppression(people[1].email)
+    db.session.commit()
+    assert count_recipients([members.id]) == 3
