@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -21,6 +21,8 @@ class SendSettings:
     max_consecutive_failures: int  # SEND_MAX_CONSECUTIVE_FAILURES
     max_attempts: int  # SEND_MAX_ATTEMPTS
     retry_base_seconds: float  # SEND_RETRY_BASE_SECONDS
+    bounce_domain: str = ""  # BOUNCE_DOMAIN: VERP envelope senders and the mailto unsubscribe (verp.py)
+    secret_key: str = field(default="", repr=False)  # SECRET_KEY: signs the VERP tokens
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SendSettings:
@@ -34,6 +36,8 @@ class SendSettings:
             max_consecutive_failures=int(config["SEND_MAX_CONSECUTIVE_FAILURES"]),
             max_attempts=int(config["SEND_MAX_ATTEMPTS"]),
             retry_base_seconds=float(config["SEND_RETRY_BASE_SECONDS"]),
+            bounce_domain=config.get("BOUNCE_DOMAIN") or "",
+            secret_key=config["SECRET_KEY"],
         )
 
     @classmethod
