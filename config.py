@@ -219,6 +219,16 @@ class Config:
     SEND_SMTP_TIMEOUT_SECONDS = _env_float("SEND_SMTP_TIMEOUT_SECONDS", 60)
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
+    # An address that soft-bounced (mailbox full, server down) this many times within the window is
+    # marked bounced and suppressed, like a hard bounce: it keeps costing reputation and never reads.
+    SOFT_BOUNCE_LIMIT = _env_int("SOFT_BOUNCE_LIMIT", 3)
+    SOFT_BOUNCE_WINDOW_DAYS = _env_int("SOFT_BOUNCE_WINDOW_DAYS", 30)
+    # A sending campaign pauses itself when, once it has sent AUTO_PAUSE_MIN_SENT, its complaints or hard
+    # bounces pass these fractions of sent: the usual mailbox-provider limits (Gmail asks for complaints
+    # under 0.3%), before a bad list costs the sending domain its reputation.
+    AUTO_PAUSE_MIN_SENT = _env_int("AUTO_PAUSE_MIN_SENT", 500)
+    AUTO_PAUSE_COMPLAINT_RATE = _env_float("AUTO_PAUSE_COMPLAINT_RATE", 0.003)
+    AUTO_PAUSE_HARD_BOUNCE_RATE = _env_float("AUTO_PAUSE_HARD_BOUNCE_RATE", 0.05)
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
     # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
     # not caught by the lookahead).

@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import current_app
 
+from mailapp.sending.suppression import BouncePolicy
+
 
 @dataclass(frozen=True)
 class SendSettings:
@@ -23,6 +25,8 @@ class SendSettings:
     retry_base_seconds: float  # SEND_RETRY_BASE_SECONDS
     bounce_domain: str = ""  # BOUNCE_DOMAIN: VERP envelope senders and the mailto unsubscribe (verp.py)
     secret_key: str = field(default="", repr=False)  # SECRET_KEY: signs the VERP tokens
+    # Applied to the hard bounces the relay reports at send time (SOFT_BOUNCE_*, AUTO_PAUSE_*).
+    bounce_policy: BouncePolicy = BouncePolicy()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SendSettings:
@@ -38,6 +42,7 @@ class SendSettings:
             retry_base_seconds=float(config["SEND_RETRY_BASE_SECONDS"]),
             bounce_domain=config.get("BOUNCE_DOMAIN") or "",
             secret_key=config["SECRET_KEY"],
+            bounce_policy=BouncePolicy.from_config(config),
         )
 
     @classmethod
