@@ -15,7 +15,7 @@ syslog). It listens only on 127.0.0.1, on a free port, and delivers only where i
 The test client may relay through it from 127.0.0.1 (mynetworks). Requires root (Postfix's daemons
 run as the `postfix` user) and Debian's postfix package (`bash .ci/install-mail-servers`).
 
-    with PostfixInstance(tmp_path / "postfix", transports={...}) as postfix:
+    with PostfixInstance(transports={...}, relayhost="[127.0.0.1]:2526") as postfix:
         smtplib.SMTP("127.0.0.1", postfix.port).sendmail(...)
         postfix.wait_for_log("status=bounced")
 """
@@ -27,6 +27,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,10 +73,14 @@ class PostfixInstance:
     """One private Postfix instance under `directory` (see the module docstring)."""
 
     def __init__(
-        self, directory: Path, transports: dict[str, str] | None = None, relayhost: str = "",
-        settings: dict[str, str] | None = None,
+        self, transports: dict[str, str] | None = None, relayhost: str = "",
+        settings: dict[str, str] | None = None, directory: Path | None = None,
     ) -> None:
-        self.directory = Path(directory)
+        # Postfix's daemons run as the user postfix, who must reach every directory on the way, which
+        # pytest's tmp_path (mode 700 parents) does not allow: by default a fresh folder in /tmp,
+        # deleted by stop().
+        self.owns_directory = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="mailapp-postfix-"))
         self.config_directory = self.directory / "etc"
         self.queue_directory = self.directory / "queue"
         self.data_directory = self.directory / "data"
@@ -118,6 +123,8 @@ class PostfixInstance:
             subprocess.run(
                 [POSTFIX, "-c", str(self.config_directory), "stop"], capture_output=True, check=False
             )
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def flush(self) -> None:
         """Try every deferred message now (`postqueue -f`)."""
