@@ -69,7 +69,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class PostfixInstance:
+class ManagedServer:
+    """A server a test starts and stops: `with Server(...) as server:` starts it, and stops it after."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # the subclass instance
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class PostfixInstance(ManagedServer):
     """One private Postfix instance under `directory` (see the module docstring)."""
 
     def __init__(
@@ -92,13 +109,6 @@ class PostfixInstance:
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
-
-    def __enter__(self) -> PostfixInstance:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self, timeout: float = 30.0) -> None:
         self._write_config()

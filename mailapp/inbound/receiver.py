@@ -18,19 +18,15 @@ from collections.abc import Callable
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from flask import Flask
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailapp.extensions import db
 from mailapp.foreground import run_until_stopped
-from mailapp.inbound.services import InboundSettings, process_message
+from mailapp.inbound.services import DATABASE_DOWN, InboundSettings, process_message
 
 log = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 50
 SESSION_TIMEOUT_SECONDS = 60
-# Errors that mean the database cannot be reached or is busy, not that the message is bad.
-DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class InboundHandler:

@@ -18,6 +18,8 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailapp.errors import MailappError, ValidationError
 from mailapp.extensions import db
@@ -29,6 +31,10 @@ from mailapp.sending.verp import Verp, verp_for
 from mailapp.tracking.services import unsubscribe_delivery
 
 log = logging.getLogger(__name__)
+
+# Errors that mean the database cannot be reached or is busy, not that the message is bad: the
+# message is kept for later (SMTP 451, an IMAP message left unmarked).
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 
 
 @dataclass(frozen=True)
