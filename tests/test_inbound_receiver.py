@@ -172,3 +172,42 @@ def test_a_processing_bug_is_logged_and_answered_250(
     assert receiver.send([inbound_config.bounce_address(3)], b"Subject: x\r\n\r\nbody\r\n") == {}
     assert "processing it failed" in caplog.text
     db.session.rollback()
+
+
+def test_the_procfile_command_runs_the_receiver_as_a_process(app) -> None:
+    """The Procfile's inbound command, stopped by SIGTERM: it refuses a stranger and takes a VERP address."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mailapp.sending.verp import Verp
+    from tests.postfix import free_port
+
+    port = free_port()
+    secret_key = "process-secret-key-0123456789abcdef"
+    env = {**os.environ, "BOUNCE_DOMAIN": "bounce.example.com", "SECRET_KEY": secret_key}
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi", "inbound", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        flask, env=env, cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert rcpt_reply(port, "someone@example.org") == 550
+                break
+            except OSError:
+                assert process.poll() is None, "the receiver exited"
+                assert time.monotonic() < deadline, "the receiver did not start"
+                time.sleep(0.2)
+        verp = Verp("bounce.example.com", env["SECRET_KEY"])
+        assert rcpt_reply(port, verp.bounce_address(12)) == 250
+        assert rcpt_reply(port, Verp("bounce.example.com", "another key").bounce_address(12)) == 550
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert f"listening on 127.0.0.1:{port}" in stderr

@@ -21,16 +21,14 @@ def serve_command(host: str | None, port: int | None) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     host = host or app.config["INBOUND_SMTP_HOST"]
     port = port or int(app.config["INBOUND_SMTP_PORT"])
-    if not app.config.get("BOUNCE_DOMAIN") and not app.config.get("INBOUND_FEEDBACK_ADDRESSES"):
-        raise click.ClickException(
-            "Set BOUNCE_DOMAIN (and/or INBOUND_FEEDBACK_ADDRESSES): without them every recipient is refused."
-        )
-
-    addresses = [f"*@{app.config['BOUNCE_DOMAIN']}"] if app.config.get("BOUNCE_DOMAIN") else []
+    addresses = [f"VERP addresses @{app.config['BOUNCE_DOMAIN']}"] if app.config.get("BOUNCE_DOMAIN") else []
     addresses += app.config.get("INBOUND_FEEDBACK_ADDRESSES") or []
+    accepted = ", ".join(addresses) or "nobody: set BOUNCE_DOMAIN or INBOUND_FEEDBACK_ADDRESSES"
 
     def ready() -> None:
-        click.echo(f"Inbound SMTP receiver listening on {host}:{port} for {', '.join(addresses)}", err=True)
+        # Unconfigured, it still runs (refusing every recipient): a process manager starting every
+        # Procfile line must not see it exit.
+        click.echo(f"Inbound SMTP receiver listening on {host}:{port}; accepting {accepted}", err=True)
 
     try:
         serve(app, host, port, on_ready=ready)
