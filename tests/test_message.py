@@ -230,13 +230,19 @@ def test_encoded_word_lookalikes_stay_literal(app) -> None:
     assert message["To"].addresses[0].display_name == "=?utf-8?b?Zm9v?="
 
 
+MAILTO = Verp("bounce.example.com", "k").addresses(42).unsubscribe
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     from_name=header_text, to_name=header_text, subject=header_text,
     text=st.text(max_size=400) | st.just("x" * 3000), html=st.text(max_size=400),
     local=st.from_regex(r"[\w+-]{1,12}(\.[\w+-]{1,12}){0,2}", fullmatch=True).filter(str.isascii),
-    unsubscribe_mailto=st.sampled_from(["", Verp("bounce.example.com", "k").addresses(42).unsubscribe]),
+    unsubscribe_mailto=st.sampled_from(["", MAILTO]),
 )
+# The stdlib folds the two List-Unsubscribe entries with an extra space, and writes the mailto address,
+# longer than a line, as encoded words: the comparison reads both (decoded_headers).
+@example(from_name="", to_name="", subject="", text="", html="", local="a", unsubscribe_mailto=MAILTO)
 def test_fast_builder_equals_the_stdlib_reference(
     app, from_name, to_name, subject, text, html, local, unsubscribe_mailto
 ) -> None:
