@@ -141,6 +141,36 @@ class Config:
     # Messages per second across every worker, for the one SMTP relay. 0 means unlimited.
     MAIL_RATE_LIMIT = _env_float("MAIL_RATE_LIMIT", 0)
 
+    # Bounces and complaints (mailapp/inbound/). Set, every campaign message's envelope sender is
+    # bounces+<signed delivery token>@BOUNCE_DOMAIN (VERP) and List-Unsubscribe also offers
+    # unsubscribe+<token>@BOUNCE_DOMAIN; the domain's MX must reach the `inbound` process. Unset: the
+    # envelope sender is the From address, as before.
+    BOUNCE_DOMAIN = os.environ.get("BOUNCE_DOMAIN", "").strip().lower()
+    # The inbound SMTP receiver. Loopback by default: in front of it goes the MTA the MX names, or a
+    # port forward, so nothing on the internet reaches a port nobody chose to open.
+    INBOUND_SMTP_HOST = os.environ.get("INBOUND_SMTP_HOST", "127.0.0.1")
+    INBOUND_SMTP_PORT = _env_int("INBOUND_SMTP_PORT", 2525)
+    # Feedback-loop addresses (ARF complaint reports from mailbox providers), comma-separated; the
+    # receiver accepts these besides the VERP addresses.
+    INBOUND_FEEDBACK_ADDRESSES = [
+        address.strip().lower()
+        for address in os.environ.get("INBOUND_FEEDBACK_ADDRESSES", "").split(",")
+        if address.strip()
+    ]
+    # A bounce or report larger than this is refused (SMTP SIZE) or skipped (IMAP): real ones are a few
+    # kilobytes plus the returned message.
+    INBOUND_MAX_BYTES = _env_int("INBOUND_MAX_BYTES", 10 * 1024 * 1024)
+    # A mailbox that collects bounces (when the MX is someone else's), polled by a beat task.
+    BOUNCE_IMAP_HOST = os.environ.get("BOUNCE_IMAP_HOST", "")
+    BOUNCE_IMAP_PORT = _env_int("BOUNCE_IMAP_PORT", 993)
+    BOUNCE_IMAP_SECURITY = os.environ.get("BOUNCE_IMAP_SECURITY", "ssl").strip().lower()
+    BOUNCE_IMAP_USER = os.environ.get("BOUNCE_IMAP_USER", "")
+    BOUNCE_IMAP_PASSWORD = os.environ.get("BOUNCE_IMAP_PASSWORD", "")
+    BOUNCE_IMAP_MAILBOX = os.environ.get("BOUNCE_IMAP_MAILBOX", "INBOX")
+    # What becomes of a processed message: seen, delete, or move:<mailbox>.
+    BOUNCE_IMAP_AFTER = os.environ.get("BOUNCE_IMAP_AFTER", "seen").strip()
+    BOUNCE_IMAP_POLL_SECONDS = _env_float("BOUNCE_IMAP_POLL_SECONDS", 60)
+
     MAILAPP_ADMIN_EMAIL = os.environ.get("MAILAPP_ADMIN_EMAIL")
     MAILAPP_ADMIN_PASSWORD = os.environ.get("MAILAPP_ADMIN_PASSWORD")
 
@@ -315,6 +345,16 @@ class Config:
                     }
                 }
                 if self.REDIS_URL
+                else {}
+            )
+            | (
+                {
+                    "poll-bounce-mailbox": {
+                        "task": "mailapp.inbound.tasks.poll_bounce_mailbox",
+                        "schedule": self.BOUNCE_IMAP_POLL_SECONDS,
+                    }
+                }
+                if self.BOUNCE_IMAP_HOST
                 else {}
             ),
         }

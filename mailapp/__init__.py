@@ -47,6 +47,7 @@ def create_app(config: Config | None = None) -> Flask:
     celery_init_app(app)
     # Importing the task modules registers their @shared_task functions with the worker.
     import mailapp.campaigns.tasks
+    import mailapp.inbound.tasks
     import mailapp.reports.tasks
     import mailapp.sending.tasks
     import mailapp.subscribers.tasks

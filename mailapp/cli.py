@@ -99,3 +99,6 @@ def init_app(app: Flask) -> None:
     from mailapp.devinbox.cli import devinbox_cli
 
     app.cli.add_command(devinbox_cli)
+    from mailapp.inbound.cli import inbound_cli
+
+    app.cli.add_command(inbound_cli)

@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
-    {"auth", "campaigns", "dashboard", "deliverability", "devinbox", "layouts", "reports", "subscribers",
-     "tracking", "api"}
+    {
+        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "inbound", "layouts", "reports",
+        "subscribers", "tracking", "api",
+    }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3
 FLOOR_NAMES = {GROUND: "ground", SENDING: "sending", DOMAIN: "domain", WEB: "web and tasks"}
@@ -31,6 +33,7 @@ TOP_LEVEL_FLOORS = {
     "mailapp.db_setup": GROUND,
     "mailapp.errors": GROUND,
     "mailapp.extensions": GROUND,
+    "mailapp.foreground": GROUND,
     "mailapp.forms": WEB,
     "mailapp.ids": GROUND,
     "mailapp.json_nesting": GROUND,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 from collections.abc import Callable
 
@@ -11,6 +10,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
 from mailapp.devinbox.store import DevInbox
+from mailapp.foreground import run_until_stopped
 
 # Big enough for any real newsletter with attachments, small enough that one message cannot fill a disk.
 DATA_SIZE_LIMIT = 32 * 1024 * 1024
@@ -60,20 +60,7 @@ def serve(
     stop: threading.Event | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (honcho stops its processes with SIGTERM) or until `stop` is set."""
-    stop = stop or threading.Event()
-    controller = start_server(inbox, host, port)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: stop.set())
-    try:
-        if on_ready is not None:
-            on_ready()
-        stop.wait()
-    finally:
-        controller.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    run_until_stopped(start_server(inbox, host, port), on_ready, stop)
 
 
 def _clean(address: str) -> str:

@@ -16,6 +16,7 @@ from mailapp.sending.message import (
     message_id_suffix,
 )
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, renderer_for
+from mailapp.sending.verp import Verp
 
 
 def campaign_source(campaign: Campaign) -> CampaignSource:
@@ -35,16 +36,21 @@ class Compiled:
     builder: FastMessageBuilder
     domain: str
     message_id_suffix: str  # see message_id_suffix(): one per send run
+    verp: Verp | None = None  # BOUNCE_DOMAIN set: per-delivery envelope sender and mailto unsubscribe
+
+    def envelope_sender(self, delivery_id: int) -> str:
+        """MAIL FROM for the delivery: its VERP bounce address, or the From address without VERP."""
+        return self.verp.bounce_address(delivery_id) if self.verp is not None else self.builder.sender
 
 
-def compile_campaign(campaign: Campaign, public_url: str) -> Compiled:
+def compile_campaign(campaign: Campaign, public_url: str, verp: Verp | None = None) -> Compiled:
     source = campaign_source(campaign)
     renderer = renderer_for(source, public_url)
     builder = FastMessageBuilder(
         from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
     )
     domain = address_domain(source.from_email)
-    return Compiled(renderer, builder, domain, message_id_suffix(domain))
+    return Compiled(renderer, builder, domain, message_id_suffix(domain), verp)
 
 
 def delivery_recipient(delivery_id: int, email: str, subscriber: Any | None) -> Recipient:
@@ -64,6 +70,9 @@ def build_message(compiled: Compiled, recipient: Recipient, *, subject_prefix: s
             to_name=recipient.name, to_email=recipient.email, subject=subject_prefix + rendered.subject,
             text=rendered.text, html=rendered.html, message_id=message_id, date=message_date(),
             unsubscribe_url=rendered.unsubscribe_url, text_qp=rendered.text_qp, html_qp=rendered.html_qp,
+            unsubscribe_mailto=(
+                "" if compiled.verp is None else compiled.verp.addresses(recipient.delivery_id).unsubscribe
+            ),
         )
     )
     return message_id, raw

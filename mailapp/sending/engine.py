@@ -34,6 +34,7 @@ from mailapp.sending.message import ascii_address
 from mailapp.sending.ratelimit import RateLimiter
 from mailapp.sending.relay import Relay, SMTPUnavailable, describe, quit_connection
 from mailapp.sending.settings import SendSettings
+from mailapp.sending.verp import verp_for
 
 
 @dataclass
@@ -61,7 +62,9 @@ def send_campaign(
         return result
     try:
         settings = settings or SendSettings.for_current_app()
-        compiled = compile_campaign(campaign, settings.public_url)
+        compiled = compile_campaign(
+            campaign, settings.public_url, verp_for(settings.bounce_domain, settings.secret_key)
+        )
     except MailappError as error:
         ledger.pause_campaign(campaign_id, f"The campaign cannot be rendered: {error.message}")
         db.session.commit()
@@ -231,7 +234,7 @@ def _message_for(row: ClaimedRow, compiled: Compiled, outcomes: Outcomes) -> pip
         _render_failed(outcomes, row.id, reason)
         return None
     outcomes.consecutive_render_failures = 0
-    return pipeline.Outgoing(row, compiled.builder.sender, recipient_address, raw)
+    return pipeline.Outgoing(row, compiled.envelope_sender(row.id), recipient_address, raw)
 
 
 class _Checkpoints:

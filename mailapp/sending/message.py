@@ -201,6 +201,19 @@ class Envelope:
     unsubscribe_url: str
     text_qp: bytes | None = None
     html_qp: bytes | None = None
+    # With BOUNCE_DOMAIN: the recipient's unsubscribe+<token>@ address (sending/verp.py), offered after
+    # the https URL for clients that only mail (RFC 2369; the URL stays first, RFC 8058).
+    unsubscribe_mailto: str = ""
+
+
+def _list_unsubscribe(envelope: Envelope) -> str:
+    """The List-Unsubscribe value: the one-click URL, then the mailto address if there is one, on a
+    folded line of its own."""
+    refuse_line_breaks("unsubscribe URL", envelope.unsubscribe_url)
+    if not envelope.unsubscribe_mailto:
+        return f"<{envelope.unsubscribe_url}>"
+    refuse_line_breaks("unsubscribe address", envelope.unsubscribe_mailto)
+    return f"<{envelope.unsubscribe_url}>,\r\n <mailto:{envelope.unsubscribe_mailto}?subject=unsubscribe>"
 
 
 class FastMessageBuilder:
@@ -223,13 +236,12 @@ class FastMessageBuilder:
 
     def build(self, envelope: Envelope) -> bytes:
         refuse_line_breaks("subject", envelope.subject)
-        refuse_line_breaks("unsubscribe URL", envelope.unsubscribe_url)
         headers = (
             f"To: {format_address('recipient name', envelope.to_name, envelope.to_email)}\r\n"
             f"Subject: {encode_header_text(envelope.subject)}\r\n"
             f"Date: {envelope.date}\r\n"
             f"Message-ID: {envelope.message_id}\r\n"
-            f"List-Unsubscribe: <{envelope.unsubscribe_url}>\r\n"
+            f"List-Unsubscribe: {_list_unsubscribe(envelope)}\r\n"
         ).encode("ascii")
         text = envelope.text_qp or quoted_printable(normalize_body(envelope.text or ""))
         html = envelope.html_qp or quoted_printable(normalize_body(envelope.html or ""))
@@ -246,7 +258,7 @@ def build_reference(
     """The same message through the stdlib's EmailMessage: slow, and the yardstick for the fast one."""
     for field, value in (
         ("from name", from_name), ("subject", envelope.subject), ("recipient name", envelope.to_name),
-        ("unsubscribe URL", envelope.unsubscribe_url),
+        ("unsubscribe URL", envelope.unsubscribe_url), ("unsubscribe address", envelope.unsubscribe_mailto),
     ):
         refuse_line_breaks(field, value)
     message = EmailMessage(policy=SMTP)
@@ -259,7 +271,10 @@ def build_reference(
     message["Subject"] = envelope.subject
     message["Date"] = envelope.date
     message["Message-ID"] = envelope.message_id
-    message["List-Unsubscribe"] = f"<{envelope.unsubscribe_url}>"
+    mailto = envelope.unsubscribe_mailto
+    message["List-Unsubscribe"] = f"<{envelope.unsubscribe_url}>" + (
+        f", <mailto:{mailto}?subject=unsubscribe>" if mailto else ""
+    )
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(normalize_body(envelope.text or ""), subtype="plain", cte="quoted-printable")
     message.add_alternative(normalize_body(envelope.html or ""), subtype="html", cte="quoted-printable")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -23,6 +23,8 @@ class SendSettings:
     max_consecutive_failures: int  # SEND_MAX_CONSECUTIVE_FAILURES
     max_attempts: int  # SEND_MAX_ATTEMPTS
     retry_base_seconds: float  # SEND_RETRY_BASE_SECONDS
+    bounce_domain: str = ""  # BOUNCE_DOMAIN: VERP envelope senders and the mailto unsubscribe (verp.py)
+    secret_key: str = field(default="", repr=False)  # SECRET_KEY: signs the VERP tokens
     # Applied to the hard bounces the relay reports at send time (SOFT_BOUNCE_*, AUTO_PAUSE_*).
     bounce_policy: BouncePolicy = BouncePolicy()
 
@@ -38,6 +40,8 @@ class SendSettings:
             max_consecutive_failures=int(config["SEND_MAX_CONSECUTIVE_FAILURES"]),
             max_attempts=int(config["SEND_MAX_ATTEMPTS"]),
             retry_base_seconds=float(config["SEND_RETRY_BASE_SECONDS"]),
+            bounce_domain=config.get("BOUNCE_DOMAIN") or "",
+            secret_key=config["SECRET_KEY"],
             bounce_policy=BouncePolicy.from_config(config),
         )
 

@@ -17,6 +17,7 @@ from mailapp.sending.message import SendError, ascii_address, message_id_suffix
 from mailapp.sending.relay import Relay, describe
 from mailapp.sending.render import Recipient
 from mailapp.sending.settings import SendSettings
+from mailapp.sending.verp import verp_for
 
 
 def send_test_messages(
@@ -40,7 +41,10 @@ def send_test_messages(
     else:
         subscriber = type("SampleSubscriber", (), dict(templating.SAMPLE_SUBSCRIBER))()
     relay = relay or Relay.for_current_app()
-    compiled = compile_campaign(campaign, public_url or SendSettings.for_current_app().public_url)
+    settings = SendSettings.for_current_app()
+    compiled = compile_campaign(
+        campaign, public_url or settings.public_url, verp_for(settings.bounce_domain, settings.secret_key)
+    )
     with relay.smtp_connection() as host:
         for address in addresses:
             recipient = Recipient(
@@ -53,7 +57,8 @@ def send_test_messages(
             if host is None:
                 continue
             try:
-                host.sendmail(compiled.builder.sender, [ascii_address("address", address)], raw)
+                # Delivery 0's VERP address: a bounce of a test send names no delivery, only the address.
+                host.sendmail(compiled.envelope_sender(0), [ascii_address("address", address)], raw)
             except smtplib.SMTPRecipientsRefused as error:
                 code, reply = next(iter(error.recipients.values()))
                 raise SendError(f"The server refused {address}: {code} {_text(reply)}") from error

@@ -146,7 +146,10 @@ def delivery_for_token(kind: str, token: str) -> Delivery:
 
 def unsubscribe_target(token: str) -> UnsubscribeTarget:
     """What the confirmation page shows. Reads only: mail scanners prefetch GET links."""
-    delivery = delivery_for_token("unsubscribe", token)
+    return _target_of(delivery_for_token("unsubscribe", token))
+
+
+def _target_of(delivery: Delivery) -> UnsubscribeTarget:
     subscriber = db.session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id else None
     return UnsubscribeTarget(delivery, subscriber, db.session.get(Campaign, delivery.campaign_id))
 
@@ -154,9 +157,15 @@ def unsubscribe_target(token: str) -> UnsubscribeTarget:
 def unsubscribe(token: str) -> UnsubscribeTarget:
     """Unsubscribe the recipient of the delivery the token names. Idempotent: a second call changes
     nothing, and an earlier unsubscribe (its time and campaign) is kept. The caller commits."""
-    target = unsubscribe_target(token)
+    return unsubscribe_delivery(delivery_for_token("unsubscribe", token))
+
+
+def unsubscribe_delivery(delivery: Delivery) -> UnsubscribeTarget:
+    """Unsubscribe the delivery's recipient, as the one-click POST does; also for a mail to the
+    delivery's mailto unsubscribe address (mailapp/inbound). Idempotent. The caller commits."""
+    target = _target_of(delivery)
     now = utcnow()
-    delivery, subscriber = target.delivery, target.subscriber
+    subscriber = target.subscriber
     if delivery.unsubscribed_at is None:
         _lock_campaign_stats([delivery.campaign_id])
         delivery.unsubscribed_at = now

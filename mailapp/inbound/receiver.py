@@ -1,0 +1,94 @@
+"""The inbound SMTP receiver (aiosmtpd): the MX of BOUNCE_DOMAIN. It takes mail only for valid VERP
+addresses (bounces+<token>@, unsubscribe+<token>@) and the feedback-loop addresses; every other
+recipient is refused with 550 at RCPT, so it can never be an open relay.
+
+Bounded: SIZE is advertised and enforced (INBOUND_MAX_BYTES), a silent client is dropped after
+SESSION_TIMEOUT_SECONDS, and a message may have at most MAX_RECIPIENTS recipients. Each accepted
+message is processed in the app context, off the event loop, and committed before the 250. A database
+that is down answers 451 (the sending MTA keeps the message and tries again); any other failure is
+logged and answered 250: a message we cannot read is dropped, never bounced back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope, Session
+from flask import Flask
+
+from mailapp.extensions import db
+from mailapp.foreground import run_until_stopped
+from mailapp.inbound.services import DATABASE_DOWN, InboundSettings, process_message
+
+log = logging.getLogger(__name__)
+
+MAX_RECIPIENTS = 50
+SESSION_TIMEOUT_SECONDS = 60
+
+
+class InboundHandler:
+    """aiosmtpd handler: RCPT filtering and processing of each accepted message."""
+
+    def __init__(self, app: Flask, settings: InboundSettings) -> None:
+        self.app, self.settings = app, settings
+
+    async def handle_RCPT(
+        self, server: object, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        if not self.settings.accepts_recipient(address):
+            return "550 5.1.1 No such recipient here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content or b""
+        raw = content.encode("utf-8", "replace") if isinstance(content, str) else content
+        return await asyncio.to_thread(self.process, raw, list(envelope.rcpt_tos))
+
+    def process(self, raw: bytes, recipients: list[str]) -> str:
+        """Process and commit one message; the SMTP answer."""
+        with self.app.app_context():
+            try:
+                processed = process_message(raw, recipients, "smtp", self.settings)
+                db.session.commit()
+            except DATABASE_DOWN as error:
+                db.session.rollback()
+                log.warning("Inbound message deferred, the database is unavailable: %s", error)
+                return "451 4.3.0 Temporary failure, please try again later"
+            except Exception:  # a bug must not bounce the message back, nor stop the receiver
+                db.session.rollback()
+                log.exception("Inbound message dropped: processing it failed")
+                return "250 2.0.0 Accepted"
+            finally:
+                db.session.remove()
+        log.info("Inbound message: %s", processed)
+        return "250 2.0.0 Accepted"
+
+
+def start_receiver(app: Flask, host: str, port: int, settings: InboundSettings | None = None) -> Controller:
+    """Start the receiver in a background thread and return its controller (call .stop())."""
+    with app.app_context():
+        settings = settings or InboundSettings.for_current_app()
+    controller = Controller(
+        InboundHandler(app, settings),
+        hostname=host,
+        port=port,
+        data_size_limit=settings.limits.max_bytes,
+        timeout=SESSION_TIMEOUT_SECONDS,
+        decode_data=False,
+    )
+    controller.start()
+    return controller
+
+
+def serve(
+    app: Flask, host: str, port: int, on_ready: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM or until `stop` is set."""
+    run_until_stopped(start_receiver(app, host, port), on_ready, stop)
