@@ -6,16 +6,19 @@ from a dict, over UDP and TCP, written with dnspython. Point DNS_RESOLVER at `se
 
 Records can be changed while it runs (`server.records[...] = [...]`). A name with no record of any type
 answers NXDOMAIN; a name with records of other types, an empty NOERROR. TXT values longer than 255
-bytes are split into strings the way DNS needs. `server.queries` lists (name, type) asked."""
+bytes are split into strings the way DNS needs; an answer over 512 bytes is truncated over UDP, so
+the client asks again over TCP. `server.queries` lists (name, type) asked."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import struct
 import threading
 from collections.abc import Iterator
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -23,7 +26,6 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-import pytest
 
 Records = dict[tuple[str, str], list[str]]
 
@@ -40,6 +42,7 @@ class DnsTestServer:
         self.records: Records = {(name.lower().rstrip("."), kind.upper()): values
                                  for (name, kind), values in (records or {}).items()}
         self.queries: list[tuple[str, str]] = []
+        self.tcp_answers = 0  # answers sent over TCP (after a truncated UDP one)
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.bind(("127.0.0.1", 0))
         self.port = self._udp.getsockname()[1]
@@ -58,6 +61,7 @@ class DnsTestServer:
                         return
                     wire += chunk
                 answer = server.answer(wire)
+                server.tcp_answers += 1
                 self.request.sendall(struct.pack("!H", len(answer)) + answer)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
@@ -114,9 +118,10 @@ class DnsTestServer:
         self._tcp.server_close()
 
 
-@pytest.fixture
-def dns_server(app) -> Iterator[DnsTestServer]:
-    """A DNS server with no records yet, which the app's DNS check asks for this test."""
+@contextlib.contextmanager
+def dns_server_for(app) -> Iterator[DnsTestServer]:
+    """A DNS server with no records yet, which the app's DNS check asks while the block runs. A test
+    module makes it a fixture: `dns_server = pytest.fixture(...)` over this, see tests/test_domains.py."""
     with DnsTestServer() as server:
         previous = app.config["DNS_RESOLVER"]
         app.config["DNS_RESOLVER"] = server.address
