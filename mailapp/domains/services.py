@@ -94,7 +94,7 @@ def create_domain(domain: Any, *, selector: Any = None, ed25519: bool = False,
     private keys sealed. ConflictError when the domain is already there."""
     name = normalize_domain(domain)
     chosen = normalize_selector(selector) if selector not in (None, "") else default_selector()
-    if db.session.scalar(select(SendingDomain.id).where(SendingDomain.domain == name)) is not None:
+    if find_domain(name) is not None:
         raise ConflictError(f"{name} is already a sending domain.", [{"field": "domain"}])
     box = box or SecretBox.for_current_app()
     rsa_private, rsa_public = generate_rsa_key()
@@ -116,6 +116,10 @@ def get_domain(domain_id: int) -> SendingDomain:
     if sending_domain is None:
         raise NotFoundError(f"There is no sending domain with id {domain_id}.")
     return sending_domain
+
+
+def find_domain(domain: str) -> SendingDomain | None:
+    return db.session.scalar(select(SendingDomain).where(SendingDomain.domain == normalize_domain(domain)))
 
 
 def delete_domain(sending_domain: SendingDomain) -> None:

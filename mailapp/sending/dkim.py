@@ -35,7 +35,6 @@ _SIGNATURE_LINE = 72
 
 _HEADER_FIELD = re.compile(rb"([^:\r\n]+):(.*(?:\r\n[ \t].*)*)\r\n")
 _WHITE_SPACE_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WHITE_SPACE = re.compile(rb"[ \t]+(?=\r\n)")
 
 
 class DkimKeyError(MailappError):
@@ -81,14 +80,22 @@ def _private_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
 def canonical_body(body: bytes) -> bytes:
     """RFC 6376 §3.4.4 relaxed body: white space runs become one space, none at line ends, no empty
     lines at the end; a non-empty body ends with CRLF. The body has CRLF line endings (message.py
-    makes only those, and smtplib sends them as they are)."""
-    body = _TRAILING_WHITE_SPACE.sub(b"", _WHITE_SPACE_RUN.sub(b" ", body))
+    makes only those, and smtplib sends them as they are).
+
+    With bytes.replace and `in`, which run in C at memory speed: a regular expression spends ~50 ns a
+    byte trying its pattern at every position, several times the RSA signature for a 20 KB body."""
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"  # the last line's white space is then trimmed like any other's
+    if b"\t" in body:
+        body = body.replace(b"\t", b" ")
+    while b"  " in body:
+        body = body.replace(b"  ", b" ")
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     end = len(body)
     while body.endswith(b"\r\n", 0, end):
         end -= 2
-    if end == 0:
-        return b""
-    return body[:end] + b"\r\n" if end != len(body) else body + b"\r\n"
+    return body[:end + 2] if end else b""
 
 
 def canonical_header(name: bytes, value: bytes) -> bytes:
