@@ -72,6 +72,20 @@ def test_the_signature_covers_both_unsubscribe_headers_and_oversigns_from() -> N
     assert abs(int(tags["t"]) - time.time()) < 60
 
 
+def test_list_id_and_feedback_id_are_signed_when_a_message_has_them() -> None:
+    message = built_message(reply_to="")
+    split = message.index(b"\r\n\r\n")
+    message = (message[:split] + b"\r\nList-Id: News <news.example.com>\r\nFeedback-ID: 7:news:mailapp"
+               + message[split:])
+    signed = DUAL.sign(message)
+    h_tag = signature_tags(signed)[0]["h"].split(":")
+    assert {"list-id", "feedback-id"} <= set(h_tag)
+    assert "reply-to" not in h_tag
+    assert [result.valid for result in verify_dkim(signed, PUBLISHED)] == [True, True]
+    changed = signed.replace(b"Feedback-ID: 7:news", b"Feedback-ID: 8:news")
+    assert [result.valid for result in verify_dkim(changed, PUBLISHED)] == [False, False]
+
+
 def test_a_changed_body_fails_verification() -> None:
     signed = DUAL.sign(built_message())
     tampered = signed.replace(b"<p>Hello</p>", b"<p>Hellp</p>")
