@@ -43,6 +43,7 @@ class DnsTestServer:
                                  for (name, kind), values in (records or {}).items()}
         self.queries: list[tuple[str, str]] = []
         self.tcp_answers = 0  # answers sent over TCP (after a truncated UDP one)
+        self.silent = False  # True: read queries and never answer, like a resolver that is down
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.bind(("127.0.0.1", 0))
         self.port = self._udp.getsockname()[1]
@@ -96,6 +97,8 @@ class DnsTestServer:
                 wire, client = self._udp.recvfrom(4096)
             except OSError:
                 return  # closed
+            if self.silent:
+                continue
             try:
                 answer = self.answer(wire)
             except Exception:  # a malformed query gets no answer, as from a real server  # noqa: S112
@@ -105,7 +108,10 @@ class DnsTestServer:
                 reply.answer.clear()
                 reply.flags |= dns.flags.TC
                 answer = reply.to_wire()
-            self._udp.sendto(answer, client)
+            try:
+                self._udp.sendto(answer, client)
+            except OSError:
+                return  # closed meanwhile
 
     def __enter__(self) -> DnsTestServer:
         for thread in self._threads:

@@ -36,7 +36,7 @@ def test_a_domain_is_stored_lower_case_in_idna_form(db, given: str, stored: str)
 @pytest.mark.parametrize("given", [
     "", "   ", "localhost", "exa mple.com", "-bad.example.com", "bad-.example.com", "example..com",
     "a" * 64 + ".com", ".".join(["abcdefghij"] * 25) + ".com", "192.0.2.1", "exam_ple.com", "x" * 5000,
-    "example.com\x00", None, 42,
+    "example.com\x00", None, 42, ".".join(["a" * 60] * 4),
 ])
 def test_a_bad_domain_name_is_refused_naming_the_field(db, given: object) -> None:
     with pytest.raises(ValidationError) as refused:
@@ -186,7 +186,7 @@ def test_a_dkim_key_split_over_several_strings_and_served_over_tcp_matches(db, d
 def test_an_unreachable_resolver_costs_one_timeout_not_one_per_record(db, app) -> None:
     sending_domain = services.create_domain("example.com", ed25519=True)
     with DnsTestServer() as silent:
-        silent.answer = lambda wire: time.sleep(5) or b""  # reads queries and never answers in time
+        silent.silent = True
         app.config["DNS_RESOLVER"], previous = silent.address, app.config["DNS_RESOLVER"]
         try:
             started = time.monotonic()

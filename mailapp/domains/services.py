@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from mailapp.domains import dns_check
 from mailapp.domains.records import DnsRecord, spf_mechanisms, suggested_records
@@ -94,6 +95,12 @@ def create_domain(domain: Any, *, selector: Any = None, ed25519: bool = False,
     private keys sealed. ConflictError when the domain is already there."""
     name = normalize_domain(domain)
     chosen = normalize_selector(selector) if selector not in (None, "") else default_selector()
+    longest = f"{chosen}e._domainkey.{name}"
+    if len(longest) > DOMAIN_MAX_LENGTH:
+        raise ValidationError(
+            f"{name} is too long for its DKIM record's name ({longest}) to fit in DNS (253 characters).",
+            [{"field": "domain"}],
+        )
     if find_domain(name) is not None:
         raise ConflictError(f"{name} is already a sending domain.", [{"field": "domain"}])
     box = box or SecretBox.for_current_app()
@@ -106,8 +113,11 @@ def create_domain(domain: Any, *, selector: Any = None, ed25519: bool = False,
         sending_domain.ed25519_selector = f"{chosen}e"
         sending_domain.ed25519_private_key_sealed = box.seal(ed_private)
         sending_domain.ed25519_public_key = ed_public
-    db.session.add(sending_domain)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():  # another request may have added it since the look above
+            db.session.add(sending_domain)
+    except IntegrityError as error:
+        raise ConflictError(f"{name} is already a sending domain.", [{"field": "domain"}]) from error
     return sending_domain
 
 
