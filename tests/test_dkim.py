@@ -62,8 +62,11 @@ def test_a_message_signed_with_rsa_and_ed25519_verifies_with_dkimpy() -> None:
     ], results
 
 
-def test_the_signature_covers_both_unsubscribe_headers_and_oversigns_from() -> None:
-    tags = signature_tags(DUAL.sign(built_message()))[0]
+def test_the_signature_covers_both_unsubscribe_headers_oversigns_from_and_folds_short_lines() -> None:
+    signed = DUAL.sign(built_message())
+    tags = signature_tags(signed)[0]
+    signature_lines = signed[:signed.index(b"\r\nTo: ")].split(b"\r\n")
+    assert max(len(line) for line in signature_lines) <= 78  # RFC 5322's recommended line length
     assert tags["h"].split(":") == [
         "from", "reply-to", "to", "subject", "date", "message-id", "mime-version", "content-type",
         "list-unsubscribe", "list-unsubscribe-post", "from",

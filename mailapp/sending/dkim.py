@@ -119,7 +119,7 @@ class _Selector:
             self._sign = private.sign
         else:
             raise DkimKeyError(f"The DKIM key of selector {key.selector} is not an {key.algorithm} key.")
-        self.head = f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={domain}; s={key.selector};"
+        self.head = f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={domain};\r\n\ts={key.selector};"
 
     @staticmethod
     def _rsa(private: rsa.RSAPrivateKey):  # the signing function
@@ -162,7 +162,7 @@ class DkimSigner:
         timestamp = int(time.time()) if now is None else now
         signatures = []
         for selector in self._selectors:
-            tags = f"{selector.head}\r\n\tt={timestamp}; h={h_tag};\r\n\tbh={body_hash};\r\n\tb="
+            tags = f"{selector.head} t={timestamp};\r\n\th={h_tag};\r\n\tbh={body_hash};\r\n\tb="
             digest = hashlib.sha256(signed + canonical_header(b"dkim-signature", tags.encode("ascii"))[:-2])
             value = b64encode(selector.sign(digest.digest())).decode("ascii")
             folded = "\r\n\t".join(
@@ -172,9 +172,16 @@ class DkimSigner:
         return b"".join(signatures) + message
 
     def _h_tag(self, present: tuple[bytes, ...]) -> str:
+        """The h= value, folded after a colon where a line would pass _SIGNATURE_LINE (RFC 6376 allows
+        folding white space around its colons)."""
         names = [name.decode("ascii") for name in present]
         names += [name for name in OVERSIGNED_HEADERS if name in names]
-        self._h_tags[present] = h_tag = ":".join(names)
+        lines = [""]
+        for name in names:
+            if lines[-1] and len(lines[-1]) + len(name) > _SIGNATURE_LINE - 4:
+                lines.append("")
+            lines[-1] += name if not lines[-1] else ":" + name
+        self._h_tags[present] = h_tag = ":\r\n\t ".join(lines)
         return h_tag
 
 
