@@ -108,6 +108,16 @@ class Config:
     # Empty: a key derived from SECRET_KEY. Several, comma-separated: the first seals, all open.
     ENCRYPTION_KEY = os.environ.get("ENCRYPTION_KEY", "")
 
+    # The sending domains' DNS check (mailapp/domains/dns_check.py). DNS_RESOLVER: `host:port` of the
+    # resolver to ask (an IP address: a name would need a resolver); empty: the system's.
+    DNS_RESOLVER = os.environ.get("DNS_RESOLVER", "")
+    DNS_TIMEOUT_SECONDS = _env_float("DNS_TIMEOUT_SECONDS", 5)
+    # The SPF record suggested for a sending domain (`include:_spf.relay.example ip4:192.0.2.1`);
+    # empty: the relay host (MAIL_SERVER) as a hint. The DMARC record's rua= address; empty:
+    # dmarc-reports@<the domain>.
+    SPF_MECHANISMS = os.environ.get("SPF_MECHANISMS", "")
+    DMARC_REPORT_EMAIL = os.environ.get("DMARC_REPORT_EMAIL", "")
+
     SQLALCHEMY_DATABASE_URI = database_url(
         os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'mailapp.sqlite'}")
     )
@@ -378,6 +388,10 @@ class TestConfig(Config):
     SEND_LEASE_SECONDS = 30
     # Flask-Mail suppresses sending when TESTING; tests send to a real SMTP server (tests/smtp.py).
     MAIL_SUPPRESS_SEND = False
+    # No DNS query may leave the machine: the discard port on loopback answers nothing, so a check
+    # fails in half a second. Tests of the check point DNS_RESOLVER at tests/dns_server.py.
+    DNS_RESOLVER = "127.0.0.1:9"
+    DNS_TIMEOUT_SECONDS = 0.5
 
 
 def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:

@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 
 from mailapp.api.openapi import openapi_document
 from mailapp.auth.services import create_api_token, create_user
+from mailapp.domains.services import create_domain
 from mailapp.models.subscriber import ImportStatus, SubscriberImport
 from mailapp.models.suppression import SuppressionReason
 from mailapp.sending.suppression import suppress_address
@@ -35,8 +36,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture
 def fuzz_token(db, smtp_server) -> str:
     """A token, and a little of everything for the fuzz to find under small ids (the document's examples
-    use id 1): a layout, two lists with subscribers, a draft campaign, one that has deliveries, and a
-    finished import."""
+    use id 1): a layout, two lists with subscribers, a draft campaign, one that has deliveries, a
+    finished import, and a sending domain with both keys."""
     create_user("fuzz@example.com", TEST_PASSWORD, is_admin=True)
     token = create_api_token("fuzz@example.com", name="fuzz")
     audience = make_audience(3)
@@ -49,6 +50,7 @@ def fuzz_token(db, smtp_server) -> str:
         list_id=audience.lists[0].id, filename="people.csv", file_path="/nonexistent", file_size=10,
         status=ImportStatus.DONE, errors=[{"line": 2, "email": "x", "reason": "Invalid"}],
     ))
+    create_domain("example.com", ed25519=True)
     db.session.commit()
     return token
 

@@ -17,8 +17,8 @@ PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
     {
-        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "inbound", "layouts", "reports",
-        "subscribers", "tracking", "api",
+        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
+        "reports", "subscribers", "tracking", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, func, select
 
+from mailapp.domains.services import create_domain
 from mailapp.models import CampaignDeliveryCount, SubscriberImport
 from mailapp.reports import figures as reports
 from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
@@ -51,6 +52,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         make_delivery(campaign.id, SubscriberFactory().id, status=status)
     record = SubscriberImport(list_id=audience.lists[0].id, filename="people.csv")
     db.session.add(record)
+    sending_domain = create_domain("example.com", ed25519=True)
     db.session.commit()
     ids = {
         "campaign_id": campaign.id,
@@ -58,6 +60,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "layout_id": audience.layout.id,
         "subscriber_id": audience.active[0].id,
         "import_id": record.id,
+        "domain_id": sending_domain.id,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)

@@ -15,6 +15,7 @@ from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID
 from mailapp.json_nesting import MAX_JSON_DEPTH
 from mailapp.models.campaign import CampaignStatus
 from mailapp.models.delivery import DeliveryStatus
+from mailapp.models.sending_domain import SELECTOR_MAX_LENGTH
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
 from mailapp.models.suppression import SuppressionReason
 from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
@@ -127,6 +128,24 @@ SCHEMAS: dict[str, Schema] = {
     "SuppressionImport": _every_field(
         {"lines": COUNT, "added": COUNT, "already_suppressed": COUNT},
     ),
+    "SendingDomain": _every_field(
+        {"id": ID, "domain": {"type": "string", "description": "Lower case, IDNA (xn--) form."},
+         "domain_unicode": {"type": "string"}, "selector": {"type": "string"},
+         "ed25519_selector": {"type": ["string", "null"]},
+         "private_keys": {"type": "array", "items": {"enum": ["rsa-sha256", "ed25519-sha256"]},
+                          "description": "The keys stored (sealed): private keys are never returned."},
+         "records": {"type": "array", "items": _every_field(
+             {"purpose": {"enum": ["dkim", "dkim-ed25519", "spf", "dmarc"]}, "type": {"const": "TXT"},
+              "name": STRING, "value": STRING,
+              "strings": {"type": "array", "items": {"type": "string", "maxLength": 255}},
+              "zone": STRING})},
+         "created_at": TIME,
+         "last_check": {"oneOf": [{"type": "null"}, _every_field(
+             {"checked_at": TIME, "passed": {"type": "boolean"},
+              "findings": {"type": "array", "items": _every_field(
+                  {"record": {"enum": ["dkim", "dkim-ed25519", "spf", "dmarc"]},
+                   "status": {"enum": ["ok", "warning", "error"]}, "message": STRING})}})]}},
+    ),
     "Report": _every_field(
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
          "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
@@ -236,6 +255,7 @@ def _paths() -> dict[str, Schema]:
     layout_id, campaign_id = [_path_id("layout_id")], [_path_id("campaign_id")]
     email_path = [{"name": "email", "in": "path", "required": True, "example": "ann@example.com",
                    "schema": {"type": "string", "minLength": 1, "maxLength": 320}}]
+    domain_id = [_path_id("domain_id")]
     campaign = {"200": _json(_ref("Campaign"))}
 
     def campaign_action(summary: str, ok: str = "200", errors: str = "404 409 422") -> Schema:
@@ -366,6 +386,29 @@ def _paths() -> dict[str, Schema]:
             {"200": _json(_object({"html": {"type": "string"}}, ["html"]))}, "404 413 422",
             parameters=layout_id,
             body=_json_body(_object({"subscriber_id": ID}), required=False),
+        )},
+        "/sending-domains": {
+            "get": _operation("Sending domains, by id.", {"200": _json(_page_of("SendingDomain"))}, "422",
+                              parameters=PAGE_PARAMETERS),
+            "post": _operation(
+                "Add a sending domain: makes its DKIM key(s), answers the DNS records to publish.",
+                {"201": _json(_ref("SendingDomain"), "Created.")}, "409 413 422",
+                body=_json_body(_object(
+                    {"domain": {"type": "string", "minLength": 1, "example": "example.com"},
+                     "selector": {"type": "string", "maxLength": SELECTOR_MAX_LENGTH - 1},
+                     "ed25519": {"type": "boolean", "description": "Also sign with Ed25519 (RFC 8463)."}},
+                    ["domain"], closed=True), example={"domain": "example.com", "ed25519": True}),
+            ),
+        },
+        "/sending-domains/{domain_id}": {
+            "get": _operation("A sending domain and its DNS records.", {"200": _json(_ref("SendingDomain"))},
+                              "404", parameters=domain_id),
+            "delete": _operation("Delete a sending domain and its keys: its mail goes out unsigned.",
+                                 NO_CONTENT, "404", parameters=domain_id),
+        },
+        "/sending-domains/{domain_id}/check": {"post": _operation(
+            "Look the domain's DKIM, SPF and DMARC records up now and say what is missing or wrong.",
+            {"200": _json(_ref("SendingDomain"))}, "404", parameters=domain_id,
         )},
         "/campaigns": {
             "get": _operation(

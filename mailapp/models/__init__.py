@@ -5,6 +5,7 @@ from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.login_attempt import LoginAttempt
+from mailapp.models.sending_domain import SendingDomain
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -41,6 +42,7 @@ __all__ = [
     "MailEvent",
     "MailEventKind",
     "OpenEvent",
+    "SendingDomain",
     "Subscriber",
     "SubscriberImport",
     "SubscriberList",

@@ -1,12 +1,18 @@
 """Composing a campaign's messages: the campaign's source read once from its rows, compiled into a
-renderer and a MIME builder, then one message built per recipient. No database writes, no SMTP."""
+renderer, a MIME builder and the From domain's DKIM signer, then one message built (and signed) per
+recipient. No database writes, no SMTP."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from mailapp.models import Campaign, Layout
+from sqlalchemy import select
+
+from mailapp.extensions import db
+from mailapp.models import Campaign, Layout, SendingDomain
+from mailapp.secret_box import SecretBox
+from mailapp.sending.dkim import DkimKey, DkimSigner
 from mailapp.sending.message import (
     Envelope,
     FastMessageBuilder,
@@ -37,20 +43,45 @@ class Compiled:
     domain: str
     message_id_suffix: str  # see message_id_suffix(): one per send run
     verp: Verp | None = None  # BOUNCE_DOMAIN set: per-delivery envelope sender and mailto unsubscribe
+    signer: DkimSigner | None = None  # None: the From domain has no sending domain, mail goes unsigned
 
     def envelope_sender(self, delivery_id: int) -> str:
         """MAIL FROM for the delivery: its VERP bounce address, or the From address without VERP."""
         return self.verp.bounce_address(delivery_id) if self.verp is not None else self.builder.sender
 
 
-def compile_campaign(campaign: Campaign, public_url: str, verp: Verp | None = None) -> Compiled:
+def compile_campaign(
+    campaign: Campaign, public_url: str, verp: Verp | None = None, *, box: SecretBox | None = None
+) -> Compiled:
+    """The campaign ready to build messages; its From domain's keys are read (and opened with `box`,
+    the current app's by default) here, once per send run."""
     source = campaign_source(campaign)
     renderer = renderer_for(source, public_url)
     builder = FastMessageBuilder(
         from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
     )
     domain = address_domain(source.from_email)
-    return Compiled(renderer, builder, domain, message_id_suffix(domain), verp)
+    return Compiled(
+        renderer, builder, domain, message_id_suffix(domain), verp, dkim_signer_for(domain, box)
+    )
+
+
+def dkim_signer_for(from_domain: str, box: SecretBox | None = None) -> DkimSigner | None:
+    """A signer with the keys of the From domain, or of its nearest parent that is a sending domain
+    (news.example.com signs as example.com, which DMARC's relaxed alignment accepts); None when
+    neither is. A sending domain's own name always has two labels or more, so `com` is never asked."""
+    labels = from_domain.lower().rstrip(".").split(".")
+    candidates = [".".join(labels[start:]) for start in range(len(labels) - 1)]
+    found = db.session.scalars(select(SendingDomain).where(SendingDomain.domain.in_(candidates))).all()
+    if not found:
+        return None
+    sending_domain = max(found, key=lambda row: len(row.domain))
+    box = box or SecretBox.for_current_app()
+    keys = [DkimKey(sending_domain.selector, "rsa-sha256", box.open(sending_domain.rsa_private_key_sealed))]
+    if sending_domain.ed25519_selector and sending_domain.ed25519_private_key_sealed:
+        keys.append(DkimKey(sending_domain.ed25519_selector, "ed25519-sha256",
+                            box.open(sending_domain.ed25519_private_key_sealed)))
+    return DkimSigner(sending_domain.domain, keys)
 
 
 def delivery_recipient(delivery_id: int, email: str, subscriber: Any | None) -> Recipient:
@@ -75,4 +106,6 @@ def build_message(compiled: Compiled, recipient: Recipient, *, subject_prefix: s
             ),
         )
     )
+    if compiled.signer is not None:
+        raw = compiled.signer.sign(raw)
     return message_id, raw
