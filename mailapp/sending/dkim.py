@@ -106,7 +106,8 @@ def canonical_header(name: bytes, value: bytes) -> bytes:
 
 
 class _Selector:
-    """One signature's invariants: its key, and the tag list before t= for each set of signed headers."""
+    """One signature's invariants: its signing function, and its tags before t=, as written and in
+    their canonical form."""
 
     def __init__(self, domain: str, key: DkimKey) -> None:
         try:
@@ -120,6 +121,7 @@ class _Selector:
         else:
             raise DkimKeyError(f"The DKIM key of selector {key.selector} is not an {key.algorithm} key.")
         self.head = f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={domain};\r\n\ts={key.selector};"
+        self.canonical_head = canonical_header(b"DKIM-Signature", self.head.encode("ascii"))[:-2]
 
     @staticmethod
     def _rsa(private: rsa.RSAPrivateKey):  # the signing function
@@ -140,9 +142,9 @@ class DkimSigner:
             raise DkimKeyError("A DKIM signer needs at least one key.")
         self.domain = domain
         self._selectors = [_Selector(domain, key) for key in keys]
-        # The signed-header list and its canonical names for each set of headers present: messages of
+        # The h= value as written and in canonical form, for each set of headers present: messages of
         # one campaign all have the same set, so this is computed once.
-        self._h_tags: dict[tuple[bytes, ...], str] = {}
+        self._h_tags: dict[tuple[bytes, ...], tuple[str, str]] = {}
 
     def sign(self, message: bytes, *, now: int | None = None) -> bytes:
         """The message with its DKIM-Signature header(s) in front."""
@@ -158,22 +160,25 @@ class DkimSigner:
             fields[name.strip().lower()] = value
         present = tuple(name for name in _SIGNED_NAMES if name in fields)
         signed = b"".join(canonical_header(name, fields[name]) for name in present)
-        h_tag = self._h_tags.get(present) or self._h_tag(present)
+        h_tag, canonical_h_tag = self._h_tags.get(present) or self._h_tag(present)
         timestamp = int(time.time()) if now is None else now
+        # What follows the fixed tags, as written and canonical: relaxed canonicalization unfolds
+        # "\r\n\t" into one space, and there is no other white space to reduce.
+        tail = f" t={timestamp};\r\n\th={h_tag};\r\n\tbh={body_hash};\r\n\tb="
+        canonical_tail = f" t={timestamp}; h={canonical_h_tag}; bh={body_hash}; b=".encode("ascii")
         signatures = []
         for selector in self._selectors:
-            tags = f"{selector.head} t={timestamp};\r\n\th={h_tag};\r\n\tbh={body_hash};\r\n\tb="
-            digest = hashlib.sha256(signed + canonical_header(b"dkim-signature", tags.encode("ascii"))[:-2])
-            value = b64encode(selector.sign(digest.digest())).decode("ascii")
+            digest = hashlib.sha256(signed + selector.canonical_head + canonical_tail).digest()
+            value = b64encode(selector.sign(digest)).decode("ascii")
             folded = "\r\n\t".join(
                 value[start:start + _SIGNATURE_LINE] for start in range(0, len(value), _SIGNATURE_LINE)
             )
-            signatures.append(f"DKIM-Signature: {tags}{folded}\r\n".encode("ascii"))
+            signatures.append(f"DKIM-Signature: {selector.head}{tail}{folded}\r\n".encode("ascii"))
         return b"".join(signatures) + message
 
-    def _h_tag(self, present: tuple[bytes, ...]) -> str:
+    def _h_tag(self, present: tuple[bytes, ...]) -> tuple[str, str]:
         """The h= value, folded after a colon where a line would pass _SIGNATURE_LINE (RFC 6376 allows
-        folding white space around its colons)."""
+        folding white space around its colons), and its canonical form."""
         names = [name.decode("ascii") for name in present]
         names += [name for name in OVERSIGNED_HEADERS if name in names]
         lines = [""]
@@ -181,8 +186,8 @@ class DkimSigner:
             if lines[-1] and len(lines[-1]) + len(name) > _SIGNATURE_LINE - 4:
                 lines.append("")
             lines[-1] += name if not lines[-1] else ":" + name
-        self._h_tags[present] = h_tag = ":\r\n\t ".join(lines)
-        return h_tag
+        self._h_tags[present] = h_tags = (":\r\n\t ".join(lines), ": ".join(lines))
+        return h_tags
 
 
 _SIGNED_NAMES = tuple(name.encode("ascii") for name in SIGNED_HEADERS)
