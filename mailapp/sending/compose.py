@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from mailapp.models import Campaign, Layout
 from mailapp.sending.message import (
     Envelope,
     FastMessageBuilder,
+    ListIdentity,
     address_domain,
+    feedback_id,
     make_message_id,
     message_date,
     message_id_suffix,
@@ -37,13 +40,28 @@ class Compiled:
     message_id_suffix: str  # see message_id_suffix(): one per send run
 
 
-def compile_campaign(campaign: Campaign, public_url: str) -> Compiled:
+def campaign_list_identity(campaign: Campaign, public_url: str) -> ListIdentity | None:
+    """The list every message of the campaign names in List-Id: its target list with the lowest id.
+    Not the one each recipient is on: that would cost a query per message and the header could no
+    longer be built once per campaign, while someone on several target lists gets one message anyway.
+    The lowest id is the oldest list, so a campaign to "news" and "news-fr" is filed under "news"."""
+    if not campaign.lists:
+        return None
+    first = min(campaign.lists, key=lambda subscriber_list: subscriber_list.id)
+    return ListIdentity(id=first.id, name=first.name, host=urlsplit(public_url).hostname or "")
+
+
+def compile_campaign(campaign: Campaign, public_url: str, *, test_send: bool = False) -> Compiled:
+    """A test send gets no Feedback-ID: Gmail's feedback loop is about the mail recipients get."""
     source = campaign_source(campaign)
     renderer = renderer_for(source, public_url)
-    builder = FastMessageBuilder(
-        from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
-    )
     domain = address_domain(source.from_email)
+    list_identity = campaign_list_identity(campaign, public_url)
+    builder = FastMessageBuilder(
+        from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to,
+        list_identity=list_identity,
+        feedback="" if test_send else feedback_id(source.id, list_identity and list_identity.id, domain),
+    )
     return Compiled(renderer, builder, domain, message_id_suffix(domain))
 
 

@@ -40,7 +40,9 @@ def send_test_messages(
     else:
         subscriber = type("SampleSubscriber", (), dict(templating.SAMPLE_SUBSCRIBER))()
     relay = relay or Relay.for_current_app()
-    compiled = compile_campaign(campaign, public_url or SendSettings.for_current_app().public_url)
+    compiled = compile_campaign(
+        campaign, public_url or SendSettings.for_current_app().public_url, test_send=True
+    )
     with relay.smtp_connection() as host:
         for address in addresses:
             recipient = Recipient(
