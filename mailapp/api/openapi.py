@@ -121,8 +121,8 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Report": _every_field(
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
-         "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
-         "click_rate": RATE, "unsubscribes": COUNT,
+         "machine_opens": COUNT, "proxy_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT,
+         "clicks": COUNT, "click_rate": RATE, "unsubscribes": COUNT,
          "timeline": {"type": "array", "items": _object({"at": TIME, "opens": COUNT, "clicks": COUNT},
                                                          ["at", "opens", "clicks"])},
          "top_links": {"type": "array", "items": _object(
