@@ -170,8 +170,6 @@ def named_header_line(field: str, header: str, name: str, angle_text: str) -> st
     return f"{header}: {words}{separator}<{angle_text}>"
 
 
-
-
 _DNS_NAME = re.compile(r"(?=.*[a-z])[a-z0-9-]+(\.[a-z0-9-]+)*", re.ASCII)
 
 
@@ -335,7 +333,7 @@ class FastMessageBuilder:
     def build(self, envelope: Envelope) -> bytes:
         refuse_line_breaks("subject", envelope.subject)
         refuse_line_breaks("unsubscribe URL", envelope.unsubscribe_url)
-        to = ascii_address("recipient name", envelope.to_email)
+        to = ascii_address("recipient address", envelope.to_email)
         headers = (
             f"{named_header_line('recipient name', 'To', envelope.to_name, to)}\r\n"
             f"{header_line('Subject', envelope.subject)}\r\n"
