@@ -140,6 +140,10 @@ class Config:
     )
 
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/")
+    # Production refuses an http PUBLIC_URL (config_from_env): mail providers only offer one-click
+    # unsubscribe (RFC 8058) for an https List-Unsubscribe URL. This lets a deployment behind a
+    # private network, or a staging copy, start anyway.
+    ALLOW_HTTP_PUBLIC_URL = _env_bool("ALLOW_HTTP_PUBLIC_URL", False)
 
     MAIL_SERVER = os.environ.get("MAIL_SERVER", "127.0.0.1")
     MAIL_PORT = _env_int("MAIL_PORT", 1025)
@@ -394,6 +398,19 @@ class TestConfig(Config):
     DNS_TIMEOUT_SECONDS = 0.5
 
 
+def refuse_http_public_url() -> None:
+    """Production's PUBLIC_URL must be https unless ALLOW_HTTP_PUBLIC_URL=1. Read from the environment
+    now, as config_from_env's other checks are, not from the class attributes set at import."""
+    public_url = os.environ.get("PUBLIC_URL", Config.PUBLIC_URL)
+    if urlsplit(public_url.strip()).scheme.lower() == "https" or _env_bool("ALLOW_HTTP_PUBLIC_URL", False):
+        return
+    raise RuntimeError(
+        f"PUBLIC_URL must be an https:// address when MAILAPP_ENV=production (it is {public_url!r}): "
+        "mail providers offer one-click unsubscribe only for https links. Set ALLOW_HTTP_PUBLIC_URL=1 "
+        "to start with an http address anyway."
+    )
+
+
 def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:
     """The config wsgi.py uses: production refuses to start without SECRET_KEY; anything else without
     it uses the installation's own random key, never one published in this source."""
@@ -401,6 +418,7 @@ def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:
     if os.environ.get("MAILAPP_ENV", "development") == "production":
         if not secret_key:
             raise RuntimeError("SECRET_KEY must be set when MAILAPP_ENV=production")
+        refuse_http_public_url()
         return Config()
     config = DevelopmentConfig()
     config.SECRET_KEY = secret_key or load_or_create_secret_key(instance_dir)

@@ -97,6 +97,41 @@ def test_production_still_refuses_to_start_without_secret_key(tmp_path):
     assert not (tmp_path / "instance" / "secret_key").exists()
 
 
+def test_production_refuses_to_start_with_an_http_public_url(tmp_path):
+    started = run_python(
+        "import wsgi", tmp_path, MAILAPP_ENV="production", SECRET_KEY="k" * 64, PUBLIC_URL="http://news.example.com"
+    )
+    assert started.returncode != 0
+    assert "PUBLIC_URL must be an https:// address when MAILAPP_ENV=production" in started.stderr
+    assert "ALLOW_HTTP_PUBLIC_URL=1" in started.stderr
+
+
+@pytest.mark.parametrize(
+    ("public_url", "allow_http", "starts"),
+    [
+        ("https://news.example.com", None, True),
+        ("HTTPS://news.example.com/", None, True),
+        ("http://news.example.com", None, False),
+        ("http://news.example.com", "1", True),
+        ("http://news.example.com", "0", False),
+        (None, None, False),  # production must say where it is: the default is http://127.0.0.1:5000
+    ],
+)
+def test_production_accepts_http_public_url_only_when_allowed(monkeypatch, public_url, allow_http, starts):
+    monkeypatch.setenv("MAILAPP_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "k" * 64)
+    for name, value in (("PUBLIC_URL", public_url), ("ALLOW_HTTP_PUBLIC_URL", allow_http)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    if starts:
+        assert config_from_env() is not None
+    else:
+        with pytest.raises(RuntimeError, match="PUBLIC_URL must be an https:// address"):
+            config_from_env()
+
+
 @pytest.mark.parametrize(
     ("public_url", "explicit", "enabled"),
     [

@@ -60,7 +60,7 @@ def scenario(client):
     """10 recipients: 8 sent, 1 failed, 1 pending. Activity:
     d0: 2 human opens, clicks link 0 twice and link 1 once; d1: 1 human open;
     d2: Apple MPP open only; d3: human click on link 0 with images blocked (no open);
-    d4: scanner click only; d5: unsubscribes; d6: Google proxy open + human open."""
+    d4: scanner click only; d5: unsubscribes; d6: Gmail proxy open (human, through a proxy) + human open."""
     campaign = make_campaign()
     sent = [make_delivery(campaign) for _ in range(8)]
     make_delivery(campaign, status="failed")
@@ -90,7 +90,8 @@ def test_report_numbers_match_the_events(scenario):
     report = reports.campaign_report(scenario.id)
     assert (report.recipients, report.sent, report.failed, report.pending) == (10, 8, 1, 1)
     assert report.opens == 6
-    assert report.machine_opens == 2
+    assert report.machine_opens == 1  # Apple MPP's; Gmail's proxy fetches when the reader opens
+    assert report.proxy_opens == 1
     # d0, d1, d6 opened as people; d3 clicked with images blocked, which counts as an open.
     assert report.unique_opens == 4
     assert report.clicks == 4
@@ -115,6 +116,8 @@ def test_counters_agree_with_a_recount_of_the_events(scenario):
     events = db.session.scalars(select(OpenEvent).where(OpenEvent.campaign_id == scenario.id)).all()
     assert stats.opens == len(events)
     assert stats.machine_opens == sum(1 for event in events if event.is_machine)
+    assert stats.proxy_opens == sum(1 for event in events if event.via_proxy and not event.is_machine)
+    assert sorted(event.via_proxy or "" for event in events) == ["", "", "", "", "apple_mpp", "gmail"]
 
 
 def test_report_page_shows_the_figures_and_definitions(auth_client, scenario):
@@ -122,7 +125,9 @@ def test_report_page_shows_the_figures_and_definitions(auth_client, scenario):
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert 'data-testid="open-rate">50.0%' in html
-    assert 'data-testid="machine-opens">2<' in html
+    assert 'data-testid="machine-opens">1<' in html
+    assert 'data-testid="proxy-opens">1<' in html
+    assert "Opens through a mail provider&#39;s proxy" in html
     assert 'data-testid="click-rate">25.0%' in html
     assert 'data-testid="click-to-open">50.0%' in html
     assert 'data-testid="unsubscribes">1<' in html
@@ -284,6 +289,7 @@ def test_api_report_has_exactly_the_documented_shape(api, scenario):
         "unique_opens",
         "opens",
         "machine_opens",
+        "proxy_opens",
         "open_rate",
         "unique_clicks",
         "clicks",
@@ -299,7 +305,8 @@ def test_api_report_has_exactly_the_documented_shape(api, scenario):
         "top_links",
     }
     assert (body["recipients"], body["sent"], body["failed"]) == (10, 8, 1)
-    assert (body["unique_opens"], body["opens"], body["machine_opens"], body["open_rate"]) == (4, 6, 2, 0.5)
+    assert (body["unique_opens"], body["opens"], body["machine_opens"], body["open_rate"]) == (4, 6, 1, 0.5)
+    assert body["proxy_opens"] == 1
     assert (body["unique_clicks"], body["clicks"], body["click_rate"], body["unsubscribes"]) == (
         2,
         4,
@@ -415,8 +422,8 @@ def test_timeline_rollup_agrees_with_the_events(scenario):
         .select_from(ClickEvent)
         .where(ClickEvent.campaign_id == scenario.id, ClickEvent.is_machine.is_(False))
     )
-    assert sum(point.human_opens for point in points) == sum(1 for e in events if not e.is_machine) == 4
-    assert sum(point.machine_opens for point in points) == sum(1 for e in events if e.is_machine) == 2
+    assert sum(point.human_opens for point in points) == sum(1 for e in events if not e.is_machine) == 5
+    assert sum(point.machine_opens for point in points) == sum(1 for e in events if e.is_machine) == 1
     assert sum(point.clicks for point in points) == human_clicks == 4
 
 

@@ -14,7 +14,8 @@ from sqlalchemy import select, update
 
 from mailapp.errors import ValidationError
 from mailapp.extensions import db
-from mailapp.models import Campaign, Delivery, Link, Subscriber
+from mailapp.models import Campaign, Delivery, Link, Subscriber, SubscriberList
+from mailapp.models.campaign import campaign_lists
 from mailapp.sending import engine, ledger, relay, snapshot, tasks, tokens
 from mailapp.sending.message import SendError
 from mailapp.sending.test_sends import send_test_messages
@@ -63,6 +64,16 @@ def make_campaign(count: int = 6, **fields: object) -> tuple[Campaign, list[Subs
         db.session.expunge(row)
     db.session.rollback()
     return campaign, people
+
+
+def first_target_list(campaign_id: int) -> tuple[int, str]:
+    """The campaign's target list with the lowest id: the one its List-Id names."""
+    found = db.session.execute(
+        select(SubscriberList.id, SubscriberList.name).join(campaign_lists)
+        .where(campaign_lists.c.campaign_id == campaign_id).order_by(SubscriberList.id).limit(1)
+    ).one()
+    db.session.rollback()
+    return found.id, found.name
 
 
 def wait_for_status(campaign_id: int, status: str, timeout: float = 30) -> Campaign:
@@ -130,6 +141,7 @@ def test_each_recipient_gets_one_personalised_message_with_every_header(
     by_address = {message.to: message for message in messages}
     rows = {row.email: row for row in deliveries(campaign.id)}
     assert set(by_address) == {person.email for person in people} == set(rows)
+    list_id, list_name = first_target_list(campaign.id)
     for person in people:
         received = by_address[person.email]
         message = received.message
@@ -148,6 +160,9 @@ def test_each_recipient_gets_one_personalised_message_with_every_header(
         assert abs((parsedate_to_datetime(message["Date"]) - row.sent_at).total_seconds()) < 60
         assert message["List-Unsubscribe"] == f"<{tokens.unsubscribe_url(row.id)}>"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Id"] == f"{list_name} <list-{list_id}.mailapp.test>"
+        assert message["Feedback-ID"] == f"{campaign.id}:{list_id}:example.com:mailapp"
+        assert message["Precedence"] == "bulk"
         assert max(len(line) for line in received.raw.split(b"\r\n")) <= 998
         html, text = received.html(), received.text()
         assert f"Hello {person.name}" in html
@@ -161,8 +176,11 @@ def test_each_recipient_gets_one_personalised_message_with_every_header(
         assert tokens.view_url(row.id) in html
         assert tokens.unsubscribe_url(row.id) in html
         assert tokens.open_url(row.id) in html
-        assert f"# Hello {person.name}" in text
-        assert tokens.click_url(row.id, 0) in text
+        assert text.startswith(f"Hello {person.name}\r\n\r\n")  # a heading, without "#" marks
+        # The text part shows the link's own address; the HTML part's tracked one counts the clicks.
+        assert "Offer (https://example.com/offer?a=1&b=2)" in text
+        assert tokens.click_url(row.id, 0) not in text
+        assert f"Unsubscribe ({tokens.unsubscribe_url(row.id)})" in text
         assert tokens.open_url(row.id) not in text
 
 
@@ -403,6 +421,11 @@ def test_send_test_messages(db, smtp_server) -> None:
     assert sorted(message.to for message in messages) == expected
     first = next(message for message in messages if message.to == "qa@example.com")
     assert first.message["Subject"] == f"[Test] News for {people[0].name}"
+    list_id, list_name = first_target_list(campaign.id)
+    # A test send looks like the real message to filters, but stays out of Gmail's feedback loop.
+    assert first.message["List-Id"] == f"{list_name} <list-{list_id}.mailapp.test>"
+    assert first.message["Precedence"] == "bulk"
+    assert "Feedback-ID" not in first.message
     sample = next(message for message in messages if message.to == "sample@example.com")
     assert sample.message["Subject"] == "[Test] News for Jane Doe"
     assert "Lisbon" in sample.html()

@@ -138,8 +138,6 @@ def test_repeated_opens_count_once_as_unique(client):
     "user_agent",
     [
         "Mozilla/5.0",
-        "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
-        "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
         "Mozilla/5.0 (compatible; Barracuda Sentinel)",
         "Mimecast URL Protect",
         "",
@@ -152,6 +150,58 @@ def test_machine_user_agents_are_flagged_and_not_unique_opens(client, user_agent
     assert db.session.scalars(select(OpenEvent.is_machine)).one() is True
     s = stats(delivery.campaign_id)
     assert (s.opens, s.machine_opens, s.unique_opens) == (1, 1, 0)
+
+
+GMAIL_PROXY_UA = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+YAHOO_PROXY_UA = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html"
+
+
+@pytest.mark.parametrize(("user_agent", "proxy"), [(GMAIL_PROXY_UA, "gmail"), (YAHOO_PROXY_UA, "yahoo")])
+def test_an_open_through_gmails_or_yahoos_proxy_is_a_human_open_and_a_proxy_open(client, user_agent, proxy):
+    campaign = make_campaign()
+    reader, other = make_delivery(campaign), make_delivery(campaign)
+    client.get(open_path(reader.id), headers={"User-Agent": user_agent})
+    client.get(open_path(reader.id), headers={"User-Agent": user_agent})
+    client.get(open_path(other.id), headers=READER)
+    settle()
+    events = db.session.execute(
+        select(OpenEvent.delivery_id, OpenEvent.is_machine, OpenEvent.via_proxy).order_by(OpenEvent.id)
+    ).all()
+    assert [tuple(event) for event in events] == [
+        (reader.id, False, proxy), (reader.id, False, proxy), (other.id, False, None)
+    ]
+    s = stats(campaign.id)
+    assert (s.opens, s.machine_opens, s.unique_opens, s.proxy_opens) == (3, 0, 2, 2)
+
+
+def only_open_event() -> tuple[bool, str | None]:
+    return tuple(db.session.execute(select(OpenEvent.is_machine, OpenEvent.via_proxy)).one())
+
+
+def test_an_apple_mpp_open_is_a_machine_open_through_its_proxy(client):
+    delivery = make_delivery(make_campaign())
+    client.get(open_path(delivery.id), headers={"User-Agent": machine.APPLE_MPP_USER_AGENT})
+    settle()
+    assert only_open_event() == (True, "apple_mpp")
+    s = stats(delivery.campaign_id)
+    assert (s.opens, s.machine_opens, s.unique_opens, s.proxy_opens) == (1, 1, 0, 0)
+
+
+def test_a_proxy_fetch_seconds_after_sending_is_still_a_machine_open(client):
+    delivery = make_delivery(make_campaign(), sent_ago=timedelta(seconds=0))
+    client.get(open_path(delivery.id), headers={"User-Agent": GMAIL_PROXY_UA})
+    settle()
+    assert only_open_event() == (True, "gmail")
+    s = stats(delivery.campaign_id)
+    assert (s.opens, s.machine_opens, s.unique_opens, s.proxy_opens) == (1, 1, 0, 0)
+
+
+def test_a_click_with_an_image_proxys_user_agent_is_a_machines():
+    assert machine.is_machine_user_agent(GMAIL_PROXY_UA)
+    assert machine.is_machine_user_agent(YAHOO_PROXY_UA)
+    assert machine.classify_open(GMAIL_PROXY_UA) == machine.OpenClass(is_machine=False, via_proxy="gmail")
+    assert machine.classify_open(READER_UA) == machine.OpenClass(is_machine=False, via_proxy=None)
+    assert machine.classify_open("Mimecast URL Protect") == machine.OpenClass(is_machine=True, via_proxy=None)
 
 
 def test_an_open_seconds_after_sending_is_a_machine_open(client):

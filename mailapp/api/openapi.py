@@ -148,8 +148,8 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Report": _every_field(
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
-         "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
-         "click_rate": RATE, "unsubscribes": COUNT,
+         "machine_opens": COUNT, "proxy_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT,
+         "clicks": COUNT, "click_rate": RATE, "unsubscribes": COUNT,
          "hard_bounces": COUNT, "hard_bounce_rate": RATE, "soft_bounces": COUNT, "soft_bounce_rate": RATE,
          "complaints": COUNT, "complaint_rate": RATE,
          "timeline": {"type": "array", "items": _object(

@@ -52,6 +52,9 @@ class OpenEvent(Base):
     user_agent: Mapped[str] = mapped_column(String(500), default="")
     ip: Mapped[str] = mapped_column(String(64), default="")
     is_machine: Mapped[bool] = mapped_column(default=False)
+    # The mail provider's image proxy that fetched the pixel (mailapp.tracking.machine.MAIL_PROXIES'
+    # keys), None for a direct fetch. Gmail's and Yahoo's fetch on open: human opens, shown apart.
+    via_proxy: Mapped[str | None] = mapped_column(String(20))
     # The Redis stream entry an open was buffered as: a flush that crashed after its commit but before
     # removing the entries replays them, and this key makes the replay insert (and count) nothing twice.
     buffer_key: Mapped[str | None] = mapped_column(String(40), unique=True)
@@ -87,7 +90,9 @@ class CampaignStats(Base):
     events.
 
     unique_opens counts recipients with a human open OR a human click (a click implies an open);
-    clicks and unique_clicks leave out scanner clicks, which are counted in scanner_clicks."""
+    clicks and unique_clicks leave out scanner clicks, which are counted in scanner_clicks;
+    proxy_opens are the human opens (counted in opens, not machine_opens) that came through a mail
+    provider's image proxy that fetches on open (Gmail, Yahoo)."""
 
     __tablename__ = "campaign_stats"
 
@@ -96,6 +101,7 @@ class CampaignStats(Base):
     )
     opens: Mapped[int] = mapped_column(default=0)
     machine_opens: Mapped[int] = mapped_column(default=0)
+    proxy_opens: Mapped[int] = mapped_column(default=0, server_default="0")
     unique_opens: Mapped[int] = mapped_column(default=0)
     clicks: Mapped[int] = mapped_column(default=0)
     scanner_clicks: Mapped[int] = mapped_column(default=0)

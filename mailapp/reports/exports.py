@@ -81,6 +81,7 @@ def report_csv(report: CampaignReport) -> Iterator[str]:
         "unique_opens",
         "opens",
         "machine_opens",
+        "proxy_opens",
         "open_rate",
         "clicks",
         "scanner_clicks",

@@ -4,7 +4,10 @@ and the delivery log.
 Definitions (shown on the report page too):
 - sent: deliveries the SMTP server accepted; every rate is a fraction of sent.
 - opens: every recorded pixel fetch, machine ones included; machine_opens: those made by a mail privacy
-  proxy, a security scanner or a prefetcher (see mailapp.tracking.machine), or within seconds of sending.
+  proxy that prefetches (Apple MPP), a security scanner or a prefetcher (see mailapp.tracking.machine),
+  or within seconds of sending. proxy_opens: the human opens that came through a mail provider's image
+  proxy that fetches when the reader opens the message (Gmail, Yahoo/AOL); part of opens, as any human
+  open is.
 - unique_opens: recipients with at least one human open OR a human click (a click implies an open: the
   reader's client may block images). open_rate = unique_opens / sent.
 - clicks, unique_clicks: human clicks and the recipients who clicked; scanner clicks are counted apart.
@@ -47,6 +50,7 @@ TOP_LINKS = 20
 COUNTER_FIELDS = (
     "opens",
     "machine_opens",
+    "proxy_opens",
     "unique_opens",
     "clicks",
     "scanner_clicks",
@@ -87,6 +91,7 @@ class CampaignReport:
     failed: int = 0
     opens: int = 0
     machine_opens: int = 0
+    proxy_opens: int = 0
     unique_opens: int = 0
     clicks: int = 0
     scanner_clicks: int = 0
@@ -138,6 +143,7 @@ class CampaignReport:
             "unique_opens": self.unique_opens,
             "opens": self.opens,
             "machine_opens": self.machine_opens,
+            "proxy_opens": self.proxy_opens,
             "open_rate": self.open_rate,
             "unique_clicks": self.unique_clicks,
             "clicks": self.clicks,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -16,7 +17,9 @@ from mailapp.sending.dkim import DkimKey, DkimSigner
 from mailapp.sending.message import (
     Envelope,
     FastMessageBuilder,
+    ListIdentity,
     address_domain,
+    feedback_id,
     make_message_id,
     message_date,
     message_id_suffix,
@@ -50,17 +53,33 @@ class Compiled:
         return self.verp.bounce_address(delivery_id) if self.verp is not None else self.builder.sender
 
 
+def campaign_list_identity(campaign: Campaign, public_url: str) -> ListIdentity | None:
+    """The list every message of the campaign names in List-Id: its target list with the lowest id.
+    Not the one each recipient is on: that would cost a query per message and the header could no
+    longer be built once per campaign, while someone on several target lists gets one message anyway.
+    The lowest id is the oldest list, so a campaign to "news" and "news-fr" is filed under "news"."""
+    if not campaign.lists:
+        return None
+    first = min(campaign.lists, key=lambda subscriber_list: subscriber_list.id)
+    return ListIdentity(id=first.id, name=first.name, host=urlsplit(public_url).hostname or "")
+
+
 def compile_campaign(
-    campaign: Campaign, public_url: str, verp: Verp | None = None, *, box: SecretBox | None = None
+    campaign: Campaign, public_url: str, verp: Verp | None = None, *, box: SecretBox | None = None,
+    test_send: bool = False,
 ) -> Compiled:
     """The campaign ready to build messages; its From domain's keys are read (and opened with `box`,
-    the current app's by default) here, once per send run."""
+    the current app's by default) here, once per send run. A test send gets no Feedback-ID: Gmail's
+    feedback loop is about the mail recipients get."""
     source = campaign_source(campaign)
     renderer = renderer_for(source, public_url)
-    builder = FastMessageBuilder(
-        from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
-    )
     domain = address_domain(source.from_email)
+    list_identity = campaign_list_identity(campaign, public_url)
+    builder = FastMessageBuilder(
+        from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to,
+        list_identity=list_identity,
+        feedback="" if test_send else feedback_id(source.id, list_identity and list_identity.id, domain),
+    )
     return Compiled(
         renderer, builder, domain, message_id_suffix(domain), verp, dkim_signer_for(domain, box)
     )

@@ -2,7 +2,16 @@
 once per campaign, and the stdlib reference builder the tests prove it against.
 
 Both produce multipart/alternative (text first, then HTML), quoted-printable bodies (no line over 76
-bytes), RFC 2047 encoded words for non-ASCII header text, and refuse CR or LF in any header value."""
+bytes), RFC 2047 encoded words for non-ASCII header text, and refuse CR or LF in any header value.
+
+Header lines stay within 78 characters (RFC 5322 section 2.1.1's SHOULD): plain text is folded at its
+spaces, and text that cannot be (non-ASCII, double spaces, a word too long to fit) becomes encoded
+words of at most 75 characters, one per line, so that a line holding one stays within RFC 2047's 76.
+Only a value that cannot be folded at all (a long URL or address) makes a longer line.
+
+Bulk mail carries the headers inbox providers ask for: List-Id (RFC 2919) names the list the message
+was sent to, Feedback-ID (Gmail's feedback loop) the campaign, list and sender, and `Precedence: bulk`
+keeps vacation responders quiet."""
 
 from __future__ import annotations
 
@@ -37,10 +46,14 @@ class HeaderInjectionError(SendError):
 # RFC 5322 atext plus space: a display name made only of these needs no quoting.
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
-# An encoded word's base64 text stays under 75 characters with the "=?utf-8?b?" wrapper.
-_ENCODED_WORD_BYTES = 45
+# 39 bytes are 52 base64 characters, a 64-character encoded word with the "=?utf-8?b?" wrapper: after
+# the longest header name that carries one ("Subject: ", "List-Id: ") the line is 73 characters, within
+# RFC 2047's 76 for lines with encoded words.
+_ENCODED_WORD_BYTES = 39
 # Plain ASCII header values longer than this are sent as (folded) encoded words instead.
 _PLAIN_HEADER_MAX = 900
+_LINE_MAX = 78  # RFC 5322 section 2.1.1
+_ENCODED_LINE_MAX = 76  # RFC 2047 section 2
 
 
 def refuse_line_breaks(field: str, value: str) -> str:
@@ -49,20 +62,50 @@ def refuse_line_breaks(field: str, value: str) -> str:
     return value
 
 
-def encode_header_text(value: str) -> str:
-    """Header text as is when it is plain printable ASCII, else as folded RFC 2047 encoded words."""
-    if (
+def fold_at_spaces(line: str) -> str | None:
+    """A header line ("Name: value") folded before spaces so that no line is over 78 characters, or
+    None when some run without a space is too long. Unfolding (removing each CRLF) gives the line back;
+    the space right after the colon is never a fold point."""
+    if len(line) <= _LINE_MAX:
+        return line
+    name, colon, value = line.partition(": ")
+    words = value.split(" ")
+    lines: list[str] = []
+    current = name + colon + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) <= _LINE_MAX:
+            current += " " + word
+        else:
+            lines.append(current)
+            current = " " + word
+    lines.append(current)
+    if any(len(folded) > _LINE_MAX for folded in lines):
+        return None
+    return "\r\n".join(lines)
+
+
+def _is_plain_text(value: str) -> bool:
+    return bool(
         _PRINTABLE_ASCII.fullmatch(value)
         and "=?" not in value
         and len(value) <= _PLAIN_HEADER_MAX
         and value == value.strip()
         and "  " not in value
-    ):
-        return value
-    return _encoded_words(value)
+    )
+
+
+def header_line(name: str, value: str) -> str:
+    """`Name: value` for unstructured text (Subject): plain printable ASCII folded at its spaces, else
+    RFC 2047 encoded words, one per line."""
+    if _is_plain_text(value):
+        folded = fold_at_spaces(f"{name}: {value}")
+        if folded is not None:
+            return folded
+    return f"{name}: {_encoded_words(value)}"
 
 
 def _encoded_words(value: str) -> str:
+    """The value as base64 encoded words of at most 64 characters, joined by folds."""
     raw = value.encode("utf-8")
     if len(raw) <= _ENCODED_WORD_BYTES:
         return f"=?utf-8?b?{b64encode(raw).decode('ascii')}?="
@@ -96,21 +139,70 @@ def ascii_address(field: str, address: str) -> str:
     return f"{local}@{domain}"
 
 
-def format_address(field: str, name: str, address: str) -> str:
-    """A From/To/Reply-To value: `Name <addr>`, quoted or encoded as the name needs."""
+def _plain_phrase(name: str) -> str | None:
+    """The display name as an atom phrase or a quoted string, or None when it needs encoding."""
+    if len(name) > _PLAIN_HEADER_MAX or "=?" in name or "  " in name:
+        return None
+    if _ATOM_PHRASE.fullmatch(name):
+        return name
+    if _PRINTABLE_ASCII.fullmatch(name):
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}"'
+    return None
+
+
+def named_header_line(field: str, header: str, name: str, angle_text: str) -> str:
+    """`Header: Name <angle_text>` (an address, or a List-Id's identifier), folded: a plain name at its
+    spaces (FWS may stand between the words of a phrase and inside a quoted string), an encoded one
+    word per line, with `<...>` on a line of its own when it does not fit after the name."""
     refuse_line_breaks(field, name)
-    address = ascii_address(field, address)
     name = name.strip()
     if not name:
-        return address
-    if len(name) > _PLAIN_HEADER_MAX or "=?" in name:
-        return f"{_encoded_words(name)} <{address}>"
-    if _ATOM_PHRASE.fullmatch(name) and "  " not in name:
-        return f"{name} <{address}>"
-    if _PRINTABLE_ASCII.fullmatch(name) and "=?" not in name and "  " not in name:
-        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{quoted}" <{address}>'
-    return f"{_encoded_words(name)} <{address}>"
+        return f"{header}: <{angle_text}>" if header == "List-Id" else f"{header}: {angle_text}"
+    phrase = _plain_phrase(name)
+    if phrase is not None:
+        folded = fold_at_spaces(f"{header}: {phrase} <{angle_text}>")
+        if folded is not None:
+            return folded
+    words = _encoded_words(name)
+    last_line = words.rpartition("\r\n")[2] if "\r\n" in words else f"{header}: {words}"
+    separator = " " if len(last_line) + 2 + len(angle_text) + 1 <= _ENCODED_LINE_MAX else "\r\n "
+    return f"{header}: {words}{separator}<{angle_text}>"
+
+
+_DNS_NAME = re.compile(r"(?=.*[a-z])[a-z0-9-]+(\.[a-z0-9-]+)*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class ListIdentity:
+    """The list a campaign's messages name in List-Id and Feedback-ID (see compose.py for which one).
+
+    RFC 2919 wants an identifier that stays the same for the list's whole life, whoever sends to it,
+    so its namespace is the installation's host (PUBLIC_URL) rather than the campaign's From domain;
+    an IP address or a name that is not a DNS name gets RFC 2919's "localhost" namespace."""
+
+    id: int
+    name: str
+    host: str
+
+    @property
+    def identifier(self) -> str:
+        host = self.host.lower().rstrip(".")
+        if not host.isascii():
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError:
+                host = "localhost"
+        if not _DNS_NAME.fullmatch(host):
+            host = "localhost"
+        return f"list-{self.id}.{host}"
+
+
+def feedback_id(campaign_id: int, list_id: int | None, sender_domain: str) -> str:
+    """Gmail's Feedback-ID: up to four colon-separated identifiers, the last one the sender's. Gmail
+    reports complaint rates per value of each field, so these are the campaign, the list (0 when the
+    campaign has none) and the From domain (one installation can send for several)."""
+    return f"{campaign_id}:{list_id or 0}:{sender_domain}:mailapp"
 
 
 def message_id_suffix(domain: str) -> str:
@@ -216,18 +308,35 @@ def _list_unsubscribe(envelope: Envelope) -> str:
     return f"<{envelope.unsubscribe_url}>,\r\n <mailto:{envelope.unsubscribe_mailto}?subject=unsubscribe>"
 
 
+def bulk_header_lines(list_identity: ListIdentity | None, feedback: str) -> list[str]:
+    """List-Id, Precedence and Feedback-ID: the same for every message of a campaign."""
+    lines = []
+    if list_identity is not None:
+        lines.append(named_header_line("list name", "List-Id", list_identity.name, list_identity.identifier))
+    # Not a standard field (RFC 2076 calls it non-standard), but vacation responders (RFC 3834
+    # mentions it) and filters still go by it.
+    lines.append("Precedence: bulk")
+    if feedback:
+        lines.append(f"Feedback-ID: {refuse_line_breaks('feedback ID', feedback)}")
+    return lines
+
+
 class FastMessageBuilder:
     """Builds the campaign's invariant header block and part headers once; per recipient it only
     encodes the varying headers and quoted-printable encodes the two bodies (binascii, in C)."""
 
-    def __init__(self, *, from_name: str, from_email: str, reply_to: str = "") -> None:
+    def __init__(
+        self, *, from_name: str, from_email: str, reply_to: str = "",
+        list_identity: ListIdentity | None = None, feedback: str = "",
+    ) -> None:
         self.sender = ascii_address("from address", from_email)
-        lines = [f"From: {format_address('from name', from_name, from_email)}"]
+        lines = [named_header_line("from name", "From", from_name, self.sender)]
         if reply_to:
-            lines.append(f"Reply-To: {format_address('reply-to address', '', reply_to)}")
+            lines.append(f"Reply-To: {ascii_address('reply-to address', reply_to)}")
+        lines += bulk_header_lines(list_identity, feedback)
         lines += ["List-Unsubscribe-Post: List-Unsubscribe=One-Click", "MIME-Version: 1.0"]
         boundary = f"=_mailapp_{secrets.token_hex(12)}"
-        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        lines.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
         self._invariant = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
         part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
         self._text_head = f"--{boundary}\r\n{part.format('plain')}".encode("ascii")
@@ -236,9 +345,10 @@ class FastMessageBuilder:
 
     def build(self, envelope: Envelope) -> bytes:
         refuse_line_breaks("subject", envelope.subject)
+        to = ascii_address("recipient address", envelope.to_email)
         headers = (
-            f"To: {format_address('recipient name', envelope.to_name, envelope.to_email)}\r\n"
-            f"Subject: {encode_header_text(envelope.subject)}\r\n"
+            f"{named_header_line('recipient name', 'To', envelope.to_name, to)}\r\n"
+            f"{header_line('Subject', envelope.subject)}\r\n"
             f"Date: {envelope.date}\r\n"
             f"Message-ID: {envelope.message_id}\r\n"
             f"List-Unsubscribe: {_list_unsubscribe(envelope)}\r\n"
@@ -253,12 +363,14 @@ class FastMessageBuilder:
 
 
 def build_reference(
-    *, from_name: str, from_email: str, reply_to: str, envelope: Envelope
+    *, from_name: str, from_email: str, reply_to: str, envelope: Envelope,
+    list_identity: ListIdentity | None = None, feedback: str = "",
 ) -> bytes:
     """The same message through the stdlib's EmailMessage: slow, and the yardstick for the fast one."""
     for field, value in (
         ("from name", from_name), ("subject", envelope.subject), ("recipient name", envelope.to_name),
         ("unsubscribe URL", envelope.unsubscribe_url), ("unsubscribe address", envelope.unsubscribe_mailto),
+        ("feedback ID", feedback), ("list name", list_identity.name if list_identity else ""),
     ):
         refuse_line_breaks(field, value)
     message = EmailMessage(policy=SMTP)
@@ -276,6 +388,24 @@ def build_reference(
         f", <mailto:{mailto}?subject=unsubscribe>" if mailto else ""
     )
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Precedence"] = "bulk"
+    if feedback:
+        message["Feedback-ID"] = feedback
     message.set_content(normalize_body(envelope.text or ""), subtype="plain", cte="quoted-printable")
     message.add_alternative(normalize_body(envelope.html or ""), subtype="html", cte="quoted-printable")
-    return message.as_bytes(policy=SMTP)
+    raw = message.as_bytes(policy=SMTP)
+    if list_identity is None:
+        return raw
+    # The stdlib has no List-Id type, and refolding it as unstructured text breaks encoded words (it
+    # writes "d'=?utf-8?...", which is no encoded word). The phrase follows a display name's rules, so
+    # the line is the stdlib's own folding of the name as an address's, spliced into the header block.
+    name, identifier = list_identity.name.strip(), list_identity.identifier
+    listed = f"List-Id: <{identifier}>\r\n"
+    if name:
+        named = EmailMessage(policy=SMTP)
+        named["To"] = Address(display_name=name, username="list", domain=identifier)
+        listed = "List-Id:" + named["To"].fold(policy=SMTP).partition(":")[2].replace(
+            f"<list@{identifier}>", f"<{identifier}>"
+        )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head + b"\r\n" + listed.encode("ascii") + b"\r\n" + body

@@ -57,13 +57,83 @@ _LEAF_PATHS = frozenset(
 _TOKEN_PATHS = {("unsubscribe_url",): ("unsubscribe", "/u/"), ("view_in_browser_url",): ("view", "/v/")}
 
 
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_CODE = frozenset({"code", "tt", "kbd"})
+
+
+def _plain_tags(converter: html2text.HTML2Text, tag: str, attrs: Mapping[str, Any], start: bool) -> bool:
+    """html2text's tag hook: headings are paragraphs without "#" marks, code is text without
+    backquotes, and each table cell ends its line (the cells of a layout table are blocks). True means
+    html2text does nothing more with the tag."""
+    if tag in _HEADINGS:
+        converter.p()
+        return True
+    if tag in _CODE:
+        return True
+    if tag == "hr":
+        converter.p()
+        converter.o("----")
+        converter.p()
+        return True
+    if tag in ("td", "th") and not start:
+        converter.soft_br()
+        return True
+    return False
+
+
+# What html2text still writes as Markdown, undone: an inline link `[text](url "title")` (brackets and
+# parentheses in the URL escaped with backslashes), an automatic link `<url>`, the two spaces of a
+# hard line break, and runs of blank lines that empty layout cells leave. Per-recipient values never
+# hold brackets, parentheses, backslashes, colons, line breaks or trailing spaces, and start with a
+# letter (_TEXT_SAFE), so these patterns treat a value exactly as they treat the sentinel standing in
+# for it in the skeleton.
+_MARKDOWN_LINK = re.compile(r'\[([^\[\]]*)\]\(((?:[^()\s\\]|\\.)*)(?: "(?:[^"\\]|\\.)*")?\)')
+_AUTOMATIC_LINK = re.compile(r"<((?:https?|mailto):[^<>\s]+)>")
+_MARKDOWN_ESCAPE = re.compile(r"\\(.)")
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_STRAY_LEADING_SPACE = re.compile(r"^ (?=\S)", re.MULTILINE)  # left by an image or tag before text
+_BLANK_LINES = re.compile(r"\n{3,}")
+_LIST_INDENT = re.compile(r"^  (?=(?:  |   )*(?:- |\d+\. ))", re.MULTILINE)
+
+
+def _link_as_text(found: re.Match[str], labelled: set[str]) -> str:
+    """`text (url)`; the URL alone when there is no text (an image link) or the text is the URL; and
+    nothing for an image link whose URL a labelled link shows too (a picture above its "Read more")."""
+    text = found.group(1).strip()
+    url = _MARKDOWN_ESCAPE.sub(r"\1", found.group(2))
+    shown = url.removeprefix("mailto:")
+    if not text:
+        return "" if found.group(2) in labelled else shown
+    if text in (url, shown):
+        return shown
+    return f"{found.group(1)} ({shown})"
+
+
 def html_to_text(html: str) -> str:
-    """The text part: html2text with no hard wrapping (quoted-printable keeps lines short), which is
-    also what lets the skeleton's text be filled in per recipient."""
+    """The text part, for people who read mail as plain text: paragraphs and line breaks kept, lists
+    as "- item" and "1. item", links as "text (URL)"; no images, no table pipes, no Markdown emphasis,
+    heading or code marks. No hard wrapping: quoted-printable keeps the lines on the wire within 76
+    characters, and the reader's mail app wraps them to its window. Not wrapping is also what lets
+    the skeleton's text be filled in per recipient."""
     converter = html2text.HTML2Text()
     converter.body_width = 0
     converter.unicode_snob = True
-    return converter.handle(html)
+    converter.ignore_images = True
+    converter.ignore_tables = True
+    converter.ignore_emphasis = True
+    converter.skip_internal_links = True  # "#top" means nothing in plain text
+    converter.ul_item_mark = "-"
+    converter.tag_callback = _plain_tags
+    # html2text escapes Markdown in text (a backslash before a line-start "1." or "-", and before
+    # other backslashes); plain text wants none of it, and this flag (inside <code>, where html2text
+    # sets it) turns the escaping off.
+    converter.code = True
+    text = converter.handle(html)
+    labelled = {url for label, url in _MARKDOWN_LINK.findall(text) if label.strip()}
+    text = _MARKDOWN_LINK.sub(lambda found: _link_as_text(found, labelled), text)
+    text = _AUTOMATIC_LINK.sub(lambda found: found.group(1).removeprefix("mailto:"), text)
+    text = _LIST_INDENT.sub("", _STRAY_LEADING_SPACE.sub("", _TRAILING_SPACE.sub("", text)))
+    return _BLANK_LINES.sub("\n\n", text).strip("\n") + "\n"
 
 
 @dataclass(frozen=True)
@@ -188,10 +258,22 @@ class CampaignRenderer:
             [self._prefixes["click"] + issued.click(n) for n in range(len(self.links))],
         )
         html = self.template.render(context)
-        text = html_to_text(html)
+        text = self._text_part(html, self._click_urls(issued))
         if self.source.track_opens:
             html = _with_open_pixel(html, self._open_pixel(issued.open))
         return RenderedMessage(subject, unsubscribe_url, html, text)
+
+    def _click_urls(self, issued: tokens.DeliveryTokens) -> list[str]:
+        return [self._prefixes["click"] + issued.click(n) for n in range(len(self.links))]
+
+    def _text_part(self, html: str, tracked_urls: list[str]) -> str:
+        """The text part shows each tracked link's own URL, not its click-tracking one: a reader of
+        plain text sees (and copies) the address, and a long opaque redirect would look like
+        phishing there. Clicks from text-only readers go uncounted, as their opens already do. The
+        unsubscribe and view-in-browser links stay per recipient: they are what they say."""
+        for tracked, url in zip(tracked_urls, self.links, strict=True):
+            html = html.replace(str(escape(tracked)), str(escape(url)))
+        return html_to_text(html)
 
     def _open_pixel(self, token: str) -> str:
         return (
@@ -226,7 +308,10 @@ class CampaignRenderer:
             elif path != _OPEN_PATH:
                 context[path[0]][path[1]] = sentinel
         skeleton_html = self.template.render(context)
-        skeleton_text = html_to_text(skeleton_html)
+        skeleton_text = self._text_part(
+            skeleton_html,
+            [self._prefixes["click"] + sentinels[("mailapp_links", n)] for n in range(len(self.links))],
+        )
         if self.source.track_opens:
             skeleton_html = _with_open_pixel(skeleton_html, self._open_pixel(sentinels[_OPEN_PATH]))
         return _Skeleton(
@@ -279,7 +364,8 @@ class CampaignRenderer:
         else:
             if html is None:
                 html = skeleton.html_format.format(*html_values)
-            text = html_to_text(_without_open_pixel(html, self._open_pixel(issued.open)))
+            without_pixel = _without_open_pixel(html, self._open_pixel(issued.open))
+            text = self._text_part(without_pixel, self._click_urls(issued))
             text_qp = None
         return RenderedMessage(
             subject, self._prefixes["unsubscribe"] + issued.unsubscribe, html, text, html_qp, text_qp

@@ -43,7 +43,8 @@ def send_test_messages(
     relay = relay or Relay.for_current_app()
     settings = SendSettings.for_current_app()
     compiled = compile_campaign(
-        campaign, public_url or settings.public_url, verp_for(settings.bounce_domain, settings.secret_key)
+        campaign, public_url or settings.public_url, verp_for(settings.bounce_domain, settings.secret_key),
+        test_send=True,
     )
     with relay.smtp_connection() as host:
         for address in addresses:

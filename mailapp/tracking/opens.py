@@ -137,6 +137,7 @@ def record_opens(hits: list[OpenHit]) -> int:
             delivery.campaign_id, delivery.subscriber_id, delivery.accepts_v1_tokens
         ):
             continue
+        kind = machine.classify_open(hit.user_agent)
         rows.append(
             {
                 "delivery_id": hit.delivery_id,
@@ -144,8 +145,8 @@ def record_opens(hits: list[OpenHit]) -> int:
                 "at": hit.at,
                 "user_agent": hit.user_agent[:500],
                 "ip": hit.ip,
-                "is_machine": machine.is_machine_user_agent(hit.user_agent)
-                or machine.is_early(hit.at, delivery.sent_at, window),
+                "is_machine": kind.is_machine or machine.is_early(hit.at, delivery.sent_at, window),
+                "via_proxy": kind.via_proxy,
                 "buffer_key": hit.buffer_key,
             }
         )
@@ -188,7 +189,10 @@ def _apply_open_counters(rows: list[dict[str, Any]], engaged_before: set[int]) -
         campaign["opens"] += 1
         if row["is_machine"]:
             campaign["machine_opens"] += 1
-        elif row["delivery_id"] not in engaged_before and row["delivery_id"] not in newly_engaged:
+            continue
+        if row["via_proxy"] is not None:
+            campaign["proxy_opens"] += 1
+        if row["delivery_id"] not in engaged_before and row["delivery_id"] not in newly_engaged:
             newly_engaged.add(row["delivery_id"])
             campaign["unique_opens"] += 1
     _bump_delivery_open_counters(per_delivery)

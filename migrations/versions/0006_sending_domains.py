@@ -1,7 +1,7 @@
 """sending domains: DKIM keys (sealed) per domain, and the last DNS check
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 18:00:00.000000
 
 """
