@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 STAY_UP_SECONDS = 10
 STARTUP_TIMEOUT = 60
-PROCFILE_PROCESSES = ("web", "worker", "scheduler", "beat")
+PROCFILE_PROCESSES = ("web", "worker", "scheduler", "beat", "inbound")
 WHERE_IT_RUNS = "the PostgreSQL + Redis pass (CI's second, or `make test` with DATABASE_URL) runs it"
 
 
@@ -169,7 +169,7 @@ def test_the_readmes_production_recipe_keeps_every_process_running_on_a_fresh_cl
             PUBLIC_URL="https://news.example.com",
             MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp.port), MAIL_USE_TLS="false",
             MAIL_USERNAME="", MAIL_PASSWORD="",
-            PORT=str(port),
+            PORT=str(port), BOUNCE_DOMAIN="bounce.example.com", INBOUND_SMTP_PORT=str(_free_port()),
         )
         for command in commands[:-1]:
             done = subprocess.run(
