@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailapp.domains.services import create_domain
-from mailapp.models import CampaignDeliveryCount, SubscriberImport
+from mailapp.models import CampaignDeliveryCount, SubscriberImport, SuppressionReason
 from mailapp.reports import figures as reports
+from mailapp.sending.suppression import suppress_address
 from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
 from tests.factories import SubscriberFactory
 
@@ -53,6 +54,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     record = SubscriberImport(list_id=audience.lists[0].id, filename="people.csv")
     db.session.add(record)
     sending_domain = create_domain("example.com", ed25519=True)
+    suppress_address(audience.active[1].email, SuppressionReason.HARD_BOUNCE, "smtp")
     db.session.commit()
     ids = {
         "campaign_id": campaign.id,
@@ -61,6 +63,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "subscriber_id": audience.active[0].id,
         "import_id": record.id,
         "domain_id": sending_domain.id,
+        "email": audience.active[1].email,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)
@@ -73,7 +76,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
             continue
         url = rule.rule
         for name in rule.arguments:
-            url = url.replace(f"<int:{name}>", str(ids[name]))
+            url = url.replace(f"<int:{name}>", str(ids[name])).replace(f"<{name}>", str(ids[name]))
         client = api if rule.rule.startswith("/api/") else auth_client
         response = client.get(url)
         response.close()
