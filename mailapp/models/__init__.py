@@ -5,6 +5,8 @@ from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.login_attempt import LoginAttempt
+from mailapp.models.relay import SmtpRelay, TlsMode
+from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -38,10 +40,13 @@ __all__ = [
     "Link",
     "LoginAttempt",
     "OpenEvent",
+    "SenderIdentity",
+    "SmtpRelay",
     "Subscriber",
     "SubscriberImport",
     "SubscriberList",
     "SubscriberStatus",
+    "TlsMode",
     "UTCDateTime",
     "User",
     "UserSession",
