@@ -189,6 +189,10 @@ class Config:
     SEND_SMTP_TIMEOUT_SECONDS = _env_float("SEND_SMTP_TIMEOUT_SECONDS", 60)
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
+    # A relay that failed over to its backup is tried again (one probe) after this long.
+    RELAY_RECOVERY_SECONDS = _env_float("RELAY_RECOVERY_SECONDS", 300)
+    # The longest the "Test connection" of a relay waits for each step (connect, EHLO, STARTTLS, login).
+    RELAY_TEST_TIMEOUT_SECONDS = _env_float("RELAY_TEST_TIMEOUT_SECONDS", 10)
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
     # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
     # not caught by the lookahead).

@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
 
@@ -43,3 +43,5 @@ class SmtpRelay(Base):
     failover_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    backup_relay: Mapped[SmtpRelay | None] = relationship(remote_side=[id])

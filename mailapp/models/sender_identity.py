@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
+from mailapp.models.relay import SmtpRelay
 
 
 class SenderIdentity(Base):
@@ -23,3 +24,5 @@ class SenderIdentity(Base):
     relay_id: Mapped[int | None] = mapped_column(ForeignKey("smtp_relays.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    relay: Mapped[SmtpRelay | None] = relationship()

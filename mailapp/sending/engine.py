@@ -27,6 +27,7 @@ from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.models import Campaign, CampaignStatus, SubscriberStatus, utcnow
 from mailapp.sending import ledger, pipeline, templating
+from mailapp.sending.caps import CapReached
 from mailapp.sending.compose import Compiled, build_message, compile_campaign, delivery_recipient
 from mailapp.sending.ledger import ClaimedRow, Outcomes
 from mailapp.sending.message import ascii_address
@@ -41,6 +42,7 @@ class RunResult:
     sent: int = 0
     retry_in: float | None = None  # re-run after this many seconds for deferred rows
     run_over: bool = False  # SEND_RUN_SECONDS ran out with work left: the task queues its continuation
+    waiting: CapReached | None = None  # the relay's hourly or daily cap stopped the run
 
 
 def send_campaign(
@@ -75,7 +77,7 @@ def send_campaign(
     if limiter.enabled:
         # A batch must finish well inside its lease even at the configured rate.
         batch_size = max(1, min(batch_size, int(limiter.rate * lease_seconds / 4)))
-    outcomes = Outcomes()
+    outcomes = Outcomes(relay_name=relay.name)
     run_ends = time.monotonic() + settings.run_seconds
     with relay.smtp_connection() as host:
         connection = [host]
@@ -96,6 +98,9 @@ def send_campaign(
                     raise
                 if outcomes.out_of_time:
                     result.run_over = True
+                    return result
+                if outcomes.capped is not None:
+                    result.waiting = outcomes.capped
                     return result
         finally:
             if connection[0] is not host and connection[0] is not _LOST:
@@ -185,7 +190,15 @@ def _outgoing(
         row = queue.popleft()
         message = _message_for(row, compiled, checkpoints.outcomes)
         if message is not None:
-            limiter.wait()
+            try:
+                limiter.wait()
+            except CapReached as reached:
+                # The relay's cap is used up: this row and the rest go back, to wait for its window.
+                checkpoints.outcomes.capped = reached
+                queue.appendleft(row)
+                ledger.release([row.id for row in queue])  # committed with the batch's last outcomes
+                queue.clear()
+                return
             yield message
 
 

@@ -91,6 +91,8 @@ class Outcomes:
     last_render_error: str = ""
     # The task reached its soft time limit while building a message: send no more, hand the rest back.
     out_of_time: bool = False
+    relay_name: str = ""  # the relay these messages go through, written on each sent row
+    capped: Exception | None = None  # the relay's cap (caps.CapReached) stopped the batch
 
     def __len__(self) -> int:
         return len(self.sent) + len(self.failed) + len(self.deferred)
@@ -103,6 +105,7 @@ _MARK_SENT = (
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
     .values(
         status=DeliveryStatus.SENT, sent_at=bindparam("now"), smtp_code=250, error="", leased_until=None,
+        relay_name=bindparam("relay_name", type_=String),
         next_attempt_at=None, attempts=Delivery.attempts + 1,
         message_id=literal("<") + cast(Delivery.id, String) + bindparam("message_id_suffix", type_=String),
     )
@@ -119,7 +122,8 @@ def write_outcomes(outcomes: Outcomes, message_id_suffix: str) -> None:
         db.session.execute(text("SET LOCAL synchronous_commit = off"))
     if outcomes.sent:
         db.session.execute(
-            _MARK_SENT, {"ids": outcomes.sent, "now": now, "message_id_suffix": message_id_suffix}
+            _MARK_SENT, {"ids": outcomes.sent, "now": now, "message_id_suffix": message_id_suffix,
+                         "relay_name": outcomes.relay_name},
         )
     for delivery_id, code, error, attempted in outcomes.failed:
         db.session.execute(
@@ -259,7 +263,9 @@ def campaigns_needing_workers() -> list[int]:
     needing: list[int] = []
     for campaign_id in db.session.scalars(
         select(Campaign.id).where(
-            Campaign.status == CampaignStatus.SENDING, Campaign.snapshot_taken_at.is_not(None)
+            Campaign.status == CampaignStatus.SENDING, Campaign.snapshot_taken_at.is_not(None),
+            # held back by a relay's cap: its continuation is queued for when the window opens
+            or_(Campaign.waiting_until.is_(None), Campaign.waiting_until <= now),
         )
     ).all():
         due = db.session.scalar(select(exists().where(
