@@ -109,9 +109,11 @@ def _build(row: SmtpRelay | None, config: Mapping[str, Any], mail_extension: Any
                                     instance_path, relay_name=DEFAULT_RELAY_NAME)
         return relay, limiter
     relay = Relay.from_settings(relay_settings(row, config), timeout, name=row.name, relay_id=row.id)
-    # Keyed by the row's id: two rows for one host keep their own limits, and a renamed relay its own.
+    # Keyed by the row (its id and when it was made, since SQLite may hand a deleted row's id out again):
+    # two rows for one host keep their own limits, and an edited relay its counts.
     limiter = CappedRateLimiter(
-        row.rate_per_second, f"relay-{row.id}", redis_url, instance_path,
+        row.rate_per_second, f"relay-{row.id}-{int(row.created_at.timestamp() * 1000)}", redis_url,
+        instance_path,
         hour_cap=row.cap_per_hour, day_cap=row.cap_per_day, relay_name=row.name,
     )
     return relay, limiter
