@@ -193,6 +193,9 @@ class Config:
     RELAY_RECOVERY_SECONDS = _env_float("RELAY_RECOVERY_SECONDS", 300)
     # The longest the "Test connection" of a relay waits for each step (connect, EHLO, STARTTLS, login).
     RELAY_TEST_TIMEOUT_SECONDS = _env_float("RELAY_TEST_TIMEOUT_SECONDS", 10)
+    # Hosts a stored relay may name (comma-separated; empty: any). Whoever edits relays makes the app
+    # connect where they say ("Test connection" reports what answers): this bounds it.
+    RELAY_ALLOWED_HOSTS = os.environ.get("RELAY_ALLOWED_HOSTS", "")
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
     # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
     # not caught by the lookahead).
@@ -328,6 +331,8 @@ class TestConfig(Config):
     SEND_LEASE_SECONDS = 30
     # Flask-Mail suppresses sending when TESTING; tests send to a real SMTP server (tests/smtp.py).
     MAIL_SUPPRESS_SEND = False
+    # Tests (and the API fuzz) never make the app connect beyond this machine.
+    RELAY_ALLOWED_HOSTS = "127.0.0.1,::1,localhost"
 
 
 def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:

@@ -40,7 +40,7 @@ class RelaySettings:
     suppress: bool = False
 
 
-class _TimedConnection(Connection):
+class TimedConnection(Connection):
     """Flask-Mail's Connection with a timeout on the connect itself (Flask-Mail sets none, so an address
     that drops SYNs would hold the caller for minutes), keeping the server's greeting."""
 
@@ -115,11 +115,15 @@ class Relay:
     def connect(self) -> smtplib.SMTP | None:
         return self.open_connection().host
 
-    def open_connection(self) -> _TimedConnection:
+    def open_connection(self) -> TimedConnection:
         """Connected (and STARTTLS'd and logged in, as configured); its greeting and host at hand."""
-        connection = _TimedConnection(self._mail_settings, self.timeout_seconds)
+        connection = self.new_connection()
         connection.__enter__()
         return connection
+
+    def new_connection(self) -> TimedConnection:
+        """Not connected yet: __enter__ connects (and keeps the greeting even if a later step fails)."""
+        return TimedConnection(self._mail_settings, self.timeout_seconds)
 
 
 def quit_connection(host: smtplib.SMTP | None) -> None:
