@@ -50,6 +50,7 @@ def test_bad_relay_input_names_each_field_and_writes_nothing(api, db):
                                          "backup_relay_id"}
     assert _problem_fields(api.post("/api/v1/relays", json={**RELAY, "host": "smtp.example.com"})) == {"host"}
     assert _problem_fields(api.post("/api/v1/relays", json={**RELAY, "colour": "red"})) == {"colour"}
+    assert _problem_fields(api.post("/api/v1/relays", json={**RELAY, "tls_mode": {}})) == {"tls_mode"}  # fuzz
     assert _problem_fields(api.post("/api/v1/relays", json={"name": "x"})) == {"host"}
     assert db.session.scalar(select(SmtpRelay)) is None
     api.post("/api/v1/relays", json=RELAY)

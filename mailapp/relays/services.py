@@ -182,7 +182,7 @@ def _check_relay(data: Mapping[str, Any], relay: SmtpRelay | None) -> dict[str, 
         check.values.pop("host")
     check.number("port", 1, 65535)
     if "tls_mode" in data:
-        if data["tls_mode"] in {mode.value for mode in TlsMode}:
+        if isinstance(data["tls_mode"], str) and data["tls_mode"] in {mode.value for mode in TlsMode}:
             check.values["tls_mode"] = data["tls_mode"]
         else:
             check.problems.append(field_problem("tls_mode", "Must be one of none, starttls, ssl."))
