@@ -191,6 +191,9 @@ class Config:
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
     # A relay that failed over to its backup is tried again (one probe) after this long.
     RELAY_RECOVERY_SECONDS = _env_float("RELAY_RECOVERY_SECONDS", 300)
+    # A relay with a backup that answers this many messages in a row with 4xx fails over too: it is up
+    # but takes nothing. Below SEND_MAX_CONSECUTIVE_FAILURES, so the backup takes over before a pause.
+    RELAY_FAILOVER_DEFERRALS = _env_int("RELAY_FAILOVER_DEFERRALS", 10)
     # The longest the "Test connection" of a relay waits for each step (connect, EHLO, STARTTLS, login).
     RELAY_TEST_TIMEOUT_SECONDS = _env_float("RELAY_TEST_TIMEOUT_SECONDS", 10)
     # Hosts a stored relay may name (comma-separated; empty: any). Whoever edits relays makes the app

@@ -103,3 +103,30 @@ def test_without_a_backup_an_unreachable_relay_pauses_the_campaign_naming_it(
     tasks.enqueue_sending(campaign.id)
     paused = wait_for_status(campaign.id, "paused", timeout=30)
     assert f"127.0.0.1:{primary_server.port}" in paused.status_reason
+
+
+def test_a_relay_that_defers_everything_fails_over_to_its_backup(
+    db, app, celery_worker, two_servers, quick_failover, monkeypatch
+) -> None:
+    monkeypatch.setitem(app.config, "RELAY_FAILOVER_DEFERRALS", 3)
+    monkeypatch.setitem(app.config, "RELAY_RECOVERY_SECONDS", 3600)
+    primary_server, backup_server = two_servers
+    backup = SmtpRelay(name="backup relay", host="127.0.0.1", port=backup_server.port, tls_mode="none")
+    primary = SmtpRelay(name="busy relay", host="127.0.0.1", port=primary_server.port, tls_mode="none",
+                        backup_relay=backup)
+    db.session.add_all([backup, primary])
+    db.session.commit()
+    primary_id = primary.id
+    campaign, people = make_campaign(count=8, relay_id=primary_id)
+    for person in people:
+        primary_server.script_replies(person.email, ["451 4.7.1 Greylisted, try again later"] * 10)
+
+    tasks.enqueue_sending(campaign.id)
+    wait_for_status(campaign.id, "sent", timeout=60)
+
+    assert primary_server.messages == []
+    assert Counter(message.to for message in backup_server.messages) == Counter(p.email for p in people)
+    assert {row.relay_name for row in deliveries(campaign.id)} == {"backup relay"}
+    relay = _relay_row(primary_id)
+    assert relay.failed_over_until is not None
+    assert "451 4.7.1 Greylisted" in relay.failover_reason

@@ -32,7 +32,7 @@ from mailapp.sending.compose import Compiled, build_message, compile_campaign, d
 from mailapp.sending.ledger import ClaimedRow, Outcomes
 from mailapp.sending.message import ascii_address
 from mailapp.sending.ratelimit import RateLimiter
-from mailapp.sending.relay import Relay, SMTPUnavailable, describe, quit_connection
+from mailapp.sending.relay import Relay, RelayDeferring, SMTPUnavailable, describe, quit_connection
 from mailapp.sending.settings import SendSettings
 
 
@@ -102,6 +102,11 @@ def send_campaign(
                 if outcomes.capped is not None:
                     result.waiting = outcomes.capped
                     return result
+                if _deferring(relay, outcomes):
+                    raise RelayDeferring(
+                        f"The SMTP server {relay.address} answered {outcomes.consecutive_deferrals} messages "
+                        f"in a row with a temporary failure; the last: {outcomes.last_error}"
+                    )
         finally:
             if connection[0] is not host and connection[0] is not _LOST:
                 quit_connection(connection[0])  # the connection a reconnect opened
@@ -132,6 +137,7 @@ def _send_rows(
     checkpoints = _Checkpoints(
         campaign_id, [row.id for row in rows], outcomes, result, settings, compiled.message_id_suffix
     )
+    checkpoints.relay = relay
     while queue and not result.stopped:
         try:
             for submitted in pipeline.submit(connection[0], _outgoing(queue, compiled, limiter, checkpoints)):
@@ -139,7 +145,7 @@ def _send_rows(
                 row = submitted.message.key
                 if submitted.accepted:
                     outcomes.sent.append(row.id)
-                    outcomes.consecutive_failures = 0
+                    outcomes.consecutive_failures = outcomes.consecutive_deferrals = 0
                 else:
                     _smtp_reply(outcomes, settings, row, submitted.code, submitted.reply)
         except pipeline.ConnectionLost as lost:
@@ -186,6 +192,11 @@ def _outgoing(
             ledger.release([row.id for row in queue])
             queue.clear()
             db.session.commit()
+            return
+        if _deferring(checkpoints.relay, checkpoints.outcomes):
+            # The relay defers everything and has a backup: the rest goes back for the backup to send.
+            ledger.release([row.id for row in queue])  # committed with the batch's last outcomes
+            queue.clear()
             return
         row = queue.popleft()
         message = _message_for(row, compiled, checkpoints.outcomes)
@@ -248,6 +259,7 @@ class _Checkpoints:
         self.mark_seconds = settings.mark_seconds
         self.max_failures = settings.max_consecutive_failures
         self.last_write = self.lease_renewed_at = time.monotonic()
+        self.relay: Relay | None = None
 
     def due(self) -> bool:
         return (
@@ -311,11 +323,18 @@ def _reconnect(relay: Relay, host: Any, outcomes: Outcomes, reason: str) -> Any:
         return _LOST
 
 
+def _deferring(relay: Relay | None, outcomes: Outcomes) -> bool:
+    limit = relay.failover_after_deferrals if relay is not None else None
+    return bool(limit) and outcomes.consecutive_deferrals >= limit
+
+
 def _smtp_reply(outcomes: Outcomes, settings: SendSettings, row: ClaimedRow, code: int, reply: str) -> None:
     message = f"{code} {reply}".strip()
     if 400 <= code < 500:
+        outcomes.consecutive_deferrals += 1
         _defer(outcomes, settings, row, code, message)
     else:
+        outcomes.consecutive_deferrals = 0
         _failed(outcomes, row.id, code, message)
 
 

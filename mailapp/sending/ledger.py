@@ -84,6 +84,7 @@ class Outcomes:
     failed: list[tuple[int, int | None, str, bool]] = field(default_factory=list)
     deferred: list[tuple[int, int | None, str, datetime]] = field(default_factory=list)
     consecutive_failures: int = 0
+    consecutive_deferrals: int = 0  # 4xx replies in a row: a relay taking nothing
     # Messages that could not be built in a row (a render over its limits, odd data): counted apart,
     # since one bad row says nothing about the relay; only a layout that fails for everyone pauses.
     consecutive_render_failures: int = 0

@@ -25,6 +25,10 @@ class SMTPUnavailable(SendError):
     """The SMTP server cannot be reached (or dropped us and cannot be reached again)."""
 
 
+class RelayDeferring(SMTPUnavailable):
+    """The relay answered a run of messages with 4xx: it is up but takes nothing (its backup should)."""
+
+
 @dataclass(frozen=True)
 class RelaySettings:
     """What Flask-Mail's Connection reads from a Mail object (server, port, use_tls, use_ssl, username,
@@ -79,6 +83,8 @@ class Relay:
         self.timeout_seconds = timeout_seconds
         self.name = name  # written on each delivery it sends
         self.relay_id = relay_id  # None: the MAIL_* default
+        # With a backup to fail over to: this many 4xx replies in a row stop the run (RelayDeferring).
+        self.failover_after_deferrals: int | None = None
 
     @classmethod
     def from_app(cls, app: Flask) -> Relay:

@@ -109,6 +109,8 @@ def _build(row: SmtpRelay | None, config: Mapping[str, Any], mail_extension: Any
                                     instance_path, relay_name=DEFAULT_RELAY_NAME)
         return relay, limiter
     relay = Relay.from_settings(relay_settings(row, config), timeout, name=row.name, relay_id=row.id)
+    if row.backup_relay_id is not None:
+        relay.failover_after_deferrals = int(config["RELAY_FAILOVER_DEFERRALS"])
     # Keyed by the row (its id and when it was made, since SQLite may hand a deleted row's id out again):
     # two rows for one host keep their own limits, and an edited relay its counts.
     limiter = CappedRateLimiter(

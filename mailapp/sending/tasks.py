@@ -15,7 +15,7 @@ from mailapp.extensions import db
 from mailapp.models import utcnow
 from mailapp.sending import engine, ledger, relay_choice
 from mailapp.sending.caps import CapReached
-from mailapp.sending.relay import SMTPUnavailable
+from mailapp.sending.relay import RelayDeferring, SMTPUnavailable
 from mailapp.sending.settings import SendSettings
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound t
         return {"stopped": "time limit", "continued": True}
     except SMTPUnavailable as error:
         db.session.rollback()
-        if chosen.has_backup and chosen.probing:
-            return _fail_over(campaign_id, chosen, error)  # the probe failed: straight back to the backup
+        if chosen.has_backup and (chosen.probing or isinstance(error, RelayDeferring)):
+            # A failed probe, or a relay that is up but defers everything: straight to the backup.
+            return _fail_over(campaign_id, chosen, error)
         retries = int(current_app.config["SEND_CONNECT_RETRIES"])
         if self.request.retries < retries:
             delay = float(current_app.config["SEND_CONNECT_RETRY_SECONDS"]) * 2**self.request.retries
