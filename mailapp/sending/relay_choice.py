@@ -159,7 +159,17 @@ def hold_for_cap(campaign_id: int, until: datetime, reason: str) -> bool:
         .values(waiting_until=until, status_reason=reason),
         execution_options={"synchronize_session": False},
     )
-    return bool(result.rowcount)
+    if result.rowcount:
+        return True
+    # Already waiting for this window: put the reason back if a pause and resume cleared it.
+    db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING,
+               Campaign.waiting_until == until, Campaign.status_reason != reason)
+        .values(status_reason=reason),
+        execution_options={"synchronize_session": False},
+    )
+    return False
 
 
 def end_hold(campaign_id: int) -> None:
