@@ -12,6 +12,7 @@ from mailapp.models import Campaign, SmtpRelay
 from mailapp.secret_box import SecretBox
 from mailapp.sending.relay_choice import chosen_relay_row
 from tests.campaign_fixtures import audience, campaign_payload, make_delivery, make_ready_campaign  # noqa: F401
+from tests.smtp import SMTPTestServer
 
 RELAY = {"name": "Mailgun", "host": "127.0.0.1", "port": 2525, "tls_mode": "none", "username": "postmaster",
          "password": "s3cret pass", "cap_per_hour": 500, "rate_per_second": 2.5}
@@ -202,3 +203,17 @@ def test_the_campaign_form_offers_the_identities_and_relays(auth_client, api, au
     assert "Newsletter &lt;news@example.com&gt;" in page
     assert "&#34;from_email&#34;: &#34;news@example.com&#34;" in page  # what the picker fills in
     assert ">Mailgun</option>" in page
+
+
+def test_a_test_send_goes_through_the_campaigns_relay(api, db, smtp_server, audience):  # noqa: F811
+    own = SMTPTestServer()
+    own.start()
+    try:
+        relay = api.post("/api/v1/relays", json={**RELAY, "port": own.port, "password": None}).get_json()
+        campaign = make_ready_campaign(audience, relay_id=relay["id"])
+        response = api.post(f"/api/v1/campaigns/{campaign.id}/test", json={"emails": ["qa@example.com"]})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert [message.to for message in own.wait_for(1)] == ["qa@example.com"]
+        assert smtp_server.messages == []
+    finally:
+        own.stop()

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select, union_all
 
 from mailapp.addresses import normalize_email
@@ -290,9 +291,13 @@ def send_test(
     subscriber_id = resolve_test_subscriber(subscriber)
     if campaign.layout_id is None:
         raise ValidationError("The campaign has no layout: choose one before sending a test.")
+    from mailapp.sending.relay_choice import choose_relay
     from mailapp.sending.test_sends import send_test_messages
 
-    send_test_messages(campaign.id, addresses, subscriber_id)
+    # Through the relay the campaign itself would use, so the test shows what its recipients will get.
+    config = current_app.config
+    relay = choose_relay(campaign.id, config, current_app.extensions["mail"], current_app.instance_path).relay
+    send_test_messages(campaign.id, addresses, subscriber_id, relay=relay)
     return addresses
 
 

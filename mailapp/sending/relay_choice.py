@@ -90,7 +90,6 @@ def choose_relay(campaign_id: int, config: Mapping[str, Any], mail_extension: An
         failed_over_from = failed_over_from or row.id
         row = backup
     chosen = _build(row, config, mail_extension, instance_path)
-    db.session.commit()  # reads only: end the transaction before the send loop takes its own
     return ChosenRelay(
         chosen[0], chosen[1], row.max_connections if row is not None else None,
         failed_over_from=failed_over_from, probing=probing,

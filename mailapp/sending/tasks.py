@@ -68,6 +68,7 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound t
     relay_choice.end_hold(campaign_id)
     db.session.commit()
     chosen = _choose_relay(campaign_id)
+    db.session.commit()  # reads only: end the transaction before the send loop takes its own
     try:
         result = engine.send_campaign(
             campaign_id, chosen.relay, SendSettings.from_config(current_app.config), chosen.limiter
