@@ -167,6 +167,7 @@ def test_the_delivery_log_names_the_relay_of_each_message(api, auth_client, db, 
     assert [item["relay_name"] for item in log["items"]] == ["Mailgun EU"]
     page = auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
     assert 'data-testid="delivery-relay">Mailgun EU<' in page
+    assert 'data-testid="campaign-relay">via the default relay<' in page
 
 
 def test_the_relays_page_adds_a_relay_tests_it_and_never_shows_its_password(auth_client, db, smtp_server):
