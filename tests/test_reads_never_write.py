@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, func, select
 
-from mailapp.models import CampaignDeliveryCount, SubscriberImport
+from mailapp.models import CampaignDeliveryCount, SenderIdentity, SmtpRelay, SubscriberImport
 from mailapp.reports import figures as reports
 from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
 from tests.factories import SubscriberFactory
@@ -50,7 +50,9 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     for status in ("pending", "sent", "failed", "sent"):
         make_delivery(campaign.id, SubscriberFactory().id, status=status)
     record = SubscriberImport(list_id=audience.lists[0].id, filename="people.csv")
-    db.session.add(record)
+    relay = SmtpRelay(name="relay", host="127.0.0.1")
+    identity = SenderIdentity(name="identity", from_email="news@example.com")
+    db.session.add_all([record, relay, identity])
     db.session.commit()
     ids = {
         "campaign_id": campaign.id,
@@ -58,6 +60,8 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "layout_id": audience.layout.id,
         "subscriber_id": audience.active[0].id,
         "import_id": record.id,
+        "relay_id": relay.id,
+        "identity_id": identity.id,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)
