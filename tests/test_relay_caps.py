@@ -132,3 +132,15 @@ def test_an_hourly_cap_holds_across_two_worker_processes_and_the_rest_waits(app,
     assert {worker.name for worker in workers if "mailapp.sending.tasks.send_batch" in worker.tail()} == {
         "worker0", "worker1"
     }
+
+
+def test_once_the_window_opens_the_sweeper_picks_the_campaign_up_and_the_reason_goes(db) -> None:
+    campaign, _ = make_campaign(count=2)
+    assert relay_choice.hold_for_cap(campaign.id, utcnow() - timedelta(seconds=1), "Waiting: test")
+    db.session.commit()
+    assert ledger.campaigns_needing_workers() == [campaign.id]  # the backstop for a lost continuation
+    relay_choice.end_hold(campaign.id)  # what each send task does first
+    db.session.commit()
+    reopened = db.session.get(Campaign, campaign.id)
+    assert (reopened.status, reopened.status_reason, reopened.waiting_until) == ("sending", "", None)
+    db.session.rollback()
