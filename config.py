@@ -247,6 +247,16 @@ class Config:
     AUTO_PAUSE_MIN_SENT = _env_int("AUTO_PAUSE_MIN_SENT", 500)
     AUTO_PAUSE_COMPLAINT_RATE = _env_float("AUTO_PAUSE_COMPLAINT_RATE", 0.003)
     AUTO_PAUSE_HARD_BOUNCE_RATE = _env_float("AUTO_PAUSE_HARD_BOUNCE_RATE", 0.05)
+    # A relay that failed over to its backup is tried again (one probe) after this long.
+    RELAY_RECOVERY_SECONDS = _env_float("RELAY_RECOVERY_SECONDS", 300)
+    # A relay with a backup that answers this many messages in a row with 4xx fails over too: it is up
+    # but takes nothing. Below SEND_MAX_CONSECUTIVE_FAILURES, so the backup takes over before a pause.
+    RELAY_FAILOVER_DEFERRALS = _env_int("RELAY_FAILOVER_DEFERRALS", 10)
+    # The longest the "Test connection" of a relay waits for each step (connect, EHLO, STARTTLS, login).
+    RELAY_TEST_TIMEOUT_SECONDS = _env_float("RELAY_TEST_TIMEOUT_SECONDS", 10)
+    # Hosts a stored relay may name (comma-separated; empty: any). Whoever edits relays makes the app
+    # connect where they say ("Test connection" reports what answers): this bounds it.
+    RELAY_ALLOWED_HOSTS = os.environ.get("RELAY_ALLOWED_HOSTS", "")
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
     # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
     # not caught by the lookahead).
@@ -409,6 +419,8 @@ def refuse_http_public_url() -> None:
         "mail providers offer one-click unsubscribe only for https links. Set ALLOW_HTTP_PUBLIC_URL=1 "
         "to start with an http address anyway."
     )
+    # Tests (and the API fuzz) never make the app connect beyond this machine.
+    RELAY_ALLOWED_HOSTS = "127.0.0.1,::1,localhost"
 
 
 def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:

@@ -11,7 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config, apply_derived_settings, config_from_env
 
 API_ENDPOINT_MODULES = (
-    "campaigns", "layouts", "lists", "openapi", "reports", "sending_domains", "subscribers", "suppressions",
+    "campaigns", "layouts", "lists", "openapi", "relays", "reports", "sending_domains", "subscribers",
+    "suppressions",
 )
 
 
@@ -88,6 +89,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.devinbox.routes import bp as devinbox_bp
     from mailapp.domains.routes import bp as domains_bp
     from mailapp.layouts.routes import bp as layouts_bp
+    from mailapp.relays.routes import bp as relays_bp
     from mailapp.reports.routes import bp as reports_bp
     from mailapp.subscribers.routes import bp as subscribers_bp
     from mailapp.tracking.routes import bp as tracking_bp
@@ -105,6 +107,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_bp, url_prefix="/reports")
     app.register_blueprint(deliverability_bp, url_prefix="/suppressions")
     app.register_blueprint(domains_bp, url_prefix="/domains")
+    app.register_blueprint(relays_bp, url_prefix="/relays")
     app.register_blueprint(devinbox_bp, url_prefix="/dev/inbox")
     app.register_blueprint(tracking_bp)
     # The API authenticates with bearer tokens, not cookies, so CSRF does not apply; the tracking

@@ -10,6 +10,8 @@ has been saved again (SecretBox.reseal)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -44,8 +46,12 @@ class SecretBox:
 
     @classmethod
     def from_app(cls, app: Flask) -> SecretBox:
-        configured = (app.config.get("ENCRYPTION_KEY") or "").split(",")
-        keys = [key.strip() for key in configured if key.strip()] or [app.config["SECRET_KEY"]]
+        return cls.from_config(app.config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SecretBox:
+        configured = (config.get("ENCRYPTION_KEY") or "").split(",")
+        keys = [key.strip() for key in configured if key.strip()] or [config["SECRET_KEY"]]
         return cls(keys)
 
     @classmethod

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "mailapp"
 BLUEPRINT_PACKAGES = frozenset(
     {
         "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "reports", "subscribers", "tracking", "api",
+        "relays", "reports", "subscribers", "tracking", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

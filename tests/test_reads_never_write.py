@@ -9,7 +9,13 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailapp.domains.services import create_domain
-from mailapp.models import CampaignDeliveryCount, SubscriberImport, SuppressionReason
+from mailapp.models import (
+    CampaignDeliveryCount,
+    SenderIdentity,
+    SmtpRelay,
+    SubscriberImport,
+    SuppressionReason,
+)
 from mailapp.reports import figures as reports
 from mailapp.sending.suppression import suppress_address
 from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
@@ -55,6 +61,9 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     db.session.add(record)
     sending_domain = create_domain("example.com", ed25519=True)
     suppress_address(audience.active[1].email, SuppressionReason.HARD_BOUNCE, "smtp")
+    relay = SmtpRelay(name="relay", host="127.0.0.1")
+    identity = SenderIdentity(name="identity", from_email="news@example.com")
+    db.session.add_all([record, relay, identity])
     db.session.commit()
     ids = {
         "campaign_id": campaign.id,
@@ -64,6 +73,8 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "import_id": record.id,
         "domain_id": sending_domain.id,
         "email": audience.active[1].email,
+        "relay_id": relay.id,
+        "identity_id": identity.id,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)

@@ -15,9 +15,11 @@ from mailapp.ids import MAX_ID, MAX_PAGE, MIN_ID
 from mailapp.json_nesting import MAX_JSON_DEPTH
 from mailapp.models.campaign import CampaignStatus
 from mailapp.models.delivery import DeliveryStatus
+from mailapp.models.relay import TlsMode
 from mailapp.models.sending_domain import SELECTOR_MAX_LENGTH
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
 from mailapp.models.suppression import SuppressionReason
+from mailapp.relays import services as relay_services
 from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
 
 Schema = dict[str, Any]
@@ -104,17 +106,19 @@ SCHEMAS: dict[str, Schema] = {
          "message": {"type": "string"}, "track_opens": {"type": "boolean"},
          "track_clicks": {"type": "boolean"},
          "send_at": NULLABLE_TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
-         "created_at": NULLABLE_TIME, "stats": CAMPAIGN_STATS},
+         "created_at": NULLABLE_TIME, "stats": CAMPAIGN_STATS,
+         "sender_identity_id": {"type": ["integer", "null"]}, "relay_id": {"type": ["integer", "null"]}},
         ["id", "name", "status", "subject", "from_name", "from_email", "reply_to", "layout_id", "list_ids",
          "message", "track_opens", "track_clicks", "send_at", "started_at", "finished_at", "created_at",
-         "stats"],
+         "stats", "sender_identity_id", "relay_id"],
     ),
     "Delivery": _object(
         {"id": ID, "subscriber_id": {"type": ["integer", "null"]}, "email": {"type": "string"},
          "status": _enum(DeliveryStatus), "attempts": COUNT, "sent_at": NULLABLE_TIME,
          "message_id": {"type": ["string", "null"]}, "smtp_code": {"type": ["integer", "null"]},
-         "error": {"type": ["string", "null"]}},
-        ["id", "subscriber_id", "email", "status", "attempts", "sent_at", "message_id", "smtp_code", "error"],
+         "error": {"type": ["string", "null"]}, "relay_name": STRING},
+        ["id", "subscriber_id", "email", "status", "attempts", "sent_at", "message_id", "smtp_code", "error",
+         "relay_name"],
     ),
     "DeliveryKeysetPage": _object(
         {"items": {"type": "array", "items": _ref("Delivery")}, "per_page": {"type": "integer", "minimum": 1},
@@ -162,6 +166,30 @@ SCHEMAS: dict[str, Schema] = {
     ),
 }
 
+SCHEMAS.update({
+    "Relay": _every_field(
+        {"id": ID, "name": STRING, "host": STRING,
+         "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "tls_mode": _enum(TlsMode),
+         "username": STRING,
+         "password_set": {"type": "boolean", "description": "The password itself is never shown."},
+         "max_connections": {"type": "integer", "minimum": 1}, "rate_per_second": RATE,
+         "cap_per_hour": COUNT, "cap_per_day": COUNT, "backup_relay_id": {"type": ["integer", "null"]},
+         "enabled": {"type": "boolean"}, "is_default": {"type": "boolean"},
+         "failed_over_until": NULLABLE_TIME, "failover_reason": STRING,
+         "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME},
+    ),
+    "RelayTest": _every_field(
+        {"ok": {"type": "boolean"}, "greeting": STRING,
+         "extensions": {"type": "array", "items": STRING}, "error": {"type": ["string", "null"]}},
+    ),
+    "SenderIdentity": _every_field(
+        {"id": ID, "name": STRING, "from_name": STRING, "from_email": STRING, "reply_to": STRING,
+         "relay_id": {"type": ["integer", "null"]},
+         "domain": {"type": "string", "description": "The From address's domain (its sending domain)."},
+         "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME},
+    ),
+})
+
 # --- request bodies ---------------------------------------------------------------------------------
 
 LIST_FIELDS = {"name": {"type": "string", "minLength": 1, "maxLength": LIST_NAME_MAX},
@@ -179,6 +207,26 @@ SUPPRESSION_FIELDS = {
     "detail": {"type": "string", "maxLength": 2000},
 }
 LAYOUT_FIELDS = {"name": {"type": "string", "minLength": 1}, "html": {"type": "string"}}
+NULLABLE_ID: Schema = {"anyOf": [ID, {"type": "null"}]}
+RELAY_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": relay_services.NAME_MAX},
+    "host": {"type": "string", "minLength": 1, "maxLength": relay_services.HOST_MAX},
+    "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "tls_mode": _enum(TlsMode),
+    "username": {"type": "string", "maxLength": 320},
+    "password": {"type": ["string", "null"], "maxLength": relay_services.PASSWORD_MAX,
+                 "description": "Write-only: sealed when stored. null or \"\" removes it."},
+    "max_connections": {"type": "integer", "minimum": 1, "maximum": relay_services.MAX_CONNECTIONS},
+    "rate_per_second": {"type": "number", "minimum": 0, "maximum": relay_services.MAX_RATE},
+    "cap_per_hour": {"type": "integer", "minimum": 0, "maximum": relay_services.MAX_CAP},
+    "cap_per_day": {"type": "integer", "minimum": 0, "maximum": relay_services.MAX_CAP},
+    "backup_relay_id": NULLABLE_ID, "enabled": {"type": "boolean"}, "is_default": {"type": "boolean"},
+}
+IDENTITY_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": relay_services.NAME_MAX},
+    "from_name": {"type": "string", "maxLength": 200},
+    "from_email": {"type": "string", "format": "email", "maxLength": 320},
+    "reply_to": {"type": "string", "maxLength": 320}, "relay_id": NULLABLE_ID,
+}
 CAMPAIGN_FIELDS = {
     **{name: {"type": "string", "maxLength": limit} for name, limit in FIELD_LIMITS.items()},
     "layout_id": ID,
@@ -186,6 +234,9 @@ CAMPAIGN_FIELDS = {
     "message": {"type": "string"},
     "track_opens": {"type": "boolean"},
     "track_clicks": {"type": "boolean"},
+    "sender_identity_id": {**NULLABLE_ID, "description": "Fills from_name, from_email and reply_to where "
+                                                         "they are not given."},
+    "relay_id": {**NULLABLE_ID, "description": "null: the identity's relay, else the default one."},
 }
 
 
@@ -257,6 +308,7 @@ def _paths() -> dict[str, Schema]:
                    "schema": {"type": "string", "minLength": 1, "maxLength": 320}}]
     domain_id = [_path_id("domain_id")]
     campaign = {"200": _json(_ref("Campaign"))}
+    relay_id, identity_id = [_path_id("relay_id")], [_path_id("identity_id")]
 
     def campaign_action(summary: str, ok: str = "200", errors: str = "404 409 422") -> Schema:
         return {"post": _operation(summary, {ok: _json(_ref("Campaign"))}, errors, parameters=campaign_id)}
@@ -467,6 +519,50 @@ def _paths() -> dict[str, Schema]:
                         _query("after", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                                "The previous keyset page's next_after (0 for the first).")],
         )},
+        "/relays": {
+            "get": _operation("SMTP relays, by id.", {"200": _json(_page_of("Relay"))}, "422",
+                              parameters=PAGE_PARAMETERS),
+            "post": _operation(
+                "Add a relay.", {"201": _json(_ref("Relay"), "Created.")}, "409 413 422",
+                body=_json_body(_object(RELAY_FIELDS, ["name", "host"], closed=True), example={
+                    "name": "Mailgun", "host": "smtp.mailgun.org", "port": 587, "tls_mode": "starttls",
+                    "username": "postmaster@example.com", "password": "secret", "cap_per_hour": 500}),
+            ),
+        },
+        "/relays/{relay_id}": {
+            "get": _operation("A relay (its password only as password_set).", {"200": _json(_ref("Relay"))},
+                              "404", parameters=relay_id),
+            "patch": _operation("Change some of a relay's fields.", {"200": _json(_ref("Relay"))},
+                                "404 409 413 422", parameters=relay_id,
+                                body=_json_body(_object(RELAY_FIELDS, closed=True))),
+            "delete": _operation("Delete a relay: what named it falls back on the default.", NO_CONTENT,
+                                 "404", parameters=relay_id),
+        },
+        "/relays/{relay_id}/test": {"post": _operation(
+            "Test connection: connect, EHLO, STARTTLS and log in as configured; the greeting and the EHLO "
+            "extensions, or the error in words.", {"200": _json(_ref("RelayTest"))}, "404",
+            parameters=relay_id,
+        )},
+        "/sender-identities": {
+            "get": _operation("Sender identities, by id.", {"200": _json(_page_of("SenderIdentity"))}, "422",
+                              parameters=PAGE_PARAMETERS),
+            "post": _operation(
+                "Save a sender identity.", {"201": _json(_ref("SenderIdentity"), "Created.")}, "409 413 422",
+                body=_json_body(_object(IDENTITY_FIELDS, ["name", "from_email"], closed=True), example={
+                    "name": "Newsletter", "from_name": "Example News", "from_email": "news@example.com",
+                    "reply_to": "replies@example.com"}),
+            ),
+        },
+        "/sender-identities/{identity_id}": {
+            "get": _operation("A sender identity.", {"200": _json(_ref("SenderIdentity"))}, "404",
+                              parameters=identity_id),
+            "patch": _operation("Change some of a sender identity's fields.",
+                                {"200": _json(_ref("SenderIdentity"))}, "404 409 413 422",
+                                parameters=identity_id,
+                                body=_json_body(_object(IDENTITY_FIELDS, closed=True))),
+            "delete": _operation("Delete a sender identity (campaigns keep their From fields).", NO_CONTENT,
+                                 "404", parameters=identity_id),
+        },
         "/campaigns/{campaign_id}/report": {"get": _operation(
             "The campaign's report: the same figures as its report page.", {"200": _json(_ref("Report"))},
             "404", parameters=campaign_id,

@@ -24,6 +24,9 @@ class CampaignForm(FlaskForm):
     message = TextAreaField("Message", validators=[Optional()])
     track_opens = BooleanField("Track opens", default=True)
     track_clicks = BooleanField("Track clicks", default=True)
+    # 0 is "none": the From fields as typed, and the identity's relay or the default one.
+    sender_identity_id = SelectField("Sender identity", coerce=int, validate_choice=False, default=0)
+    relay_id = SelectField("Relay", coerce=int, validate_choice=False, default=0)
 
     def campaign_data(self) -> dict:
         names = (
@@ -36,6 +39,8 @@ class CampaignForm(FlaskForm):
             "message",
             "track_opens",
             "track_clicks",
+            "sender_identity_id",
+            "relay_id",
         )
         data = {name: getattr(self, name).data for name in names}
         # 0 is the "choose a layout" placeholder.

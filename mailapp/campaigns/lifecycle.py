@@ -248,8 +248,10 @@ def continue_sending(campaign_id: int) -> None:
     if campaign.snapshot_taken_at is None:
         snapshot_and_send(campaign_id, wait_for_lock=True)
         return
-    # SEND_PARALLELISM batches, as sending.tasks.enqueue_sending queues them: each claims its own rows.
-    for _ in range(int(current_app.config["SEND_PARALLELISM"])):
+    # As many batches as sending.tasks.enqueue_sending queues: each claims its own rows.
+    from mailapp.sending.relay_choice import batch_task_count
+
+    for _ in range(batch_task_count(campaign_id, int(current_app.config["SEND_PARALLELISM"]))):
         queue_task(SEND_BATCH_TASK, campaign_id)
 
 

@@ -3,12 +3,14 @@ cancel, retry failed, test sends, the live progress JSON and the delivery log.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
 
 from mailapp.campaigns import lifecycle, services
 from mailapp.campaigns.forms import CampaignForm, ScheduleForm, TestSendForm
@@ -16,9 +18,11 @@ from mailapp.campaigns.serializers import campaign_fields
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
+from mailapp.forms import show_error_on_fields as _show_error
 from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
+from mailapp.relays import services as relay_services
 
 bp = Blueprint("campaigns", __name__)
 
@@ -223,22 +227,19 @@ def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
     form.list_ids.choices = [
         (lst.id, lst.name) for lst in db.session.scalars(select(SubscriberList).order_by(SubscriberList.name))
     ]
+    identities = relay_services.list_identities()
+    form.sender_identity_id.choices = [SelectChoice(0, "— none: type the sender below —")] + [
+        SelectChoice(identity.id, f"{identity.name} <{identity.from_email}>") for identity in identities
+    ]
+    # The page fills the From fields from the identity picked (static/js/campaigns.js).
+    form.identity_fields = json.dumps(
+        {identity.id: relay_services.identity_sender_fields(identity.id) for identity in identities}
+    )
+    form.relay_id.choices = [SelectChoice(0, "— the identity's relay, else the default —")] + [
+        SelectChoice(relay.id, relay.name + ("" if relay.enabled else " (disabled)"))
+        for relay in relay_services.list_relays()
+    ]
     return form
-
-
-def _show_error(form: CampaignForm, error: MailappError) -> list[Any]:
-    """Put each {field, message} detail beside its field; return what belongs to no field."""
-    leftover = []
-    details = error.details if isinstance(error.details, list) else []
-    for detail in details:
-        field = getattr(form, str(detail.get("field", "")), None) if isinstance(detail, dict) else None
-        if field is not None:
-            field.errors = [*field.errors, detail["message"]]
-        else:
-            leftover.append(detail)
-    if not details:
-        leftover.append(error.message)
-    return leftover
 
 
 def _render_page(

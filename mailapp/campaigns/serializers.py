@@ -23,6 +23,8 @@ def campaign_fields(campaign: Campaign) -> dict[str, Any]:
         "message": campaign.message,
         "track_opens": campaign.track_opens,
         "track_clicks": campaign.track_clicks,
+        "sender_identity_id": campaign.sender_identity_id,
+        "relay_id": campaign.relay_id,
     }
 
 
@@ -57,4 +59,5 @@ def serialize_delivery(delivery: Delivery) -> dict[str, Any]:
         "message_id": delivery.message_id,
         "smtp_code": delivery.smtp_code,
         "error": delivery.error,
+        "relay_name": delivery.relay_name,
     }

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select, union_all
 
 from mailapp.addresses import normalize_email
@@ -23,6 +24,8 @@ from mailapp.models.base import utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
+from mailapp.models.relay import SmtpRelay
+from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
 from mailapp.models.suppression import Suppression
 from mailapp.reports.figures import delivery_counts, status_counts
@@ -43,8 +46,11 @@ FIELD_LABELS = {
     "message": "Message",
     "track_opens": "Track opens",
     "track_clicks": "Track clicks",
+    "sender_identity_id": "Sender identity",
+    "relay_id": "Relay",
 }
 CAMPAIGN_FIELDS = tuple(FIELD_LABELS)
+SENDER_FIELDS = ("from_name", "from_email", "reply_to")
 
 # --- fields -----------------------------------------------------------------------------------------
 
@@ -133,6 +139,16 @@ def _check_fields(data: Mapping[str, Any]) -> _Checked:
                     field_problem("list_ids", f"No such list: {', '.join(str(m) for m in missing)}.")
                 )
 
+    for name, model in (("sender_identity_id", SenderIdentity), ("relay_id", SmtpRelay)):
+        raw = data.get(name)
+        chosen = None if raw in (None, "", 0) else _as_id(raw)
+        if raw not in (None, "", 0) and chosen is None:
+            problems.append(field_problem(name, "Must be an id, or null for none."))
+        elif chosen is not None and db.session.get(model, chosen) is None:
+            problems.append(field_problem(name, f"{FIELD_LABELS[name]} {chosen} does not exist."))
+        else:
+            values[name] = chosen
+
     for name in ("track_opens", "track_clicks"):
         raw = data.get(name, True)
         if not isinstance(raw, bool):
@@ -166,8 +182,22 @@ def new_campaign_defaults() -> dict[str, Any]:
     return defaults
 
 
+def _with_identity(data: Mapping[str, Any], given: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Picking a sender identity fills the From fields that `given` (the caller's input) leaves out, or
+    leaves blank for the From address; typed values win."""
+    identity_id = _as_id(given.get("sender_identity_id")) if given.get("sender_identity_id") else None
+    identity = db.session.get(SenderIdentity, identity_id) if identity_id else None
+    if identity is None:
+        return data
+    filled = dict(data)
+    for name in SENDER_FIELDS:
+        if name not in given or (name == "from_email" and not given[name]):
+            filled[name] = getattr(identity, name)
+    return filled
+
+
 def create_campaign(data: Mapping[str, Any]) -> Campaign:
-    checked = _check_fields(data)
+    checked = _check_fields(_with_identity(data, data))
     campaign = Campaign(status=CampaignStatus.DRAFT)
     _apply(campaign, checked)
     db.session.add(campaign)
@@ -179,7 +209,7 @@ def update_campaign(campaign_id: int, changes: Mapping[str, Any]) -> Campaign:
     """Change some fields of a draft or scheduled campaign; a scheduled one keeps its schedule."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "edit", "edit")
-    checked = _check_fields({**campaign_fields(campaign), **changes})
+    checked = _check_fields(_with_identity({**campaign_fields(campaign), **changes}, changes))
     _apply(campaign, checked)
     db.session.flush()
     return campaign
@@ -262,9 +292,13 @@ def send_test(
     subscriber_id = resolve_test_subscriber(subscriber)
     if campaign.layout_id is None:
         raise ValidationError("The campaign has no layout: choose one before sending a test.")
+    from mailapp.sending.relay_choice import choose_relay
     from mailapp.sending.test_sends import send_test_messages
 
-    send_test_messages(campaign.id, addresses, subscriber_id)
+    # Through the relay the campaign itself would use, so the test shows what its recipients will get.
+    config = current_app.config
+    relay = choose_relay(campaign.id, config, current_app.extensions["mail"], current_app.instance_path).relay
+    send_test_messages(campaign.id, addresses, subscriber_id, relay=relay)
     return addresses
 
 

@@ -5,6 +5,8 @@ from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.login_attempt import LoginAttempt
+from mailapp.models.relay import SmtpRelay, TlsMode
+from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
 from mailapp.models.subscriber import (
     ImportStatus,
@@ -43,12 +45,15 @@ __all__ = [
     "MailEventKind",
     "OpenEvent",
     "SendingDomain",
+    "SenderIdentity",
+    "SmtpRelay",
     "Subscriber",
     "SubscriberImport",
     "SubscriberList",
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
+    "TlsMode",
     "UTCDateTime",
     "User",
     "UserSession",

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.layout import Layout
+from mailapp.models.relay import SmtpRelay
+from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import SubscriberList
 
 
@@ -51,6 +53,15 @@ class Campaign(Base):
     # The schedule_version whose start message (an ETA task) has been queued, so the beat dispatcher
     # queues each schedule once as it enters the horizon rather than on every tick.
     start_queued_version: Mapped[int] = mapped_column(default=0)
+    # The identity the From fields were filled from (they stay editable); its relay is used unless the
+    # campaign names its own.
+    sender_identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sender_identities.id", ondelete="SET NULL")
+    )
+    relay_id: Mapped[int | None] = mapped_column(ForeignKey("smtp_relays.id", ondelete="SET NULL"))
+    # While a relay's hourly or daily cap holds the campaign back: when its continuation is due. The
+    # first task to hit the cap sets it and queues the continuation; the others, and the sweeper, wait.
+    waiting_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     track_opens: Mapped[bool] = mapped_column(default=True)
     track_clicks: Mapped[bool] = mapped_column(default=True)
     # Why the campaign is paused or failed, shown on its page.
@@ -66,3 +77,5 @@ class Campaign(Base):
 
     layout: Mapped[Layout | None] = relationship()
     lists: Mapped[list[SubscriberList]] = relationship(secondary=campaign_lists)
+    sender_identity: Mapped[SenderIdentity | None] = relationship()
+    relay: Mapped[SmtpRelay | None] = relationship()

@@ -55,6 +55,8 @@ class Delivery(Base):
     smtp_code: Mapped[int | None] = mapped_column()
     error: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The relay that accepted the message, by name (it outlives a deleted relay row).
+    relay_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
     first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     open_count: Mapped[int] = mapped_column(default=0)
     first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

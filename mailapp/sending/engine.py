@@ -28,11 +28,12 @@ from mailapp.extensions import db
 from mailapp.models import Campaign, CampaignStatus, MailEventKind, SubscriberStatus, utcnow
 from mailapp.sending import ledger, pipeline, suppression, templating
 from mailapp.sending.bounce_codes import classify, enhanced_code
+from mailapp.sending.caps import CapReached
 from mailapp.sending.compose import Compiled, build_message, compile_campaign, delivery_recipient
 from mailapp.sending.ledger import ClaimedRow, Outcomes
 from mailapp.sending.message import ascii_address
 from mailapp.sending.ratelimit import RateLimiter
-from mailapp.sending.relay import Relay, SMTPUnavailable, describe, quit_connection
+from mailapp.sending.relay import Relay, RelayDeferring, SMTPUnavailable, describe, quit_connection
 from mailapp.sending.settings import SendSettings
 from mailapp.sending.verp import verp_for
 
@@ -43,6 +44,7 @@ class RunResult:
     sent: int = 0
     retry_in: float | None = None  # re-run after this many seconds for deferred rows
     run_over: bool = False  # SEND_RUN_SECONDS ran out with work left: the task queues its continuation
+    waiting: CapReached | None = None  # the relay's hourly or daily cap stopped the run
 
 
 def send_campaign(
@@ -79,7 +81,7 @@ def send_campaign(
     if limiter.enabled:
         # A batch must finish well inside its lease even at the configured rate.
         batch_size = max(1, min(batch_size, int(limiter.rate * lease_seconds / 4)))
-    outcomes = Outcomes()
+    outcomes = Outcomes(relay_name=relay.name)
     run_ends = time.monotonic() + settings.run_seconds
     with relay.smtp_connection() as host:
         connection = [host]
@@ -101,6 +103,14 @@ def send_campaign(
                 if outcomes.out_of_time:
                     result.run_over = True
                     return result
+                if outcomes.capped is not None:
+                    result.waiting = outcomes.capped
+                    return result
+                if _deferring(relay, outcomes):
+                    raise RelayDeferring(
+                        f"The SMTP server {relay.address} answered {outcomes.consecutive_deferrals} messages "
+                        f"in a row with a temporary failure; the last: {outcomes.last_error}"
+                    )
         finally:
             if connection[0] is not host and connection[0] is not _LOST:
                 quit_connection(connection[0])  # the connection a reconnect opened
@@ -141,6 +151,7 @@ def _send_rows(
     checkpoints = _Checkpoints(
         campaign_id, [row.id for row in rows], outcomes, result, settings, compiled.message_id_suffix
     )
+    checkpoints.relay = relay
     while queue and not result.stopped:
         try:
             for submitted in pipeline.submit(connection[0], _outgoing(queue, compiled, limiter, checkpoints)):
@@ -148,7 +159,7 @@ def _send_rows(
                 row = submitted.message.key
                 if submitted.accepted:
                     outcomes.sent.append(row.id)
-                    outcomes.consecutive_failures = 0
+                    outcomes.consecutive_failures = outcomes.consecutive_deferrals = 0
                 else:
                     _smtp_reply(outcomes, settings, row, submitted.code, submitted.reply)
         except pipeline.ConnectionLost as lost:
@@ -196,10 +207,23 @@ def _outgoing(
             queue.clear()
             db.session.commit()
             return
+        if _deferring(checkpoints.relay, checkpoints.outcomes):
+            # The relay defers everything and has a backup: the rest goes back for the backup to send.
+            ledger.release([row.id for row in queue])  # committed with the batch's last outcomes
+            queue.clear()
+            return
         row = queue.popleft()
         message = _message_for(row, compiled, checkpoints.outcomes)
         if message is not None:
-            limiter.wait()
+            try:
+                limiter.wait()
+            except CapReached as reached:
+                # The relay's cap is used up: this row and the rest go back, to wait for its window.
+                checkpoints.outcomes.capped = reached
+                queue.appendleft(row)
+                ledger.release([row.id for row in queue])  # committed with the batch's last outcomes
+                queue.clear()
+                return
             yield message
 
 
@@ -253,6 +277,7 @@ class _Checkpoints:
         self.mark_seconds = settings.mark_seconds
         self.max_failures = settings.max_consecutive_failures
         self.last_write = self.lease_renewed_at = time.monotonic()
+        self.relay: Relay | None = None
 
     def due(self) -> bool:
         return (
@@ -316,11 +341,18 @@ def _reconnect(relay: Relay, host: Any, outcomes: Outcomes, reason: str) -> Any:
         return _LOST
 
 
+def _deferring(relay: Relay | None, outcomes: Outcomes) -> bool:
+    limit = relay.failover_after_deferrals if relay is not None else None
+    return bool(limit) and outcomes.consecutive_deferrals >= limit
+
+
 def _smtp_reply(outcomes: Outcomes, settings: SendSettings, row: ClaimedRow, code: int, reply: str) -> None:
     message = f"{code} {reply}".strip()
     if 400 <= code < 500:
+        outcomes.consecutive_deferrals += 1
         _defer(outcomes, settings, row, code, message)
         return
+    outcomes.consecutive_deferrals = 0
     _failed(outcomes, row.id, code, message)
     if classify(str(code), reply) == MailEventKind.HARD_BOUNCE:
         outcomes.hard_bounces.append(suppression.IncomingEvent(

@@ -99,6 +99,7 @@ class Outcomes:
     # suppression.record_mail_event, written with the outcomes. Rare, so the sent path pays nothing.
     hard_bounces: list[Any] = field(default_factory=list)
     consecutive_failures: int = 0
+    consecutive_deferrals: int = 0  # 4xx replies in a row: a relay taking nothing
     # Messages that could not be built in a row (a render over its limits, odd data): counted apart,
     # since one bad row says nothing about the relay; only a layout that fails for everyone pauses.
     consecutive_render_failures: int = 0
@@ -106,6 +107,8 @@ class Outcomes:
     last_render_error: str = ""
     # The task reached its soft time limit while building a message: send no more, hand the rest back.
     out_of_time: bool = False
+    relay_name: str = ""  # the relay these messages go through, written on each sent row
+    capped: Exception | None = None  # the relay's cap (caps.CapReached) stopped the batch
 
     def __len__(self) -> int:
         return len(self.sent) + len(self.failed) + len(self.deferred)
@@ -118,6 +121,7 @@ _MARK_SENT = (
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
     .values(
         status=DeliveryStatus.SENT, sent_at=bindparam("now"), smtp_code=250, error="", leased_until=None,
+        relay_name=bindparam("relay_name", type_=String),
         next_attempt_at=None, attempts=Delivery.attempts + 1,
         message_id=literal("<") + cast(Delivery.id, String) + bindparam("message_id_suffix", type_=String),
     )
@@ -134,7 +138,8 @@ def write_outcomes(outcomes: Outcomes, message_id_suffix: str) -> None:
         db.session.execute(text("SET LOCAL synchronous_commit = off"))
     if outcomes.sent:
         db.session.execute(
-            _MARK_SENT, {"ids": outcomes.sent, "now": now, "message_id_suffix": message_id_suffix}
+            _MARK_SENT, {"ids": outcomes.sent, "now": now, "message_id_suffix": message_id_suffix,
+                         "relay_name": outcomes.relay_name},
         )
     for delivery_id, code, error, attempted in outcomes.failed:
         db.session.execute(
@@ -274,7 +279,9 @@ def campaigns_needing_workers() -> list[int]:
     needing: list[int] = []
     for campaign_id in db.session.scalars(
         select(Campaign.id).where(
-            Campaign.status == CampaignStatus.SENDING, Campaign.snapshot_taken_at.is_not(None)
+            Campaign.status == CampaignStatus.SENDING, Campaign.snapshot_taken_at.is_not(None),
+            # held back by a relay's cap: its continuation is queued for when the window opens
+            or_(Campaign.waiting_until.is_(None), Campaign.waiting_until <= now),
         )
     ).all():
         due = db.session.scalar(select(exists().where(

@@ -1,4 +1,5 @@
-"""Celery tasks of the send engine: the batch sender, its fan-out, and the lease sweeper (beat)."""
+"""Celery tasks of the send engine: the batch sender (with its relay's failover and caps), its fan-out,
+and the lease sweeper (beat)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,43 @@ from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from mailapp.extensions import db
-from mailapp.sending import engine, ledger
-from mailapp.sending.ratelimit import RateLimiter
-from mailapp.sending.relay import Relay, SMTPUnavailable
+from mailapp.models import utcnow
+from mailapp.sending import engine, ledger, relay_choice
+from mailapp.sending.caps import CapReached
+from mailapp.sending.relay import RelayDeferring, SMTPUnavailable
 from mailapp.sending.settings import SendSettings
 
 logger = logging.getLogger(__name__)
 
 
-def enqueue_sending(campaign_id: int) -> None:
-    """Queue SEND_PARALLELISM batch tasks for a campaign that is sending (after the commit that made it
-    so). Each claims its own rows, so extra or duplicate calls only add tasks that find nothing."""
-    for _ in range(int(current_app.config["SEND_PARALLELISM"])):
-        send_batch.delay(campaign_id)
+def enqueue_sending(campaign_id: int, countdown: float | None = None) -> None:
+    """Queue SEND_PARALLELISM batch tasks (at most the relay's max connections) for a campaign that is
+    sending (after the commit that made it so). Each claims its own rows, so extra or duplicate calls
+    only add tasks that find nothing."""
+    tasks = relay_choice.batch_task_count(campaign_id, int(current_app.config["SEND_PARALLELISM"]))
+    db.session.commit()  # a read: end its transaction before the caller goes on
+    for _ in range(tasks):
+        send_batch.apply_async((campaign_id,), countdown=countdown)
+
+
+def _choose_relay(campaign_id: int) -> relay_choice.ChosenRelay:
+    return relay_choice.choose_relay(
+        campaign_id, current_app.config, current_app.extensions["mail"], current_app.instance_path
+    )
+
+
+def _fail_over(campaign_id: int, chosen: relay_choice.ChosenRelay, error: SMTPUnavailable
+               ) -> dict[str, object]:
+    """The chosen relay is unreachable and has a backup: every worker sends through the backup until
+    RELAY_RECOVERY_SECONDS have passed, and this campaign carries on at once."""
+    relay_choice.mark_failed_over(
+        chosen.relay.relay_id or 0, error.message, float(current_app.config["RELAY_RECOVERY_SECONDS"])
+    )
+    db.session.commit()
+    logger.warning("campaign %s: relay %s failed over to its backup: %s", campaign_id, chosen.relay.name,
+                   error.message)
+    send_batch.delay(campaign_id)
+    return {"stopped": "failed over", "relay": chosen.relay.name, "reason": error.message}
 
 
 @shared_task(
@@ -38,11 +63,15 @@ def enqueue_sending(campaign_id: int) -> None:
 def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound task
     """Send the campaign's due pending deliveries, batch after batch, until none is left. Deferred rows
     (4xx) bring the task back when they fall due. An unreachable SMTP server is retried with backoff
-    SEND_CONNECT_RETRIES times; after that the campaign pauses with the reason."""
+    SEND_CONNECT_RETRIES times; after that the campaign fails over to the relay's backup, or pauses with
+    the reason when it has none. A relay's cap stops the run; the campaign waits for the window."""
+    relay_choice.end_hold(campaign_id)
+    db.session.commit()
+    chosen = _choose_relay(campaign_id)
+    db.session.commit()  # reads only: end the transaction before the send loop takes its own
     try:
         result = engine.send_campaign(
-            campaign_id, Relay.from_app(current_app), SendSettings.from_config(current_app.config),
-            RateLimiter.for_app(),
+            campaign_id, chosen.relay, SendSettings.from_config(current_app.config), chosen.limiter
         )
     except SoftTimeLimitExceeded:
         # The engine has handed its rows back (and failed a row stuck in its render); a fresh task
@@ -53,20 +82,49 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound t
         return {"stopped": "time limit", "continued": True}
     except SMTPUnavailable as error:
         db.session.rollback()
+        if chosen.has_backup and (chosen.probing or isinstance(error, RelayDeferring)):
+            # A failed probe, or a relay that is up but defers everything: straight to the backup.
+            return _fail_over(campaign_id, chosen, error)
         retries = int(current_app.config["SEND_CONNECT_RETRIES"])
         if self.request.retries < retries:
             delay = float(current_app.config["SEND_CONNECT_RETRY_SECONDS"]) * 2**self.request.retries
             logger.warning("campaign %s: %s; retrying in %.1fs", campaign_id, error.message, delay)
             raise self.retry(countdown=delay, max_retries=retries, exc=error) from error
+        if chosen.has_backup:
+            return _fail_over(campaign_id, chosen, error)
         ledger.pause_campaign(campaign_id, f"{error.message} (tried {retries + 1} times)")
         db.session.commit()
         return {"stopped": "paused", "reason": error.message}
+    if chosen.probing and chosen.relay.relay_id is not None and (result.sent or not result.stopped):
+        relay_choice.mark_recovered(chosen.relay.relay_id)
+        db.session.commit()
+        logger.info("campaign %s: relay %s answered its probe; sending through it again", campaign_id,
+                    chosen.relay.name)
+    if result.waiting is not None:
+        return _wait_for_cap(campaign_id, result.waiting, result.sent)
     if result.run_over:
         send_batch.delay(campaign_id)
     elif result.retry_in is not None:
         send_batch.apply_async((campaign_id,), countdown=result.retry_in)
     return {"sent": result.sent, "stopped": result.stopped, "retry_in": result.retry_in,
             "continued": result.run_over}
+
+
+def _wait_for_cap(campaign_id: int, waiting: CapReached, sent: int) -> dict[str, object]:
+    """The relay's cap is used up: the campaign's page says why and until when, and the first task to
+    get here queues the continuation for when the window opens (the sweeper is the backstop)."""
+    first = relay_choice.hold_for_cap(campaign_id, waiting.resumes_at, waiting.reason)
+    db.session.commit()
+    if first:
+        delay = max(0.0, (waiting.resumes_at - utcnow()).total_seconds()) + _CAP_WINDOW_MARGIN_SECONDS
+        enqueue_sending(campaign_id, countdown=delay)
+        logger.info("campaign %s: %s", campaign_id, waiting.reason)
+    return {"sent": sent, "stopped": "waiting", "reason": waiting.reason}
+
+
+# Continuations after a cap start this long after the window opens, so clocks a little apart (this
+# machine's, Redis's) agree that it has.
+_CAP_WINDOW_MARGIN_SECONDS = 1.0
 
 
 # campaign id -> when the sweeper last queued batches for it: it does not queue again for a minute,

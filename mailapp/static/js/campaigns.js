@@ -138,4 +138,18 @@
   if (LIVE.has(panel.dataset.status)) {
     poll();
   }
+
+  // Picking a sender identity fills the sender fields (which stay editable).
+  const identityPicker = document.querySelector("select[data-identities]");
+  if (identityPicker) {
+    const identities = JSON.parse(identityPicker.dataset.identities || "{}");
+    identityPicker.addEventListener("change", () => {
+      const chosen = identities[identityPicker.value];
+      if (!chosen) return;
+      for (const name of ["from_name", "from_email", "reply_to"]) {
+        const input = identityPicker.form.querySelector(`[name="${name}"]`);
+        if (input) input.value = chosen[name] || "";
+      }
+    });
+  }
 })();
