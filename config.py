@@ -406,6 +406,8 @@ class TestConfig(Config):
     # fails in half a second. Tests of the check point DNS_RESOLVER at tests/dns_server.py.
     DNS_RESOLVER = "127.0.0.1:9"
     DNS_TIMEOUT_SECONDS = 0.5
+    # Tests (and the API fuzz) never make the app connect beyond this machine.
+    RELAY_ALLOWED_HOSTS = "127.0.0.1,::1,localhost"
 
 
 def refuse_http_public_url() -> None:
@@ -419,8 +421,6 @@ def refuse_http_public_url() -> None:
         "mail providers offer one-click unsubscribe only for https links. Set ALLOW_HTTP_PUBLIC_URL=1 "
         "to start with an http address anyway."
     )
-    # Tests (and the API fuzz) never make the app connect beyond this machine.
-    RELAY_ALLOWED_HOSTS = "127.0.0.1,::1,localhost"
 
 
 def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:
