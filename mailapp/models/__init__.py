@@ -21,6 +21,7 @@ from mailapp.models.tracking import (
     OpenEvent,
 )
 from mailapp.models.user import ApiToken, User, UserSession
+from mailapp.models.webhook import WebhookReplayToken
 
 __all__ = [
     "ApiToken",
@@ -45,6 +46,7 @@ __all__ = [
     "UTCDateTime",
     "User",
     "UserSession",
+    "WebhookReplayToken",
     "campaign_lists",
     "list_members",
     "utcnow",
