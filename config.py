@@ -189,6 +189,10 @@ class Config:
     SEND_SMTP_TIMEOUT_SECONDS = _env_float("SEND_SMTP_TIMEOUT_SECONDS", 60)
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
+    # An address that soft-bounced (mailbox full, server down) this many times within the window is
+    # marked bounced and suppressed, like a hard bounce: it keeps costing reputation and never reads.
+    SOFT_BOUNCE_LIMIT = _env_int("SOFT_BOUNCE_LIMIT", 3)
+    SOFT_BOUNCE_WINDOW_DAYS = _env_int("SOFT_BOUNCE_WINDOW_DAYS", 30)
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
     # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
     # not caught by the lookahead).

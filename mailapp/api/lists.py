@@ -27,6 +27,7 @@ def list_to_dict(item: SubscriberList, counts: subscriber_lists.ListCounts | Non
         "active_count": counts.active,
         "unsubscribed_count": counts.unsubscribed,
         "blocklisted_count": counts.blocklisted,
+        "bounced_count": counts.bounced,
     }
 
 

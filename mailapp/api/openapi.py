@@ -73,7 +73,7 @@ SCHEMAS: dict[str, Schema] = {
     "List": _every_field(
         {"id": ID, "name": {"type": "string"}, "description": {"type": "string"}, "created_at": NULLABLE_TIME,
          "subscriber_count": COUNT, "active_count": COUNT, "unsubscribed_count": COUNT,
-         "blocklisted_count": COUNT},
+         "blocklisted_count": COUNT, "bounced_count": COUNT},
     ),
     "Import": _every_field(
         {"id": ID, "list_id": {"type": ["integer", "null"]}, "filename": {"type": "string"},

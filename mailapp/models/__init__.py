@@ -13,6 +13,7 @@ from mailapp.models.subscriber import (
     SubscriberStatus,
     list_members,
 )
+from mailapp.models.suppression import MailEvent, MailEventKind, Suppression, SuppressionReason
 from mailapp.models.tracking import (
     CampaignHourlyActivity,
     CampaignStats,
@@ -38,11 +39,15 @@ __all__ = [
     "Layout",
     "Link",
     "LoginAttempt",
+    "MailEvent",
+    "MailEventKind",
     "OpenEvent",
     "Subscriber",
     "SubscriberImport",
     "SubscriberList",
     "SubscriberStatus",
+    "Suppression",
+    "SuppressionReason",
     "UTCDateTime",
     "User",
     "UserSession",

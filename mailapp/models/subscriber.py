@@ -32,6 +32,9 @@ class SubscriberStatus(enum.StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     BLOCKLISTED = "blocklisted"
+    # Hard-bounced, or soft-bounced too often (mailapp/sending/suppression.py): the address is
+    # suppressed too, and lifting the suppression does not make the subscriber active again.
+    BOUNCED = "bounced"
 
 
 class ImportStatus(enum.StrEnum):

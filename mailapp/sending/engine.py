@@ -25,8 +25,9 @@ from jinja2.exceptions import SecurityError
 
 from mailapp.errors import MailappError
 from mailapp.extensions import db
-from mailapp.models import Campaign, CampaignStatus, SubscriberStatus, utcnow
-from mailapp.sending import ledger, pipeline, templating
+from mailapp.models import Campaign, CampaignStatus, MailEventKind, SubscriberStatus, utcnow
+from mailapp.sending import ledger, pipeline, suppression, templating
+from mailapp.sending.bounce_codes import classify, enhanced_code
 from mailapp.sending.compose import Compiled, build_message, compile_campaign, delivery_recipient
 from mailapp.sending.ledger import ClaimedRow, Outcomes
 from mailapp.sending.message import ascii_address
@@ -92,7 +93,7 @@ def send_campaign(
                         campaign_id, compiled, rows, connection, relay, settings, limiter, outcomes, result
                     )
                 except SoftTimeLimitExceeded:
-                    _hand_back(rows, outcomes, compiled.message_id_suffix)
+                    _hand_back(rows, outcomes, compiled.message_id_suffix, settings)
                     raise
                 if outcomes.out_of_time:
                     result.run_over = True
@@ -106,14 +107,24 @@ def send_campaign(
     return result
 
 
-def _hand_back(rows: list[ClaimedRow], outcomes: Outcomes, message_id_suffix: str) -> None:
+def _hand_back(rows: list[ClaimedRow], outcomes: Outcomes, message_id_suffix: str, settings: SendSettings
+               ) -> None:
     """The task reached its soft time limit mid-batch, outside a render (those stop the batch in
     order, see _message_for): write the outcomes it knows and give the rest of its rows back (as a
     crash would, minus the wait for the lease), then commit."""
     db.session.rollback()
-    ledger.write_outcomes(outcomes, message_id_suffix)
+    _write_outcomes(outcomes, message_id_suffix, settings)
     ledger.release([row.id for row in rows])
     db.session.commit()
+
+
+def _write_outcomes(outcomes: Outcomes, message_id_suffix: str, settings: SendSettings) -> None:
+    """The outcomes, and the hard bounces among them (subscriber bounced, address suppressed), in the
+    caller's transaction."""
+    ledger.write_outcomes(outcomes, message_id_suffix)
+    for event in outcomes.hard_bounces:
+        suppression.record_mail_event(event, settings.bounce_policy)
+    outcomes.hard_bounces.clear()
 
 
 def _send_rows(
@@ -196,6 +207,9 @@ def _message_for(row: ClaimedRow, compiled: Compiled, outcomes: Outcomes) -> pip
         why = "deleted" if subscriber is None else subscriber.status
         outcomes.failed.append((row.id, None, f"Not sent: the subscriber was {why} before sending.", False))
         return None
+    if row.suppressed:
+        outcomes.failed.append((row.id, None, "Not sent: the address was suppressed before sending.", False))
+        return None
     try:
         _, raw = build_message(compiled, delivery_recipient(row.id, row.email, subscriber))
         recipient_address = ascii_address("recipient address", row.email)
@@ -230,6 +244,7 @@ class _Checkpoints:
         settings: SendSettings, message_id_suffix: str,
     ) -> None:
         self.campaign_id, self.row_ids, self.outcomes, self.result = campaign_id, row_ids, outcomes, result
+        self.settings = settings
         self.lease_seconds, self.message_id_suffix = settings.lease_seconds, message_id_suffix
         self.mark_group = settings.mark_group
         self.mark_seconds = settings.mark_seconds
@@ -247,7 +262,7 @@ class _Checkpoints:
     def record(self) -> None:
         """Write the outcomes so far (the caller commits)."""
         self.result.sent += len(self.outcomes.sent)
-        ledger.write_outcomes(self.outcomes, self.message_id_suffix)
+        _write_outcomes(self.outcomes, self.message_id_suffix, self.settings)
 
     def write(self, *, final: bool = False) -> bool:
         """Write the outcomes so far and commit; False (with result.stopped set) when the campaign is no
@@ -302,8 +317,13 @@ def _smtp_reply(outcomes: Outcomes, settings: SendSettings, row: ClaimedRow, cod
     message = f"{code} {reply}".strip()
     if 400 <= code < 500:
         _defer(outcomes, settings, row, code, message)
-    else:
-        _failed(outcomes, row.id, code, message)
+        return
+    _failed(outcomes, row.id, code, message)
+    if classify(str(code), reply) == MailEventKind.HARD_BOUNCE:
+        outcomes.hard_bounces.append(suppression.IncomingEvent(
+            kind=MailEventKind.HARD_BOUNCE, email=row.email, source="smtp", delivery_id=row.id,
+            status_code=enhanced_code(reply) or str(code), diagnostic=message, dedupe_key=f"smtp:{row.id}",
+        ))
 
 
 def _failed(outcomes: Outcomes, delivery_id: int, code: int | None, error: str, *, attempted: bool = True

@@ -14,7 +14,7 @@ from sqlalchemy import String, bindparam, cast, exists, func, literal, or_, sele
 
 from mailapp.db_setup import is_postgres
 from mailapp.extensions import db
-from mailapp.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, Subscriber, utcnow
+from mailapp.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, Subscriber, Suppression, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class ClaimedRow:
     email: str
     attempts: int
     subscriber: Any | None
+    # Suppressed after the snapshot was taken (a bounce or complaint mid-campaign): not sent.
+    suppressed: bool = False
 
 
 def claim_batch(campaign_id: int, limit: int, lease_seconds: float) -> list[ClaimedRow]:
@@ -57,9 +59,19 @@ def claim_batch(campaign_id: int, limit: int, lease_seconds: float) -> list[Clai
             )
         )
     } if subscriber_ids else {}
+    suppressed = set(db.session.scalars(
+        select(Suppression.email).where(
+            Suppression.email.in_([row.email for row in claimed]), Suppression.lifted_at.is_(None)
+        )
+    )) if claimed else set()
     db.session.commit()
     return sorted(
-        (ClaimedRow(row.id, row.email, row.attempts, subscribers.get(row.subscriber_id)) for row in claimed),
+        (
+            ClaimedRow(
+                row.id, row.email, row.attempts, subscribers.get(row.subscriber_id), row.email in suppressed
+            )
+            for row in claimed
+        ),
         key=lambda row: row.id,
     )
 
@@ -83,6 +95,9 @@ class Outcomes:
     # id, smtp code, error, whether it was an SMTP attempt (a message that could not be built was not)
     failed: list[tuple[int, int | None, str, bool]] = field(default_factory=list)
     deferred: list[tuple[int, int | None, str, datetime]] = field(default_factory=list)
+    # Failed rows whose 5xx reply says the address is gone (bounce_codes.classify): IncomingEvents for
+    # suppression.record_mail_event, written with the outcomes. Rare, so the sent path pays nothing.
+    hard_bounces: list[Any] = field(default_factory=list)
     consecutive_failures: int = 0
     # Messages that could not be built in a row (a render over its limits, odd data): counted apart,
     # since one bad row says nothing about the relay; only a layout that fails for everyone pauses.

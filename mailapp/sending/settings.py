@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import current_app
 
+from mailapp.sending.suppression import BouncePolicy
+
 
 @dataclass(frozen=True)
 class SendSettings:
@@ -21,6 +23,8 @@ class SendSettings:
     max_consecutive_failures: int  # SEND_MAX_CONSECUTIVE_FAILURES
     max_attempts: int  # SEND_MAX_ATTEMPTS
     retry_base_seconds: float  # SEND_RETRY_BASE_SECONDS
+    # Applied to the hard bounces the relay reports at send time (SOFT_BOUNCE_*, AUTO_PAUSE_*).
+    bounce_policy: BouncePolicy = BouncePolicy()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SendSettings:
@@ -34,6 +38,7 @@ class SendSettings:
             max_consecutive_failures=int(config["SEND_MAX_CONSECUTIVE_FAILURES"]),
             max_attempts=int(config["SEND_MAX_ATTEMPTS"]),
             retry_base_seconds=float(config["SEND_RETRY_BASE_SECONDS"]),
+            bounce_policy=BouncePolicy.from_config(config),
         )
 
     @classmethod

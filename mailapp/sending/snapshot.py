@@ -18,6 +18,7 @@ _SNAPSHOT_SQL = text(
     SELECT :campaign_id, s.id, s.email, :pending, 0, '', '', 0, 0
     FROM subscribers s
     WHERE s.status = :active
+      AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email AND x.lifted_at IS NULL)
       AND EXISTS (SELECT 1 FROM list_members m JOIN campaign_lists cl ON cl.list_id = m.list_id
                   WHERE cl.campaign_id = :campaign_id AND m.subscriber_id = s.id)
     ORDER BY s.id
@@ -32,7 +33,9 @@ _LINK_SQL = text(
 
 def snapshot_recipients(campaign_id: int) -> int:
     """One delivery row per active member of the campaign's lists (each subscriber once, however many
-    of the lists they are on), and the tracked links. Idempotent; flushes, the caller commits."""
+    of the lists they are on) whose address is not suppressed, and the tracked links. The suppression
+    check is one probe of suppressions' unique email index per subscriber (an anti-join on
+    PostgreSQL). Idempotent; flushes, the caller commits."""
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFoundError(f"Campaign {campaign_id} not found.")

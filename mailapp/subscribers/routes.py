@@ -35,6 +35,7 @@ STATUS_ACTIONS = {
     SubscriberStatus.ACTIVE: "resubscribed",
     SubscriberStatus.UNSUBSCRIBED: "unsubscribed",
     SubscriberStatus.BLOCKLISTED: "blocklisted",
+    SubscriberStatus.BOUNCED: "marked bounced",
 }
 
 

@@ -99,6 +99,7 @@ class ListCounts:
     active: int = 0
     unsubscribed: int = 0
     blocklisted: int = 0
+    bounced: int = 0
 
 
 def list_counts(list_ids: Iterable[int]) -> dict[int, ListCounts]:
@@ -121,7 +122,9 @@ def list_counts(list_ids: Iterable[int]) -> dict[int, ListCounts]:
         .join(Subscriber, Subscriber.id == list_members.c.subscriber_id)
         .where(
             list_members.c.list_id.in_(ids),
-            Subscriber.status.in_([SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BLOCKLISTED]),
+            Subscriber.status.in_(
+                [SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BLOCKLISTED, SubscriberStatus.BOUNCED]
+            ),
         )
         .group_by(list_members.c.list_id, Subscriber.status)
     )
@@ -132,6 +135,8 @@ def list_counts(list_ids: Iterable[int]) -> dict[int, ListCounts]:
             entry.unsubscribed += count
         elif status == SubscriberStatus.BLOCKLISTED:
             entry.blocklisted += count
+        elif status == SubscriberStatus.BOUNCED:
+            entry.bounced += count
     return counts
 
 
