@@ -4,34 +4,18 @@ naming the field, never a KeyError (500)."""
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mailapp.addresses import normalize_email
 from mailapp.errors import ValidationError, WebhookPayloadError
 from mailapp.json_nesting import MAX_JSON_DEPTH, nesting_exceeds
+from mailapp.models import MailEventKind
+from mailapp.sending.suppression import normalize_address
 
-# What a provider's diagnostic text may add to the event log; the rest is a mail server's chatter.
-MAX_DIAGNOSTIC_CHARS = 1000
-MAX_STATUS_CHARS = 32
-# dedupe keys longer than this are hashed: the suppression core stores them in a bounded column.
-MAX_DEDUPE_KEY_CHARS = 200
-# PostgreSQL cannot store NUL, nor UTF-8 an unpaired surrogate; provider text is only ever logged.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _ISO_FRACTION = re.compile(r"(\.\d{1,6})\d*")
-
-
-class MailEventKind(enum.StrEnum):
-    """Until the suppression core is merged: the kinds its MailEventKind names."""
-
-    HARD_BOUNCE = "hard_bounce"
-    SOFT_BOUNCE = "soft_bounce"
-    COMPLAINT = "complaint"
 
 
 @dataclass(frozen=True)
@@ -53,11 +37,8 @@ class ProviderEvent:
     @property
     def dedupe_key(self) -> str:
         """The provider, its own id for the event and the recipient: a provider that retries an event
-        sends the same three, so it is recorded once."""
-        key = f"{self.provider}:{self.event_id}:{self.email}"
-        if len(key) <= MAX_DEDUPE_KEY_CHARS:
-            return key
-        return f"{self.provider}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+        sends the same three, so it is recorded once (the core hashes a key too long to store)."""
+        return f"{self.provider}:{self.event_id}:{self.email}"
 
 
 def parse_json(raw: bytes) -> Any:
@@ -110,13 +91,11 @@ def get_text(container: Any, key: str, field: str, *, required: bool = True) -> 
     return value
 
 
-def storable(text: str, limit: int = MAX_DIAGNOSTIC_CHARS) -> str:
-    return _UNSTORABLE.sub("", text).strip()[:limit]
-
-
 def recipient_email(raw: str, field: str) -> str:
+    """The address as the suppression core stores it. Not held to a subscriber's input rules: a
+    bounce for an odd address is still a bounce, but it must look like an address."""
     try:
-        return normalize_email(raw)
+        return normalize_address(raw)
     except ValidationError as error:
         raise problem(field, error.message) from error
 

@@ -22,15 +22,14 @@ from typing import Any
 
 from mailapp.errors import WebhookAuthenticationError, WebhookPayloadError
 from mailapp.ids import id_from_text
+from mailapp.models import MailEventKind
 from mailapp.webhooks.events import (
-    MailEventKind,
     ProviderEvent,
     bracketed_message_id,
     get_object,
     get_text,
     parse_json,
     recipient_email,
-    storable,
     unix_time,
 )
 
@@ -113,7 +112,7 @@ def events(signed: SignedEvent) -> Iterator[ProviderEvent]:
             get_text(headers, "message-id", "event-data.message.headers", required=False)
         ),
         delivery_hint=id_from_text(str(hint)) if hint is not None else None,
-        status_code=storable(get_text(status, "code", "event-data.delivery-status", required=False), 32),
-        diagnostic=storable(diagnostic),
+        status_code=get_text(status, "code", "event-data.delivery-status", required=False),
+        diagnostic=diagnostic,
         occurred_at=unix_time(data["timestamp"], "event-data.timestamp") if "timestamp" in data else None,
     )

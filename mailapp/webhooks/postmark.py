@@ -23,14 +23,13 @@ from dataclasses import dataclass
 
 from mailapp.errors import WebhookAuthenticationError, WebhookPayloadError
 from mailapp.ids import id_from_text
+from mailapp.models import MailEventKind
 from mailapp.webhooks.events import (
-    MailEventKind,
     ProviderEvent,
     get_text,
     iso_time,
     parse_json,
     recipient_email,
-    storable,
 )
 
 PROVIDER = "postmark"
@@ -88,6 +87,6 @@ def events(raw: bytes) -> Iterator[ProviderEvent]:
         kind=kind,
         email=recipient_email(get_text(record, "Email", "Email"), "Email"),
         delivery_hint=id_from_text(str(hint)) if hint is not None else None,
-        diagnostic=storable(get_text(record, "Details", "Details", required=False)),
+        diagnostic=get_text(record, "Details", "Details", required=False),
         occurred_at=iso_time(bounced_at, "BouncedAt") if bounced_at else None,
     )

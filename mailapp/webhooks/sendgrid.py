@@ -32,15 +32,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mailapp.errors import WebhookAuthenticationError, WebhookPayloadError
+from mailapp.models import MailEventKind
 from mailapp.webhooks.events import (
-    MailEventKind,
     ProviderEvent,
     bracketed_message_id,
     get_text,
     parse_json,
     problem,
     recipient_email,
-    storable,
     unix_time,
 )
 
@@ -114,8 +113,8 @@ def events(raw: bytes) -> Iterator[ProviderEvent]:
             kind=kind,
             email=recipient_email(get_text(item, "email", f"{where}.email"), f"{where}.email"),
             message_id=bracketed_message_id(get_text(item, "smtp-id", where, required=False)),
-            status_code=storable(get_text(item, "status", where, required=False), 32),
-            diagnostic=storable(get_text(item, "reason", where, required=False)),
+            status_code=get_text(item, "status", where, required=False),
+            diagnostic=get_text(item, "reason", where, required=False),
             occurred_at=unix_time(item["timestamp"], f"{where}.timestamp") if "timestamp" in item else None,
         )
 

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailapp.errors import WebhookAuthenticationError, WebhookForbiddenError, WebhookPayloadError
+from mailapp.models import MailEventKind
 from mailapp.webhooks.events import (
-    MailEventKind,
     ProviderEvent,
     bracketed_message_id,
     get_list,
@@ -40,7 +40,6 @@ from mailapp.webhooks.events import (
     parse_json,
     problem,
     recipient_email,
-    storable,
 )
 
 PROVIDER = "ses"
@@ -240,7 +239,7 @@ def ses_events(message: SnsMessage) -> Iterator[ProviderEvent]:
     part = get_object(notification, part_name, f"Message.{part_name}")
     if event_type == "Complaint":
         kind = MailEventKind.COMPLAINT
-        feedback_type = storable(get_text(part, "complaintFeedbackType", part_name, required=False))
+        feedback_type = get_text(part, "complaintFeedbackType", part_name, required=False)
     else:
         bounce_type = get_text(part, "bounceType", "Message.bounce.bounceType")
         kind = MailEventKind.HARD_BOUNCE if bounce_type == "Permanent" else MailEventKind.SOFT_BOUNCE
@@ -255,8 +254,8 @@ def ses_events(message: SnsMessage) -> Iterator[ProviderEvent]:
             kind=kind,
             email=recipient_email(get_text(recipient, "emailAddress", f"{where}.emailAddress"), where),
             message_id=message_id,
-            status_code=storable(get_text(recipient, "status", where, required=False), 32),
-            diagnostic=storable(get_text(recipient, "diagnosticCode", where, required=False))
+            status_code=get_text(recipient, "status", where, required=False),
+            diagnostic=get_text(recipient, "diagnosticCode", where, required=False)
             or feedback_type,
             occurred_at=occurred_at,
         )

@@ -4,7 +4,7 @@
   webhook request cannot be sent again.
 
 Revision ID: 0011
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 18:00:00.000000
 
 """
@@ -16,7 +16,7 @@ import mailapp.models.base
 
 # revision identifiers, used by Alembic.
 revision = '0011'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

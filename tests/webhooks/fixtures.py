@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-DATA = Path(__file__).resolve().parent / "data" / "webhooks"
+DATA = Path(__file__).resolve().parent.parent / "data" / "webhooks"
 TOPIC_ARN = "arn:aws:sns:us-west-2:123456789012:MyTopic"
 MAILGUN_KEY = "key-test-mailgun-signing"
 POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "s3cret-hook"

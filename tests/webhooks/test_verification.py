@@ -9,9 +9,9 @@ import time
 import pytest
 
 from mailapp.errors import WebhookAuthenticationError, WebhookForbiddenError, WebhookPayloadError
+from mailapp.models import MailEventKind
 from mailapp.webhooks import mailgun, postmark, sendgrid, ses
-from mailapp.webhooks.events import MailEventKind
-from tests.webhook_fixtures import (
+from tests.webhooks.fixtures import (
     MAILGUN_KEY,
     POSTMARK_PASSWORD,
     POSTMARK_USER,
@@ -21,18 +21,10 @@ from tests.webhook_fixtures import (
     payload,
     sendgrid_headers,
     sendgrid_public_key,
-    serving_certificate_host,
     sign_mailgun,
     sign_sns,
     sns_notification,
 )
-
-
-@pytest.fixture
-def certificate_host():
-    with serving_certificate_host() as host:
-        yield host
-
 
 LOOPBACK = ses.SnsSettings(
     topic_arns=frozenset({TOPIC_ARN}), cert_host_pattern=r"^127\.0\.0\.1$", allow_http=True
