@@ -221,6 +221,9 @@ class Config:
     # SendGrid and Mailgun requests signed longer ago (or further ahead) than this are refused, which
     # bounds how long Mailgun's one-time tokens must be remembered.
     WEBHOOK_REPLAY_WINDOW_SECONDS = _env_int("WEBHOOK_REPLAY_WINDOW_SECONDS", 600)
+    # Requests with more events than this are staged and recorded by a task after a 202, so that a
+    # SendGrid batch of thousands is answered at once instead of after a minute of recording.
+    WEBHOOK_INLINE_EVENTS = _env_int("WEBHOOK_INLINE_EVENTS", 100)
     # SES through SNS: the topics whose notifications are taken (comma-separated; empty: SES off), and
     # the hosts SNS signing certificates and subscription URLs may come from (a regular expression).
     SES_SNS_TOPIC_ARNS = os.environ.get("SES_SNS_TOPIC_ARNS", "")
@@ -308,6 +311,11 @@ class Config:
                 "sweep-expired-leases": {
                     "task": "mailapp.sending.tasks.sweep_expired_leases",
                     "schedule": 10.0,
+                },
+                # Large webhook batches whose task was lost or cut short.
+                "record-stale-webhook-batches": {
+                    "task": "mailapp.webhooks.tasks.record_stale_webhook_batches",
+                    "schedule": 60.0,
                 },
                 # Sending appends delivery count rows on PostgreSQL; this folds them, so pages only read.
                 "fold-delivery-counts": {

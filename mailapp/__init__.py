@@ -50,7 +50,8 @@ def create_app(config: Config | None = None) -> Flask:
     import mailapp.reports.tasks
     import mailapp.sending.tasks
     import mailapp.subscribers.tasks
-    import mailapp.tracking.tasks  # noqa: F401
+    import mailapp.tracking.tasks
+    import mailapp.webhooks.tasks  # noqa: F401
 
     _register_blueprints(app)
 

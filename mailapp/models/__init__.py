@@ -22,7 +22,7 @@ from mailapp.models.tracking import (
     OpenEvent,
 )
 from mailapp.models.user import ApiToken, User, UserSession
-from mailapp.models.webhook import WebhookReplayToken
+from mailapp.models.webhook import WebhookBatch, WebhookReplayToken
 
 __all__ = [
     "ApiToken",
@@ -51,6 +51,7 @@ __all__ = [
     "UTCDateTime",
     "User",
     "UserSession",
+    "WebhookBatch",
     "WebhookReplayToken",
     "campaign_lists",
     "list_members",

@@ -1,22 +1,28 @@
 """What the webhook routes share once a provider's request is verified and parsed: each provider's
-settings (None while it is off), one-time tokens, and handing the events to the suppression core
-matched to our deliveries. Nothing here commits: the route commits once, after every event of the
-request is recorded, so a request is taken whole or not at all."""
+settings (NotFoundError while it is off), one-time tokens, and handing the events to the suppression
+core matched to our deliveries.
+
+A request with up to WEBHOOK_INLINE_EVENTS events is recorded while the provider waits: nothing here
+commits, the route commits once, so the request is taken whole or not at all. A larger one (a
+SendGrid batch holds thousands) is staged as one WebhookBatch row, committed before the answer, and
+recorded by a task in chunks (record_batch); recording an event twice changes nothing (its dedupe
+key), so a batch cut short by a crash is simply recorded again by beat's sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from mailapp.errors import NotFoundError, WebhookAuthenticationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID
-from mailapp.models import Delivery, WebhookReplayToken
+from mailapp.models import Delivery, MailEventKind, WebhookBatch, WebhookReplayToken
 from mailapp.sending.suppression import IncomingEvent, record_mail_event
 from mailapp.webhooks import sendgrid
 from mailapp.webhooks.events import ProviderEvent
@@ -129,3 +135,64 @@ def matching_delivery_id(event: ProviderEvent) -> int | None:
     if event.message_id and delivery.message_id != event.message_id:
         return None
     return delivery.id
+
+
+# Events recorded per transaction of a staged batch: short enough that the SQLite write lock is never
+# held for long, however large the batch.
+BATCH_CHUNK_EVENTS = 200
+# A staged batch whose task has not finished it after this long is recorded again by the sweep.
+STALE_BATCH_SECONDS = 60
+
+
+def stage(provider: str, events: list[ProviderEvent]) -> int:
+    """Keep the events as one batch for a task to record; its id. Flushes, the caller commits (then
+    queues mailapp.webhooks.tasks.record_webhook_batch)."""
+    batch = WebhookBatch(provider=provider, events=[_event_json(event) for event in events])
+    db.session.add(batch)
+    db.session.flush()
+    return batch.id
+
+
+def record_batch(batch_id: int) -> int:
+    """Record a staged batch, committing every BATCH_CHUNK_EVENTS events, then delete it; the number
+    recorded (0 for a batch already done)."""
+    batch = db.session.get(WebhookBatch, batch_id)
+    if batch is None:
+        return 0
+    events = [_event_from_json(data) for data in batch.events]
+    db.session.commit()
+    recorded = 0
+    for start in range(0, len(events), BATCH_CHUNK_EVENTS):
+        recorded += record(events[start : start + BATCH_CHUNK_EVENTS])
+        db.session.commit()
+    # A statement, not session.delete: the sweep may have finished the same batch first.
+    db.session.execute(delete(WebhookBatch).where(WebhookBatch.id == batch_id))
+    db.session.commit()
+    return recorded
+
+
+def stale_batch_ids(now: datetime | None = None) -> list[int]:
+    cutoff = (now or datetime.now(UTC)) - timedelta(seconds=STALE_BATCH_SECONDS)
+    return list(
+        db.session.scalars(
+            select(WebhookBatch.id).where(WebhookBatch.received_at < cutoff).order_by(WebhookBatch.id)
+        )
+    )
+
+
+def _event_json(event: ProviderEvent) -> dict[str, Any]:
+    data = dataclasses.asdict(event)
+    data["kind"] = str(event.kind)
+    data["occurred_at"] = event.occurred_at.isoformat() if event.occurred_at else None
+    return data
+
+
+def _event_from_json(data: dict[str, Any]) -> ProviderEvent:
+    occurred_at = data.get("occurred_at")
+    return ProviderEvent(
+        **{
+            **data,
+            "kind": MailEventKind(data["kind"]),
+            "occurred_at": datetime.fromisoformat(occurred_at) if occurred_at else None,
+        }
+    )

@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from mailapp.extensions import db as database
-from mailapp.models import Campaign, Delivery, MailEvent, Subscriber, Suppression
+from mailapp.models import Campaign, Delivery, MailEvent, Subscriber, Suppression, WebhookBatch
 from mailapp.sending.message import make_message_id, message_id_suffix
 from mailapp.sending.snapshot import snapshot_recipients
+from mailapp.webhooks.tasks import record_stale_webhook_batches
 from tests.factories import CampaignFactory, SubscriberFactory, SubscriberListFactory
 from tests.test_security import snapshot
 from tests.webhooks.fixtures import (
@@ -254,6 +256,52 @@ def test_a_body_over_webhook_max_bytes_is_refused_before_it_is_read(app, client,
     response = client.post("/webhooks/sendgrid", data=body, content_type="application/json",
                            headers=sendgrid_headers(body))
     assert_error(response, 413, "request_entity_too_large")
+
+
+@pytest.mark.e2e
+def test_a_large_sendgrid_batch_is_answered_at_once_and_recorded_by_a_worker(
+    app, client, db, providers_on, celery_worker, monkeypatch
+):
+    monkeypatch.setitem(app.config, "WEBHOOK_INLINE_EVENTS", 2)
+    sent = sent_to("example@test.com")
+    body = json.dumps(payload("sendgrid_events.json")).encode()
+    response = client.post("/webhooks/sendgrid", data=body, content_type="application/json",
+                           headers=sendgrid_headers(body))
+    assert response.status_code == 202
+    assert response.get_json() == {"received": 4, "queued": True}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (mail_event_count() < 4 or staged_batches()):
+        database.session.rollback()
+        time.sleep(0.2)
+    assert mail_event_count() == 4
+    assert staged_batches() == 0
+    assert sent.subscriber.email in database.session.scalars(select(Suppression.email)).all()
+
+
+def staged_batches() -> int:
+    return database.session.scalar(select(func.count()).select_from(WebhookBatch))
+
+
+def test_a_staged_batch_whose_task_was_lost_is_recorded_by_the_sweep(
+    app, client, db, providers_on, monkeypatch
+):
+    monkeypatch.setitem(app.config, "WEBHOOK_INLINE_EVENTS", 2)
+    sent_to("example@test.com")
+    body = json.dumps(payload("sendgrid_events.json")).encode()
+    headers = sendgrid_headers(body)
+    assert client.post("/webhooks/sendgrid", data=body, content_type="application/json",
+                       headers=headers).status_code == 202
+    assert mail_event_count() == 0
+    # The task runs in an app context of its own: on SQLite this test's open read would hold the lock.
+    database.session.rollback()
+    assert record_stale_webhook_batches() == 0  # too recent: its own task may still be at work
+    batch = database.session.scalars(select(WebhookBatch)).one()
+    batch.received_at -= timedelta(minutes=2)
+    database.session.commit()
+    assert record_stale_webhook_batches() == 4
+    assert (mail_event_count(), staged_batches()) == (4, 0)
+    database.session.rollback()
+    assert record_stale_webhook_batches() == 0
 
 
 # --- Postmark -------------------------------------------------------------------------------------
