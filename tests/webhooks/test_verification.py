@@ -350,3 +350,22 @@ def test_a_mailgun_event_without_a_recipient_names_the_field():
     with pytest.raises(WebhookPayloadError) as raised:
         list(mailgun.events(signed))
     assert raised.value.details[0]["field"] == "event-data.recipient"
+
+
+# --- Settings -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SENDGRID_WEBHOOK_PUBLIC_KEY", "not base64!", "not a base64 DER public key"),
+        ("SENDGRID_WEBHOOK_PUBLIC_KEY", "c2hvcnQ=", "not a base64 DER public key"),
+        ("SES_SNS_CERT_HOST_PATTERN", "^sns.(", "not a regular expression"),
+    ],
+)
+def test_settings_that_cannot_work_stop_the_app_at_start(app, name, value, message):
+    from mailapp.webhooks.services import check_settings
+
+    with pytest.raises(RuntimeError, match=message):
+        check_settings({**app.config, name: value})
+    check_settings(app.config)
