@@ -279,6 +279,29 @@ class Config:
     SEND_TASK_SOFT_TIME_LIMIT = _env_float("SEND_TASK_SOFT_TIME_LIMIT", 240)
     SEND_TASK_TIME_LIMIT = _env_float("SEND_TASK_TIME_LIMIT", 270)
 
+    # Provider webhooks (mailapp/webhooks/): each provider answers 404 until its settings are set.
+    # Largest webhook body read (SendGrid posts events in batches); larger is a 413 before it is read.
+    WEBHOOK_MAX_BYTES = _env_int("WEBHOOK_MAX_BYTES", 1024 * 1024)
+    # SendGrid and Mailgun requests signed longer ago (or further ahead) than this are refused, which
+    # bounds how long Mailgun's one-time tokens must be remembered.
+    WEBHOOK_REPLAY_WINDOW_SECONDS = _env_int("WEBHOOK_REPLAY_WINDOW_SECONDS", 600)
+    # Requests with more events than this are staged and recorded by a task after a 202, so that a
+    # SendGrid batch of thousands is answered at once instead of after a minute of recording.
+    WEBHOOK_INLINE_EVENTS = _env_int("WEBHOOK_INLINE_EVENTS", 100)
+    # SES through SNS: the topics whose notifications are taken (comma-separated; empty: SES off), and
+    # the hosts SNS signing certificates and subscription URLs may come from (a regular expression).
+    SES_SNS_TOPIC_ARNS = os.environ.get("SES_SNS_TOPIC_ARNS", "")
+    SES_SNS_CERT_HOST_PATTERN = os.environ.get(
+        "SES_SNS_CERT_HOST_PATTERN", r"^sns\.[a-z0-9-]+\.amazonaws\.com$"
+    )
+    # Tests only: lets them serve certificates over plain HTTP from loopback. Refused in production.
+    SES_SNS_CERT_ALLOW_HTTP = _env_bool("SES_SNS_CERT_ALLOW_HTTP", False)
+    SENDGRID_WEBHOOK_PUBLIC_KEY = os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
+    # Postmark does not sign webhooks; it sends these as basic auth credentials in the webhook URL.
+    POSTMARK_WEBHOOK_USER = os.environ.get("POSTMARK_WEBHOOK_USER", "")
+    POSTMARK_WEBHOOK_PASSWORD = os.environ.get("POSTMARK_WEBHOOK_PASSWORD", "")
+    MAILGUN_WEBHOOK_SIGNING_KEY = os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY", "")
+
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     # None: Secure exactly when PUBLIC_URL is https (apply_derived_settings).
@@ -352,6 +375,11 @@ class Config:
                 "sweep-expired-leases": {
                     "task": "mailapp.sending.tasks.sweep_expired_leases",
                     "schedule": 10.0,
+                },
+                # Large webhook batches whose task was lost or cut short.
+                "record-stale-webhook-batches": {
+                    "task": "mailapp.webhooks.tasks.record_stale_webhook_batches",
+                    "schedule": 60.0,
                 },
                 # Sending appends delivery count rows on PostgreSQL; this folds them, so pages only read.
                 "fold-delivery-counts": {
@@ -431,6 +459,9 @@ def config_from_env(instance_dir: Path = INSTANCE_DIR) -> Config:
         if not secret_key:
             raise RuntimeError("SECRET_KEY must be set when MAILAPP_ENV=production")
         refuse_http_public_url()
+        if _env_bool("SES_SNS_CERT_ALLOW_HTTP", False):
+            # Plain HTTP would let anyone on the path hand us the key that "proves" a forged message.
+            raise RuntimeError("SES_SNS_CERT_ALLOW_HTTP is for tests only: unset it in production")
         return Config()
     config = DevelopmentConfig()
     config.SECRET_KEY = secret_key or load_or_create_secret_key(instance_dir)

@@ -54,7 +54,8 @@ def create_app(config: Config | None = None) -> Flask:
     import mailapp.reports.tasks
     import mailapp.sending.tasks
     import mailapp.subscribers.tasks
-    import mailapp.tracking.tasks  # noqa: F401
+    import mailapp.tracking.tasks
+    import mailapp.webhooks.tasks  # noqa: F401
 
     _register_blueprints(app)
 
@@ -94,6 +95,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.subscribers.routes import bp as subscribers_bp
     from mailapp.tracking.routes import bp as tracking_bp
     from mailapp.web_extensions import csrf
+    from mailapp.webhooks.routes import bp as webhooks_bp
 
     # The API's endpoint modules add their routes to its blueprint as they are imported, so all of
     # them must be loaded before it is registered.
@@ -114,4 +116,7 @@ def _register_blueprints(app: Flask) -> None:
     # endpoints are public, and RFC 8058 one-click POSTs come with no token by design.
     csrf.exempt(api_bp)
     csrf.exempt(tracking_bp)
+    # Providers' webhooks carry their own signature or credentials, and no cookie at all.
+    csrf.exempt(webhooks_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(api_bp, url_prefix=API_PREFIX)

@@ -108,3 +108,27 @@ class WrongPasswordError(ValidationError):
     """The current password, given to confirm a change of password, is not the user's."""
 
     code = "wrong_password"
+
+
+class WebhookPayloadError(MailappError):
+    """A provider webhook whose body is not the provider's documented shape (not JSON, a missing or
+    mistyped field). details: [{"field": the path of the field, or None, "message"}]."""
+
+    status_code = 400
+    code = "invalid_payload"
+
+
+class WebhookAuthenticationError(MailappError):
+    """A provider webhook whose signature, credentials or timestamp do not check out: forged, altered,
+    too old, or replayed. details: [{"field": the header or field at fault, "message"}]."""
+
+    status_code = 401
+    code = "invalid_signature"
+
+
+class WebhookForbiddenError(MailappError):
+    """A provider webhook that proves where it comes from but is not for this installation: an SNS topic
+    not configured, or a certificate or confirmation URL on a host that is not the provider's."""
+
+    status_code = 403
+    code = "forbidden"

@@ -35,7 +35,8 @@ def csv_download(lines: Iterable[str], filename: str) -> Response:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/")
+    # Provider webhooks are machines too: they get the API's error shape.
+    return request.path.startswith(("/api/", "/webhooks/"))
 
 
 def init_app(app: Flask) -> None:

@@ -17,8 +17,10 @@ PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
     {
+    {
         "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "relays", "reports", "subscribers", "tracking", "api",
+        "relays", "reports", "subscribers", "tracking", "webhooks", "api",
+    }
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

@@ -25,6 +25,7 @@ from mailapp.models.tracking import (
     OpenEvent,
 )
 from mailapp.models.user import ApiToken, User, UserSession
+from mailapp.models.webhook import WebhookBatch, WebhookReplayToken
 
 __all__ = [
     "ApiToken",
@@ -57,6 +58,8 @@ __all__ = [
     "UTCDateTime",
     "User",
     "UserSession",
+    "WebhookBatch",
+    "WebhookReplayToken",
     "campaign_lists",
     "list_members",
     "utcnow",

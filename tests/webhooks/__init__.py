@@ -1,0 +1,1 @@
+"""Provider webhook tests: signature checks and parsers, and the endpoints end to end."""
