@@ -4,8 +4,8 @@
   webhook request cannot be sent again.
 - webhook_batches: verified requests with many events, recorded by a task after the 2xx.
 
-Revision ID: 0011
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 18:00:00.000000
 
 """
@@ -16,8 +16,8 @@ import mailapp.models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '0011'
-down_revision = '0005'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
