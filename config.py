@@ -165,6 +165,10 @@ class Config:
     # One CSV row (a quoted field's line breaks included) may be at most this long; a longer one is an
     # invalid row. It bounds what the import worker holds per row, whatever the file.
     IMPORT_MAX_LINE_BYTES = _env_int("IMPORT_MAX_LINE_BYTES", 64 * 1024)
+    # A suppression-list CSV is read whole and checked line by line before anything is written (all or
+    # nothing), in the request: bounded so that it stays a few seconds and a few tens of MB (~300,000
+    # addresses at the default).
+    SUPPRESSION_IMPORT_MAX_BYTES = _env_int("SUPPRESSION_IMPORT_MAX_BYTES", 16 * 1024 * 1024)
     # A subscriber's attributes, through the dashboard, the API and CSV imports alike.
     SUBSCRIBER_MAX_ATTRIBUTES = _env_int("SUBSCRIBER_MAX_ATTRIBUTES", 50)
     SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH = _env_int("SUBSCRIBER_MAX_ATTRIBUTE_KEY_LENGTH", 100)
@@ -193,6 +197,12 @@ class Config:
     # marked bounced and suppressed, like a hard bounce: it keeps costing reputation and never reads.
     SOFT_BOUNCE_LIMIT = _env_int("SOFT_BOUNCE_LIMIT", 3)
     SOFT_BOUNCE_WINDOW_DAYS = _env_int("SOFT_BOUNCE_WINDOW_DAYS", 30)
+    # A sending campaign pauses itself when, once it has sent AUTO_PAUSE_MIN_SENT, its complaints or hard
+    # bounces pass these fractions of sent: the usual mailbox-provider limits (Gmail asks for complaints
+    # under 0.3%), before a bad list costs the sending domain its reputation.
+    AUTO_PAUSE_MIN_SENT = _env_int("AUTO_PAUSE_MIN_SENT", 500)
+    AUTO_PAUSE_COMPLAINT_RATE = _env_float("AUTO_PAUSE_COMPLAINT_RATE", 0.003)
+    AUTO_PAUSE_HARD_BOUNCE_RATE = _env_float("AUTO_PAUSE_HARD_BOUNCE_RATE", 0.05)
     SCHEDULE_HORIZON_SECONDS = _env_int("SCHEDULE_HORIZON_SECONDS", 1800)
     # The beat dispatcher's tick: the longest an overdue schedule waits (its start message lost and
     # not caught by the lookahead).

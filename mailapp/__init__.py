@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, apply_derived_settings, config_from_env
 
-API_ENDPOINT_MODULES = ("campaigns", "layouts", "lists", "openapi", "reports", "subscribers")
+API_ENDPOINT_MODULES = ("campaigns", "layouts", "lists", "openapi", "reports", "subscribers", "suppressions")
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -82,6 +82,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.auth.routes import bp as auth_bp
     from mailapp.campaigns.routes import bp as campaigns_bp
     from mailapp.dashboard.routes import bp as dashboard_bp
+    from mailapp.deliverability.routes import bp as deliverability_bp
     from mailapp.devinbox.routes import bp as devinbox_bp
     from mailapp.layouts.routes import bp as layouts_bp
     from mailapp.reports.routes import bp as reports_bp
@@ -100,6 +101,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(subscribers_bp)
     app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
     app.register_blueprint(reports_bp, url_prefix="/reports")
+    app.register_blueprint(deliverability_bp, url_prefix="/suppressions")
     app.register_blueprint(devinbox_bp, url_prefix="/dev/inbox")
     app.register_blueprint(tracking_bp)
     # The API authenticates with bearer tokens, not cookies, so CSRF does not apply; the tracking

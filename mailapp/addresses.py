@@ -5,6 +5,8 @@ Internationalised domains are fine (they are sent as IDNA)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from email_validator import EmailNotValidError, validate_email
 
 from mailapp.errors import ValidationError
@@ -28,3 +30,13 @@ def normalize_email(raw: str) -> str:
     except EmailNotValidError as error:
         raise ValidationError(f"Invalid email address {value!r}: {error}") from error
     return result.normalized.lower()
+
+
+def normalize_email_field(raw: Any, field: str = "email") -> str:
+    """normalize_email for a form or API field: required, and the error names the field."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationError("An email address is required.", [{"field": field}])
+    try:
+        return normalize_email(raw)
+    except ValidationError as error:
+        raise ValidationError(error.message, [{"field": field}]) from error

@@ -21,6 +21,8 @@ from schemathesis.specs.openapi.checks import (
 from mailapp.api.openapi import openapi_document
 from mailapp.auth.services import create_api_token, create_user
 from mailapp.models.subscriber import ImportStatus, SubscriberImport
+from mailapp.models.suppression import SuppressionReason
+from mailapp.sending.suppression import suppress_address
 from tests.campaign_fixtures import make_audience, make_delivery, make_ready_campaign
 from tests.conftest import TEST_PASSWORD
 
@@ -42,6 +44,7 @@ def fuzz_token(db, smtp_server) -> str:
     sent = make_ready_campaign(audience, status="sent")
     make_delivery(sent.id, audience.active[0].id, status="sent")
     make_delivery(sent.id, audience.active[1].id, status="failed", error="550 no such user")
+    suppress_address("ann@example.com", SuppressionReason.MANUAL, "api")  # the document's example
     db.session.add(SubscriberImport(
         list_id=audience.lists[0].id, filename="people.csv", file_path="/nonexistent", file_size=10,
         status=ImportStatus.DONE, errors=[{"line": 2, "email": "x", "reason": "Invalid"}],

@@ -17,8 +17,8 @@ PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
     {
-        "auth", "campaigns", "dashboard", "devinbox", "layouts", "reports", "subscribers", "tracking",
-        "webhooks", "api",
+        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "layouts", "reports", "subscribers",
+        "tracking", "webhooks", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, func, select
 
-from mailapp.models import CampaignDeliveryCount, SubscriberImport
+from mailapp.models import CampaignDeliveryCount, SubscriberImport, SuppressionReason
 from mailapp.reports import figures as reports
+from mailapp.sending.suppression import suppress_address
 from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
 from tests.factories import SubscriberFactory
 
@@ -51,6 +52,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         make_delivery(campaign.id, SubscriberFactory().id, status=status)
     record = SubscriberImport(list_id=audience.lists[0].id, filename="people.csv")
     db.session.add(record)
+    suppress_address(audience.active[1].email, SuppressionReason.HARD_BOUNCE, "smtp")
     db.session.commit()
     ids = {
         "campaign_id": campaign.id,
@@ -58,6 +60,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "layout_id": audience.layout.id,
         "subscriber_id": audience.active[0].id,
         "import_id": record.id,
+        "email": audience.active[1].email,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)
@@ -70,7 +73,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
             continue
         url = rule.rule
         for name in rule.arguments:
-            url = url.replace(f"<int:{name}>", str(ids[name]))
+            url = url.replace(f"<int:{name}>", str(ids[name])).replace(f"<{name}>", str(ids[name]))
         client = api if rule.rule.startswith("/api/") else auth_client
         response = client.get(url)
         response.close()

@@ -289,6 +289,12 @@ def test_api_report_has_exactly_the_documented_shape(api, scenario):
         "clicks",
         "click_rate",
         "unsubscribes",
+        "hard_bounces",
+        "hard_bounce_rate",
+        "soft_bounces",
+        "soft_bounce_rate",
+        "complaints",
+        "complaint_rate",
         "timeline",
         "top_links",
     }
@@ -301,7 +307,10 @@ def test_api_report_has_exactly_the_documented_shape(api, scenario):
         1,
     )
     assert body["top_links"][0] == {"url": LINKS[0], "clicks": 3, "unique_clicks": 2}
-    assert all(set(point) == {"at", "opens", "clicks"} for point in body["timeline"])
+    assert all(
+        set(point) == {"at", "opens", "clicks", "hard_bounces", "soft_bounces", "complaints"}
+        for point in body["timeline"]
+    )
     assert sum(point["opens"] for point in body["timeline"]) == 6
     datetime.fromisoformat(body["timeline"][0]["at"])
 

@@ -232,7 +232,8 @@ def test_resume_sends_what_is_left(db, ready, smtp_server, api):
 
 def test_retry_failed_sends_the_failed_ones_again(db, ready, smtp_server, api):
     refused = ready.active[0].email
-    smtp_server.script_replies(refused, ["550 5.1.1 mailbox unavailable"])
+    # A policy refusal: the address stays sendable (a 5.1.1 would suppress it; see test_suppression.py).
+    smtp_server.script_replies(refused, ["554 5.7.1 message refused by policy"])
     campaign = make_ready_campaign(ready)
     assert api.post(f"/api/v1/campaigns/{campaign.id}/send").status_code == 202
     _session_done(db)
@@ -240,7 +241,7 @@ def test_retry_failed_sends_the_failed_ones_again(db, ready, smtp_server, api):
     _wait_for_status(db, campaign.id, "sent")
     failed = api.get(f"/api/v1/campaigns/{campaign.id}/deliveries?status=failed").get_json()["items"]
     assert [item["email"] for item in failed] == [refused]
-    assert "550" in failed[0]["error"]
+    assert "554" in failed[0]["error"]
     response = api.post(f"/api/v1/campaigns/{campaign.id}/retry-failed")
     assert response.status_code == 200, response.get_data(as_text=True)
     _session_done(db)

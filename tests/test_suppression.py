@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from mailapp.errors import ValidationError
 from mailapp.extensions import db as database
 from mailapp.models import (
+    Campaign,
+    Delivery,
     MailEvent,
     MailEventKind,
     Subscriber,
@@ -290,3 +292,69 @@ def test_two_workers_recording_the_same_address_at_once_raise_nothing_and_count_
     assert kinds == ["hard_bounce", "soft_bounce", "soft_bounce", "soft_bounce"]
     assert db.session.scalar(select(func.count()).select_from(Suppression)) == 1
     assert fresh(person).status == "bounced"
+
+
+def sent_campaign_with(recipients: int) -> tuple[int, list[Delivery]]:
+    campaign = CampaignFactory(status="sending")
+    rows = [make_delivery(campaign.id, status="sent") for _ in range(recipients)]
+    return campaign.id, rows
+
+
+def test_complaints_over_the_rate_pause_a_sending_campaign_with_the_figures(db) -> None:
+    policy = BouncePolicy(auto_pause_min_sent=10, auto_pause_complaint_rate=0.003)
+    campaign_id, rows = sent_campaign_with(10)
+    record_mail_event(IncomingEvent(MailEventKind.COMPLAINT, rows[0].email, "arf", delivery_id=rows[0].id),
+                      policy)
+    db.session.commit()
+    campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
+    assert campaign.status == "paused"
+    assert campaign.status_reason.startswith("Paused: complaint rate 10% (1 of 10 sent) passed 0.3%")
+
+
+def test_a_campaign_that_has_sent_too_few_is_not_paused(db) -> None:
+    policy = BouncePolicy(auto_pause_min_sent=11)
+    campaign_id, rows = sent_campaign_with(10)
+    for row in rows[:3]:
+        record_mail_event(hard(row.email, delivery_id=row.id), policy)
+    db.session.commit()
+    assert db.session.get(Campaign, campaign_id, populate_existing=True).status == "sending"
+
+
+def test_hard_bounces_within_the_rate_leave_the_campaign_sending(db) -> None:
+    policy = BouncePolicy(auto_pause_min_sent=10, auto_pause_hard_bounce_rate=0.1)
+    campaign_id, rows = sent_campaign_with(10)
+    record_mail_event(hard(rows[0].email, delivery_id=rows[0].id), policy)  # 10%: not past 10%
+    db.session.commit()
+    assert db.session.get(Campaign, campaign_id, populate_existing=True).status == "sending"
+    record_mail_event(hard(rows[1].email, delivery_id=rows[1].id), policy)
+    db.session.commit()
+    campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
+    assert campaign.status == "paused"
+    assert "hard-bounce rate 20% (2 of 10 sent) passed 10%" in campaign.status_reason
+
+
+@pytest.mark.e2e
+def test_a_campaign_whose_relay_reports_too_many_hard_bounces_pauses_itself(
+    app, db, smtp_server, celery_worker, monkeypatch
+) -> None:
+    monkeypatch.setitem(app.config, "AUTO_PAUSE_MIN_SENT", 3)
+    campaign, people = make_campaign(count=10)
+    for person in people[-3:]:
+        smtp_server.script_replies(person.email, ["550 5.1.1 No such user"])
+    tasks.enqueue_sending(campaign.id)
+    paused = wait_for_status(campaign.id, "paused")
+    assert "hard-bounce rate" in paused.status_reason
+    assert "passed 5%" in paused.status_reason
+    assert all(is_suppressed(person.email) for person in people[-3:])
+
+
+def test_the_recipient_count_before_sending_leaves_out_suppressed_addresses(db) -> None:
+    from mailapp.campaigns.services import count_recipients
+
+    members = SubscriberListFactory()
+    people = [SubscriberFactory(lists=[members]) for _ in range(4)]
+    suppress_address(people[0].email, SuppressionReason.MANUAL, "dashboard")
+    suppress_address(people[1].email, SuppressionReason.MANUAL, "dashboard")
+    lift_suppression(people[1].email)
+    db.session.commit()
+    assert count_recipients([members.id]) == 3

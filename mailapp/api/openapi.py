@@ -16,6 +16,7 @@ from mailapp.json_nesting import MAX_JSON_DEPTH
 from mailapp.models.campaign import CampaignStatus
 from mailapp.models.delivery import DeliveryStatus
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
+from mailapp.models.suppression import SuppressionReason
 from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
 
 Schema = dict[str, Any]
@@ -119,12 +120,23 @@ SCHEMAS: dict[str, Schema] = {
          "after": {"type": ["integer", "null"]}, "next_after": {"type": ["integer", "null"]}},
         ["items", "per_page", "after", "next_after"],
     ),
+    "Suppression": _every_field(
+        {"email": STRING, "reason": _enum(SuppressionReason), "source": STRING, "detail": STRING,
+         "campaign_id": {"type": ["integer", "null"]}, "created_at": TIME},
+    ),
+    "SuppressionImport": _every_field(
+        {"lines": COUNT, "added": COUNT, "already_suppressed": COUNT},
+    ),
     "Report": _every_field(
         {"recipients": COUNT, "sent": COUNT, "failed": COUNT, "unique_opens": COUNT, "opens": COUNT,
          "machine_opens": COUNT, "open_rate": RATE, "unique_clicks": COUNT, "clicks": COUNT,
          "click_rate": RATE, "unsubscribes": COUNT,
-         "timeline": {"type": "array", "items": _object({"at": TIME, "opens": COUNT, "clicks": COUNT},
-                                                         ["at", "opens", "clicks"])},
+         "hard_bounces": COUNT, "hard_bounce_rate": RATE, "soft_bounces": COUNT, "soft_bounce_rate": RATE,
+         "complaints": COUNT, "complaint_rate": RATE,
+         "timeline": {"type": "array", "items": _object(
+             {"at": TIME, "opens": COUNT, "clicks": COUNT, "hard_bounces": COUNT, "soft_bounces": COUNT,
+              "complaints": COUNT},
+             ["at", "opens", "clicks", "hard_bounces", "soft_bounces", "complaints"])},
          "top_links": {"type": "array", "items": _object(
              {"url": {"type": "string"}, "clicks": COUNT, "unique_clicks": COUNT},
              ["url", "clicks", "unique_clicks"])}},
@@ -141,6 +153,11 @@ SUBSCRIBER_FIELDS = {
     "attributes": {"type": "object", "description": f"A JSON object, nested at most {MAX_JSON_DEPTH} deep."},
     "status": _enum(SubscriberStatus),
     "list_ids": {"type": "array", "items": ID},
+}
+SUPPRESSION_FIELDS = {
+    "email": {"type": "string", "format": "email", "maxLength": 320},
+    "reason": _enum(SuppressionReason),
+    "detail": {"type": "string", "maxLength": 2000},
 }
 LAYOUT_FIELDS = {"name": {"type": "string", "minLength": 1}, "html": {"type": "string"}}
 CAMPAIGN_FIELDS = {
@@ -217,6 +234,8 @@ PAGE_PARAMETERS = [
 def _paths() -> dict[str, Schema]:
     list_id, subscriber_id = [_path_id("list_id")], [_path_id("subscriber_id")]
     layout_id, campaign_id = [_path_id("layout_id")], [_path_id("campaign_id")]
+    email_path = [{"name": "email", "in": "path", "required": True, "example": "ann@example.com",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 320}}]
     campaign = {"200": _json(_ref("Campaign"))}
 
     def campaign_action(summary: str, ok: str = "200", errors: str = "404 409 422") -> Schema:
@@ -279,6 +298,45 @@ def _paths() -> dict[str, Schema]:
             ),
             "delete": _operation("Delete a subscriber.", NO_CONTENT, "404", parameters=subscriber_id),
         },
+        "/suppressions": {
+            "get": _operation(
+                "Suppressed addresses (no campaign reaches them), newest first.",
+                {"200": _json(_page_of("Suppression"))}, "422",
+                parameters=[*PAGE_PARAMETERS, _query("q", {"type": "string"}, "Searches the email."),
+                            _query("reason", _enum(SuppressionReason))],
+            ),
+            "post": _operation(
+                "Suppress an address (200 when it already was: it keeps its first reason).",
+                {"201": _json(_ref("Suppression"), "Suppressed."), "200": _json(_ref("Suppression"))},
+                "413 422",
+                body=_json_body(_object(SUPPRESSION_FIELDS, ["email"], closed=True), example={
+                    "email": "ann@example.com", "reason": "manual", "detail": "asked by phone"}),
+            ),
+        },
+        "/suppressions/{email}": {
+            "get": _operation("The suppression of an address.", {"200": _json(_ref("Suppression"))}, "404",
+                              parameters=email_path),
+            "delete": _operation(
+                "Lift the suppression (kept as lifted, with the reason). The subscriber's status does not "
+                "change.", {"204": {"description": "Lifted."}}, "400 404 413 422",
+                parameters=[*email_path, _query(
+                    "reason", {"type": "string", "minLength": 1, "maxLength": 500},
+                    "Why (or a JSON body {reason}).",
+                )],
+                body=_json_body(_object({"reason": {"type": "string", "minLength": 1, "maxLength": 500}}),
+                                required=False),
+            ),
+        },
+        "/suppressions/import": {"post": _operation(
+            "Suppress every address of a CSV file (one per line, or an email column): all or nothing.",
+            {"200": _json(_ref("SuppressionImport"))}, "400 413 422",
+            body={"required": True, "content": {"multipart/form-data": {"schema": _object(
+                {"file": {"type": "string", "contentMediaType": "text/csv"}}, ["file"])}}},
+        )},
+        "/suppressions/export": {"get": _operation(
+            "The suppressions in force as CSV: email, reason, source, detail, campaign_id, created_at.",
+            {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}}, "",
+        )},
         "/layouts": {
             "get": _operation("Layouts, without their HTML.", {"200": _json(_page_of("LayoutSummary"))},
                               "422", parameters=PAGE_PARAMETERS),

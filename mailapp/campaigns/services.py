@@ -24,6 +24,7 @@ from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
+from mailapp.models.suppression import Suppression
 from mailapp.reports.figures import delivery_counts, status_counts
 
 MAX_TEST_RECIPIENTS = 20
@@ -271,13 +272,19 @@ def send_test(
 
 
 def count_recipients(list_ids: Sequence[int]) -> int:
-    """Active subscribers of these lists, each counted once: what a send would snapshot now."""
+    """Active subscribers of these lists whose address is not suppressed, each counted once: what a send
+    would snapshot now."""
     if not list_ids:
         return 0
+    suppressed = select(Suppression.id).where(
+        Suppression.email == Subscriber.email, Suppression.lifted_at.is_(None)
+    ).exists()
     members = (
         select(list_members.c.subscriber_id)
         .join(Subscriber, Subscriber.id == list_members.c.subscriber_id)
-        .where(list_members.c.list_id.in_(list_ids), Subscriber.status == SubscriberStatus.ACTIVE)
+        .where(
+            list_members.c.list_id.in_(list_ids), Subscriber.status == SubscriberStatus.ACTIVE, ~suppressed
+        )
         .distinct()
         .subquery()
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import false, func, select
 
 from mailapp.extensions import db
-from mailapp.models import ClickEvent, Delivery, DeliveryStatus, OpenEvent
+from mailapp.models import ClickEvent, Delivery, DeliveryStatus, MailEvent, OpenEvent
 from mailapp.reports.figures import get_campaign
 
 DELIVERY_PAGE_SIZE = 50
@@ -30,6 +30,8 @@ class RecipientActivity:
     delivery: Delivery
     human_open: bool
     human_click: bool
+    # The kinds of mail event (hard_bounce, soft_bounce, complaint) recorded for this delivery.
+    mail_events: frozenset[str] = frozenset()
 
     @property
     def opened(self) -> bool:
@@ -159,6 +161,15 @@ def activity_page(
 def _with_activity(deliveries: list[Delivery]) -> list[RecipientActivity]:
     ids = [delivery.id for delivery in deliveries]
     opened, clicked = _human(OpenEvent, ids), _human(ClickEvent, ids)
+    events: dict[int, set[str]] = {}
+    if ids:
+        for delivery_id, kind in db.session.execute(
+            select(MailEvent.delivery_id, MailEvent.kind).distinct().where(MailEvent.delivery_id.in_(ids))
+        ):
+            events.setdefault(delivery_id, set()).add(kind)
     return [
-        RecipientActivity(delivery, delivery.id in opened, delivery.id in clicked) for delivery in deliveries
+        RecipientActivity(
+            delivery, delivery.id in opened, delivery.id in clicked, frozenset(events.get(delivery.id, ()))
+        )
+        for delivery in deliveries
     ]

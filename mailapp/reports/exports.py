@@ -89,10 +89,19 @@ def report_csv(report: CampaignReport) -> Iterator[str]:
         "click_to_open_rate",
         "unsubscribes",
         "unsubscribe_rate",
+        "hard_bounces",
+        "hard_bounce_rate",
+        "soft_bounces",
+        "soft_bounce_rate",
+        "complaints",
+        "complaint_rate",
     ):
         yield csv_line([name, getattr(report, name)])
     yield "\r\n"
-    yield csv_line(["period_start", "period_hours", "opens", "human_opens", "machine_opens", "clicks"])
+    yield csv_line([
+        "period_start", "period_hours", "opens", "human_opens", "machine_opens", "clicks", "hard_bounces",
+        "soft_bounces", "complaints",
+    ])
     for point in report.timeline:
         yield csv_line(
             [
@@ -102,6 +111,9 @@ def report_csv(report: CampaignReport) -> Iterator[str]:
                 point.human_opens,
                 point.machine_opens,
                 point.clicks,
+                point.hard_bounces,
+                point.soft_bounces,
+                point.complaints,
             ]
         )
     yield "\r\n"

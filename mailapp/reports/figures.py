@@ -9,6 +9,8 @@ Definitions (shown on the report page too):
   reader's client may block images). open_rate = unique_opens / sent.
 - clicks, unique_clicks: human clicks and the recipients who clicked; scanner clicks are counted apart.
   click_rate = unique_clicks / sent; click_to_open_rate = unique_clicks / unique_opens.
+- hard_bounces, soft_bounces, complaints: addresses with at least one such mail event for the campaign
+  (at send time or reported later: DSNs, feedback loops, webhooks); each rate is that number / sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -34,8 +36,11 @@ from mailapp.models import (
     ClickEvent,
     DeliveryStatus,
     Link,
+    MailEvent,
+    MailEventKind,
     utcnow,
 )
+from mailapp.sending.suppression import campaign_event_counts
 
 HOURLY_SPAN = timedelta(hours=48)
 TOP_LINKS = 20
@@ -57,6 +62,9 @@ class TimelinePoint:
     human_opens: int = 0
     machine_opens: int = 0
     clicks: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    complaints: int = 0
 
     @property
     def opens(self) -> int:
@@ -84,6 +92,9 @@ class CampaignReport:
     scanner_clicks: int = 0
     unique_clicks: int = 0
     unsubscribes: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    complaints: int = 0
     timeline: list[TimelinePoint] = field(default_factory=list)
     top_links: list[LinkFigures] = field(default_factory=list)
 
@@ -107,6 +118,18 @@ class CampaignReport:
     def unsubscribe_rate(self) -> float:
         return _fraction(self.unsubscribes, self.sent)
 
+    @property
+    def hard_bounce_rate(self) -> float:
+        return _fraction(self.hard_bounces, self.sent)
+
+    @property
+    def soft_bounce_rate(self) -> float:
+        return _fraction(self.soft_bounces, self.sent)
+
+    @property
+    def complaint_rate(self) -> float:
+        return _fraction(self.complaints, self.sent)
+
     def as_api(self) -> dict[str, Any]:
         return {
             "recipients": self.recipients,
@@ -120,8 +143,18 @@ class CampaignReport:
             "clicks": self.clicks,
             "click_rate": self.click_rate,
             "unsubscribes": self.unsubscribes,
+            "hard_bounces": self.hard_bounces,
+            "hard_bounce_rate": self.hard_bounce_rate,
+            "soft_bounces": self.soft_bounces,
+            "soft_bounce_rate": self.soft_bounce_rate,
+            "complaints": self.complaints,
+            "complaint_rate": self.complaint_rate,
             "timeline": [
-                {"at": point.at.isoformat(), "opens": point.opens, "clicks": point.clicks}
+                {
+                    "at": point.at.isoformat(), "opens": point.opens, "clicks": point.clicks,
+                    "hard_bounces": point.hard_bounces, "soft_bounces": point.soft_bounces,
+                    "complaints": point.complaints,
+                }
                 for point in self.timeline
             ],
             "top_links": [
@@ -250,6 +283,10 @@ def campaign_report(campaign_id: int) -> CampaignReport:
     if stats is not None:
         for name in COUNTER_FIELDS:
             setattr(report, name, getattr(stats, name) or 0)
+    events = campaign_event_counts([campaign.id])[campaign.id]
+    report.hard_bounces = events[MailEventKind.HARD_BOUNCE]
+    report.soft_bounces = events[MailEventKind.SOFT_BOUNCE]
+    report.complaints = events[MailEventKind.COMPLAINT]
     report.timeline = timeline(campaign)
     if report.clicks + report.scanner_clicks >= CACHE_FROM_EVENTS:
         report.top_links = cached(("top_links", campaign.id), lambda: top_links(campaign.id))
@@ -262,15 +299,38 @@ def _floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+_EVENT_COLUMNS = {MailEventKind.HARD_BOUNCE: 3, MailEventKind.SOFT_BOUNCE: 4, MailEventKind.COMPLAINT: 5}
+
+
+def _mail_event_hours(campaign_id: int) -> list[tuple[datetime, str, int]]:
+    """(hour, kind, events) of the campaign's mail events, grouped in the database: one row per hour
+    and kind, read through the (campaign_id, kind, occurred_at) index."""
+    if is_postgres():
+        hour = func.date_trunc("hour", MailEvent.occurred_at)
+    else:
+        hour = func.strftime("%Y-%m-%d %H:00:00", MailEvent.occurred_at)
+    rows = db.session.execute(
+        select(hour, MailEvent.kind, func.count())
+        .where(MailEvent.campaign_id == campaign_id)
+        .group_by(hour, MailEvent.kind)
+    )
+    result = []
+    for moment, kind, number in rows:
+        if isinstance(moment, str):  # SQLite's strftime
+            moment = datetime.fromisoformat(moment)
+        result.append((moment.replace(tzinfo=UTC), kind, int(number)))
+    return result
+
+
 def timeline(campaign: Campaign, *, now: datetime | None = None) -> list[TimelinePoint]:
-    """Opens (human and machine) and human clicks per hour for the first 48 hours from the campaign's
-    start, then per day (24-hour spans from the end of the hourly part). Empty spans are included up
-    to the last activity (or now, during the first 48 hours)."""
+    """Opens (human and machine), human clicks, bounces and complaints per hour for the first 48 hours
+    from the campaign's start, then per day (24-hour spans from the end of the hourly part). Empty
+    spans are included up to the last activity (or now, during the first 48 hours)."""
     now = now or utcnow()
     # The hourly rollup the database triggers keep (mailapp.models.CampaignHourlyActivity): one row per
     # hour with activity, however many events.
     hourly: dict[datetime, list[int]] = {
-        hour: [human, machine_count, clicks]
+        hour: [human, machine_count, clicks, 0, 0, 0]
         for hour, human, machine_count, clicks in db.session.execute(
             select(
                 CampaignHourlyActivity.hour,
@@ -280,6 +340,8 @@ def timeline(campaign: Campaign, *, now: datetime | None = None) -> list[Timelin
             ).where(CampaignHourlyActivity.campaign_id == campaign.id)
         )
     }
+    for hour, kind, number in _mail_event_hours(campaign.id):
+        hourly.setdefault(hour, [0] * 6)[_EVENT_COLUMNS[MailEventKind(kind)]] += number
     start_moment = campaign.started_at or (min(hourly) if hourly else None)
     if start_moment is None:
         return []
@@ -296,17 +358,15 @@ def timeline(campaign: Campaign, *, now: datetime | None = None) -> list[Timelin
     moment = start
     while moment <= last:
         at, span = key(moment)
-        buckets.setdefault(at, [span, 0, 0, 0])
+        buckets.setdefault(at, [span, 0, 0, 0, 0, 0, 0])
         moment += timedelta(hours=1) if moment < cutoff else timedelta(days=1)
-    for hour, (human, machine_count, clicks) in hourly.items():
+    for hour, figures in hourly.items():
         at, span = key(hour)
-        entry = buckets.setdefault(at, [span, 0, 0, 0])
-        entry[1] += human
-        entry[2] += machine_count
-        entry[3] += clicks
+        entry = buckets.setdefault(at, [span, 0, 0, 0, 0, 0, 0])
+        for index, number in enumerate(figures, start=1):
+            entry[index] += number
     return [
-        TimelinePoint(at=at, span=span, human_opens=human, machine_opens=machine_count, clicks=clicks)
-        for at, (span, human, machine_count, clicks) in sorted(buckets.items())
+        TimelinePoint(at, span, *figures) for at, (span, *figures) in sorted(buckets.items())
     ]
 
 

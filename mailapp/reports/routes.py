@@ -15,6 +15,9 @@ bp = Blueprint("reports", __name__)
 HUMAN_OPENS = "#0d6efd"
 MACHINE_OPENS = "#adb5bd"
 CLICKS = "#198754"
+HARD_BOUNCES = "#dc3545"
+SOFT_BOUNCES = "#ffc107"
+COMPLAINTS = "#6f42c1"
 
 
 @bp.get("/")
@@ -33,6 +36,7 @@ def campaign(campaign_id: int):
         "reports/campaign.html",
         report=report,
         timeline_chart=timeline_chart(report),
+        events_chart=events_chart(report),
         links_chart=charts.horizontal_bars(
             [(link.url, link.clicks, link.unique_clicks) for link in report.top_links if link.clicks],
             title="Top links by clicks",
@@ -42,19 +46,30 @@ def campaign(campaign_id: int):
 
 def timeline_chart(report: figures.CampaignReport):  # Markup
     points = report.timeline
+    return _over_time(points, "Opens and clicks over time", [
+        charts.Series("human opens", HUMAN_OPENS, [point.human_opens for point in points]),
+        charts.Series("machine opens", MACHINE_OPENS, [point.machine_opens for point in points]),
+        charts.Series("clicks", CLICKS, [point.clicks for point in points]),
+    ])
+
+
+def events_chart(report: figures.CampaignReport):  # Markup
+    points = report.timeline
+    return _over_time(points, "Bounces and complaints over time", [
+        charts.Series("hard bounces", HARD_BOUNCES, [point.hard_bounces for point in points]),
+        charts.Series("soft bounces", SOFT_BOUNCES, [point.soft_bounces for point in points]),
+        charts.Series("complaints", COMPLAINTS, [point.complaints for point in points]),
+    ])
+
+
+def _over_time(points: list[figures.TimelinePoint], title: str, series: list[charts.Series]):  # Markup
     labels = [
         point.at.strftime("%d %b %H:00") if point.span.total_seconds() == 3600 else point.at.strftime("%d %b")
         for point in points
     ]
     hourly = sum(1 for point in points if point.span.total_seconds() == 3600)
     return charts.grouped_bars(
-        labels,
-        [
-            charts.Series("human opens", HUMAN_OPENS, [point.human_opens for point in points]),
-            charts.Series("machine opens", MACHINE_OPENS, [point.machine_opens for point in points]),
-            charts.Series("clicks", CLICKS, [point.clicks for point in points]),
-        ],
-        title="Opens and clicks over time",
+        labels, series, title=title,
         marker_index=hourly if hourly < len(points) else None,
         marker_label="daily from here",
     )

@@ -119,12 +119,12 @@ def _hand_back(rows: list[ClaimedRow], outcomes: Outcomes, message_id_suffix: st
 
 
 def _write_outcomes(outcomes: Outcomes, message_id_suffix: str, settings: SendSettings) -> None:
-    """The outcomes, and the hard bounces among them (subscriber bounced, address suppressed), in the
-    caller's transaction."""
+    """The outcomes, and the hard bounces among them (subscriber bounced, address suppressed, the
+    campaign paused if they are too many), in the caller's transaction."""
     ledger.write_outcomes(outcomes, message_id_suffix)
-    for event in outcomes.hard_bounces:
-        suppression.record_mail_event(event, settings.bounce_policy)
-    outcomes.hard_bounces.clear()
+    if outcomes.hard_bounces:
+        suppression.record_send_bounces(outcomes.hard_bounces, settings.bounce_policy)
+        outcomes.hard_bounces.clear()
 
 
 def _send_rows(

@@ -29,7 +29,10 @@ from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
 from mailapp.models import (
+    CampaignDeliveryCount,
+    CampaignStatus,
     Delivery,
+    DeliveryStatus,
     MailEvent,
     MailEventKind,
     Subscriber,
@@ -38,6 +41,7 @@ from mailapp.models import (
     SuppressionReason,
     utcnow,
 )
+from mailapp.sending import ledger
 
 MAX_EMAIL_LENGTH = 320
 MAX_DEDUPE_KEY_LENGTH = 200
@@ -50,12 +54,20 @@ MAX_TEXT_LENGTH = 4000  # a diagnostic or a note: enough for any real reply, bou
 class BouncePolicy:
     soft_bounce_limit: int = 3  # SOFT_BOUNCE_LIMIT
     soft_bounce_window_days: int = 30  # SOFT_BOUNCE_WINDOW_DAYS
+    # A sending campaign pauses itself once it has sent this many and its complaint or hard-bounce
+    # rate (over sent) passes these (AUTO_PAUSE_*).
+    auto_pause_min_sent: int = 500
+    auto_pause_complaint_rate: float = 0.003
+    auto_pause_hard_bounce_rate: float = 0.05
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BouncePolicy:
         return cls(
             soft_bounce_limit=max(1, int(config["SOFT_BOUNCE_LIMIT"])),
             soft_bounce_window_days=max(1, int(config["SOFT_BOUNCE_WINDOW_DAYS"])),
+            auto_pause_min_sent=max(1, int(config["AUTO_PAUSE_MIN_SENT"])),
+            auto_pause_complaint_rate=float(config["AUTO_PAUSE_COMPLAINT_RATE"]),
+            auto_pause_hard_bounce_rate=float(config["AUTO_PAUSE_HARD_BOUNCE_RATE"]),
         )
 
     @classmethod
@@ -78,9 +90,25 @@ class IncomingEvent:
 def record_mail_event(event: IncomingEvent, policy: BouncePolicy | None = None) -> bool:
     """Record one bounce or complaint and apply the policy. False when its dedupe_key was seen before
     (nothing changes). ValidationError when the address cannot be an address (empty, too long, no @).
-    Fills the campaign and subscriber from the delivery, or the subscriber from the address. Flushes;
-    the caller commits."""
+    Fills the campaign and subscriber from the delivery, or the subscriber from the address. Then, if
+    the campaign is sending, pauses it when its complaint or hard-bounce rate is too high. Flushes; the
+    caller commits."""
     policy = policy or BouncePolicy.for_current_app()
+    recorded, campaign_id = _record(event, policy)
+    if recorded and campaign_id is not None and event.kind != MailEventKind.SOFT_BOUNCE:
+        pause_if_rates_too_high(campaign_id, policy)
+    return recorded
+
+
+def record_send_bounces(events: list[IncomingEvent], policy: BouncePolicy) -> None:
+    """The hard bounces one send group met, then the auto-pause check once per campaign. Flushes."""
+    campaigns = {campaign_id for recorded, campaign_id in (_record(event, policy) for event in events)
+                 if recorded and campaign_id is not None}
+    for campaign_id in sorted(campaigns):
+        pause_if_rates_too_high(campaign_id, policy)
+
+
+def _record(event: IncomingEvent, policy: BouncePolicy) -> tuple[bool, int | None]:
     kind = MailEventKind(event.kind)
     email = normalize_address(event.email)
     now = utcnow()
@@ -109,7 +137,7 @@ def record_mail_event(event: IncomingEvent, policy: BouncePolicy | None = None) 
         .returning(MailEvent.id)
     ).first()
     if inserted is None:
-        return False
+        return False, campaign_id
     detail = " ".join(part for part in (status_code, diagnostic) if part)
     if kind == MailEventKind.HARD_BOUNCE:
         _mark_bounced(subscriber_id, now)
@@ -128,7 +156,54 @@ def record_mail_event(event: IncomingEvent, policy: BouncePolicy | None = None) 
         _unsubscribe_for_complaint(subscriber_id, campaign_id, now)
         suppress_address(email, SuppressionReason.COMPLAINT, source, detail, campaign_id)
     db.session.flush()
-    return True
+    return True, campaign_id
+
+
+def pause_if_rates_too_high(campaign_id: int, policy: BouncePolicy) -> bool:
+    """Pause a sending campaign whose complaint or hard-bounce rate over its sent messages passed the
+    policy's, once it has sent auto_pause_min_sent (fewer say little: one complaint in 20 is 5%). The
+    reason, with the figures, is shown on the campaign page. The caller commits."""
+    if ledger.campaign_status(campaign_id) != CampaignStatus.SENDING:
+        return False
+    sent = int(db.session.scalar(
+        select(func.coalesce(func.sum(CampaignDeliveryCount.deliveries), 0)).where(
+            CampaignDeliveryCount.campaign_id == campaign_id,
+            CampaignDeliveryCount.status == DeliveryStatus.SENT,
+        )
+    ))
+    if sent < policy.auto_pause_min_sent:
+        return False
+    counts = campaign_event_counts([campaign_id])[campaign_id]
+    for kind, label, limit in (
+        (MailEventKind.COMPLAINT, "complaint rate", policy.auto_pause_complaint_rate),
+        (MailEventKind.HARD_BOUNCE, "hard-bounce rate", policy.auto_pause_hard_bounce_rate),
+    ):
+        if counts[kind] / sent > limit:
+            return ledger.pause_campaign(
+                campaign_id,
+                f"Paused: {label} {percent(counts[kind] / sent)} ({counts[kind]:,} of {sent:,} sent) passed "
+                f"{percent(limit)}. Check the list's source before resuming.",
+            )
+    return False
+
+
+def campaign_event_counts(campaign_ids: list[int]) -> dict[int, dict[MailEventKind, int]]:
+    """{campaign_id: {kind: addresses}}: how many different addresses had each kind of event (an
+    address that bounced twice counts once), from the (campaign_id, kind) index."""
+    counts = {campaign_id: dict.fromkeys(MailEventKind, 0) for campaign_id in campaign_ids}
+    if campaign_ids:
+        for campaign_id, kind, number in db.session.execute(
+            select(MailEvent.campaign_id, MailEvent.kind, func.count(MailEvent.email.distinct()))
+            .where(MailEvent.campaign_id.in_(campaign_ids))
+            .group_by(MailEvent.campaign_id, MailEvent.kind)
+        ):
+            counts[campaign_id][MailEventKind(kind)] = int(number)
+    return counts
+
+
+def percent(fraction: float) -> str:
+    """0.004 -> "0.4%", 0.05 -> "5%", 0.0025 -> "0.25%"."""
+    return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
 
 def suppress_address(
@@ -137,26 +212,53 @@ def suppress_address(
     """Suppress the address (idempotent: an address already suppressed keeps its first reason; a lifted
     suppression is put back with this one). Changes no subscriber. Flushes; the caller commits."""
     address = normalize_address(email)
-    reason = SuppressionReason(reason)
-    values = {
-        "reason": str(reason), "source": _bounded_text(source, MAX_SOURCE_LENGTH),
-        "detail": _bounded_text(detail), "campaign_id": campaign_id if is_id(campaign_id) else None,
-    }
-    now = utcnow()
-    db.session.execute(
-        _insert(Suppression)
-        .values(email=address, created_at=now, lifted_reason="", lifted_by="", **values)
-        .on_conflict_do_nothing(index_elements=["email"])
-    )
-    db.session.execute(
-        update(Suppression)
-        .where(Suppression.email == address, Suppression.lifted_at.is_not(None))
-        .values(created_at=now, lifted_at=None, lifted_reason="", lifted_by="", **values),
-        execution_options={"synchronize_session": False},
-    )
+    suppress_many([(address, reason, detail)], source, campaign_id)
     return db.session.scalars(
         select(Suppression).where(Suppression.email == address).execution_options(populate_existing=True)
     ).one()
+
+
+def suppress_many(
+    entries: list[tuple[str, str, str]], source: str, campaign_id: int | None = None
+) -> int:
+    """Suppress (email, reason, detail) entries whose emails are already normalized and distinct, in
+    two statements: new addresses are inserted (ON CONFLICT DO NOTHING: a concurrent writer's row
+    wins), lifted ones are put back. Returns how many addresses were not suppressed before. Flushes."""
+    if not entries:
+        return 0
+    now = utcnow()
+    campaign_id = campaign_id if is_id(campaign_id) else None
+    rows = [
+        {
+            "email": address, "reason": str(SuppressionReason(reason)),
+            "source": _bounded_text(source, MAX_SOURCE_LENGTH), "detail": _bounded_text(detail),
+            "campaign_id": campaign_id, "created_at": now, "lifted_reason": "", "lifted_by": "",
+        }
+        for address, reason, detail in entries
+    ]
+    # One multi-row INSERT per batch of rows (SQLAlchemy's insertmanyvalues); RETURNING names the
+    # addresses that were new.
+    added = len(db.session.execute(
+        _insert(Suppression).on_conflict_do_nothing(index_elements=["email"]).returning(Suppression.email),
+        rows,
+    ).all())
+    by_email = {row["email"]: row for row in rows}
+    lifted = db.session.scalars(
+        select(Suppression.email).where(Suppression.email.in_(by_email), Suppression.lifted_at.is_not(None))
+    ).all()
+    for address in lifted:
+        row = by_email[address]
+        db.session.execute(
+            update(Suppression)
+            .where(Suppression.email == address, Suppression.lifted_at.is_not(None))
+            .values(
+                reason=row["reason"], source=row["source"], detail=row["detail"], campaign_id=campaign_id,
+                created_at=now, lifted_at=None, lifted_reason="", lifted_by="",
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    db.session.flush()
+    return added + len(lifted)
 
 
 def lift_suppression(email: str, reason: str = "", lifted_by: str = "") -> bool:
@@ -188,6 +290,23 @@ def is_suppressed(email: str) -> bool:
     return bool(db.session.scalar(select(exists().where(
         Suppression.email == address, Suppression.lifted_at.is_(None)
     ))))
+
+
+def events_for_subscriber(subscriber_id: int, email: str, limit: int = 50) -> list[MailEvent]:
+    """The subscriber's latest bounces and complaints, newest first: those recorded for them and those
+    for their address (reported before they were a subscriber, or after their delivery row lost them)."""
+    return list(db.session.scalars(
+        select(MailEvent)
+        .where((MailEvent.subscriber_id == subscriber_id) | (MailEvent.email == email.lower()))
+        .order_by(MailEvent.occurred_at.desc(), MailEvent.id.desc())
+        .limit(limit)
+    ))
+
+
+def suppression_in_force(email: str) -> Suppression | None:
+    return db.session.scalar(
+        select(Suppression).where(Suppression.email == email.lower(), Suppression.lifted_at.is_(None))
+    )
 
 
 def normalize_address(email: str) -> str:

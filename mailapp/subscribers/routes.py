@@ -23,6 +23,7 @@ from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
+from mailapp.sending import suppression
 from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
 from mailapp.web import csv_download
@@ -259,9 +260,12 @@ def edit_subscriber(subscriber_id: int):
             db.session.commit()
             flash("Subscriber saved.", "success")
             return redirect(url_for("subscribers.edit_subscriber", subscriber_id=subscriber_id))
+    subscriber = db.session.get(Subscriber, subscriber_id)
     return render_template(
-        "subscribers/edit.html", form=form, subscriber=db.session.get(Subscriber, subscriber_id),
+        "subscribers/edit.html", form=form, subscriber=subscriber,
         status_form=StatusForm(), delete_form=ActionForm(),
+        mail_events=suppression.events_for_subscriber(subscriber.id, subscriber.email),
+        suppression=suppression.suppression_in_force(subscriber.email),
     ), 422 if form.is_submitted() else 200
 
 

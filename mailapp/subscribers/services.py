@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from mailapp.addresses import normalize_email
+from mailapp.addresses import normalize_email_field
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
@@ -73,12 +73,7 @@ def _clean_status(status: Any) -> SubscriberStatus:
 
 
 def _clean_email(email: Any) -> str:
-    if not isinstance(email, str) or not email.strip():
-        raise ValidationError("An email address is required.", [{"field": "email"}])
-    try:
-        return normalize_email(email)
-    except ValidationError as error:
-        raise ValidationError(error.message, [{"field": "email"}]) from error
+    return normalize_email_field(email)
 
 
 def _ensure_email_free(email: str, except_id: int | None = None) -> None:

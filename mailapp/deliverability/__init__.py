@@ -1,0 +1,1 @@
+"""Deliverability: the suppression list (search, add, lift, CSV import and export)."""
