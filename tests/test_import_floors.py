@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
-    {"auth", "campaigns", "dashboard", "devinbox", "layouts", "reports", "subscribers", "tracking", "api"}
+    {"auth", "campaigns", "dashboard", "devinbox", "layouts", "reports", "subscribers", "tracking", "api",
+     "audit", "users"}
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3
 FLOOR_NAMES = {GROUND: "ground", SENDING: "sending", DOMAIN: "domain", WEB: "web and tasks"}

@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and the app see every table."""
 
+from mailapp.models.audit import AuditEntry
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
@@ -20,10 +21,11 @@ from mailapp.models.tracking import (
     Link,
     OpenEvent,
 )
-from mailapp.models.user import ApiToken, User, UserSession
+from mailapp.models.user import ApiToken, Invite, RecoveryCode, Role, TeamSetting, User, UserSession
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
     "Campaign",
     "CampaignDeliveryCount",
@@ -34,14 +36,18 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "ImportStatus",
+    "Invite",
     "Layout",
     "Link",
     "LoginAttempt",
     "OpenEvent",
+    "RecoveryCode",
+    "Role",
     "Subscriber",
     "SubscriberImport",
     "SubscriberList",
     "SubscriberStatus",
+    "TeamSetting",
     "UTCDateTime",
     "User",
     "UserSession",
