@@ -52,6 +52,12 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+def public_url_for(endpoint: str, **values: object) -> str:
+    """An absolute link for mail, on PUBLIC_URL: never built from the request's Host header, which a
+    client chooses (a reset link must not point at a host the asker names)."""
+    return current_app.config["PUBLIC_URL"].rstrip("/") + url_for(endpoint, **values)
+
+
 # What a user who must enrol in two-factor sign-in may still open.
 ENROLMENT_ENDPOINTS = frozenset(
     {"auth.two_factor_page", "auth.two_factor_enrol", "auth.logout", "static", "bootstrap.static"}

@@ -64,6 +64,13 @@ def record(action: str, target: Any = None, summary: str = "", *, actor: User | 
     return entry
 
 
+def record_read(action: str, target: Any = None, summary: str = "") -> None:
+    """Record a read worth knowing of (an export of personal data) and commit it at once: the request
+    itself writes nothing to commit it with."""
+    record(action, target, summary)
+    db.session.commit()
+
+
 def parse_time(text: str | None, field: str, *, end: bool = False) -> datetime | None:
     """A filter bound: a day (YYYY-MM-DD, UTC; as an end, the whole day is included) or an ISO 8601
     time with an offset. None when blank; ValidationError naming the field otherwise."""

@@ -47,6 +47,7 @@ from mailapp.errors import (
 from mailapp.extensions import db
 from mailapp.models import ApiToken, Role, User, utcnow
 from mailapp.secret_box import SecretBox
+from mailapp.web import public_url_for
 
 bp = Blueprint("auth", __name__)
 
@@ -185,7 +186,7 @@ def forgot_password():
             return render_template("auth/forgot_password.html", form=form), status
         user = active_user_by_email(email)
         if user is not None:
-            link = url_for("auth.reset_password_page", token=password_reset_token(user), _external=True)
+            link = public_url_for("auth.reset_password_page", token=password_reset_token(user))
             record("user.password_reset_request", user, f"reset link sent to {user.email}", actor=user)
             db.session.commit()
             minutes = current_app.config["PASSWORD_RESET_TTL_MINUTES"]

@@ -13,6 +13,7 @@ from mailapp.errors import ConflictError, InvalidLinkError, MailappError, Valida
 from mailapp.extensions import db
 from mailapp.users import services
 from mailapp.users.forms import AcceptInviteForm, InviteForm, RoleForm, TwoFactorPolicyForm
+from mailapp.web import public_url_for
 
 bp = Blueprint("users", __name__)
 
@@ -24,8 +25,8 @@ def _render_index(invite_form: InviteForm | None = None, invite_link: str | None
         invite_form=invite_form or InviteForm(), invite_link=invite_link,
         role_forms={user.id: RoleForm(role=user.role, can_export=user.can_export) for user in users},
         policy_form=TwoFactorPolicyForm(required=services.two_factor_required()),
-        invite_link_for=lambda invite: url_for(
-            "users.accept_invite", token=services.invite_token(invite), _external=True
+        invite_link_for=lambda pending: public_url_for(
+            "users.accept_invite", token=services.invite_token(pending)
         ),
     ), status
 
@@ -50,7 +51,7 @@ def invite():
         form.email.errors.append(error.message)
         return _render_index(form, status=error.status_code)
     db.session.commit()
-    link = url_for("users.accept_invite", token=token, _external=True)
+    link = public_url_for("users.accept_invite", token=token)
     hours = current_app.config["INVITE_TTL_HOURS"]
     send_system_mail.delay(
         created.email, "You are invited to mailapp",
