@@ -55,6 +55,8 @@ def test_an_invite_is_emailed_and_shown_and_its_link_makes_a_signed_in_user(
 ):
     page = invite(auth_client, "new@example.com", "viewer")
     assert page.status_code == 200
+    # The team table shows the stored roles, not the invite form's.
+    assert '<option selected value="owner">' in page.get_data(as_text=True)
     shown = re.search(r'data-testid="invite-link">http://mailapp\.test(/\S+?)<', page.get_data(as_text=True))
     message = mail_to("new@example.com")
     assert link_in(message) == shown.group(1)

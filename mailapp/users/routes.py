@@ -22,9 +22,12 @@ def _render_index(invite_form: InviteForm | None = None, invite_link: str | None
     users = services.list_users()
     return render_template(
         "users/index.html", users=users, invites=services.pending_invites(),
-        invite_form=invite_form or InviteForm(), invite_link=invite_link,
-        role_forms={user.id: RoleForm(role=user.role, can_export=user.can_export) for user in users},
-        policy_form=TwoFactorPolicyForm(required=services.two_factor_required()),
+        # formdata=None: after a POST (an invite) the forms show the stored values, not the request's.
+        invite_form=invite_form or InviteForm(formdata=None), invite_link=invite_link,
+        role_forms={
+            user.id: RoleForm(formdata=None, role=user.role, can_export=user.can_export) for user in users
+        },
+        policy_form=TwoFactorPolicyForm(formdata=None, required=services.two_factor_required()),
         invite_link_for=lambda pending: public_url_for(
             "users.accept_invite", token=services.invite_token(pending)
         ),
