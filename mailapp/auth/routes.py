@@ -5,6 +5,7 @@ address and per account across every process (auth/throttle.py); each sign-in is
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import timedelta
 
@@ -46,7 +47,7 @@ from mailapp.errors import (
 )
 from mailapp.extensions import db
 from mailapp.models import ApiToken, Role, User, utcnow
-from mailapp.secret_box import SecretBox
+from mailapp.secret_box import SecretBox, SecretUnreadableError
 from mailapp.web import public_url_for
 
 bp = Blueprint("auth", __name__)
@@ -245,7 +246,10 @@ def two_factor_enrol():
     box = SecretBox.for_current_app()
     sealed = session.get(PENDING_SECRET)
     # The secret waits in the (signed, and here sealed) session cookie until a code confirms it.
-    secret = box.open(sealed) if isinstance(sealed, str) else None
+    secret = None
+    if isinstance(sealed, str):
+        with contextlib.suppress(SecretUnreadableError):  # sealed under a key since rotated away
+            secret = box.open(sealed)
     if secret is None:
         secret = two_factor.new_secret()
         session[PENDING_SECRET] = box.seal(secret)
