@@ -1,4 +1,4 @@
-"""Migration 0007 on a database of its own that holds users and tokens from before it: admins become
+"""Migration 0010 on a database of its own that holds users and tokens from before it: admins become
 owners, everyone else editors, each token keeps its user's role, and the downgrade takes it all back."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_admins_become_owners_and_tokens_keep_their_users_role(fresh_app):
             sql("INSERT INTO api_tokens (user_id, name, token_hash, created_at) "
                 "VALUES (:id, 't', :hash, :now)", id=user_id, hash=f"{user_id:064d}", now=NOW)
         db.session.commit()
-        upgrade(revision="0007")
+        upgrade(revision="0010")
         assert sql("SELECT email, role, can_export, name FROM users ORDER BY id") == [
             ("admin@example.com", "owner", False, ""), ("staff@example.com", "editor", False, ""),
         ]
