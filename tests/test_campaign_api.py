@@ -212,3 +212,16 @@ def test_test_send_refuses_bad_input(api, audience, smtp_server):  # noqa: F811
         )
         assert fragment in body["message"], payload
     assert smtp_server.messages == []
+
+
+def test_unschedule_through_the_api_makes_a_draft_and_refuses_a_draft(api, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    api.post(
+        f"/api/v1/campaigns/{campaign.id}/schedule",
+        json={"send_at": (utcnow() + timedelta(days=1)).isoformat()},
+    )
+    body = api.post(f"/api/v1/campaigns/{campaign.id}/unschedule").get_json()
+    assert (body["status"], body["send_at"]) == ("draft", None)
+    assert db.session.get(Campaign, campaign.id).schedule_version == 2
+    again = api.post(f"/api/v1/campaigns/{campaign.id}/unschedule")
+    assert "it is draft" in _error(again, 409, "invalid_state")["message"]

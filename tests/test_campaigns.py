@@ -529,3 +529,30 @@ def test_draft_page_shows_how_many_would_get_it_now(auth_client, db, audience): 
     shown = re.search(r'data-testid="expected-recipients">([\d,]+)<', html)
     assert shown is not None
     assert int(shown.group(1)) == len(audience.active)
+
+
+def test_unschedule_takes_a_scheduled_campaign_back_to_draft_and_stales_its_queued_start(db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    lifecycle.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=2))
+    db.session.commit()
+    version = campaign.schedule_version
+    lifecycle.unschedule(campaign.id)
+    assert (campaign.status, campaign.send_at, campaign.schedule_version) == ("draft", None, version + 1)
+    assert not lifecycle.claim_scheduled_campaign(campaign.id, version, now=utcnow() + timedelta(seconds=5))
+    assert "edit" in lifecycle.allowed_actions(campaign)
+    with pytest.raises(InvalidStateError, match="it is draft"):
+        lifecycle.unschedule_campaign(campaign.id)
+
+
+def test_the_unschedule_button_shows_only_on_scheduled_campaigns_and_makes_a_draft(auth_client, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    draft_page = auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    assert 'data-testid="action-unschedule"' not in draft_page
+    lifecycle.schedule(campaign.id, utcnow() + timedelta(days=1))
+    scheduled_page = auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    assert 'data-testid="action-unschedule"' in scheduled_page
+    response = auth_client.post_form(f"/campaigns/{campaign.id}/unschedule", {})
+    assert response.status_code == 302
+    db.session.refresh(campaign)
+    assert campaign.status == "draft"
+    assert "it is a draft again" in auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)

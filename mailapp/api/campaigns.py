@@ -1,5 +1,5 @@
-"""API: campaigns. Create, read, edit, delete, send, schedule, cancel, pause, resume, retry failed, test
-sends, and the per-recipient delivery log (keyset-paginated)."""
+"""API: campaigns. Create, read, edit, delete, send, schedule, unschedule, cancel, pause, resume, retry
+failed, test sends, and the per-recipient delivery log (keyset-paginated)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,12 @@ def schedule_campaign(campaign_id: int):
 @bp.post("/campaigns/<int:campaign_id>/cancel")
 def cancel_campaign(campaign_id: int):
     lifecycle.cancel(campaign_id)
+    return _campaign_response(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/unschedule")
+def unschedule_campaign(campaign_id: int):
+    lifecycle.unschedule(campaign_id)
     return _campaign_response(campaign_id)
 
 

@@ -339,6 +339,8 @@ def _paths() -> dict[str, Schema]:
             body=_json_body(_object({"send_at": TIME}, ["send_at"]),
                             example={"send_at": "2030-01-01T09:30:00+01:00"}),
         )},
+        "/campaigns/{campaign_id}/unschedule": campaign_action(
+            "Take a scheduled campaign back to draft (cancel, by contrast, is final)."),
         "/campaigns/{campaign_id}/cancel": campaign_action("Cancel a scheduled or sending campaign."),
         "/campaigns/{campaign_id}/pause": campaign_action("Pause sending."),
         "/campaigns/{campaign_id}/resume": campaign_action("Resume sending."),

@@ -35,7 +35,7 @@ SEND_BATCH_TASK = "mailapp.sending.tasks.send_batch"
 ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
     CampaignStatus.DRAFT: frozenset({"edit", "send", "schedule", "test", "duplicate", "delete"}),
     CampaignStatus.SCHEDULED: frozenset(
-        {"edit", "send", "schedule", "cancel", "test", "duplicate", "delete"}
+        {"edit", "send", "schedule", "unschedule", "cancel", "test", "duplicate", "delete"}
     ),
     CampaignStatus.SENDING: frozenset({"pause", "cancel", "retry_failed", "test", "duplicate"}),
     CampaignStatus.PAUSED: frozenset({"resume", "cancel", "retry_failed", "test", "duplicate", "delete"}),
@@ -269,6 +269,19 @@ def cancel_campaign(campaign_id: int) -> Campaign:
     return campaign
 
 
+def unschedule_campaign(campaign_id: int) -> Campaign:
+    """Scheduled -> draft, unlike cancel, which is final. The new schedule_version makes a start message
+    already queued for the old time do nothing."""
+    campaign = get_campaign(campaign_id)
+    require_action(campaign, "unschedule", "unschedule")
+    campaign.schedule_version += 1
+    campaign.status = CampaignStatus.DRAFT
+    campaign.send_at = None
+    campaign.status_reason = ""
+    db.session.flush()
+    return campaign
+
+
 def pause_on_request(campaign_id: int, reason: str = "Paused from the dashboard.") -> Campaign:
     """A person's pause (the dashboard or the API), checked against the state table; the send engine
     pauses on its own with sending.ledger.pause_campaign."""
@@ -324,6 +337,13 @@ def retry_failed_deliveries(campaign_id: int) -> int:
 def cancel(campaign_id: int) -> Campaign:
     """Cancel and commit."""
     campaign = cancel_campaign(campaign_id)
+    db.session.commit()
+    return campaign
+
+
+def unschedule(campaign_id: int) -> Campaign:
+    """Back to draft and commit."""
+    campaign = unschedule_campaign(campaign_id)
     db.session.commit()
     return campaign
 

@@ -1,5 +1,5 @@
-"""Routes of the campaigns area: list, create, edit, duplicate, delete, schedule or send, pause, resume,
-cancel, retry failed, test sends, the live progress JSON and the delivery log."""
+"""Routes of the campaigns area: list, create, edit, duplicate, delete, schedule or send, unschedule,
+pause, resume, cancel, retry failed, test sends, the live progress JSON and the delivery log."""
 
 from __future__ import annotations
 
@@ -144,6 +144,11 @@ def _cancel(campaign_id: int) -> str:
     return "Campaign cancelled."
 
 
+def _unschedule(campaign_id: int) -> str:
+    lifecycle.unschedule(campaign_id)
+    return "Campaign unscheduled: it is a draft again."
+
+
 def _pause(campaign_id: int) -> str:
     lifecycle.pause(campaign_id)
     return "Campaign paused: messages already being sent finish, the rest wait."
@@ -162,13 +167,14 @@ def _retry_failed(campaign_id: int) -> str:
 ACTIONS: dict[str, Callable[[int], str]] = {
     "send": _send,
     "cancel": _cancel,
+    "unschedule": _unschedule,
     "pause": _pause,
     "resume": _resume,
     "retry-failed": _retry_failed,
 }
 
 
-@bp.post("/<int:campaign_id>/<any(send, cancel, pause, resume, 'retry-failed'):action>")
+@bp.post("/<int:campaign_id>/<any(send, cancel, unschedule, pause, resume, 'retry-failed'):action>")
 @login_required
 def action(campaign_id: int, action: str):
     db.get_or_404(Campaign, campaign_id)
