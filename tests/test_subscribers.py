@@ -227,6 +227,26 @@ def test_subscriber_page_shows_unsubscribe_details_and_resubscribe(auth_client, 
     assert stored.unsubscribed_at is None
 
 
+@pytest.mark.parametrize("status", ["unsubscribed", "blocklisted"])
+def test_the_status_dropdown_reactivates_a_subscriber_only_with_the_confirmation(auth_client, db, status):
+    subscriber = SubscriberFactory(status=status, name="Ann")
+    page = f"/subscribers/{subscriber.id}"
+    assert "They asked to receive mail again" in auth_client.get(page).get_data(as_text=True)
+    form = {"email": subscriber.email, "name": "Ann", "attributes": "{}", "status": "active"}
+    refused = auth_client.post_form(page, form, token_page=page)
+    assert refused.status_code == 422
+    assert f"This subscriber is {status}: tick" in refused.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Subscriber, subscriber.id).status == status
+    accepted = auth_client.post_form(page, {**form, "confirm_reactivation": "y"}, token_page=page)
+    assert accepted.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Subscriber, subscriber.id).status == "active"
+    # An active subscriber's form neither shows nor needs the box.
+    assert "They asked to receive mail again" not in auth_client.get(page).get_data(as_text=True)
+    assert auth_client.post_form(page, form, token_page=page).status_code == 302
+
+
 def test_blocklist_and_unblocklist_through_the_page(auth_client, db):
     subscriber = SubscriberFactory()
     page = f"/subscribers/{subscriber.id}"

@@ -245,7 +245,7 @@ def edit_subscriber(subscriber_id: int):
     if not form.is_submitted():
         form.lists.data = [item.id for item in subscriber.lists]
         form.attributes.data = json.dumps(subscriber.attributes or {}, indent=2, ensure_ascii=False)
-    if form.validate_on_submit():
+    if form.validate_on_submit() and not form.refuses_unconfirmed_reactivation(subscriber.status):
         try:
             services.update_subscriber(
                 subscriber, email=form.email.data, name=form.name.data, attributes=form.attributes.data,
