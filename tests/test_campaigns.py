@@ -556,3 +556,45 @@ def test_the_unschedule_button_shows_only_on_scheduled_campaigns_and_makes_a_dra
     db.session.refresh(campaign)
     assert campaign.status == "draft"
     assert "it is a draft again" in auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+
+
+NO_UNSUBSCRIBE_LAYOUT = "<html><body>{{ message }}</body></html>"
+
+
+def test_a_layout_without_an_unsubscribe_link_warns_on_a_draft_and_refuses_send_and_schedule(
+    auth_client, db, audience  # noqa: F811
+):
+    audience.layout.html = NO_UNSUBSCRIBE_LAYOUT
+    campaign = make_ready_campaign(audience)
+    db.session.commit()
+    page = f"/campaigns/{campaign.id}"
+    assert 'data-testid="unsubscribe-warning"' in auth_client.get(page).get_data(as_text=True)
+    sent = auth_client.post_form(f"{page}/send", {}, follow_redirects=True, token_page=page)
+    assert "has no unsubscribe link" in sent.get_data(as_text=True)
+    when = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    scheduled = auth_client.post_form(f"{page}/schedule", {"send_at": when}, token_page=page)
+    assert scheduled.status_code == 422
+    assert "has no unsubscribe link" in scheduled.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign.id).status == "draft"
+
+
+def test_a_scheduled_campaign_whose_layout_lost_its_unsubscribe_link_fails_at_its_start(db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    lifecycle.schedule_campaign(campaign.id, utcnow())
+    db.session.commit()
+    audience.layout.html = NO_UNSUBSCRIBE_LAYOUT
+    db.session.commit()
+    assert not lifecycle.start_scheduled(campaign.id, campaign.schedule_version)
+    db.session.refresh(campaign)
+    assert campaign.status == "failed"
+    assert "has no unsubscribe link" in campaign.status_reason
+
+
+def test_the_built_in_default_layout_has_an_unsubscribe_link():
+    from mailapp.layouts.services import has_unsubscribe_link
+    from mailapp.sending.render import DEFAULT_LAYOUT
+
+    assert has_unsubscribe_link(DEFAULT_LAYOUT)
+    assert not has_unsubscribe_link(NO_UNSUBSCRIBE_LAYOUT)
+    assert not has_unsubscribe_link("{% set unsubscribe_url = 'x' %}{{ unsubscribe_url ")

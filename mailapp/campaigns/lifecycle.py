@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from mailapp.errors import InvalidStateError, NotFoundError, ValidationError, field_problem
 from mailapp.extensions import db
+from mailapp.layouts.services import has_unsubscribe_link
 from mailapp.models.base import utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
@@ -71,13 +72,27 @@ def queue_task(task_name: str, *args: int, eta: datetime | None = None) -> None:
 # --- scheduling -------------------------------------------------------------------------------------
 
 
+def missing_unsubscribe_link_message(layout_name: str) -> str:
+    return (
+        f"The layout '{layout_name}' has no unsubscribe link ({{{{ unsubscribe_url }}}}): add one to the "
+        "layout, or choose another, before sending or scheduling this campaign."
+    )
+
+
+def lacks_unsubscribe_link(campaign: Campaign) -> bool:
+    """For the draft's warning: the same rule _check_sendable enforces at send and schedule time."""
+    return campaign.layout is not None and not has_unsubscribe_link(campaign.layout.html)
+
+
 def _check_sendable(campaign: Campaign) -> None:
-    """What must hold before a campaign may be queued: a layout, lists, a subject that compiles."""
+    """What must hold before a campaign may be queued: a layout with an unsubscribe link, lists."""
     problems = []
     if campaign.layout_id is None:
         problems.append(
             field_problem("layout_id", "The campaign has no layout (it was deleted): choose one.")
         )
+    elif campaign.layout is not None and lacks_unsubscribe_link(campaign):
+        problems.append(field_problem("layout_id", missing_unsubscribe_link_message(campaign.layout.name)))
     if not campaign.lists:
         problems.append(field_problem("list_ids", "The campaign has no target list: choose at least one."))
     if problems:

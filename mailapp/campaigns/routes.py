@@ -261,11 +261,17 @@ def _render_page(
         else None
     )
     deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
+    unsubscribe_warning = (
+        lifecycle.missing_unsubscribe_link_message(campaign.layout.name)
+        if campaign.status in lifecycle.EDITABLE_STATES and lifecycle.lacks_unsubscribe_link(campaign)
+        else None
+    )
     return render_template(
         "campaigns/show.html",
         campaign=campaign,
         progress=progress,
         expected_recipients=expected_recipients,
+        unsubscribe_warning=unsubscribe_warning,
         actions=lifecycle.allowed_actions(campaign),
         schedule_form=schedule_form or ScheduleForm(),
         test_form=test_form or TestSendForm(),
