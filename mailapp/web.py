@@ -10,6 +10,7 @@ from flask import Flask, Response, jsonify, render_template, request, stream_wit
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.errors import MailappError, ValidationError, error_body, field_problem
+from mailapp.wording import plural
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -103,6 +104,8 @@ def init_app(app: Flask) -> None:
         if value is None:
             return "—"
         return value.strftime("%Y-%m-%d %H:%M UTC")
+
+    app.add_template_filter(plural, "plural")
 
     @app.template_filter("isotime")
     def iso_datetime(value: datetime | None) -> str:

@@ -19,6 +19,7 @@ from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
+from mailapp.wording import plural
 
 bp = Blueprint("campaigns", __name__)
 
@@ -161,7 +162,7 @@ def _resume(campaign_id: int) -> str:
 
 def _retry_failed(campaign_id: int) -> str:
     count = lifecycle.retry_failed(campaign_id)
-    return f"{count} failed deliveries will be tried again."
+    return f"{plural(count, 'failed delivery', 'failed deliveries')} will be tried again."
 
 
 ACTIONS: dict[str, Callable[[int], str]] = {

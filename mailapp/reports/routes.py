@@ -50,9 +50,11 @@ def timeline_chart(report: figures.CampaignReport):  # Markup
     return charts.grouped_bars(
         labels,
         [
-            charts.Series("human opens", HUMAN_OPENS, [point.human_opens for point in points]),
-            charts.Series("machine opens", MACHINE_OPENS, [point.machine_opens for point in points]),
-            charts.Series("clicks", CLICKS, [point.clicks for point in points]),
+            charts.Series("human opens", HUMAN_OPENS, [point.human_opens for point in points], "human open"),
+            charts.Series(
+                "machine opens", MACHINE_OPENS, [point.machine_opens for point in points], "machine open"
+            ),
+            charts.Series("clicks", CLICKS, [point.clicks for point in points], "click"),
         ],
         title="Opens and clicks over time",
         marker_index=hourly if hourly < len(points) else None,
