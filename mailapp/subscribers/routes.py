@@ -107,6 +107,7 @@ def _render_list(
         import_form=import_form or ImportForm(),
         delete_form=ActionForm(),
         imports=imports.recent_imports(target.id),
+        campaign_names=services.unsubscribe_campaign_names(page.items),
     ), status
 
 
@@ -205,6 +206,7 @@ def index():
         all_lists=all_lists,
         filters={"q": q, "list_id": list_id, "status": status},
         statuses=[s.value for s in SubscriberStatus],
+        campaign_names=services.unsubscribe_campaign_names(page.items),
         has_any=page.items or db.session.scalar(select(Subscriber.id).limit(1)) is not None,
     )
 
@@ -261,6 +263,7 @@ def edit_subscriber(subscriber_id: int):
     return render_template(
         "subscribers/edit.html", form=form, subscriber=db.session.get(Subscriber, subscriber_id),
         status_form=StatusForm(), delete_form=ActionForm(),
+        campaign_names=services.unsubscribe_campaign_names([subscriber]),
     ), 422 if form.is_submitted() else 200
 
 
