@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from flask import Flask, Response, jsonify, render_template, request, stream_with_context
+from flask import Flask, Response, jsonify, render_template, request, send_from_directory, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.errors import MailappError, ValidationError, error_body, field_problem
@@ -48,6 +48,13 @@ def init_app(app: Flask) -> None:
 
     # A live server-side session, not just a signed cookie (mailapp/auth/sessions.py).
     login_manager.user_loader(load_user_for_session)
+
+    @app.get("/favicon.ico", endpoint="favicon")
+    def favicon() -> Response:
+        # Browsers ask for /favicon.ico whatever the page says; static/ holds it.
+        return send_from_directory(
+            app.static_folder or "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
+        )
 
     @app.before_request
     def refuse_nul_in_query_strings() -> None:
