@@ -598,3 +598,17 @@ def test_the_built_in_default_layout_has_an_unsubscribe_link():
     assert has_unsubscribe_link(DEFAULT_LAYOUT)
     assert not has_unsubscribe_link(NO_UNSUBSCRIBE_LAYOUT)
     assert not has_unsubscribe_link("{% set unsubscribe_url = 'x' %}{{ unsubscribe_url ")
+
+
+def test_the_list_picker_is_a_checkbox_list_that_keeps_the_chosen_lists(auth_client, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    campaign.lists = audience.lists[:1]
+    db.session.commit()
+    html = auth_client.get(f"/campaigns/{campaign.id}/edit").get_data(as_text=True)
+    assert "<select" not in html.split('name="list_ids"')[0].rsplit("<fieldset", 1)[-1]
+    boxes = re.findall(r'<input[^>]*name="list_ids"[^>]*>', html)
+    assert len(boxes) == len(audience.lists)
+    assert all('type="checkbox"' in box for box in boxes)
+    checked = [box for box in boxes if "checked" in box]
+    assert checked == [box for box in boxes if f'value="{audience.lists[0].id}"' in box]
+    assert "data-checklist-filter" in html

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
+from wtforms.widgets import CheckboxInput
 
 from mailapp.errors import ValidationError
 
@@ -20,7 +21,9 @@ class CampaignForm(FlaskForm):
     from_email = StringField("From email", validators=[DataRequired(), Length(max=320)])
     reply_to = StringField("Reply-to (optional)", validators=[Optional(), Length(max=320)])
     layout_id = SelectField("Layout", coerce=int, validate_choice=False)
-    list_ids = SelectMultipleField("Send to lists", coerce=int, validate_choice=False)
+    list_ids = SelectMultipleField(
+        "Send to lists", coerce=int, validate_choice=False, option_widget=CheckboxInput()
+    )
     message = TextAreaField("Message", validators=[Optional()])
     track_opens = BooleanField("Track opens", default=True)
     track_clicks = BooleanField("Track clicks", default=True)

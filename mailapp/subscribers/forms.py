@@ -7,6 +7,7 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
+from wtforms.widgets import CheckboxInput
 
 from mailapp.models.subscriber import SubscriberStatus
 from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
@@ -26,7 +27,7 @@ class SubscriberForm(FlaskForm):
     name = StringField("Name", validators=[Optional(), Length(max=NAME_MAX_LENGTH)])
     attributes = TextAreaField("Attributes (a JSON object)", validators=[Optional()])
     status = SelectField("Status", choices=STATUS_CHOICES, default=SubscriberStatus.ACTIVE.value)
-    lists = SelectMultipleField("Lists", coerce=int, validate_choice=False)
+    lists = SelectMultipleField("Lists", coerce=int, validate_choice=False, option_widget=CheckboxInput())
     # The status dropdown must not be a quiet way round the Resubscribe button's question.
     confirm_reactivation = BooleanField("They asked to receive mail again")
 

@@ -33,18 +33,18 @@
   });
 
   // Recipients preview: how many active subscribers the chosen lists give, each once.
-  const listSelect = document.querySelector("select[data-recipients-url]");
+  const listPicker = document.querySelector("[data-recipients-url]");
   const preview = document.getElementById("recipients-preview");
-  if (listSelect && preview) {
+  if (listPicker && preview) {
     const update = () => {
-      const chosen = Array.from(listSelect.selectedOptions).map((option) => option.value);
+      const chosen = Array.from(listPicker.querySelectorAll("input[type=checkbox]:checked")).map((box) => box.value);
       if (!chosen.length) {
         preview.textContent = "Choose lists to see how many active subscribers will get it (each once).";
         return;
       }
       const params = new URLSearchParams();
       chosen.forEach((id) => params.append("list_ids", id));
-      fetch(`${listSelect.dataset.recipientsUrl}?${params}`, { credentials: "same-origin" })
+      fetch(`${listPicker.dataset.recipientsUrl}?${params}`, { credentials: "same-origin" })
         .then((response) => response.json())
         .then((body) => {
           const count = body.recipients.toLocaleString();
@@ -54,7 +54,7 @@
           preview.textContent = "Could not count the recipients just now.";
         });
     };
-    listSelect.addEventListener("change", update);
+    listPicker.addEventListener("change", update);
     update();
   }
 
