@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flask import Flask, Response, jsonify, render_template, request, send_from_directory, stream_with_context
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.errors import MailappError, ValidationError, error_body, field_problem
+from mailapp.timezones import format_in_zone
 from mailapp.wording import plural
 
 CONTENT_SECURITY_POLICY = (
@@ -33,6 +35,11 @@ def csv_download(lines: Iterable[str], filename: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
+
+
+def viewer_zone_name() -> str:
+    """The signed-in user's zone setting ("" for none, or for nobody signed in: UTC)."""
+    return (getattr(current_user, "timezone", "") or "") if current_user.is_authenticated else ""
 
 
 def wants_json() -> bool:
@@ -106,11 +113,14 @@ def init_app(app: Flask) -> None:
         return {"nav_endpoints": app.view_functions.keys()}
 
     @app.template_filter("datetime")
-    def format_datetime(value: datetime | None) -> str:
-        """UTC in the HTML; static/js/app.js rewrites <time> elements into the browser's zone."""
-        if value is None:
-            return "—"
-        return value.strftime("%Y-%m-%d %H:%M UTC")
+    def format_datetime(value: datetime | None, zone_name: str = "") -> str:
+        """In the zone given (a schedule's own), else the viewer's (their account setting), else UTC;
+        always saying which."""
+        return format_in_zone(value, zone_name or viewer_zone_name())
+
+    @app.context_processor
+    def viewer_zone() -> dict:
+        return {"viewer_zone": viewer_zone_name()}
 
     app.add_template_filter(plural, "plural")
 

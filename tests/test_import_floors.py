@@ -35,6 +35,7 @@ TOP_LEVEL_FLOORS = {
     "mailapp.json_nesting": GROUND,
     "mailapp.secret_box": GROUND,
     "mailapp.sqla_broker": GROUND,
+    "mailapp.timezones": GROUND,
     "mailapp.web": WEB,
     "mailapp.web_extensions": GROUND,
     "mailapp.wording": GROUND,

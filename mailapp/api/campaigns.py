@@ -18,6 +18,7 @@ from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID
 from mailapp.models import Campaign, Delivery
+from mailapp.timezones import ZONE_NAME_MAX_LENGTH, is_zone_name
 
 MAX_DELIVERIES_PER_PAGE = 500
 
@@ -95,10 +96,24 @@ def parse_send_at(raw: Any) -> datetime:
     return value
 
 
+def parse_timezone(raw: Any) -> str | None:
+    """The optional IANA zone the schedule is shown in (None keeps the campaign's)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not is_zone_name(raw):
+        shown = raw[:ZONE_NAME_MAX_LENGTH] if isinstance(raw, str) else raw
+        raise ValidationError(
+            f"timezone {shown!r} is not an IANA time zone name, e.g. Europe/Paris.",
+            [{"field": "timezone", "message": "Not an IANA time zone name."}],
+        )
+    return raw
+
+
 @bp.post("/campaigns/<int:campaign_id>/schedule")
 def schedule_campaign(campaign_id: int):
-    send_at = parse_send_at(json_body().get("send_at"))
-    lifecycle.schedule(campaign_id, send_at)
+    body = json_body()
+    send_at = parse_send_at(body.get("send_at"))
+    lifecycle.schedule(campaign_id, send_at, send_timezone=parse_timezone(body.get("timezone")))
     return _campaign_response(campaign_id)
 
 

@@ -1,14 +1,18 @@
-"""Sign-in and change-password forms."""
+"""Sign-in, change-password and account-setting forms."""
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, StringField
+from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
+
+from mailapp.timezones import ZONE_NAME_MAX_LENGTH, zone_names
 
 
 class LoginForm(FlaskForm):
     email = StringField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired()])
     remember = BooleanField("Keep me signed in")
+    # Filled by static/js/app.js with the browser's zone: a user's first sign-in sets their setting.
+    browser_timezone = HiddenField(validators=[Length(max=ZONE_NAME_MAX_LENGTH)])
 
 
 class ChangePasswordForm(FlaskForm):
@@ -19,3 +23,14 @@ class ChangePasswordForm(FlaskForm):
         "New password again",
         validators=[DataRequired(), EqualTo("new_password", message="The two new passwords differ.")],
     )
+
+
+class TimezoneForm(FlaskForm):
+    """The zone the dashboard shows times in; the services check the name (validate_choice would list
+    all 600 choices in its error)."""
+
+    timezone = SelectField("Time zone", validate_choice=False)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.timezone.choices = [("", "— choose —"), *((name, name) for name in zone_names())]

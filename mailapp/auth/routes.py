@@ -1,19 +1,20 @@
-"""Sign-in, sign-out and change-password pages. Sign-in attempts are throttled per client address and
-per account across every process (auth/throttle.py); each sign-in is a server-side session
-(auth/sessions.py), so signing out ends it for every copy of its cookies."""
+"""Sign-in, sign-out, change-password and account (time zone) pages. Sign-in attempts are throttled
+per client address and per account across every process (auth/throttle.py); each sign-in is a
+server-side session (auth/sessions.py), so signing out ends it for every copy of its cookies."""
 
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from mailapp.auth.forms import ChangePasswordForm, LoginForm
+from mailapp.auth.forms import ChangePasswordForm, LoginForm, TimezoneForm
 from mailapp.auth.next_url import safe_next_path
-from mailapp.auth.services import authenticate, change_password
+from mailapp.auth.services import authenticate, change_password, set_timezone
 from mailapp.auth.sessions import end_session, is_remembered, start_session
 from mailapp.auth.throttle import LoginThrottle
 from mailapp.errors import TooManyAttemptsError, ValidationError, WrongPasswordError
 from mailapp.extensions import db
+from mailapp.timezones import is_zone_name
 
 bp = Blueprint("auth", __name__)
 
@@ -36,6 +37,8 @@ def login():
         if user is None:
             form.password.errors.append("Wrong email or password.")
         else:
+            if not user.timezone and is_zone_name(form.browser_timezone.data or ""):
+                user.timezone = form.browser_timezone.data
             start_session(user, remember=form.remember.data)
             login_user(user, remember=form.remember.data)
             db.session.commit()
@@ -51,6 +54,27 @@ def logout():
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/", methods=["GET", "POST"])
+@login_required
+def account():
+    """The account's settings: the time zone every dashboard time is shown in. static/js/app.js posts
+    the browser's zone here on the first visit, when none is set."""
+    user = current_user._get_current_object()
+    form = TimezoneForm(data={"timezone": user.timezone})
+    if form.validate_on_submit():
+        try:
+            set_timezone(user, form.timezone.data or "")
+        except ValidationError as error:
+            db.session.rollback()
+            form.timezone.errors = [*form.timezone.errors, error.message]
+        else:
+            db.session.commit()
+            flash(f"Times are now shown in {user.timezone}.", "success")
+            return redirect(url_for("auth.account"))
+    status = 422 if form.is_submitted() else 200
+    return render_template("auth/account.html", form=form), status
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

@@ -1,4 +1,4 @@
-"""Users, passwords (scrypt, via Werkzeug) and hashed API tokens."""
+"""Users, passwords (scrypt, via Werkzeug), their time zone setting and hashed API tokens."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from mailapp.addresses import normalize_email
 from mailapp.auth.sessions import end_all_sessions
-from mailapp.errors import ConflictError, NotFoundError, ValidationError, WrongPasswordError
+from mailapp.errors import ConflictError, NotFoundError, ValidationError, WrongPasswordError, field_problem
 from mailapp.extensions import db
 from mailapp.models import ApiToken, User, utcnow
+from mailapp.timezones import ZONE_NAME_MAX_LENGTH, is_zone_name
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -77,6 +78,18 @@ def change_password(user: User, current_password: str, new_password: str) -> Non
     _check_new_password(new_password)
     user.password_hash = _hash_password(new_password)
     end_all_sessions(user)
+    db.session.flush()
+
+
+def set_timezone(user: User, name: str) -> None:
+    """The IANA zone the dashboard shows this user's times in."""
+    if not is_zone_name(name):
+        raise ValidationError(
+            f"{name[:ZONE_NAME_MAX_LENGTH]!r} is not a time zone: choose one from the list "
+            "(e.g. Europe/Paris).",
+            [field_problem("timezone", "Not an IANA time zone name.")],
+        )
+    user.timezone = name
     db.session.flush()
 
 

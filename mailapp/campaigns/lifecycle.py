@@ -99,7 +99,9 @@ def _check_sendable(campaign: Campaign) -> None:
         raise ValidationError(problems[0]["message"], problems)
 
 
-def schedule_campaign(campaign_id: int, send_at: datetime, *, now: datetime | None = None) -> Campaign:
+def schedule_campaign(
+    campaign_id: int, send_at: datetime, *, now: datetime | None = None, send_timezone: str | None = None
+) -> Campaign:
     """Set (or move) the send time of a draft or scheduled campaign. A new schedule_version makes any
     start message already queued for the old time do nothing. The caller commits, then calls
     queue_start (which only queues when the time falls within the horizon); schedule() does both."""
@@ -119,6 +121,8 @@ def schedule_campaign(campaign_id: int, send_at: datetime, *, now: datetime | No
     _check_sendable(campaign)
     campaign.status = CampaignStatus.SCHEDULED
     campaign.send_at = max(send_at, now)
+    if send_timezone is not None:
+        campaign.send_timezone = send_timezone
     campaign.schedule_version += 1
     campaign.status_reason = ""
     horizon = timedelta(seconds=current_app.config["SCHEDULE_HORIZON_SECONDS"])
@@ -142,9 +146,10 @@ def queue_start(campaign_id: int, version: int, send_at: datetime, start_queued_
         queue_task(START_CAMPAIGN_TASK, campaign_id, version, eta=send_at)
 
 
-def schedule(campaign_id: int, send_at: datetime) -> Campaign:
-    """Schedule, commit, then queue the start."""
-    campaign = schedule_campaign(campaign_id, send_at)
+def schedule(campaign_id: int, send_at: datetime, *, send_timezone: str | None = None) -> Campaign:
+    """Schedule, commit, then queue the start. send_timezone: the IANA zone the time was picked in,
+    which the campaign's page shows the schedule in."""
+    campaign = schedule_campaign(campaign_id, send_at, send_timezone=send_timezone)
     db.session.commit()
     queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
     return campaign

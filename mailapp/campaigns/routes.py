@@ -19,6 +19,7 @@ from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
+from mailapp.web import viewer_zone_name
 from mailapp.wording import plural
 
 bp = Blueprint("campaigns", __name__)
@@ -109,12 +110,12 @@ def schedule(campaign_id: int):
     if not form.validate_on_submit():
         return _render_page(campaign, schedule_form=form), 422
     try:
-        lifecycle.schedule(campaign_id, form.send_at_utc())
+        lifecycle.schedule(campaign_id, form.send_at_utc(), send_timezone=form.chosen_zone())
     except MailappError as error:
         db.session.rollback()
         form.send_at.errors = [*form.send_at.errors, error.message]
         return _render_page(db.get_or_404(Campaign, campaign_id), schedule_form=form), error.status_code
-    flash("Campaign scheduled. It starts at the time shown below, in your timezone.", "success")
+    flash("Campaign scheduled. It starts at the time shown below, in the time zone you chose.", "success")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
 
@@ -274,7 +275,7 @@ def _render_page(
         expected_recipients=expected_recipients,
         unsubscribe_warning=unsubscribe_warning,
         actions=lifecycle.allowed_actions(campaign),
-        schedule_form=schedule_form or ScheduleForm(),
+        schedule_form=schedule_form or ScheduleForm(zone=campaign.send_timezone or viewer_zone_name()),
         test_form=test_form or TestSendForm(),
         action_form=ActionForm(),
         deliveries=deliveries,

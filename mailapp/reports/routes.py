@@ -3,12 +3,15 @@ and the list of campaign reports."""
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from flask import Blueprint, Response, render_template, request
 from flask_login import login_required
 
 from mailapp.ids import id_arg, page_arg
 from mailapp.reports import activity, charts, exports, figures
-from mailapp.web import csv_download
+from mailapp.timezones import zone_or_utc
+from mailapp.web import csv_download, viewer_zone_name
 
 bp = Blueprint("reports", __name__)
 
@@ -32,7 +35,7 @@ def campaign(campaign_id: int):
     return render_template(
         "reports/campaign.html",
         report=report,
-        timeline_chart=timeline_chart(report),
+        timeline_chart=timeline_chart(report, zone_or_utc(viewer_zone_name())),
         links_chart=charts.horizontal_bars(
             [(link.url, link.clicks, link.unique_clicks) for link in report.top_links if link.clicks],
             title="Top links by clicks",
@@ -40,10 +43,12 @@ def campaign(campaign_id: int):
     )
 
 
-def timeline_chart(report: figures.CampaignReport):  # Markup
+def timeline_chart(report: figures.CampaignReport, zone: tzinfo):  # Markup
+    """The axis in the viewer's zone: hours as HH:MM, since a zone half an hour off UTC starts its
+    hours at :30; days by the date their span starts on there."""
     points = report.timeline
     labels = [
-        point.at.strftime("%d %b %H:00") if point.span.total_seconds() == 3600 else point.at.strftime("%d %b")
+        point.at.astimezone(zone).strftime("%d %b %H:%M" if point.span.total_seconds() == 3600 else "%d %b")
         for point in points
     ]
     hourly = sum(1 for point in points if point.span.total_seconds() == 3600)

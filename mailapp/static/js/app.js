@@ -1,10 +1,8 @@
 // Dashboard behaviour shared by every page. Pages add their own scripts from static/js/.
+// Times are written by the server in the account's zone, zone included (mailapp/timezones.py); the
+// exact UTC moment is a hover away.
 document.querySelectorAll("time[datetime]").forEach((el) => {
-  const when = new Date(el.getAttribute("datetime"));
-  if (!Number.isNaN(when.getTime())) {
-    el.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-    el.title = el.getAttribute("datetime");
-  }
+  el.title = el.getAttribute("datetime");
 });
 
 // Destructive actions ask first: <form data-confirm="Delete this list?">.
@@ -45,3 +43,27 @@ document.querySelectorAll("[data-checklist]").forEach((list) => {
     }
   });
 });
+
+// The viewer's time zone, from the browser: sign-in sends it (a first sign-in sets the account's
+// setting), and a signed-in account without one gets it saved in the background; the next page shows
+// times in it. The account page changes it.
+const browserTimezone = (() => {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  } catch (error) {
+    return "";
+  }
+})();
+document.querySelectorAll("[data-browser-timezone]").forEach((input) => {
+  if (!input.value) {
+    input.value = browserTimezone;
+  }
+});
+if (document.body.dataset.fillTimezoneUrl && browserTimezone) {
+  const body = new FormData();
+  body.append("csrf_token", document.body.dataset.csrfToken);
+  body.append("timezone", browserTimezone);
+  fetch(document.body.dataset.fillTimezoneUrl, { method: "POST", body, credentials: "same-origin" }).catch(() => {
+    // Not saved this time: the next page tries again.
+  });
+}
