@@ -12,13 +12,17 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.errors import MailappError, ValidationError, error_body, field_problem
 from mailapp.timezones import format_in_zone
-from mailapp.wording import plural
+from mailapp.wording import plural, with_placeholders
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'self'"
 )
+# Uploaded or received HTML (layout and campaign previews, dev inbox messages) is served with a CSP that
+# puts it in a unique opaque origin with scripts, forms and plugins off, even if its URL is opened
+# directly; the pages frame it with sandbox="".
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 # Every response carries these unless its view set its own (the open pixel's fast path sends them too).
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -123,6 +127,7 @@ def init_app(app: Flask) -> None:
         return {"viewer_zone": viewer_zone_name()}
 
     app.add_template_filter(plural, "plural")
+    app.add_template_filter(with_placeholders, "placeholders")
 
     @app.template_filter("isotime")
     def iso_datetime(value: datetime | None) -> str:

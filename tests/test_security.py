@@ -304,7 +304,7 @@ def test_uploaded_html_is_only_shown_in_sandboxed_frames(app, auth_client, seede
             failures.append(f"{src} (framed by {page}): CSP is {policy!r}")
     assert not failures, "\n".join(failures)
     # The pages that show uploaded or received HTML must have been among those checked.
-    for page in ("layouts.edit", "devinbox.show"):
+    for page in ("layouts.edit", "devinbox.show", "campaigns.show"):
         if page in app.view_functions:
             assert page in frames.values(), f"{page} shows no framed preview"
 

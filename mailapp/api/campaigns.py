@@ -1,5 +1,5 @@
-"""API: campaigns. Create, read, edit, delete, send, schedule, unschedule, cancel, pause, resume, retry
-failed, test sends, and the per-recipient delivery log (keyset-paginated)."""
+"""API: campaigns. Create, read, edit, delete, preview, send, schedule, unschedule, cancel, pause,
+resume, retry failed, test sends, and the per-recipient delivery log (keyset-paginated)."""
 
 from __future__ import annotations
 
@@ -159,6 +159,25 @@ def test_campaign(campaign_id: int):
         )
     sent_to = services.send_test(campaign_id, emails, body.get("subscriber_id"))
     return {"sent_to": sent_to, "subscriber_id": body.get("subscriber_id")}
+
+
+@bp.get("/campaigns/<int:campaign_id>/preview")
+def preview_campaign(campaign_id: int):
+    """The message as ?subscriber_id= (default: the first active recipient of its lists; with none, the
+    sample person) will receive it: built by the send's own code."""
+    lifecycle.get_campaign(campaign_id)
+    subscriber_id = number_arg("subscriber_id", 0, 1, MAX_ID) or None
+    preview = services.preview_campaign(campaign_id, subscriber_id)
+    message = preview.message
+    return {
+        "subscriber_id": preview.subscriber.id if preview.subscriber else None,
+        "to": preview.subscriber.email if preview.subscriber else None,
+        "from": message.from_header,
+        "subject": message.subject,
+        "preheader": message.preheader,
+        "html": message.html,
+        "text": message.text,
+    }
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries")

@@ -352,6 +352,17 @@ def _paths() -> dict[str, Schema]:
             {"200": _json({"allOf": [_ref("Campaign"), _object({"retried": COUNT}, ["retried"])]})},
             "404 409 422", parameters=campaign_id,
         )},
+        "/campaigns/{campaign_id}/preview": {"get": _operation(
+            "The message as a subscriber will receive it (default: the first active recipient of the "
+            "campaign's lists, else the sample person): subject, From, preheader and both bodies.",
+            {"200": _json(_object(
+                {"subscriber_id": {"type": ["integer", "null"]}, "to": {"type": ["string", "null"]},
+                 "from": {"type": "string"}, "subject": {"type": "string"}, "preheader": {"type": "string"},
+                 "html": {"type": "string"}, "text": {"type": "string"}},
+                ["subscriber_id", "to", "from", "subject", "preheader", "html", "text"],
+            ))},
+            "404 422", parameters=[*campaign_id, _query("subscriber_id", ID)],
+        )},
         "/campaigns/{campaign_id}/test": {"post": _operation(
             "Send the campaign now to a few addresses, rendered for a subscriber or the sample one.",
             {"200": _json(_object({"sent_to": {"type": "array", "items": {"type": "string"}},

@@ -1,12 +1,12 @@
-"""Routes of the campaigns area: list, create, edit, duplicate, delete, schedule or send, unschedule,
-pause, resume, cancel, retry failed, test sends, the live progress JSON and the delivery log."""
+"""Routes of the campaigns area: list, create, edit, duplicate, delete, preview, schedule or send,
+unschedule, pause, resume, cancel, retry failed, test sends, the live progress JSON and the delivery log."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
@@ -19,7 +19,7 @@ from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
-from mailapp.web import viewer_zone_name
+from mailapp.web import SANDBOX_HEADERS, viewer_zone_name
 from mailapp.wording import plural
 
 bp = Blueprint("campaigns", __name__)
@@ -100,6 +100,18 @@ def progress(campaign_id: int):
     db.get_or_404(Campaign, campaign_id)
     body = services.progress(campaign_id)
     return jsonify(body)
+
+
+@bp.get("/<int:campaign_id>/preview.html")
+@login_required
+def preview_frame(campaign_id: int):
+    """The message's HTML body alone, as the subscriber will receive it, for the page's sandboxed frame."""
+    db.get_or_404(Campaign, campaign_id)
+    try:
+        html = services.preview_campaign(campaign_id, request.args.get("subscriber") or None).message.html
+    except MailappError as error:
+        html = render_template("layouts/preview_error.html", error=error)
+    return Response(html, mimetype="text/html", headers=SANDBOX_HEADERS)
 
 
 @bp.post("/<int:campaign_id>/schedule")
@@ -252,6 +264,13 @@ def _show_error(form: CampaignForm, error: MailappError) -> list[Any]:
 def _render_page(
     campaign: Campaign, *, schedule_form: ScheduleForm | None = None, test_form: TestSendForm | None = None
 ) -> str:
+    # The preview first: on SQLite its render child ends the read transaction, which expires what the
+    # page loaded before it (each delivery row would be read again).
+    preview_as = request.args.get("preview_as", "").strip()
+    try:
+        preview, preview_error = services.preview_campaign(campaign.id, preview_as or None), None
+    except MailappError as error:
+        preview, preview_error = None, error.message
     status_filter = request.args.get("status") or None
     if status_filter not in {None, *DeliveryStatus}:
         status_filter = None
@@ -274,6 +293,10 @@ def _render_page(
         progress=progress,
         expected_recipients=expected_recipients,
         unsubscribe_warning=unsubscribe_warning,
+        preview=preview,
+        preview_error=preview_error,
+        preview_as=preview_as,
+        device="phone" if request.args.get("device") == "phone" else "desktop",
         actions=lifecycle.allowed_actions(campaign),
         schedule_form=schedule_form or ScheduleForm(zone=campaign.send_timezone or viewer_zone_name()),
         test_form=test_form or TestSendForm(),

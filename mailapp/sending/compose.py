@@ -38,7 +38,11 @@ class Compiled:
 
 
 def compile_campaign(campaign: Campaign, public_url: str) -> Compiled:
-    source = campaign_source(campaign)
+    return compile_source(campaign_source(campaign), public_url)
+
+
+def compile_source(source: CampaignSource, public_url: str) -> Compiled:
+    """The renderer and MIME builder of a campaign's source (a send, a test send, a preview)."""
     renderer = renderer_for(source, public_url)
     builder = FastMessageBuilder(
         from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to
