@@ -149,6 +149,23 @@ def create_campaign(page: Page, screenshot) -> None:
 
     expect(page.get_by_text(f"Campaign '{CAMPAIGN_NAME}' saved as a draft.")).to_be_visible()
     expect(page.get_by_test_id("campaign-status")).to_have_text("draft")
+    see_it_before_it_goes(page, screenshot)
+
+
+def see_it_before_it_goes(page: Page, screenshot) -> None:
+    """The preview: as the first customer will get it, then as another, on a phone."""
+    expect(page.get_by_test_id("preview-subject")).to_have_text("Spring is here, Alice Martin")
+    expect(page.get_by_test_id("preview-from")).to_have_text("Acme Shop <news@acme.example>")
+    expect(page.get_by_test_id("preview-preheader")).to_contain_text("Hello Alice Martin from Paris,")
+    frame = page.frame_locator("iframe[title='Message preview']")
+    expect(frame.get_by_text("Ten percent off until Sunday.")).to_be_visible()
+    screenshot(page, "31b-campaign-preview")
+    page.get_by_label("Preview as subscriber (email)").fill("bob@example.com")
+    page.get_by_role("button", name="Show", exact=True).click()
+    expect(page.get_by_test_id("preview-subject")).to_have_text("Spring is here, Bob Stone")
+    page.get_by_test_id("preview-phone").click()
+    expect(page.get_by_test_id("preview-frame")).to_have_attribute("style", re.compile(r"width: 375px"))
+    expect(frame.get_by_text("Hello Bob Stone from Berlin,")).to_be_visible()
 
 
 def send_a_test(page: Page, mailapp_server: RunningApp) -> ReceivedMessage:
