@@ -1,5 +1,6 @@
 """Celery wired the Flask docs' way: every task runs inside an app context of the app that made it.
-Also: beat's periodic ticks log at DEBUG, so an idle installation is quiet (see QuietTicks)."""
+Also: beat's periodic ticks log at DEBUG, so an idle installation is quiet (QuietTicks), and so does
+the pool's report of processes stopped with the worker (QuietStop)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,35 @@ class QuietTicks(logging.Filter):
         return None
 
 
+# billiard's pool supervisor, which reports pool processes that died of a signal.
+POOL_LOGGER = "multiprocessing"
+_STOP_SIGNALS = ("signal 15 (SIGTERM)", "signal 2 (SIGINT)")
+
+
+class QuietStop(logging.Filter):
+    """Ctrl-C under honcho (or systemd's stop) signals the worker's whole process group: its pool
+    processes die of the SIGTERM while the worker is already in its warm shutdown, and the pool's
+    supervisor reports each as an ERROR. Expected then, so DEBUG; any other death stays an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from celery.worker import state
+
+        died_of_stop = (
+            record.levelno == logging.ERROR
+            and record.msg == "Process %r pid:%r exited with %r"
+            and isinstance(record.args, tuple)
+            and record.args[-1:] and record.args[-1] in _STOP_SIGNALS
+        )
+        # Celery's own test: a shutdown's exit code may be 0, so "set" means neither None nor False.
+        stopping = any(
+            flag is not None and flag is not False for flag in (state.should_stop, state.should_terminate)
+        )
+        if not died_of_stop or not stopping:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def quiet_periodic_ticks(celery_app: Celery) -> None:
     ticks = QuietTicks(entry["task"] for entry in (celery_app.conf.beat_schedule or {}).values())
     for name in TICK_LOGGERS:
@@ -48,6 +78,9 @@ def quiet_periodic_ticks(celery_app: Celery) -> None:
         for existing in [f for f in logger.filters if isinstance(f, QuietTicks)]:
             logger.removeFilter(existing)  # one filter, of the latest app's schedule
         logger.addFilter(ticks)
+    pool_logger = logging.getLogger(POOL_LOGGER)
+    if not [f for f in pool_logger.filters if isinstance(f, QuietStop)]:
+        pool_logger.addFilter(QuietStop())
 
 
 def celery_init_app(app: Flask) -> Celery:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mailapp.celery_app import TICK_LOGGERS, QuietTicks
+from mailapp.celery_app import POOL_LOGGER, TICK_LOGGERS, QuietTicks
 from tests.test_make_targets import REPO_ROOT
 
 FLASK = Path(sys.executable).parent / "flask"
@@ -84,6 +84,29 @@ def test_with_debug_logging_the_tick_lines_show_at_debug(tick_loggers):
     [record] = _log(beat, logging.INFO, "Scheduler: Sending due task %s (%s)", "sweep-expired-leases",
                     "mailapp.sending.tasks.sweep_expired_leases")
     assert record.levelname == "DEBUG"
+
+
+@pytest.fixture
+def pool_logger(app, monkeypatch):
+    from celery.worker import state
+
+    logger = logging.getLogger(POOL_LOGGER)
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    monkeypatch.setattr(state, "should_stop", None)
+    return logger, state
+
+
+def test_pool_processes_stopped_with_the_worker_are_not_reported_as_errors(pool_logger, monkeypatch):
+    logger, state = pool_logger
+    died = ("Process %r pid:%r exited with %r", "ForkPoolWorker-1", 4242, "signal 15 (SIGTERM)")
+    # Killed while the worker runs: an error, as before.
+    assert len(_log(logger, logging.ERROR, *died)) == 1
+    # Killed by the same Ctrl-C that put the worker into its warm shutdown (exit code 0): quiet.
+    monkeypatch.setattr(state, "should_stop", 0)
+    assert _log(logger, logging.ERROR, *died) == []
+    crashed = ("Process %r pid:%r exited with %r", "ForkPoolWorker-2", 4243, "signal 11 (SIGSEGV)")
+    assert len(_log(logger, logging.ERROR, *crashed)) == 1
 
 
 class _Login(http.server.BaseHTTPRequestHandler):
