@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -64,6 +71,45 @@ def ensure_admin_command() -> None:
     click.echo(f"Created admin {email}")
     if generated:
         click.echo(f"Generated password (shown once): {password}")
+
+
+@users_cli.command("announce")
+@click.option("--url", required=True, help="A page of the web process, polled until it answers.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the web process.")
+def announce_command(url: str, timeout: float) -> None:
+    """For `make run` (the Procfile's `announce`): once the web process answers, print the sign-in
+    details again, below the start-up logs that pushed them off the screen (MAILAPP_SIGNIN_DETAILS,
+    what ensure-admin printed); then wait quietly to be stopped, since honcho stops every process as
+    soon as one exits."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and not _answers(url):
+        if time.monotonic() > deadline:
+            click.echo(f"The web process did not answer {url} within {timeout:g} s.", err=True)
+            break
+        stop.wait(0.5)
+    else:
+        if not stop.is_set():
+            base = url.split("/", 3)
+            home = "/".join(base[:3])
+            details = os.environ.get("MAILAPP_SIGNIN_DETAILS", "").strip() or (
+                "Sign in with the admin of the first run (MAILAPP_ADMIN_EMAIL, default admin@example.com)."
+            )
+            click.echo(f"\nmailapp is ready: {home}  (Ctrl-C stops every process)\n{details}\n"
+                       f"Sent mail lands in the Dev inbox: {home}/dev/inbox/\n")
+    stop.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - the operator's own URL
+            return response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500
+    except OSError:
+        return False
 
 
 @tokens_cli.command("create")

@@ -14,22 +14,30 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     stream_with_context,
     url_for,
 )
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mailapp.audit.services import act_as
 from mailapp.auth.permissions import READ_METHODS, Need, need_for
 from mailapp.errors import ForbiddenError, MailappError, ValidationError, error_body, field_problem
 from mailapp.models import Role
+from mailapp.timezones import format_in_zone
 from mailapp.users.services import two_factor_required
+from mailapp.wording import plural, with_placeholders
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'self'"
 )
+# Uploaded or received HTML (layout and campaign previews, dev inbox messages) is served with a CSP that
+# puts it in a unique opaque origin with scripts, forms and plugins off, even if its URL is opened
+# directly; the pages frame it with sandbox="".
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 # Every response carries these unless its view set its own (the open pixel's fast path sends them too).
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -46,6 +54,11 @@ def csv_download(lines: Iterable[str], filename: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
+
+
+def viewer_zone_name() -> str:
+    """The signed-in user's zone setting ("" for none, or for nobody signed in: UTC)."""
+    return (getattr(current_user, "timezone", "") or "") if current_user.is_authenticated else ""
 
 
 def wants_json() -> bool:
@@ -113,6 +126,13 @@ def init_app(app: Flask) -> None:
     # A live server-side session, not just a signed cookie (mailapp/auth/sessions.py).
     login_manager.user_loader(load_user_for_session)
 
+    @app.get("/favicon.ico", endpoint="favicon")
+    def favicon() -> Response:
+        # Browsers ask for /favicon.ico whatever the page says; static/ holds it.
+        return send_from_directory(
+            app.static_folder or "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
+        )
+
     @app.before_request
     def refuse_nul_in_query_strings() -> None:
         """PostgreSQL cannot hold or compare text with a NUL in it (the driver raises), so no query value
@@ -165,11 +185,17 @@ def init_app(app: Flask) -> None:
         return {"nav_endpoints": app.view_functions.keys()}
 
     @app.template_filter("datetime")
-    def format_datetime(value: datetime | None) -> str:
-        """UTC in the HTML; static/js/app.js rewrites <time> elements into the browser's zone."""
-        if value is None:
-            return "—"
-        return value.strftime("%Y-%m-%d %H:%M UTC")
+    def format_datetime(value: datetime | None, zone_name: str = "") -> str:
+        """In the zone given (a schedule's own), else the viewer's (their account setting), else UTC;
+        always saying which."""
+        return format_in_zone(value, zone_name or viewer_zone_name())
+
+    @app.context_processor
+    def viewer_zone() -> dict:
+        return {"viewer_zone": viewer_zone_name()}
+
+    app.add_template_filter(plural, "plural")
+    app.add_template_filter(with_placeholders, "placeholders")
 
     @app.template_filter("isotime")
     def iso_datetime(value: datetime | None) -> str:

@@ -39,6 +39,7 @@ PUBLIC_ENDPOINTS = {
     "static": "the app's own CSS and JS",
     "bootstrap.static": "Bootstrap's CSS and JS, served locally by Bootstrap-Flask",
     "api.openapi_json": "the API's OpenAPI document: what the README says, no data of the installation",
+    "favicon": "the browser tab's icon, which browsers fetch before anyone signs in",
 }
 # The tracking blueprint's links sit in sent emails and are opened by recipients who have no account:
 # open pixel, click redirect, unsubscribe, view in browser. Their signed token is the authentication.
@@ -321,7 +322,7 @@ def test_uploaded_html_is_only_shown_in_sandboxed_frames(app, auth_client, seede
             failures.append(f"{src} (framed by {page}): CSP is {policy!r}")
     assert not failures, "\n".join(failures)
     # The pages that show uploaded or received HTML must have been among those checked.
-    for page in ("layouts.edit", "devinbox.show"):
+    for page in ("layouts.edit", "devinbox.show", "campaigns.show"):
         if page in app.view_functions:
             assert page in frames.values(), f"{page} shows no framed preview"
 

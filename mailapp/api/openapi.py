@@ -112,7 +112,8 @@ SCHEMAS: dict[str, Schema] = {
          "layout_id": {"type": ["integer", "null"]}, "list_ids": {"type": "array", "items": ID},
          "message": {"type": "string"}, "track_opens": {"type": "boolean"},
          "track_clicks": {"type": "boolean"},
-         "send_at": NULLABLE_TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+         "send_at": NULLABLE_TIME, "send_timezone": {"type": "string"},
+         "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
          "created_at": NULLABLE_TIME, "stats": CAMPAIGN_STATS,
          "sender_identity_id": {"type": ["integer", "null"]}, "relay_id": {"type": ["integer", "null"]}},
         ["id", "name", "status", "subject", "from_name", "from_email", "reply_to", "layout_id", "list_ids",
@@ -496,10 +497,14 @@ def _paths() -> dict[str, Schema]:
         },
         "/campaigns/{campaign_id}/send": campaign_action("Start sending now.", "202"),
         "/campaigns/{campaign_id}/schedule": {"post": _operation(
-            "Send at a time (ISO 8601 with an offset).", campaign, "404 409 413 422", parameters=campaign_id,
-            body=_json_body(_object({"send_at": TIME}, ["send_at"]),
-                            example={"send_at": "2030-01-01T09:30:00+01:00"}),
+            "Send at a time (ISO 8601 with an offset), shown in `timezone` (IANA) if given.",
+            campaign, "404 409 413 422", parameters=campaign_id,
+            body=_json_body(_object({"send_at": TIME, "timezone": {"type": "string", "maxLength": 64}},
+                                    ["send_at"]),
+                            example={"send_at": "2030-01-01T09:30:00+01:00", "timezone": "Europe/Paris"}),
         )},
+        "/campaigns/{campaign_id}/unschedule": campaign_action(
+            "Take a scheduled campaign back to draft (cancel, by contrast, is final)."),
         "/campaigns/{campaign_id}/cancel": campaign_action("Cancel a scheduled or sending campaign."),
         "/campaigns/{campaign_id}/pause": campaign_action("Pause sending."),
         "/campaigns/{campaign_id}/resume": campaign_action("Resume sending."),
@@ -507,6 +512,17 @@ def _paths() -> dict[str, Schema]:
             "Send the failed deliveries again.",
             {"200": _json({"allOf": [_ref("Campaign"), _object({"retried": COUNT}, ["retried"])]})},
             "404 409 422", parameters=campaign_id,
+        )},
+        "/campaigns/{campaign_id}/preview": {"get": _operation(
+            "The message as a subscriber will receive it (default: the first active recipient of the "
+            "campaign's lists, else the sample person): subject, From, preheader and both bodies.",
+            {"200": _json(_object(
+                {"subscriber_id": {"type": ["integer", "null"]}, "to": {"type": ["string", "null"]},
+                 "from": {"type": "string"}, "subject": {"type": "string"}, "preheader": {"type": "string"},
+                 "html": {"type": "string"}, "text": {"type": "string"}},
+                ["subscriber_id", "to", "from", "subject", "preheader", "html", "text"],
+            ))},
+            "404 422", parameters=[*campaign_id, _query("subscriber_id", ID)],
         )},
         "/campaigns/{campaign_id}/test": {"post": _operation(
             "Send the campaign now to a few addresses, rendered for a subscriber or the sample one.",

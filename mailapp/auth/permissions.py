@@ -100,6 +100,7 @@ AREA_NEEDS: dict[str, Declared] = {
 # Single endpoints that differ from their area (or have none: the auth pages, static files).
 ENDPOINT_NEEDS: dict[str, Declared] = {
     "static": PUBLIC,
+    "favicon": PUBLIC,
     "bootstrap.static": PUBLIC,
     "api.openapi_json": PUBLIC,
     "auth.login": PUBLIC,
@@ -109,6 +110,7 @@ ENDPOINT_NEEDS: dict[str, Declared] = {
     "users.accept_invite": PUBLIC,
     "auth.logout": SIGNED_IN,
     "auth.change_password_page": SIGNED_IN,
+    "auth.account": SIGNED_IN,  # the user's own settings (time zone)
     "auth.two_factor_page": SIGNED_IN,
     "auth.two_factor_enrol": SIGNED_IN,
     "auth.two_factor_disable": SIGNED_IN,

@@ -1,7 +1,8 @@
 """Sign-in (password, then the two-factor code when the user has it), sign-out, password change and
-reset, two-factor enrolment, and the user's API tokens. Sign-in attempts are throttled per client
-address and per account across every process (auth/throttle.py); each sign-in is a server-side session
-(auth/sessions.py), so signing out ends it for every copy of its cookies."""
+reset, two-factor enrolment, the account page (time zone) and the user's API tokens. Sign-in attempts
+are throttled per client address and per account across every process (auth/throttle.py); each
+sign-in is a server-side session (auth/sessions.py), so signing out ends it for every copy of its
+cookies."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from mailapp.auth.forms import (
     ForgotPasswordForm,
     LoginForm,
     NewPasswordForm,
+    TimezoneForm,
     TokenForm,
 )
 from mailapp.auth.next_url import safe_next_path
@@ -33,6 +35,7 @@ from mailapp.auth.services import (
     password_reset_token,
     reset_password,
     revoke_token,
+    set_timezone,
     user_for_reset_token,
 )
 from mailapp.auth.sessions import end_session, is_remembered, start_session
@@ -48,6 +51,7 @@ from mailapp.errors import (
 from mailapp.extensions import db
 from mailapp.models import ApiToken, Role, User, utcnow
 from mailapp.secret_box import SecretBox, SecretUnreadableError
+from mailapp.timezones import is_zone_name
 from mailapp.web import public_url_for
 
 bp = Blueprint("auth", __name__)
@@ -91,15 +95,19 @@ def login():
             attempted = form.email.data[:320]
             record("auth.sign_in_failed", summary=f"wrong password or unknown account {attempted}")
             db.session.commit()
-        elif user.has_two_factor:
+            return render_template("auth/login.html", form=form)
+        # The browser's zone becomes the user's setting at the first sign-in (the account page changes it).
+        if not user.timezone and is_zone_name(form.browser_timezone.data or ""):
+            user.timezone = form.browser_timezone.data
+        if user.has_two_factor:
             # No session yet: only the signed cookie knows the password step passed, for a few minutes.
             session[PENDING_SIGN_IN] = {
                 "user": user.id, "at": time.time(), "remember": bool(form.remember.data),
                 "next": request.args.get("next"),
             }
+            db.session.commit()
             return redirect(url_for("auth.login_code"))
-        else:
-            return _finish_sign_in(user, bool(form.remember.data), request.args.get("next"), "password")
+        return _finish_sign_in(user, bool(form.remember.data), request.args.get("next"), "password")
     return render_template("auth/login.html", form=form)
 
 
@@ -149,6 +157,27 @@ def logout():
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/", methods=["GET", "POST"])
+@login_required
+def account():
+    """The account's settings: the time zone every dashboard time is shown in. static/js/app.js posts
+    the browser's zone here on the first visit, when none is set."""
+    user = current_user._get_current_object()
+    form = TimezoneForm(data={"timezone": user.timezone})
+    if form.validate_on_submit():
+        try:
+            set_timezone(user, form.timezone.data or "")
+        except ValidationError as error:
+            db.session.rollback()
+            form.timezone.errors = [*form.timezone.errors, error.message]
+        else:
+            db.session.commit()
+            flash(f"Times are now shown in {user.timezone}.", "success")
+            return redirect(url_for("auth.account"))
+    status = 422 if form.is_submitted() else 200
+    return render_template("auth/account.html", form=form), status
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

@@ -1,4 +1,4 @@
-"""Users, passwords (scrypt, via Werkzeug) and hashed API tokens with roles."""
+"""Users, passwords (scrypt, via Werkzeug), their time zone setting and hashed API tokens with roles."""
 
 from __future__ import annotations
 
@@ -15,9 +15,17 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from mailapp.addresses import normalize_email
 from mailapp.auth.sessions import end_all_sessions
-from mailapp.errors import ConflictError, InvalidLinkError, NotFoundError, ValidationError, WrongPasswordError
+from mailapp.errors import (
+    ConflictError,
+    InvalidLinkError,
+    NotFoundError,
+    ValidationError,
+    WrongPasswordError,
+    field_problem,
+)
 from mailapp.extensions import db
 from mailapp.models import ApiToken, Role, User, utcnow
+from mailapp.timezones import ZONE_NAME_MAX_LENGTH, is_zone_name
 
 # How stale a token's last_used_at may get before a request writes it again.
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -150,6 +158,16 @@ def reset_password(token: str, new_password: str) -> User:
 def active_user_by_email(email: str) -> User | None:
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     return user if user is not None and user.is_active else None
+def set_timezone(user: User, name: str) -> None:
+    """The IANA zone the dashboard shows this user's times in."""
+    if not is_zone_name(name):
+        raise ValidationError(
+            f"{name[:ZONE_NAME_MAX_LENGTH]!r} is not a time zone: choose one from the list "
+            "(e.g. Europe/Paris).",
+            [field_problem("timezone", "Not an IANA time zone name.")],
+        )
+    user.timezone = name
+    db.session.flush()
 
 
 def ensure_first_admin() -> tuple[str, str, bool] | None:

@@ -16,13 +16,11 @@ from mailapp.layouts import services
 from mailapp.layouts.forms import LayoutForm, PreviewForm
 from mailapp.models import Layout
 from mailapp.sending import templating
+from mailapp.web import SANDBOX_HEADERS
 
 bp = Blueprint("layouts", __name__)
 
 PER_PAGE = 25
-# The preview is uploaded HTML: served with a CSP that puts it in a unique opaque origin with scripts,
-# forms and plugins off, even if someone opens the frame's URL directly.
-SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 
 
 @bp.get("/")

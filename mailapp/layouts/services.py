@@ -87,6 +87,12 @@ def check_layout_html(html: str, *, isolated: bool = True) -> LayoutCheck:
     return LayoutCheck(variables=variables, warnings=warnings)
 
 
+def has_unsubscribe_link(html: str) -> bool:
+    """A layout may be saved without {{ unsubscribe_url }} (with UNSUBSCRIBE_WARNING), but a campaign
+    cannot be sent or scheduled with it (campaigns.lifecycle)."""
+    return templating.uses_variable(html, "unsubscribe_url")
+
+
 def check_subject(subject: str) -> None:
     """Validate a campaign's subject template, in a child process like layouts (TemplateError)."""
     isolation.run_isolated(templating.validate_subject, subject)

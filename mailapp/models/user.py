@@ -45,6 +45,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), default=Role.EDITOR.value)
     # A viewer may download subscriber data (list exports, delivery logs) only with this grant.
     can_export: Mapped[bool] = mapped_column(default=False)
+    # The IANA zone the dashboard shows times in; "" until the browser's zone fills it on first visit.
+    timezone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when an owner deactivates the user: no sign-in, no session, no token works from then on.
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

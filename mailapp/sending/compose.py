@@ -72,17 +72,25 @@ def compile_campaign(
     the current app's by default) here, once per send run. A test send gets no Feedback-ID: Gmail's
     feedback loop is about the mail recipients get."""
     source = campaign_source(campaign)
+    return compile_source(
+        source, public_url, list_identity=campaign_list_identity(campaign, public_url), verp=verp,
+        signer=dkim_signer_for(address_domain(source.from_email), box), test_send=test_send,
+    )
+
+
+def compile_source(
+    source: CampaignSource, public_url: str, *, list_identity: ListIdentity | None = None,
+    verp: Verp | None = None, signer: DkimSigner | None = None, test_send: bool = False,
+) -> Compiled:
+    """The renderer and MIME builder of a campaign's source (a send, a test send, a preview)."""
     renderer = renderer_for(source, public_url)
     domain = address_domain(source.from_email)
-    list_identity = campaign_list_identity(campaign, public_url)
     builder = FastMessageBuilder(
         from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to,
         list_identity=list_identity,
         feedback="" if test_send else feedback_id(source.id, list_identity and list_identity.id, domain),
     )
-    return Compiled(
-        renderer, builder, domain, message_id_suffix(domain), verp, dkim_signer_for(domain, box)
-    )
+    return Compiled(renderer, builder, domain, message_id_suffix(domain), verp, signer)
 
 
 def dkim_signer_for(from_domain: str, box: SecretBox | None = None) -> DkimSigner | None:
