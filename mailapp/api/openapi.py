@@ -193,7 +193,10 @@ SCHEMAS.update({
     "SenderIdentity": _every_field(
         {"id": ID, "name": STRING, "from_name": STRING, "from_email": STRING, "reply_to": STRING,
          "relay_id": {"type": ["integer", "null"]},
-         "domain": {"type": "string", "description": "The From address's domain (its sending domain)."},
+         "domain": {"type": "string", "description": "The From address's domain."},
+         "sending_domain_id": {"type": ["integer", "null"],
+                               "description": "The sending domain whose DKIM key signs this identity's "
+                                              "mail (the domain or a parent), or null: sent unsigned."},
          "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME},
     ),
 })

@@ -22,9 +22,10 @@ from mailapp.audit import services as audit
 from mailapp.errors import ConflictError, NotFoundError, ValidationError, field_problem
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
-from mailapp.models import SenderIdentity, SmtpRelay, TlsMode
+from mailapp.models import SenderIdentity, SendingDomain, SmtpRelay, TlsMode
 from mailapp.models.base import iso_or_none
 from mailapp.secret_box import SecretBox
+from mailapp.sending.compose import sending_domain_for
 from mailapp.sending.relay import Relay, describe
 from mailapp.sending.relay_choice import relay_settings
 
@@ -396,12 +397,19 @@ def sending_domain(from_email: str) -> str:
     return from_email.rpartition("@")[2]
 
 
+def signing_domain(identity: SenderIdentity) -> SendingDomain | None:
+    """The sending domain whose DKIM key signs this identity's mail, if one does."""
+    return sending_domain_for(sending_domain(identity.from_email))
+
+
 def identity_to_dict(identity: SenderIdentity) -> dict[str, Any]:
+    signer = signing_domain(identity)
     return {
         "id": identity.id, "name": identity.name, "from_name": identity.from_name,
         "from_email": identity.from_email, "reply_to": identity.reply_to, "relay_id": identity.relay_id,
-        "domain": sending_domain(identity.from_email), "created_at": iso_or_none(identity.created_at),
-        "updated_at": iso_or_none(identity.updated_at),
+        "domain": sending_domain(identity.from_email),
+        "sending_domain_id": signer.id if signer is not None else None,
+        "created_at": iso_or_none(identity.created_at), "updated_at": iso_or_none(identity.updated_at),
     }
 
 
