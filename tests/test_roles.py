@@ -33,7 +33,7 @@ __all__ = ["seeded_ids"]
 # The user's own account pages: every signed-in user may use them, whatever the role.
 OWN_ACCOUNT_WRITES = {
     "auth.change_password_page", "auth.two_factor_enrol", "auth.two_factor_disable", "auth.create_token",
-    "auth.revoke_token_page", "auth.logout",
+    "auth.revoke_token_page", "auth.logout", "auth.account",
 }
 # Signing out would end the sweep's session; it needs no role beyond being signed in.
 SKIPPED = {"auth.logout"}

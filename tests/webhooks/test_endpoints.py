@@ -191,6 +191,7 @@ def test_production_refuses_to_start_with_plain_http_certificates(monkeypatch, t
 
     monkeypatch.setenv("MAILAPP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("PUBLIC_URL", "https://news.example.com")  # past the https check that comes first
     monkeypatch.setenv("SES_SNS_CERT_ALLOW_HTTP", "true")
     with pytest.raises(RuntimeError, match="SES_SNS_CERT_ALLOW_HTTP"):
         config_from_env(tmp_path)
