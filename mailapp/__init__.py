@@ -11,8 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config, apply_derived_settings, config_from_env
 
 API_ENDPOINT_MODULES = (
-    "campaigns", "layouts", "lists", "openapi", "relays", "reports", "sending_domains", "subscribers",
-    "suppressions",
+    "campaigns", "layouts", "lists", "openapi", "relays", "reports", "segments", "sending_domains",
+    "subscribers", "suppressions",
 )
 
 

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "mailapp"
 BLUEPRINT_PACKAGES = frozenset(
     {
         "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "relays", "reports", "subscribers", "tracking", "webhooks", "api",
+        "relays", "reports", "segments", "subscribers", "tracking", "webhooks", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3
@@ -38,6 +38,7 @@ TOP_LEVEL_FLOORS = {
     "mailapp.ids": GROUND,
     "mailapp.json_nesting": GROUND,
     "mailapp.secret_box": GROUND,
+    "mailapp.segment_rules": GROUND,
     "mailapp.sqla_broker": GROUND,
     "mailapp.web": WEB,
     "mailapp.web_extensions": GROUND,

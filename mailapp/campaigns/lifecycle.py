@@ -72,14 +72,16 @@ def queue_task(task_name: str, *args: int, eta: datetime | None = None) -> None:
 
 
 def _check_sendable(campaign: Campaign) -> None:
-    """What must hold before a campaign may be queued: a layout, lists, a subject that compiles."""
+    """What must hold before a campaign may be queued: a layout, lists or segments."""
     problems = []
     if campaign.layout_id is None:
         problems.append(
             field_problem("layout_id", "The campaign has no layout (it was deleted): choose one.")
         )
-    if not campaign.lists:
-        problems.append(field_problem("list_ids", "The campaign has no target list: choose at least one."))
+    if not campaign.lists and not campaign.segments:
+        problems.append(
+            field_problem("list_ids", "The campaign has no target list or segment: choose at least one.")
+        )
     if problems:
         raise ValidationError(problems[0]["message"], problems)
 

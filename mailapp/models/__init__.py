@@ -6,6 +6,7 @@ from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliverySta
 from mailapp.models.layout import Layout
 from mailapp.models.login_attempt import LoginAttempt
 from mailapp.models.relay import SmtpRelay, TlsMode
+from mailapp.models.segment import Segment, campaign_segments
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
 from mailapp.models.subscriber import (
@@ -45,6 +46,7 @@ __all__ = [
     "MailEvent",
     "MailEventKind",
     "OpenEvent",
+    "Segment",
     "SendingDomain",
     "SenderIdentity",
     "SmtpRelay",
@@ -61,6 +63,7 @@ __all__ = [
     "WebhookBatch",
     "WebhookReplayToken",
     "campaign_lists",
+    "campaign_segments",
     "list_members",
     "utcnow",
 ]
