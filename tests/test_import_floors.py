@@ -17,8 +17,8 @@ PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
     {
-        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "relays", "reports", "segments", "subscribers", "tracking", "webhooks", "api",
+        "audit", "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound",
+        "layouts", "relays", "reports", "segments", "subscribers", "tracking", "users", "webhooks", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

@@ -6,7 +6,7 @@
   events.
 
 Revision ID: 0015
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-03 19:00:00.000000
 
 """
@@ -18,7 +18,7 @@ import mailapp.models.base
 
 # revision identifiers, used by Alembic.
 revision = '0015'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
