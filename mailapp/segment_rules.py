@@ -114,10 +114,10 @@ def _check_rule(node: dict[str, Any], path: str) -> dict[str, Any]:
     if unknown:
         raise _fail(f"{path}.{unknown[0]}", "Unknown key (a rule has field, op, value and key).")
     field = node.get("field")
-    if field not in RULE_FIELDS:
+    if not isinstance(field, str) or field not in RULE_FIELDS:
         raise _fail(f"{path}.field", f"Must be one of: {', '.join(RULE_FIELDS)}.")
     op = node.get("op")
-    if op not in RULE_FIELDS[field]:
+    if not isinstance(op, str) or op not in RULE_FIELDS[field]:
         raise _fail(f"{path}.op", f"For {field}, must be one of: {', '.join(RULE_FIELDS[field])}.")
     rule: dict[str, Any] = {"field": field, "op": op}
     if field == "attribute":
@@ -162,7 +162,7 @@ def _check_value(field: str, op: str, value: Any, path: str) -> Any:
             raise _fail(path, f"Must be an id (a whole number from 1 to {MAX_ID}).")
         return value
     if field == "status":
-        if value not in tuple(SubscriberStatus):
+        if not isinstance(value, str) or value not in tuple(SubscriberStatus):
             raise _fail(path, f"Must be one of: {', '.join(SubscriberStatus)}.")
         return str(value)
     if op in DAYS_OPS:

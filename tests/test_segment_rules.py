@@ -266,6 +266,9 @@ def test_a_campaign_aimed_at_a_segment_reaches_exactly_the_people_the_rules_matc
         ({"field": "list", "op": "member", "value": True}, "rules.value"),
         ({"field": "attribute", "key": "n", "op": "lt", "value": float("inf")}, "rules.value"),
         ([1], "rules"),
+        # Found by the API fuzz: an object where a name belongs.
+        ({"field": {}, "key": "k", "op": "gt", "value": False}, "rules.field"),
+        ({"field": "status", "op": ["is"], "value": "active"}, "rules.op"),
     ],
 )
 def test_a_bad_tree_is_refused_with_the_path_of_the_problem(tree, path) -> None:

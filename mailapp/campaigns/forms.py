@@ -21,6 +21,7 @@ class CampaignForm(FlaskForm):
     reply_to = StringField("Reply-to (optional)", validators=[Optional(), Length(max=320)])
     layout_id = SelectField("Layout", coerce=int, validate_choice=False)
     list_ids = SelectMultipleField("Send to lists", coerce=int, validate_choice=False)
+    segment_ids = SelectMultipleField("and/or segments", coerce=int, validate_choice=False)
     message = TextAreaField("Message", validators=[Optional()])
     track_opens = BooleanField("Track opens", default=True)
     track_clicks = BooleanField("Track clicks", default=True)
@@ -36,6 +37,7 @@ class CampaignForm(FlaskForm):
             "from_email",
             "reply_to",
             "list_ids",
+            "segment_ids",
             "message",
             "track_opens",
             "track_clicks",

@@ -20,7 +20,7 @@ from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.forms import show_error_on_fields as _show_error
 from mailapp.ids import id_arg, page_arg
-from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
+from mailapp.models import Campaign, DeliveryStatus, Layout, Segment, SubscriberList
 from mailapp.models.base import utcnow
 from mailapp.relays import services as relay_services
 
@@ -226,6 +226,9 @@ def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
     ]
     form.list_ids.choices = [
         (lst.id, lst.name) for lst in db.session.scalars(select(SubscriberList).order_by(SubscriberList.name))
+    ]
+    form.segment_ids.choices = [
+        (segment.id, segment.name) for segment in db.session.scalars(select(Segment).order_by(Segment.name))
     ]
     identities = relay_services.list_identities()
     form.sender_identity_id.choices = [SelectChoice(0, "— none: type the sender below —")] + [

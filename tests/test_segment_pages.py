@@ -1,0 +1,54 @@
+"""The segments pages: the builder's form saves a tree the server checks, the live count answers for a
+posted tree, and a sent campaign's page makes a resend to non-openers."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from mailapp.extensions import db
+from mailapp.models import Campaign, Segment
+from tests.factories import SubscriberFactory
+from tests.test_sending import make_campaign
+
+PRO = {"all": [{"field": "attribute", "key": "plan", "op": "equals", "value": "pro"}]}
+
+
+def test_the_segment_form_saves_the_tree_the_builder_wrote(auth_client) -> None:
+    assert auth_client.get("/segments/new").status_code == 200
+    response = auth_client.post_form("/segments/new", {"name": "Pro", "rules": json.dumps(PRO)})
+    assert response.status_code == 302
+    saved = db.session.scalar(select(Segment))
+    assert (saved.name, saved.rules) == ("Pro", PRO)
+    assert "Pro" in auth_client.get("/segments/").get_data(as_text=True)
+
+
+def test_a_bad_tree_from_the_form_is_shown_with_its_path_and_nothing_is_saved(auth_client) -> None:
+    bad = {"any": [{"field": "status", "op": "is", "value": "sleeping"}]}
+    response = auth_client.post_form("/segments/new", {"name": "Bad", "rules": json.dumps(bad)})
+    assert response.status_code == 422
+    assert "rules.any[0].value" in response.get_data(as_text=True)
+    assert db.session.scalar(select(Segment)) is None
+
+
+def test_the_live_count_answers_for_a_posted_tree(auth_client) -> None:
+    SubscriberFactory(attributes={"plan": "pro"})
+    SubscriberFactory(attributes={"plan": "pro"}, status="unsubscribed")
+    SubscriberFactory(attributes={"plan": "free"})
+    response = auth_client.post_form("/segments/count", {"rules": json.dumps(PRO)})
+    assert response.get_json() == {"count": 2, "recipients": 1}
+    response = auth_client.post_form("/segments/count", {"rules": "{"})
+    assert response.status_code == 422
+
+
+def test_a_sent_campaign_page_makes_a_resend_to_non_openers(auth_client) -> None:
+    campaign, _ = make_campaign(count=2, status="sent")
+    assert "Resend to non-openers" in auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    form = {"subject": "Again", "delay_hours": ""}
+    response = auth_client.post_form(f"/segments/resend/{campaign.id}", form)
+    assert response.status_code == 302
+    copy = db.session.scalar(select(Campaign).where(Campaign.id != campaign.id))
+    assert (copy.status, copy.subject, copy.lists) == ("draft", "Again", [])
+    not_opened = {"field": "activity", "op": "not_opened", "value": campaign.id}
+    assert copy.segments[0].rules == {"all": [not_opened]}
