@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mailapp.extensions import db
-from mailapp.models import Campaign, Segment
+from mailapp.models import Campaign, Delivery, Segment
 from tests.factories import SubscriberFactory
 from tests.test_sending import make_campaign
 
@@ -44,6 +44,8 @@ def test_the_live_count_answers_for_a_posted_tree(auth_client) -> None:
 
 def test_a_sent_campaign_page_makes_a_resend_to_non_openers(auth_client) -> None:
     campaign, _ = make_campaign(count=2, status="sent")
+    db.session.execute(update(Delivery).where(Delivery.campaign_id == campaign.id).values(status="sent"))
+    db.session.commit()
     assert "Resend to non-openers" in auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
     form = {"subject": "Again", "delay_hours": ""}
     response = auth_client.post_form(f"/segments/resend/{campaign.id}", form)
@@ -52,3 +54,6 @@ def test_a_sent_campaign_page_makes_a_resend_to_non_openers(auth_client) -> None
     assert (copy.status, copy.subject, copy.lists) == ("draft", "Again", [])
     not_opened = {"field": "activity", "op": "not_opened", "value": campaign.id}
     assert copy.segments[0].rules == {"all": [not_opened]}
+    # Nobody opened: both recipients are expected again.
+    page = auth_client.get(f"/campaigns/{copy.id}").get_data(as_text=True)
+    assert 'data-testid="expected-recipients">2<' in page

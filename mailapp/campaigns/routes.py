@@ -254,7 +254,7 @@ def _render_page(
     after = request.args.get("after", type=id_arg)
     progress = services.progress(campaign.id)
     expected_recipients = (
-        services.count_recipients([lst.id for lst in campaign.lists])
+        services.count_campaign_recipients(campaign)
         if campaign.status in lifecycle.EDITABLE_STATES
         else None
     )

@@ -31,6 +31,7 @@ from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
 from mailapp.models.suppression import Suppression
 from mailapp.reports.figures import delivery_counts, status_counts
+from mailapp.sending.snapshot import recipients_condition
 
 MAX_TEST_RECIPIENTS = 20
 DELIVERY_PAGE_SIZE = 50
@@ -339,6 +340,21 @@ def count_recipients(list_ids: Sequence[int]) -> int:
         .subquery()
     )
     return db.session.scalar(select(func.count()).select_from(members)) or 0
+
+
+def count_campaign_recipients(campaign: Campaign) -> int:
+    """What a send would snapshot now: its lists' members and its segments' matches, each once."""
+    if not campaign.segments:
+        return count_recipients([lst.id for lst in campaign.lists])
+    suppressed = select(Suppression.id).where(
+        Suppression.email == Subscriber.email, Suppression.lifted_at.is_(None)
+    ).exists()
+    condition = recipients_condition(campaign, db.session.get_bind().dialect.name)
+    return db.session.scalar(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.ACTIVE, ~suppressed, condition)
+    ) or 0
 
 
 def delivery_stats(campaign_id: int) -> dict[str, int]:
