@@ -57,3 +57,20 @@ def test_a_sent_campaign_page_makes_a_resend_to_non_openers(auth_client) -> None
     # Nobody opened: both recipients are expected again.
     page = auth_client.get(f"/campaigns/{copy.id}").get_data(as_text=True)
     assert 'data-testid="expected-recipients">2<' in page
+
+
+def test_the_subscriber_list_filters_by_attribute_with_the_segment_compiler(auth_client) -> None:
+    paris = SubscriberFactory(email="ann@example.com", attributes={"city": "Paris", "age": 40})
+    SubscriberFactory(email="bob@example.com", attributes={"city": "Lyon", "age": 20})
+    SubscriberFactory(email="cat@example.com", attributes={"age": "40"})
+    page = auth_client.get("/subscribers?attr_key=city&attr_op=equals&attr_value=Paris")
+    text = page.get_data(as_text=True)
+    assert paris.email in text
+    assert "bob@example.com" not in text
+    text = auth_client.get("/subscribers?attr_key=age&attr_op=gte&attr_value=30").get_data(as_text=True)
+    # "40" is text, not a number: only Ann's age compares.
+    assert "ann@example.com" in text
+    assert "cat@example.com" not in text
+    assert "bob@example.com" not in text
+    text = auth_client.get("/subscribers?attr_key=age&attr_op=gt&attr_value=old").get_data(as_text=True)
+    assert "Attribute filter: attribute.value" in text

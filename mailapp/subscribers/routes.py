@@ -19,11 +19,12 @@ from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
 from mailapp.audit.services import record_read
-from mailapp.errors import MailappError
+from mailapp.errors import MailappError, ValidationError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
+from mailapp.segment_rules import ATTRIBUTE_OPS
 from mailapp.sending import suppression
 from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
@@ -197,8 +198,17 @@ def index():
     status = request.args.get("status", "")
     if status and status not in {s.value for s in SubscriberStatus}:
         status = ""
+    attribute = {name: request.args.get(name, "").strip() for name in ("attr_key", "attr_op", "attr_value")}
+    rules = None
+    if attribute["attr_key"]:
+        try:
+            rules = services.attribute_rule(
+                attribute["attr_key"], attribute["attr_op"] or "equals", attribute["attr_value"]
+            )
+        except ValidationError as error:
+            flash(f"Attribute filter: {error.message}", "error")
     page = services.subscriber_page(q=q, list_id=list_id, status=status or None, before=_int_arg("before"),
-                                    after=_int_arg("after"), limit=PER_PAGE)
+                                    after=_int_arg("after"), limit=PER_PAGE, rules=rules)
     memberships = services.list_ids_by_subscriber([item.id for item in page.items])
     all_lists = subscriber_lists.all_lists()
     return render_template(
@@ -207,7 +217,8 @@ def index():
         memberships=memberships,
         lists_by_id={item.id: item for item in all_lists},
         all_lists=all_lists,
-        filters={"q": q, "list_id": list_id, "status": status},
+        filters={"q": q, "list_id": list_id, "status": status, **attribute},
+        attribute_ops=ATTRIBUTE_OPS,
         statuses=[s.value for s in SubscriberStatus],
         has_any=page.items or db.session.scalar(select(Subscriber.id).limit(1)) is not None,
     )
