@@ -8,7 +8,7 @@ import json
 from sqlalchemy import select, update
 
 from mailapp.extensions import db
-from mailapp.models import Campaign, Delivery, Segment
+from mailapp.models import Campaign, Delivery, Segment, Subscriber
 from tests.factories import SubscriberFactory
 from tests.test_sending import make_campaign
 
@@ -74,3 +74,37 @@ def test_the_subscriber_list_filters_by_attribute_with_the_segment_compiler(auth
     assert "bob@example.com" not in text
     text = auth_client.get("/subscribers?attr_key=age&attr_op=gt&attr_value=old").get_data(as_text=True)
     assert "Attribute filter: attribute.value" in text
+
+
+def test_typed_attribute_rows_round_trip_their_types(auth_client) -> None:
+    person = SubscriberFactory(attributes={"city": "Paris", "seats": 3, "since": "2024-02-29", "vip": True})
+    page = auth_client.get(f"/subscribers/{person.id}").get_data(as_text=True)
+    assert 'data-testid="typed-attributes"' in page
+    assert '<option value="seats">' in page  # a key the data has, offered as a suggestion
+    form = {
+        "email": person.email, "name": person.name, "status": "active",
+        "attr_row_key": ["city", "seats", "ratio", "since", "vip", ""],
+        "attr_row_type": ["text", "number", "number", "date", "yes/no", "text"],
+        "attr_row_value": ["Lyon", "4", "2.5", "2025-01-31", "no", ""],
+    }
+    response = auth_client.post_form(f"/subscribers/{person.id}", form)
+    assert response.status_code == 302
+    db.session.expire_all()
+    saved = db.session.get(Subscriber, person.id).attributes
+    assert saved == {"city": "Lyon", "seats": 4, "ratio": 2.5, "since": "2025-01-31", "vip": False}
+    assert isinstance(saved["seats"], int)
+    assert saved["vip"] is False
+    page = auth_client.get(f"/subscribers/{person.id}").get_data(as_text=True)
+    assert 'name="attr_row_value" value="2.5"' in page
+
+
+def test_a_bad_typed_value_names_its_row_and_changes_nothing(auth_client) -> None:
+    person = SubscriberFactory(attributes={"seats": 3})
+    form = {"email": person.email, "status": "active", "attr_row_key": ["seats"], "attr_row_type": ["number"],
+            "attr_row_value": ["three"]}
+    response = auth_client.post_form(f"/subscribers/{person.id}", form)
+    assert response.status_code == 422
+    text = response.get_data(as_text=True)
+    assert "Attribute row 1 (&#39;seats&#39;) &#39;three&#39; is not a number." in text
+    db.session.expire_all()
+    assert db.session.get(Subscriber, person.id).attributes == {"seats": 3}

@@ -26,7 +26,7 @@ from mailapp.ids import id_arg, page_arg
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
 from mailapp.segment_rules import ATTRIBUTE_OPS
 from mailapp.sending import suppression
-from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks
+from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks, typed_attributes
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
 from mailapp.web import csv_download
 
@@ -44,6 +44,33 @@ STATUS_ACTIONS = {
 
 def _int_arg(name: str) -> int | None:
     return request.args.get(name, type=id_arg)
+
+
+def _attributes_from_typed_rows(form: SubscriberForm) -> None:
+    """The typed attribute rows, when the page posted them, become the form's attributes JSON."""
+    if "attr_row_key" in request.form:
+        rows = typed_attributes.attributes_from_rows(
+            request.form.getlist("attr_row_key"), request.form.getlist("attr_row_type"),
+            request.form.getlist("attr_row_value"),
+        )
+        form.attributes.data = json.dumps(rows, ensure_ascii=False)
+
+
+def _typed_context(form: SubscriberForm) -> dict[str, Any]:
+    """Typed rows for the attributes the form holds (None: they need JSON), and the key suggestions."""
+    if "attr_row_key" in request.form:  # a refused post shows the rows as typed
+        posted = zip(request.form.getlist("attr_row_key"), request.form.getlist("attr_row_type"),
+                     request.form.getlist("attr_row_value"), strict=False)
+        rows = [row for row in posted if row[0].strip()]
+    else:
+        current = form.attributes.data
+        try:
+            current = json.loads(current or "{}") if isinstance(current, str) else current
+        except ValueError:
+            current = None
+        rows = typed_attributes.typed_rows(current) if isinstance(current, dict) else None
+    return {"attribute_rows": rows, "attribute_types": typed_attributes.TYPES,
+            "attribute_keys": typed_attributes.key_suggestions()}
 
 
 def _form_error(form: Any, error: MailappError) -> None:
@@ -237,6 +264,7 @@ def create_subscriber():
         form.lists.data = [_int_arg("list_id")]
     if form.validate_on_submit():
         try:
+            _attributes_from_typed_rows(form)
             created = services.create_subscriber(
                 form.email.data, form.name.data, form.attributes.data, form.lists.data or [], form.status.data
             )
@@ -247,7 +275,7 @@ def create_subscriber():
             db.session.commit()
             flash(f"Subscriber {created.email} added.", "success")
             return redirect(url_for("subscribers.edit_subscriber", subscriber_id=created.id))
-    return render_template("subscribers/edit.html", form=form, subscriber=None), (
+    return render_template("subscribers/edit.html", form=form, subscriber=None, **_typed_context(form)), (
         422 if form.is_submitted() else 200)
 
 
@@ -262,6 +290,7 @@ def edit_subscriber(subscriber_id: int):
         form.attributes.data = json.dumps(subscriber.attributes or {}, indent=2, ensure_ascii=False)
     if form.validate_on_submit():
         try:
+            _attributes_from_typed_rows(form)
             services.update_subscriber(
                 subscriber, email=form.email.data, name=form.name.data, attributes=form.attributes.data,
                 status=form.status.data, list_ids=form.lists.data or [],
@@ -278,7 +307,7 @@ def edit_subscriber(subscriber_id: int):
         "subscribers/edit.html", form=form, subscriber=subscriber,
         status_form=StatusForm(), delete_form=ActionForm(),
         mail_events=suppression.events_for_subscriber(subscriber.id, subscriber.email),
-        suppression=suppression.suppression_in_force(subscriber.email),
+        suppression=suppression.suppression_in_force(subscriber.email), **_typed_context(form),
     ), 422 if form.is_submitted() else 200
 
 
