@@ -23,6 +23,7 @@ from mailapp.errors import MailappError, ValidationError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
+from mailapp.json_nesting import nesting_exceeds
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
 from mailapp.segment_rules import ATTRIBUTE_OPS
 from mailapp.sending import suppression
@@ -64,10 +65,12 @@ def _typed_context(form: SubscriberForm) -> dict[str, Any]:
         rows = [row for row in posted if row[0].strip()]
     else:
         current = form.attributes.data
-        try:
-            current = json.loads(current or "{}") if isinstance(current, str) else current
-        except ValueError:
-            current = None
+        if isinstance(current, str):
+            # Refused JSON text is shown back as JSON; only parse what the services would accept.
+            try:
+                current = None if nesting_exceeds(current) else json.loads(current or "{}")
+            except ValueError:
+                current = None
         rows = typed_attributes.typed_rows(current) if isinstance(current, dict) else None
     return {"attribute_rows": rows, "attribute_types": typed_attributes.TYPES,
             "attribute_keys": typed_attributes.key_suggestions()}
