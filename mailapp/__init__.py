@@ -11,8 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config, apply_derived_settings, config_from_env
 
 API_ENDPOINT_MODULES = (
-    "audit", "campaigns", "layouts", "lists", "openapi", "relays", "reports", "sending_domains",
-    "subscribers", "suppressions",
+    "audit", "campaigns", "layouts", "lists", "openapi", "relays", "reports", "segments",
+    "sending_domains", "subscribers", "suppressions",
 )
 
 
@@ -94,6 +94,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.layouts.routes import bp as layouts_bp
     from mailapp.relays.routes import bp as relays_bp
     from mailapp.reports.routes import bp as reports_bp
+    from mailapp.segments.routes import bp as segments_bp
     from mailapp.subscribers.routes import bp as subscribers_bp
     from mailapp.tracking.routes import bp as tracking_bp
     from mailapp.users.routes import bp as users_bp
@@ -115,6 +116,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(deliverability_bp, url_prefix="/suppressions")
     app.register_blueprint(domains_bp, url_prefix="/domains")
     app.register_blueprint(relays_bp, url_prefix="/relays")
+    app.register_blueprint(segments_bp, url_prefix="/segments")
     app.register_blueprint(devinbox_bp, url_prefix="/dev/inbox")
     app.register_blueprint(tracking_bp)
     # The API authenticates with bearer tokens, not cookies, so CSRF does not apply; the tracking

@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 from mailapp.api.openapi import openapi_document
 from mailapp.auth.services import create_api_token, create_user
 from mailapp.domains.services import create_domain
+from mailapp.models.segment import Segment
 from mailapp.models.subscriber import ImportStatus, SubscriberImport
 from mailapp.models.suppression import SuppressionReason
 from mailapp.sending.suppression import suppress_address
@@ -51,6 +52,7 @@ def fuzz_token(db, smtp_server) -> str:
         status=ImportStatus.DONE, errors=[{"line": 2, "email": "x", "reason": "Invalid"}],
     ))
     create_domain("example.com", ed25519=True)
+    db.session.add(Segment(name="Active", rules={"field": "status", "op": "is", "value": "active"}))
     db.session.commit()
     return token
 

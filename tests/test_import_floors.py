@@ -18,7 +18,7 @@ PACKAGE = ROOT / "mailapp"
 BLUEPRINT_PACKAGES = frozenset(
     {
         "audit", "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound",
-        "layouts", "relays", "reports", "subscribers", "tracking", "users", "webhooks", "api",
+        "layouts", "relays", "reports", "segments", "subscribers", "tracking", "users", "webhooks", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3
@@ -38,6 +38,7 @@ TOP_LEVEL_FLOORS = {
     "mailapp.ids": GROUND,
     "mailapp.json_nesting": GROUND,
     "mailapp.secret_box": GROUND,
+    "mailapp.segment_rules": GROUND,
     "mailapp.sqla_broker": GROUND,
     "mailapp.timezones": GROUND,
     "mailapp.web": WEB,

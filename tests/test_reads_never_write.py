@@ -11,6 +11,7 @@ from sqlalchemy import event, func, select
 from mailapp.domains.services import create_domain
 from mailapp.models import (
     CampaignDeliveryCount,
+    Segment,
     SenderIdentity,
     SmtpRelay,
     SubscriberImport,
@@ -69,7 +70,8 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     suppress_address(audience.active[1].email, SuppressionReason.HARD_BOUNCE, "smtp")
     relay = SmtpRelay(name="relay", host="127.0.0.1")
     identity = SenderIdentity(name="identity", from_email="news@example.com")
-    db.session.add_all([record, relay, identity])
+    segment = Segment(name="active", rules={"field": "status", "op": "is", "value": "active"})
+    db.session.add_all([record, relay, identity, segment])
     db.session.commit()
     ids = {
         "campaign_id": campaign.id,
@@ -81,6 +83,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "email": audience.active[1].email,
         "relay_id": relay.id,
         "identity_id": identity.id,
+        "segment_id": segment.id,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)

@@ -20,6 +20,9 @@ from mailapp.models.sending_domain import SELECTOR_MAX_LENGTH
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
 from mailapp.models.suppression import SuppressionReason
 from mailapp.relays import services as relay_services
+from mailapp.segment_rules import MAX_DAYS, MAX_DEPTH, MAX_IN_VALUES, MAX_KEY_LENGTH, MAX_NODES, RULE_FIELDS
+from mailapp.segments.services import MAX_RESEND_DELAY_HOURS
+from mailapp.segments.services import NAME_MAX as SEGMENT_NAME_MAX
 from mailapp.subscribers.subscriber_lists import LIST_NAME_MAX
 
 Schema = dict[str, Any]
@@ -109,7 +112,8 @@ SCHEMAS: dict[str, Schema] = {
         {"id": ID, "name": {"type": "string"}, "status": _enum(CampaignStatus),
          "status_reason": {"type": ["string", "null"]}, "subject": {"type": "string"},
          "from_name": {"type": "string"}, "from_email": {"type": "string"}, "reply_to": {"type": "string"},
-         "layout_id": {"type": ["integer", "null"]}, "list_ids": {"type": "array", "items": ID},
+         "layout_id": {"type": ["integer", "null"]},
+         "list_ids": {"type": "array", "items": ID}, "segment_ids": {"type": "array", "items": ID},
          "message": {"type": "string"}, "track_opens": {"type": "boolean"},
          "track_clicks": {"type": "boolean"},
          "send_at": NULLABLE_TIME, "send_timezone": {"type": "string"},
@@ -117,9 +121,40 @@ SCHEMAS: dict[str, Schema] = {
          "created_at": NULLABLE_TIME, "stats": CAMPAIGN_STATS,
          "sender_identity_id": {"type": ["integer", "null"]}, "relay_id": {"type": ["integer", "null"]}},
         ["id", "name", "status", "subject", "from_name", "from_email", "reply_to", "layout_id", "list_ids",
-         "message", "track_opens", "track_clicks", "send_at", "started_at", "finished_at", "created_at",
-         "stats", "sender_identity_id", "relay_id"],
+         "segment_ids", "message", "track_opens", "track_clicks", "send_at", "started_at", "finished_at",
+         "created_at", "stats", "sender_identity_id", "relay_id"],
     ),
+    "SegmentRules": {
+        "description": (
+            f"A group {{all: [...]}} or {{any: [...]}} of rules and groups (at most {MAX_DEPTH} levels, "
+            f"{MAX_NODES} nodes), or one rule {{field, op, value, key}}. Fields and their ops: "
+            + "; ".join(f"{field}: {', '.join(ops)}" for field, ops in RULE_FIELDS.items())
+            + f". attribute rules name the attribute in key (at most {MAX_KEY_LENGTH} characters); equals "
+            "takes a string, number or boolean (types compare strictly), contains a string, gt/gte/lt/lte a "
+            f"number, in a list of at most {MAX_IN_VALUES} values, exists nothing. list: value is a list id. "
+            "status: value is a subscriber status. subscribed (the subscription date): before/after take a "
+            f"date (YYYY-MM-DD) or a time with offset, within_days 0..{MAX_DAYS}. activity: opened, clicked, "
+            "not_opened, not_clicked take a campaign id (not_*: among those it was sent to), "
+            "opened_within_days a number of days, never_opened nothing. Opens are human opens or clicks."
+        ),
+        "oneOf": [
+            _object({"all": {"type": "array", "minItems": 1, "items": _ref("SegmentRules")}}, ["all"],
+                    closed=True),
+            _object({"any": {"type": "array", "minItems": 1, "items": _ref("SegmentRules")}}, ["any"],
+                    closed=True),
+            _object({
+                "field": {"type": "string", "enum": list(RULE_FIELDS)},
+                "op": {"type": "string", "enum": sorted({op for ops in RULE_FIELDS.values() for op in ops})},
+                "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+                "value": {"type": ["string", "number", "boolean", "array"]},
+            }, ["field", "op"], closed=True),
+        ],
+    },
+    "Segment": _every_field(
+        {"id": ID, "name": STRING, "rules": _ref("SegmentRules"), "created_at": NULLABLE_TIME,
+         "updated_at": NULLABLE_TIME},
+    ),
+    "SegmentCount": _every_field({"count": COUNT, "recipients": COUNT}),
     "Delivery": _object(
         {"id": ID, "subscriber_id": {"type": ["integer", "null"]}, "email": {"type": "string"},
          "status": _enum(DeliveryStatus), "attempts": COUNT, "sent_at": NULLABLE_TIME,
@@ -241,7 +276,10 @@ IDENTITY_FIELDS = {
 CAMPAIGN_FIELDS = {
     **{name: {"type": "string", "maxLength": limit} for name, limit in FIELD_LIMITS.items()},
     "layout_id": ID,
-    "list_ids": {"type": "array", "items": ID, "minItems": 1},
+    "list_ids": {"type": "array", "items": ID,
+                 "description": "Target lists; with segment_ids, at least one target in all."},
+    "segment_ids": {"type": "array", "items": ID,
+                    "description": "Target segments, applied at send time; each person gets one message."},
     "message": {"type": "string"},
     "track_opens": {"type": "boolean"},
     "track_clicks": {"type": "boolean"},
@@ -482,7 +520,7 @@ def _paths() -> dict[str, Schema]:
             "post": _operation(
                 "Create a draft campaign.", {"201": _json(_ref("Campaign"), "Created.")}, "413 422",
                 body=_json_body(
-                    _object(CAMPAIGN_FIELDS, ["name", "subject", "from_email", "layout_id", "list_ids"],
+                    _object(CAMPAIGN_FIELDS, ["name", "subject", "from_email", "layout_id"],
                             closed=True),
                     example={"name": "November", "subject": "Hi {{ subscriber.name }}",
                              "from_email": "news@example.com", "layout_id": 1, "list_ids": [1],
@@ -590,6 +628,18 @@ def _paths() -> dict[str, Schema]:
             "delete": _operation("Delete a sender identity (campaigns keep their From fields).", NO_CONTENT,
                                  "404", parameters=identity_id),
         },
+        "/campaigns/{campaign_id}/resend-non-openers": {"post": _operation(
+            "A draft copy of a sent campaign aimed at those it was sent to who did not open it (human opens "
+            "only; a new segment, applied when the copy sends), optionally with a new subject, optionally "
+            "scheduled delay_hours from now.",
+            {"201": _json(_ref("Campaign"), "Created.")}, "404 409 413 422", parameters=campaign_id,
+            body=_json_body(_object(
+                {"subject": {"type": "string", "maxLength": FIELD_LIMITS["subject"]},
+                 "delay_hours": {"type": "number", "minimum": 0, "maximum": MAX_RESEND_DELAY_HOURS}},
+                closed=True,
+            ), required=False, example={"subject": "In case you missed it", "delay_hours": 48}),
+        )},
+        **_segment_paths(),
         "/audit": {"get": _operation(
             "The audit log, newest first (owner tokens).", {"200": _json(_page_of("AuditEntry"))}, "422",
             parameters=[*PAGE_PARAMETERS, _query("user", {"type": "string", "maxLength": 320},
@@ -603,6 +653,44 @@ def _paths() -> dict[str, Schema]:
         "/campaigns/{campaign_id}/report": {"get": _operation(
             "The campaign's report: the same figures as its report page.", {"200": _json(_ref("Report"))},
             "404", parameters=campaign_id,
+        )},
+    }
+
+
+def _segment_paths() -> dict[str, Schema]:
+    segment_id = [_path_id("segment_id")]
+    example = {"all": [{"field": "attribute", "key": "plan", "op": "equals", "value": "pro"},
+                       {"any": [{"field": "activity", "op": "opened_within_days", "value": 30},
+                                {"field": "list", "op": "member", "value": 1}]}]}  # fmt: skip
+    segment_fields = {"name": {"type": "string", "minLength": 1, "maxLength": SEGMENT_NAME_MAX},
+                      "rules": _ref("SegmentRules")}
+    return {
+        "/segments": {
+            "get": _operation("Segments, by id.", {"200": _json(_page_of("Segment"))}, "422",
+                              parameters=PAGE_PARAMETERS),
+            "post": _operation("Save a segment.", {"201": _json(_ref("Segment"), "Created.")}, "409 413 422",
+                               body=_json_body(_object(segment_fields, ["name", "rules"], closed=True),
+                                               example={"name": "Pro readers", "rules": example})),
+        },
+        "/segments/count": {"post": _operation(
+            "Count the subscribers an (unsaved) rule tree matches, and how many of them a send would reach.",
+            {"200": _json(_ref("SegmentCount"))}, "413 422",
+            body=_json_body(_object({"rules": _ref("SegmentRules")}, ["rules"], closed=True),
+                            example={"rules": example}),
+        )},
+        "/segments/{segment_id}": {
+            "get": _operation("A segment with its counts.",
+                              {"200": _json({"allOf": [_ref("Segment"), _ref("SegmentCount")]})}, "404",
+                              parameters=segment_id),
+            "patch": _operation("Rename a segment or change its rules.", {"200": _json(_ref("Segment"))},
+                                "404 409 413 422", parameters=segment_id,
+                                body=_json_body(_object(segment_fields, closed=True))),
+            "delete": _operation("Delete a segment no campaign targets.", NO_CONTENT, "404 409",
+                                 parameters=segment_id),
+        },
+        "/segments/{segment_id}/subscribers": {"get": _operation(
+            "The subscribers the segment matches now, by id.", {"200": _json(_page_of("Subscriber"))},
+            "404 422", parameters=[*segment_id, *PAGE_PARAMETERS],
         )},
     }
 

@@ -74,6 +74,7 @@ AREA_NEEDS: dict[str, Declared] = {
     "layouts": READ_VIEWER_WRITE_EDITOR,
     "subscribers": READ_VIEWER_WRITE_EDITOR,
     "campaigns": READ_VIEWER_WRITE_EDITOR,
+    "segments": READ_VIEWER_WRITE_EDITOR,
     "reports": READ_VIEWER_WRITE_EDITOR,
     "deliverability": READ_VIEWER_WRITE_EDITOR,
     "domains": READ_VIEWER_WRITE_OWNER,
@@ -90,6 +91,7 @@ AREA_NEEDS: dict[str, Declared] = {
     "api.layouts": READ_VIEWER_WRITE_EDITOR,
     "api.lists": READ_VIEWER_WRITE_EDITOR,
     "api.subscribers": READ_VIEWER_WRITE_EDITOR,
+    "api.segments": READ_VIEWER_WRITE_EDITOR,
     "api.reports": READ_VIEWER_WRITE_EDITOR,
     "api.audit": OWNER_ONLY,
     "api.suppressions": READ_VIEWER_WRITE_EDITOR,
@@ -127,6 +129,9 @@ ENDPOINT_NEEDS: dict[str, Declared] = {
     # Looking the records up again changes only the stored result of the last check.
     "domains.check": EDITOR,
     "api.check_sending_domain": EDITOR,
+    # Counts a posted rule tree and stores nothing: a viewer may ask.
+    "api.api_count_segment": SIGNED_IN,
+    "segments.count": SIGNED_IN,
     # Sender identities are part of writing campaigns (the relays page holds them too).
     "relays.edit_identity": READ_VIEWER_WRITE_EDITOR,
     "relays.delete_identity": EDITOR,

@@ -25,6 +25,9 @@ class CampaignForm(FlaskForm):
     list_ids = SelectMultipleField(
         "Send to lists", coerce=int, validate_choice=False, option_widget=CheckboxInput()
     )
+    segment_ids = SelectMultipleField(
+        "and/or segments", coerce=int, validate_choice=False, option_widget=CheckboxInput()
+    )
     message = TextAreaField("Message", validators=[Optional()])
     track_opens = BooleanField("Track opens", default=True)
     track_clicks = BooleanField("Track clicks", default=True)
@@ -40,6 +43,7 @@ class CampaignForm(FlaskForm):
             "from_email",
             "reply_to",
             "list_ids",
+            "segment_ids",
             "message",
             "track_opens",
             "track_clicks",

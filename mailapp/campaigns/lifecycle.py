@@ -86,7 +86,8 @@ def lacks_unsubscribe_link(campaign: Campaign) -> bool:
 
 
 def _check_sendable(campaign: Campaign) -> None:
-    """What must hold before a campaign may be queued: a layout with an unsubscribe link, lists."""
+    """What must hold before a campaign may be queued: a layout with an unsubscribe link, lists or
+    segments."""
     problems = []
     if campaign.layout_id is None:
         problems.append(
@@ -94,8 +95,10 @@ def _check_sendable(campaign: Campaign) -> None:
         )
     elif campaign.layout is not None and lacks_unsubscribe_link(campaign):
         problems.append(field_problem("layout_id", missing_unsubscribe_link_message(campaign.layout.name)))
-    if not campaign.lists:
-        problems.append(field_problem("list_ids", "The campaign has no target list: choose at least one."))
+    if not campaign.lists and not campaign.segments:
+        problems.append(
+            field_problem("list_ids", "The campaign has no target list or segment: choose at least one.")
+        )
     if problems:
         raise ValidationError(problems[0]["message"], problems)
 

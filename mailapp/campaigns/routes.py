@@ -20,7 +20,7 @@ from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.forms import show_error_on_fields as _show_error
 from mailapp.ids import id_arg, page_arg
-from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
+from mailapp.models import Campaign, DeliveryStatus, Layout, Segment, SubscriberList
 from mailapp.models.base import utcnow
 from mailapp.relays import services as relay_services
 from mailapp.web import SANDBOX_HEADERS, viewer_zone_name
@@ -247,6 +247,9 @@ def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
     form.list_ids.choices = [
         (lst.id, lst.name) for lst in db.session.scalars(select(SubscriberList).order_by(SubscriberList.name))
     ]
+    form.segment_ids.choices = [
+        (segment.id, segment.name) for segment in db.session.scalars(select(Segment).order_by(Segment.name))
+    ]
     identities = relay_services.list_identities()
     form.sender_identity_id.choices = [SelectChoice(0, "— none: type the sender below —")] + [
         SelectChoice(identity.id, f"{identity.name} <{identity.from_email}>") for identity in identities
@@ -278,7 +281,7 @@ def _render_page(
     after = request.args.get("after", type=id_arg)
     progress = services.progress(campaign.id)
     expected_recipients = (
-        services.count_recipients([lst.id for lst in campaign.lists])
+        services.count_campaign_recipients(campaign)
         if campaign.status in lifecycle.EDITABLE_STATES
         else None
     )

@@ -20,6 +20,7 @@ def campaign_fields(campaign: Campaign) -> dict[str, Any]:
         "reply_to": campaign.reply_to,
         "layout_id": campaign.layout_id,
         "list_ids": [lst.id for lst in campaign.lists],
+        "segment_ids": [segment.id for segment in campaign.segments],
         "message": campaign.message,
         "track_opens": campaign.track_opens,
         "track_clicks": campaign.track_clicks,
@@ -45,6 +46,7 @@ def serialize_campaign(campaign: Campaign, stats: dict[str, int]) -> dict[str, A
     """The API's campaign; stats: {total, pending, sent, failed} (campaigns.services.campaign_counts)."""
     fields = campaign_fields(campaign)
     fields["list_ids"] = sorted(fields["list_ids"])
+    fields["segment_ids"] = sorted(fields["segment_ids"])
     created_at = iso_or_none(campaign.created_at)
     return {**campaign_state(campaign), **fields, "created_at": created_at, "stats": stats}
 

@@ -28,6 +28,7 @@ from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
 from mailapp.models.layout import Layout
 from mailapp.models.relay import SmtpRelay
+from mailapp.models.segment import Segment
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
 from mailapp.models.suppression import Suppression
@@ -37,6 +38,7 @@ from mailapp.sending.compose import campaign_source
 from mailapp.sending.preview import PREVIEW_DELIVERY_ID, MessagePreview, preview_message
 from mailapp.sending.render import Recipient
 from mailapp.sending.settings import SendSettings
+from mailapp.sending.snapshot import recipients_condition
 
 MAX_TEST_RECIPIENTS = 20
 DELIVERY_PAGE_SIZE = 50
@@ -51,6 +53,7 @@ FIELD_LABELS = {
     "reply_to": "Reply-to",
     "layout_id": "Layout",
     "list_ids": "Lists",
+    "segment_ids": "Segments",
     "message": "Message",
     "track_opens": "Track opens",
     "track_clicks": "Track clicks",
@@ -67,6 +70,7 @@ SENDER_FIELDS = ("from_name", "from_email", "reply_to")
 class _Checked:
     values: dict[str, Any]
     lists: list[SubscriberList]
+    segments: list[Segment]
 
 
 def _as_id(value: Any) -> int | None:
@@ -130,22 +134,10 @@ def _check_fields(data: Mapping[str, Any]) -> _Checked:
     else:
         values["layout_id"] = layout_id
 
-    lists: list[SubscriberList] = []
-    raw_lists = data.get("list_ids")
-    if not isinstance(raw_lists, list | tuple) or not raw_lists:
-        problems.append(field_problem("list_ids", "Choose at least one list."))
-    else:
-        list_ids = [_as_id(item) for item in raw_lists]
-        if any(item is None for item in list_ids):
-            problems.append(field_problem("list_ids", "List ids must be whole numbers."))
-        else:
-            wanted = sorted(set(list_ids))
-            lists = list(db.session.scalars(select(SubscriberList).where(SubscriberList.id.in_(wanted))))
-            missing = sorted(set(wanted) - {lst.id for lst in lists})
-            if missing:
-                problems.append(
-                    field_problem("list_ids", f"No such list: {', '.join(str(m) for m in missing)}.")
-                )
+    lists = _chosen_rows(data, "list_ids", SubscriberList, "list", problems)
+    segments = _chosen_rows(data, "segment_ids", Segment, "segment", problems)
+    if not lists and not segments and not any(p["field"] in ("list_ids", "segment_ids") for p in problems):
+        problems.append(field_problem("list_ids", "Choose at least one list or segment."))
 
     for name, model in (("sender_identity_id", SenderIdentity), ("relay_id", SmtpRelay)):
         raw = data.get(name)
@@ -171,13 +163,34 @@ def _check_fields(data: Mapping[str, Any]) -> _Checked:
             + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""),
             problems,
         )
-    return _Checked(values, lists)
+    return _Checked(values, lists, segments)
+
+
+def _chosen_rows(data: Mapping[str, Any], name: str, model, noun: str, problems: list) -> list:
+    """The rows a field of ids names (absent or null: none); problems get what is wrong with it."""
+    raw = data.get(name)
+    if raw is None:
+        return []
+    if not isinstance(raw, list | tuple):
+        problems.append(field_problem(name, f"Must be a list of {noun} ids."))
+        return []
+    ids = [_as_id(item) for item in raw]
+    if any(item is None for item in ids):
+        problems.append(field_problem(name, f"{noun.capitalize()} ids must be whole numbers."))
+        return []
+    wanted = sorted(set(ids))
+    rows = list(db.session.scalars(select(model).where(model.id.in_(wanted)))) if wanted else []
+    missing = sorted(set(wanted) - {row.id for row in rows})
+    if missing:
+        problems.append(field_problem(name, f"No such {noun}: {', '.join(str(m) for m in missing)}."))
+    return rows
 
 
 def _apply(campaign: Campaign, checked: _Checked) -> None:
     for name, value in checked.values.items():
         setattr(campaign, name, value)
     campaign.lists = checked.lists
+    campaign.segments = checked.segments
 
 
 def new_campaign_defaults() -> dict[str, Any]:
@@ -228,10 +241,12 @@ def duplicate_campaign(campaign_id: int) -> Campaign:
     copy = Campaign(status=CampaignStatus.DRAFT)
     fields = campaign_fields(original)
     fields.pop("list_ids")
+    fields.pop("segment_ids")
     for name, value in fields.items():
         setattr(copy, name, value)
     copy.name = f"Copy of {original.name}"[: FIELD_LIMITS["name"]]
     copy.lists = list(original.lists)
+    copy.segments = list(original.segments)
     db.session.add(copy)
     db.session.flush()
     return copy
@@ -377,6 +392,21 @@ def count_recipients(list_ids: Sequence[int]) -> int:
         .subquery()
     )
     return db.session.scalar(select(func.count()).select_from(members)) or 0
+
+
+def count_campaign_recipients(campaign: Campaign) -> int:
+    """What a send would snapshot now: its lists' members and its segments' matches, each once."""
+    if not campaign.segments:
+        return count_recipients([lst.id for lst in campaign.lists])
+    suppressed = select(Suppression.id).where(
+        Suppression.email == Subscriber.email, Suppression.lifted_at.is_(None)
+    ).exists()
+    condition = recipients_condition(campaign, db.session.get_bind().dialect.name)
+    return db.session.scalar(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.ACTIVE, ~suppressed, condition)
+    ) or 0
 
 
 def delivery_stats(campaign_id: int) -> dict[str, int]:

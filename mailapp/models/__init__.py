@@ -7,6 +7,7 @@ from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliverySta
 from mailapp.models.layout import Layout
 from mailapp.models.login_attempt import LoginAttempt
 from mailapp.models.relay import SmtpRelay, TlsMode
+from mailapp.models.segment import Segment, campaign_segments
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
 from mailapp.models.subscriber import (
@@ -50,6 +51,7 @@ __all__ = [
     "OpenEvent",
     "RecoveryCode",
     "Role",
+    "Segment",
     "SenderIdentity",
     "SendingDomain",
     "SmtpRelay",
@@ -67,6 +69,7 @@ __all__ = [
     "WebhookBatch",
     "WebhookReplayToken",
     "campaign_lists",
+    "campaign_segments",
     "list_members",
     "utcnow",
 ]

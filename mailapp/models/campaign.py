@@ -1,4 +1,4 @@
-"""Campaigns and their target lists."""
+"""Campaigns and their targets (lists and segments)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.layout import Layout
 from mailapp.models.relay import SmtpRelay
+from mailapp.models.segment import Segment, campaign_segments
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import SubscriberList
 
@@ -79,5 +80,7 @@ class Campaign(Base):
 
     layout: Mapped[Layout | None] = relationship()
     lists: Mapped[list[SubscriberList]] = relationship(secondary=campaign_lists)
+    # Recipients are the union of the lists' members and the segments' matches, each person once.
+    segments: Mapped[list[Segment]] = relationship(secondary=campaign_segments)
     sender_identity: Mapped[SenderIdentity | None] = relationship()
     relay: Mapped[SmtpRelay | None] = relationship()

@@ -19,13 +19,15 @@ from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
 from mailapp.audit.services import record_read
-from mailapp.errors import MailappError
+from mailapp.errors import MailappError, ValidationError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
+from mailapp.json_nesting import nesting_exceeds
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus
+from mailapp.segment_rules import ATTRIBUTE_OPS
 from mailapp.sending import suppression
-from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks
+from mailapp.subscribers import exports, imports, services, subscriber_lists, tasks, typed_attributes
 from mailapp.subscribers.forms import ImportForm, ListForm, StatusForm, SubscriberForm
 from mailapp.web import csv_download
 
@@ -43,6 +45,35 @@ STATUS_ACTIONS = {
 
 def _int_arg(name: str) -> int | None:
     return request.args.get(name, type=id_arg)
+
+
+def _attributes_from_typed_rows(form: SubscriberForm) -> None:
+    """The typed attribute rows, when the page posted them, become the form's attributes JSON."""
+    if "attr_row_key" in request.form:
+        rows = typed_attributes.attributes_from_rows(
+            request.form.getlist("attr_row_key"), request.form.getlist("attr_row_type"),
+            request.form.getlist("attr_row_value"),
+        )
+        form.attributes.data = json.dumps(rows, ensure_ascii=False)
+
+
+def _typed_context(form: SubscriberForm) -> dict[str, Any]:
+    """Typed rows for the attributes the form holds (None: they need JSON), and the key suggestions."""
+    if "attr_row_key" in request.form:  # a refused post shows the rows as typed
+        posted = zip(request.form.getlist("attr_row_key"), request.form.getlist("attr_row_type"),
+                     request.form.getlist("attr_row_value"), strict=False)
+        rows = [row for row in posted if row[0].strip()]
+    else:
+        current = form.attributes.data
+        if isinstance(current, str):
+            # Refused JSON text is shown back as JSON; only parse what the services would accept.
+            try:
+                current = None if nesting_exceeds(current) else json.loads(current or "{}")
+            except ValueError:
+                current = None
+        rows = typed_attributes.typed_rows(current) if isinstance(current, dict) else None
+    return {"attribute_rows": rows, "attribute_types": typed_attributes.TYPES,
+            "attribute_keys": typed_attributes.key_suggestions()}
 
 
 def _form_error(form: Any, error: MailappError) -> None:
@@ -198,8 +229,17 @@ def index():
     status = request.args.get("status", "")
     if status and status not in {s.value for s in SubscriberStatus}:
         status = ""
+    attribute = {name: request.args.get(name, "").strip() for name in ("attr_key", "attr_op", "attr_value")}
+    rules = None
+    if attribute["attr_key"]:
+        try:
+            rules = services.attribute_rule(
+                attribute["attr_key"], attribute["attr_op"] or "equals", attribute["attr_value"]
+            )
+        except ValidationError as error:
+            flash(f"Attribute filter: {error.message}", "error")
     page = services.subscriber_page(q=q, list_id=list_id, status=status or None, before=_int_arg("before"),
-                                    after=_int_arg("after"), limit=PER_PAGE)
+                                    after=_int_arg("after"), limit=PER_PAGE, rules=rules)
     memberships = services.list_ids_by_subscriber([item.id for item in page.items])
     all_lists = subscriber_lists.all_lists()
     return render_template(
@@ -208,7 +248,8 @@ def index():
         memberships=memberships,
         lists_by_id={item.id: item for item in all_lists},
         all_lists=all_lists,
-        filters={"q": q, "list_id": list_id, "status": status},
+        filters={"q": q, "list_id": list_id, "status": status, **attribute},
+        attribute_ops=ATTRIBUTE_OPS,
         statuses=[s.value for s in SubscriberStatus],
         campaign_names=services.unsubscribe_campaign_names(page.items),
         has_any=page.items or db.session.scalar(select(Subscriber.id).limit(1)) is not None,
@@ -228,6 +269,7 @@ def create_subscriber():
         form.lists.data = [_int_arg("list_id")]
     if form.validate_on_submit():
         try:
+            _attributes_from_typed_rows(form)
             created = services.create_subscriber(
                 form.email.data, form.name.data, form.attributes.data, form.lists.data or [], form.status.data
             )
@@ -238,7 +280,7 @@ def create_subscriber():
             db.session.commit()
             flash(f"Subscriber {created.email} added.", "success")
             return redirect(url_for("subscribers.edit_subscriber", subscriber_id=created.id))
-    return render_template("subscribers/edit.html", form=form, subscriber=None), (
+    return render_template("subscribers/edit.html", form=form, subscriber=None, **_typed_context(form)), (
         422 if form.is_submitted() else 200)
 
 
@@ -253,6 +295,7 @@ def edit_subscriber(subscriber_id: int):
         form.attributes.data = json.dumps(subscriber.attributes or {}, indent=2, ensure_ascii=False)
     if form.validate_on_submit() and not form.refuses_unconfirmed_reactivation(subscriber.status):
         try:
+            _attributes_from_typed_rows(form)
             services.update_subscriber(
                 subscriber, email=form.email.data, name=form.name.data, attributes=form.attributes.data,
                 status=form.status.data, list_ids=form.lists.data or [],
@@ -270,7 +313,7 @@ def edit_subscriber(subscriber_id: int):
         status_form=StatusForm(), delete_form=ActionForm(),
         mail_events=suppression.events_for_subscriber(subscriber.id, subscriber.email),
         suppression=suppression.suppression_in_force(subscriber.email),
-        campaign_names=services.unsubscribe_campaign_names([subscriber]),
+        campaign_names=services.unsubscribe_campaign_names([subscriber]), **_typed_context(form),
     ), 422 if form.is_submitted() else 200
 
 

@@ -27,6 +27,7 @@ from mailapp.models.subscriber import (
     SubscriberStatus,
     list_members,
 )
+from mailapp.segment_rules import compile_rules, validate_rules
 from mailapp.subscribers import import_parse
 from mailapp.subscribers.validation import (
     AttributeLimits,
@@ -174,9 +175,14 @@ def delete_subscriber(subscriber: Subscriber) -> None:
     db.session.flush()
 
 
-def subscriber_filter(q: str | None = None, list_id: int | None = None, status: str | None = None) -> Select:
-    """The subscribers matching a search (email or name contains q), a list and a status, unordered."""
+def subscriber_filter(
+    q: str | None = None, list_id: int | None = None, status: str | None = None, rules: dict | None = None
+) -> Select:
+    """The subscribers matching a search (email or name contains q), a list, a status and a validated
+    segment rule tree (the attribute filter), unordered."""
     statement = select(Subscriber)
+    if rules is not None:
+        statement = statement.where(compile_rules(rules, db.session.get_bind().dialect.name))
     if list_id is not None:
         statement = statement.join(list_members, list_members.c.subscriber_id == Subscriber.id).where(
             list_members.c.list_id == list_id
@@ -223,10 +229,11 @@ def subscriber_page(
     before: int | None = None,
     after: int | None = None,
     limit: int = 50,
+    rules: dict | None = None,
 ) -> KeysetPage:
     """Newest first, by id: `before` pages towards older ids, `after` back towards newer ones. Each page
     is an index range scan, so page 20,000 costs what page 1 costs."""
-    statement = subscriber_filter(q, list_id, status)
+    statement = subscriber_filter(q, list_id, status, rules)
     if after is not None:
         rows = list(db.session.scalars(
             statement.where(Subscriber.id > after).order_by(Subscriber.id.asc()).limit(limit + 1)
@@ -244,6 +251,29 @@ def subscriber_page(
         items[0].id if before is not None and items else None,
         items[-1].id if len(rows) > limit else None,
     )
+
+
+def attribute_rule(key: str, op: str, raw: str) -> dict:
+    """The subscriber list's attribute filter as a validated segment rule: the value typed as it reads
+    (true/false, a number, else text; a comma-separated list for "in")."""
+
+    def typed(text: str):
+        if text in ("true", "false"):
+            return text == "true"
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+    rule: dict = {"field": "attribute", "key": key, "op": op}
+    if op == "in":
+        rule["value"] = [typed(item.strip()) for item in raw.split(",") if item.strip()]
+    elif op == "contains":
+        rule["value"] = raw
+    elif op != "exists":
+        rule["value"] = typed(raw)
+    return validate_rules(rule, path="attribute")
 
 
 def count_subscribers(q: str | None = None, list_id: int | None = None, status: str | None = None) -> int:

@@ -69,3 +69,27 @@
     window.setTimeout(poll, 500);
   }
 })();
+
+// Typed attribute rows on the subscriber form: "Add attribute" copies the blank last row, and a row's
+// value input follows its type (a date picker for dates).
+(function () {
+  "use strict";
+  const rows = document.getElementById("attribute-rows");
+  const add = document.getElementById("add-attribute");
+  if (!rows || !add) return;
+  function follow(row) {
+    const type = row.querySelector("[name=attr_row_type]");
+    const value = row.querySelector("[name=attr_row_value]");
+    const apply = () => { value.type = type.value === "date" ? "date" : type.value === "number" ? "number" : "text"; if (type.value === "number") value.step = "any"; };
+    type.addEventListener("change", apply);
+    apply();
+  }
+  rows.querySelectorAll(".attribute-row").forEach(follow);
+  add.addEventListener("click", () => {
+    const blank = rows.lastElementChild.cloneNode(true);
+    blank.querySelectorAll("input").forEach((input) => { input.value = ""; });
+    blank.querySelector("[name=attr_row_type]").value = "text";
+    rows.appendChild(blank);
+    follow(blank);
+  });
+})();

@@ -1,0 +1,92 @@
+"""Segment counts at scale: how long POST /api/v1/segments/count's query takes for typical rule trees,
+each as a ratio to a plain COUNT(*) of subscribers measured in the same run.
+
+Uses bench_dashboard's data ("full": 1,000,000 subscribers and 10,000,000 deliveries with opens and
+clicks, in MAILAPP_BENCH_DATABASE_URL; "smoke": a few hundred rows on SQLite) and times
+mailapp.segments.services.count (the matching count and the sendable count) directly, without HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_dashboard import SCALES, _empty_tables, prepare_database
+from bench.common import BENCH_DATABASE_ENV, DEFAULT_BENCH_DATABASE, Row, bench_app, result_row
+
+TARGET_MS = 1000
+RUNS = 1
+REPEATS = {"smoke": 3, "full": 5}
+
+
+def trees(campaign_id: int) -> dict[str, dict]:
+    return {
+        "attribute equals (plan = pro)": {
+            "field": "attribute", "key": "plan", "op": "equals", "value": "pro"},
+        "number compare and status": {"all": [
+            {"field": "attribute", "key": "age", "op": "gte", "value": 40},
+            {"field": "status", "op": "is", "value": "active"}]},
+        "opened a campaign": {"field": "activity", "op": "opened", "value": campaign_id},
+        "did not open a campaign (resend)": {"field": "activity", "op": "not_opened", "value": campaign_id},
+        "opened within 30 days": {"field": "activity", "op": "opened_within_days", "value": 30},
+        "mixed: pro and (opened within 30 days or list member)": {"all": [
+            {"field": "attribute", "key": "plan", "op": "equals", "value": "pro"},
+            {"any": [{"field": "activity", "op": "opened_within_days", "value": 30},
+                     {"field": "list", "op": "member", "value": 1}]}]},
+    }  # fmt: skip
+
+
+def _median_ms(action, repeats: int) -> float:
+    action()  # warm the cache: the figure is the steady state
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def run(scale: str) -> list[Row]:
+    from sqlalchemy import func, select
+
+    from mailapp.extensions import db
+    from mailapp.models import Campaign, Subscriber
+    from mailapp.segment_rules import validate_rules
+    from mailapp.segments import services
+
+    sizes = SCALES[scale]
+    with tempfile.TemporaryDirectory(prefix="mailapp-bench-segments-") as folder:
+        workdir = Path(folder)
+        database = os.environ.get(BENCH_DATABASE_ENV) or (
+            DEFAULT_BENCH_DATABASE if scale == "full" else f"sqlite:///{workdir / 'segments.sqlite'}"
+        )
+        app = bench_app(database, f"sqla+sqlite:///{workdir / 'broker.sqlite'}", workdir)
+        with app.app_context():
+            try:
+                prepare_database(scale, sizes)
+                newest_sent = select(func.max(Campaign.id)).where(Campaign.status == "sent")
+                campaign_id = db.session.scalar(newest_sent)
+                baseline = _median_ms(
+                    lambda: db.session.scalar(select(func.count()).select_from(Subscriber)), REPEATS[scale]
+                )
+                deliveries = sizes.subscribers * sizes.campaigns
+                data = f"{sizes.subscribers:,} subscribers, {deliveries:,} deliveries"
+                rows = []
+                for label, tree in trees(campaign_id).items():
+                    rules = validate_rules(tree)
+                    figures = services.count(rules)
+                    value = _median_ms(lambda rules=rules: services.count(rules), REPEATS[scale])
+                    rows.append(result_row(
+                        f"segment count: {label}", value, "ms", baseline="COUNT(*) of subscribers",
+                        baseline_value=baseline, target=f"< {TARGET_MS}",
+                        notes=f"{figures.matching:,} match, {figures.recipients:,} sendable; {data}",
+                    ))  # fmt: skip
+                return rows
+            finally:
+                db.session.remove()
+                if scale == "smoke" and os.environ.get(BENCH_DATABASE_ENV):
+                    _empty_tables()
+                db.engine.dispose()
