@@ -3,7 +3,7 @@
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
-from mailapp.models.layout import Layout
+from mailapp.models.layout import Layout, LayoutImage
 from mailapp.models.login_attempt import LoginAttempt
 from mailapp.models.relay import SmtpRelay, TlsMode
 from mailapp.models.sender_identity import SenderIdentity
@@ -40,6 +40,7 @@ __all__ = [
     "DeliveryStatus",
     "ImportStatus",
     "Layout",
+    "LayoutImage",
     "Link",
     "LoginAttempt",
     "MailEvent",
