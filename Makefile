@@ -83,8 +83,13 @@ editor-assets:
 	cp frontend/node_modules/grapesjs-mjml/dist/index.js $(EDITOR_ASSETS)/grapesjs-mjml.min.js
 	cp frontend/node_modules/grapesjs/LICENSE $(EDITOR_ASSETS)/LICENSE-grapesjs
 	cp frontend/node_modules/grapesjs-mjml/LICENSE $(EDITOR_ASSETS)/LICENSE-grapesjs-mjml
+	mkdir -p $(EDITOR_ASSETS)/font-awesome/css $(EDITOR_ASSETS)/font-awesome/fonts
+	cp frontend/node_modules/font-awesome/css/font-awesome.min.css $(EDITOR_ASSETS)/font-awesome/css/
+	cp frontend/node_modules/font-awesome/fonts/fontawesome-webfont.woff2 \
+		frontend/node_modules/font-awesome/fonts/fontawesome-webfont.woff $(EDITOR_ASSETS)/font-awesome/fonts/
 	# The source maps are not shipped: drop the comments that point at them (not the line they end).
 	sed -i -E 's@/[/*]# sourceMappingURL=[^ *]*( \*/)?@@' $(EDITOR_ASSETS)/*.js $(EDITOR_ASSETS)/*.css
+	du -sh $(EDITOR_ASSETS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
