@@ -31,7 +31,9 @@ def compile_mjml(source: str) -> str:
         found = _POSITION.search(reason)
         if found:
             line = source[: int(found.group(1))].count("\n") + 1
-        if "included template" in reason:
+        if "end of stream" in reason:
+            reason = "the document ends before every element is closed (a missing or misspelt closing tag)"
+        elif "included template" in reason:
             reason = "<mj-include> is not supported: paste the included part into the layout"
         message = f"The MJML is not valid: {reason}."
         raise TemplateError(message, [{"field": "html", "line": line, "message": message}]) from None
@@ -70,9 +72,9 @@ def _on_source_lines(error: TemplateError, source: str, html: str) -> TemplateEr
 
 
 def _source_line(source: str, compiled_line: str, message: str) -> int | None:
-    """The first source line with one of the compiled line's template tags, or naming the variable the
-    message names."""
-    candidates = _TEMPLATE_TAG.findall(compiled_line) + re.findall(r"'([A-Za-z_][\w.]*)'", message)
+    """The first source line naming the variable the message names, or else with one of the compiled
+    line's template tags (MRML may put several source lines on one)."""
+    candidates = re.findall(r"'([A-Za-z_][\w.]*)'", message) + _TEMPLATE_TAG.findall(compiled_line)
     for text in candidates:
         index = source.find(text)
         if index >= 0:
