@@ -18,16 +18,15 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The sign-in details ensure-admin prints go to the Procfile's `announce`, which prints them again
+# once the web process answers, below the start-up logs.
 run: install
 	$(FLASK) db upgrade
-	$(FLASK) users ensure-admin
 	$(FLASK) broker prepare
-	@echo
-	@echo "mailapp is starting at http://127.0.0.1:$(PORT)  (Ctrl-C stops every process)"
-	@echo "Sign in with the admin above (MAILAPP_ADMIN_EMAIL, default admin@example.com)."
-	@echo "Sent mail lands in the Dev inbox: http://127.0.0.1:$(PORT)/dev/inbox/"
-	@echo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start web worker scheduler beat devsmtp
+	@MAILAPP_SIGNIN_DETAILS="$$($(FLASK) users ensure-admin)" || exit 1; \
+	echo "$$MAILAPP_SIGNIN_DETAILS"; export MAILAPP_SIGNIN_DETAILS; \
+	echo; echo "mailapp is starting at http://127.0.0.1:$(PORT)  (Ctrl-C stops every process)"; echo; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start web worker scheduler beat devsmtp announce
 
 # The everyday tier, a few minutes on 2 cores: every test but the fault injection (tests/faults, which
 # starts and kills its own PostgreSQL and Redis), which takes most of the time. The API fuzz (marker

@@ -161,7 +161,10 @@ def _make_campaign(recipients: int = 3) -> int:
 
     stamp = f"{os.getpid()}-{time.time_ns()}"
     target = SubscriberList(name=f"{BENCH_PREFIX} {stamp}")
-    layout = Layout(name=f"{BENCH_PREFIX} {stamp}", html="<html><body>{{ message }}</body></html>")
+    layout = Layout(
+        name=f"{BENCH_PREFIX} {stamp}",
+        html='<html><body>{{ message }}<a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>',
+    )
     db.session.add_all([target, layout])
     db.session.flush()
     subscriber_ids = db.session.scalars(

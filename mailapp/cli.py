@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -16,17 +23,20 @@ broker_cli = AppGroup("broker", help="The Celery broker.")
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-@click.option("--admin/--no-admin", default=True)
-def create_user_command(email: str, password: str, admin: bool) -> None:
+@click.option("--admin/--no-admin", default=True, help="An owner (--admin) or an editor.")
+@click.option("--role", type=click.Choice(["owner", "editor", "viewer"]), default=None,
+              help="The user's role; overrides --admin.")
+def create_user_command(email: str, password: str, admin: bool, role: str | None) -> None:
     from mailapp.auth.services import create_user
     from mailapp.extensions import db
+    from mailapp.models import Role
 
     try:
-        user = create_user(email, password, is_admin=admin)
+        user = create_user(email, password, is_admin=admin, role=Role(role) if role else None)
     except MailappError as error:
         raise click.ClickException(error.message) from error
     db.session.commit()
-    click.echo(f"Created user {user.email}")
+    click.echo(f"Created user {user.email} ({user.role})")
 
 
 @users_cli.command("set-password")
@@ -63,16 +73,58 @@ def ensure_admin_command() -> None:
         click.echo(f"Generated password (shown once): {password}")
 
 
+@users_cli.command("announce")
+@click.option("--url", required=True, help="A page of the web process, polled until it answers.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the web process.")
+def announce_command(url: str, timeout: float) -> None:
+    """For `make run` (the Procfile's `announce`): once the web process answers, print the sign-in
+    details again, below the start-up logs that pushed them off the screen (MAILAPP_SIGNIN_DETAILS,
+    what ensure-admin printed); then wait quietly to be stopped, since honcho stops every process as
+    soon as one exits."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and not _answers(url):
+        if time.monotonic() > deadline:
+            click.echo(f"The web process did not answer {url} within {timeout:g} s.", err=True)
+            break
+        stop.wait(0.5)
+    else:
+        if not stop.is_set():
+            base = url.split("/", 3)
+            home = "/".join(base[:3])
+            details = os.environ.get("MAILAPP_SIGNIN_DETAILS", "").strip() or (
+                "Sign in with the admin of the first run (MAILAPP_ADMIN_EMAIL, default admin@example.com)."
+            )
+            click.echo(f"\nmailapp is ready: {home}  (Ctrl-C stops every process)\n{details}\n"
+                       f"Sent mail lands in the Dev inbox: {home}/dev/inbox/\n")
+    stop.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - the operator's own URL
+            return response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500
+    except OSError:
+        return False
+
+
 @tokens_cli.command("create")
 @click.argument("email")
 @click.option("--name", default="cli", help="A label to recognise the token by.")
-def create_token_command(email: str, name: str) -> None:
+@click.option("--role", type=click.Choice(["owner", "editor", "viewer"]), default=None,
+              help="What the token may do (at most the user's role, which is the default).")
+def create_token_command(email: str, name: str, role: str | None) -> None:
     """Print a new API token for EMAIL as the last line of output."""
     from mailapp.auth.services import create_api_token
     from mailapp.extensions import db
+    from mailapp.models import Role
 
     try:
-        token = create_api_token(email, name=name)
+        token = create_api_token(email, name=name, role=Role(role) if role else None)
     except MailappError as error:
         raise click.ClickException(error.message) from error
     db.session.commit()

@@ -6,16 +6,38 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from flask import Flask, Response, jsonify, render_template, request, stream_with_context
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mailapp.errors import MailappError, ValidationError, error_body, field_problem
+from mailapp.audit.services import act_as
+from mailapp.auth.permissions import READ_METHODS, Need, need_for
+from mailapp.errors import ForbiddenError, MailappError, ValidationError, error_body, field_problem
+from mailapp.models import Role
+from mailapp.timezones import format_in_zone
+from mailapp.users.services import two_factor_required
+from mailapp.wording import plural, with_placeholders
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'self'"
 )
+# Uploaded or received HTML (layout and campaign previews, dev inbox messages) is served with a CSP that
+# puts it in a unique opaque origin with scripts, forms and plugins off, even if its URL is opened
+# directly; the pages frame it with sandbox="".
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 # Every response carries these unless its view set its own (the open pixel's fast path sends them too).
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -34,9 +56,64 @@ def csv_download(lines: Iterable[str], filename: str) -> Response:
     )
 
 
+def viewer_zone_name() -> str:
+    """The signed-in user's zone setting ("" for none, or for nobody signed in: UTC)."""
+    return (getattr(current_user, "timezone", "") or "") if current_user.is_authenticated else ""
+
+
 def wants_json() -> bool:
     # Provider webhooks are machines too: they get the API's error shape.
     return request.path.startswith(("/api/", "/webhooks/"))
+
+
+def public_url_for(endpoint: str, **values: object) -> str:
+    """An absolute link for mail, on PUBLIC_URL: never built from the request's Host header, which a
+    client chooses (a reset link must not point at a host the asker names)."""
+    return current_app.config["PUBLIC_URL"].rstrip("/") + url_for(endpoint, **values)
+
+
+# What a user who must enrol in two-factor sign-in may still open.
+ENROLMENT_ENDPOINTS = frozenset(
+    {"auth.two_factor_page", "auth.two_factor_enrol", "auth.logout", "static", "bootstrap.static"}
+)
+
+
+def refusal(role: Role, need: Need | None, endpoint: str) -> ForbiddenError:
+    """The 403 a role below the need gets, saying what it cannot do and what it would take."""
+    if need is None:
+        # No role declared for the endpoint (mailapp/auth/permissions.py): refused to everyone.
+        return ForbiddenError(f"No role may open {endpoint}: its access is not declared.")
+    area = endpoint.partition(".")[0] if "." in endpoint else endpoint
+    doing = "open this" if request.method in READ_METHODS else "make this change"
+    return ForbiddenError(
+        f"Your role ({role}) cannot {doing} in {area}: it needs {need.describe()}.",
+        [{"field": None, "role": str(role), "needs": str(need.role)}],
+    )
+
+
+def enforce_page_roles():
+    """Every page's role check (the API checks its own after authenticating the token)."""
+    from flask_login import current_user
+
+    from mailapp.web_extensions import login_manager
+
+    endpoint = request.endpoint
+    if endpoint is None:  # no route matched: the 404 or 405 answers
+        return None
+    if endpoint.startswith("api.") and endpoint != "api.openapi_json":
+        return None
+    need = need_for(endpoint, request.method, current_app.view_functions.get(endpoint))
+    if need is not None and need.is_public:
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    user = current_user._get_current_object()
+    if need is None or not need.allows(user.user_role, can_export=user.can_export):
+        raise refusal(user.user_role, need, endpoint)
+    if endpoint not in ENROLMENT_ENDPOINTS and not user.has_two_factor and two_factor_required():
+        return redirect(url_for("auth.two_factor_page"))
+    act_as(user)
+    return None
 
 
 def init_app(app: Flask) -> None:
@@ -49,6 +126,13 @@ def init_app(app: Flask) -> None:
     # A live server-side session, not just a signed cookie (mailapp/auth/sessions.py).
     login_manager.user_loader(load_user_for_session)
 
+    @app.get("/favicon.ico", endpoint="favicon")
+    def favicon() -> Response:
+        # Browsers ask for /favicon.ico whatever the page says; static/ holds it.
+        return send_from_directory(
+            app.static_folder or "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
+        )
+
     @app.before_request
     def refuse_nul_in_query_strings() -> None:
         """PostgreSQL cannot hold or compare text with a NUL in it (the driver raises), so no query value
@@ -59,6 +143,8 @@ def init_app(app: Flask) -> None:
                 raise ValidationError(
                     f"The query parameter {field!r} holds a NUL character.", [{"field": field}]
                 )
+
+    app.before_request(enforce_page_roles)
 
     @app.after_request
     def security_headers(response):
@@ -99,11 +185,17 @@ def init_app(app: Flask) -> None:
         return {"nav_endpoints": app.view_functions.keys()}
 
     @app.template_filter("datetime")
-    def format_datetime(value: datetime | None) -> str:
-        """UTC in the HTML; static/js/app.js rewrites <time> elements into the browser's zone."""
-        if value is None:
-            return "—"
-        return value.strftime("%Y-%m-%d %H:%M UTC")
+    def format_datetime(value: datetime | None, zone_name: str = "") -> str:
+        """In the zone given (a schedule's own), else the viewer's (their account setting), else UTC;
+        always saying which."""
+        return format_in_zone(value, zone_name or viewer_zone_name())
+
+    @app.context_processor
+    def viewer_zone() -> dict:
+        return {"viewer_zone": viewer_zone_name()}
+
+    app.add_template_filter(plural, "plural")
+    app.add_template_filter(with_placeholders, "placeholders")
 
     @app.template_filter("isotime")
     def iso_datetime(value: datetime | None) -> str:

@@ -305,9 +305,10 @@ def test_changing_the_password_signs_out_every_other_browser_and_remember_cookie
     assert "Wrong email or password" in app.test_client().login(user.email).get_data(as_text=True)
 
 
-def test_the_change_password_page_is_in_the_navigation(auth_client):
+def test_the_change_password_page_is_reached_from_the_account_page_in_the_navigation(auth_client):
     page = auth_client.get("/").get_data(as_text=True)
-    assert 'href="/account/password"' in page
+    assert 'href="/account/"' in page
+    assert 'href="/account/password"' in auth_client.get("/account/").get_data(as_text=True)
     assert auth_client.get("/account/password").status_code == 200
 
 

@@ -212,3 +212,29 @@ def test_test_send_refuses_bad_input(api, audience, smtp_server):  # noqa: F811
         )
         assert fragment in body["message"], payload
     assert smtp_server.messages == []
+
+
+def test_unschedule_through_the_api_makes_a_draft_and_refuses_a_draft(api, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    api.post(
+        f"/api/v1/campaigns/{campaign.id}/schedule",
+        json={"send_at": (utcnow() + timedelta(days=1)).isoformat()},
+    )
+    body = api.post(f"/api/v1/campaigns/{campaign.id}/unschedule").get_json()
+    assert (body["status"], body["send_at"]) == ("draft", None)
+    assert db.session.get(Campaign, campaign.id).schedule_version == 2
+    again = api.post(f"/api/v1/campaigns/{campaign.id}/unschedule")
+    assert "it is draft" in _error(again, 409, "invalid_state")["message"]
+
+
+def test_send_and_schedule_refuse_a_layout_without_an_unsubscribe_link_with_422(api, db, audience):  # noqa: F811
+    audience.layout.html = "<p>{{ message }}</p>"
+    campaign = make_ready_campaign(audience)
+    db.session.commit()
+    tomorrow = {"send_at": (utcnow() + timedelta(days=1)).isoformat()}
+    for route, body in (("send", None), ("schedule", tomorrow)):
+        response = api.post(f"/api/v1/campaigns/{campaign.id}/{route}", json=body)
+        error = _error(response, 422, "validation_error")
+        assert "has no unsubscribe link" in error["message"]
+        assert error["details"][0]["field"] == "layout_id"
+    assert db.session.get(Campaign, campaign.id).status == "draft"

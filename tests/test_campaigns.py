@@ -529,3 +529,86 @@ def test_draft_page_shows_how_many_would_get_it_now(auth_client, db, audience): 
     shown = re.search(r'data-testid="expected-recipients">([\d,]+)<', html)
     assert shown is not None
     assert int(shown.group(1)) == len(audience.active)
+
+
+def test_unschedule_takes_a_scheduled_campaign_back_to_draft_and_stales_its_queued_start(db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    lifecycle.schedule_campaign(campaign.id, utcnow() + timedelta(seconds=2))
+    db.session.commit()
+    version = campaign.schedule_version
+    lifecycle.unschedule(campaign.id)
+    assert (campaign.status, campaign.send_at, campaign.schedule_version) == ("draft", None, version + 1)
+    assert not lifecycle.claim_scheduled_campaign(campaign.id, version, now=utcnow() + timedelta(seconds=5))
+    assert "edit" in lifecycle.allowed_actions(campaign)
+    with pytest.raises(InvalidStateError, match="it is draft"):
+        lifecycle.unschedule_campaign(campaign.id)
+
+
+def test_the_unschedule_button_shows_only_on_scheduled_campaigns_and_makes_a_draft(auth_client, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    draft_page = auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    assert 'data-testid="action-unschedule"' not in draft_page
+    lifecycle.schedule(campaign.id, utcnow() + timedelta(days=1))
+    scheduled_page = auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    assert 'data-testid="action-unschedule"' in scheduled_page
+    response = auth_client.post_form(f"/campaigns/{campaign.id}/unschedule", {})
+    assert response.status_code == 302
+    db.session.refresh(campaign)
+    assert campaign.status == "draft"
+    assert "it is a draft again" in auth_client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+
+
+NO_UNSUBSCRIBE_LAYOUT = "<html><body>{{ message }}</body></html>"
+
+
+def test_a_layout_without_an_unsubscribe_link_warns_on_a_draft_and_refuses_send_and_schedule(
+    auth_client, db, audience  # noqa: F811
+):
+    audience.layout.html = NO_UNSUBSCRIBE_LAYOUT
+    campaign = make_ready_campaign(audience)
+    db.session.commit()
+    page = f"/campaigns/{campaign.id}"
+    assert 'data-testid="unsubscribe-warning"' in auth_client.get(page).get_data(as_text=True)
+    sent = auth_client.post_form(f"{page}/send", {}, follow_redirects=True, token_page=page)
+    assert "has no unsubscribe link" in sent.get_data(as_text=True)
+    when = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    scheduled = auth_client.post_form(f"{page}/schedule", {"send_at": when}, token_page=page)
+    assert scheduled.status_code == 422
+    assert "has no unsubscribe link" in scheduled.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign.id).status == "draft"
+
+
+def test_a_scheduled_campaign_whose_layout_lost_its_unsubscribe_link_fails_at_its_start(db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    lifecycle.schedule_campaign(campaign.id, utcnow())
+    db.session.commit()
+    audience.layout.html = NO_UNSUBSCRIBE_LAYOUT
+    db.session.commit()
+    assert not lifecycle.start_scheduled(campaign.id, campaign.schedule_version)
+    db.session.refresh(campaign)
+    assert campaign.status == "failed"
+    assert "has no unsubscribe link" in campaign.status_reason
+
+
+def test_the_built_in_default_layout_has_an_unsubscribe_link():
+    from mailapp.layouts.services import has_unsubscribe_link
+    from mailapp.sending.render import DEFAULT_LAYOUT
+
+    assert has_unsubscribe_link(DEFAULT_LAYOUT)
+    assert not has_unsubscribe_link(NO_UNSUBSCRIBE_LAYOUT)
+    assert not has_unsubscribe_link("{% set unsubscribe_url = 'x' %}{{ unsubscribe_url ")
+
+
+def test_the_list_picker_is_a_checkbox_list_that_keeps_the_chosen_lists(auth_client, db, audience):  # noqa: F811
+    campaign = make_ready_campaign(audience)
+    campaign.lists = audience.lists[:1]
+    db.session.commit()
+    html = auth_client.get(f"/campaigns/{campaign.id}/edit").get_data(as_text=True)
+    assert "<select" not in html.split('name="list_ids"')[0].rsplit("<fieldset", 1)[-1]
+    boxes = re.findall(r'<input[^>]*name="list_ids"[^>]*>', html)
+    assert len(boxes) == len(audience.lists)
+    assert all('type="checkbox"' in box for box in boxes)
+    checked = [box for box in boxes if "checked" in box]
+    assert checked == [box for box in boxes if f'value="{audience.lists[0].id}"' in box]
+    assert "data-checklist-filter" in html

@@ -333,7 +333,7 @@ def test_invalid_rows_are_reported_with_line_numbers_and_do_not_stop_good_ones(d
         b"email,name,city\n"
         b"ann@example.com,Ann,Paris\n"  # line 2
         b"not-an-email,X,Y\n"  # line 3
-        b"bob@example.com,Bob\n"  # line 4: too few columns
+        b"bob@example.com,Bob,Oslo,extra\n"  # line 4: more cells than the header
         b"\n"  # line 5: blank, ignored
         b"carl@example.com,Carl,Caf\xe9\n"  # line 6: bad UTF-8
         b'dan@example.com,"Dan\nSmith",Rome\n'  # lines 7-8: quoted line break is fine
@@ -350,13 +350,32 @@ def test_invalid_rows_are_reported_with_line_numbers_and_do_not_stop_good_ones(d
     assert set(by_line) == {3, 4, 6, 9, 10}
     assert by_line[3]["email"] == "not-an-email"
     assert "Invalid email" in by_line[3]["reason"]
-    assert "Expected 3 columns, found 2" in by_line[4]["reason"]
+    assert "Expected 3 columns, found 4" in by_line[4]["reason"]
     assert "UTF-8" in by_line[6]["reason"]
     assert "empty" in by_line[9]["reason"]
     assert "longer than 300" in by_line[10]["reason"]
     assert members_of(db, target) == ["ann@example.com", "dan@example.com", "fay@example.com"]
     dan = db.session.scalar(select(Subscriber).where(Subscriber.email == "dan@example.com"))
     assert dan.name == "Dan Smith"  # a quoted line break becomes a space: a name is one line
+
+
+def test_a_row_with_missing_trailing_cells_is_read_as_if_they_were_empty(db, target):
+    run_csv(target, "email,name,city\nann@example.com,Ann,Paris\n")
+    report = run_csv(
+        target, "email,name,city\nann@example.com\nbob@example.com,Bob\ncarl@example.com,,Rome\n"
+    )
+    assert (report["status"], report["invalid"], report["imported"]) == ("done", 0, 2), report["errors"]
+    assert_counts_add_up(report)
+    people = {
+        subscriber.email: (subscriber.name, subscriber.attributes)
+        for subscriber in db.session.scalars(select(Subscriber))
+    }
+    # Missing cells are empty cells: they never overwrite what is stored.
+    assert people == {
+        "ann@example.com": ("Ann", {"city": "Paris"}),
+        "bob@example.com": ("Bob", {}),
+        "carl@example.com": ("", {"city": "Rome"}),
+    }
 
 
 def test_only_the_first_thousand_errors_are_kept_but_all_are_counted(db, target, monkeypatch):

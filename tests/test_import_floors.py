@@ -17,8 +17,8 @@ PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
     {
-        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "relays", "reports", "subscribers", "tracking", "webhooks", "api",
+        "audit", "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound",
+        "layouts", "relays", "reports", "subscribers", "tracking", "users", "webhooks", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3
@@ -39,8 +39,10 @@ TOP_LEVEL_FLOORS = {
     "mailapp.json_nesting": GROUND,
     "mailapp.secret_box": GROUND,
     "mailapp.sqla_broker": GROUND,
+    "mailapp.timezones": GROUND,
     "mailapp.web": WEB,
     "mailapp.web_extensions": GROUND,
+    "mailapp.wording": GROUND,
 }
 # Inside an area, these module names belong to the web and task layer; everything else is domain.
 WEB_LAYER_MODULES = frozenset({"routes", "forms", "tasks", "cli"})

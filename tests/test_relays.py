@@ -218,3 +218,21 @@ def test_a_test_send_goes_through_the_campaigns_relay(api, db, smtp_server, audi
         assert smtp_server.messages == []
     finally:
         own.stop()
+
+
+def test_an_identity_names_the_sending_domain_that_signs_its_mail(api, auth_client, db):
+    from mailapp.domains.services import create_domain
+
+    unsigned = api.post("/api/v1/sender-identities", json={
+        "name": "Letters", "from_email": "letters@news.example.com"}).get_json()
+    assert unsigned["sending_domain_id"] is None
+    assert 'data-testid="identity-unsigned"' in auth_client.get("/relays/").get_data(as_text=True)
+
+    parent = create_domain("example.com")
+    db.session.commit()
+    # The parent signs a subdomain's mail (as the DKIM signer does), so the identity shows it.
+    signed = api.get(f"/api/v1/sender-identities/{unsigned['id']}").get_json()
+    assert signed["sending_domain_id"] == parent.id
+    page = auth_client.get("/relays/").get_data(as_text=True)
+    assert 'data-testid="identity-signed"' in page
+    assert "DKIM: example.com" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -137,6 +138,13 @@ def test_report_page_shows_the_figures_and_definitions(auth_client, scenario):
     assert html.count("<svg") == 2
     assert "<script" not in html.split("<main", 1)[1].split("</main>", 1)[0]
     assert LINKS[0] in html
+
+
+def test_the_report_page_writes_counts_of_one_in_the_singular(auth_client, scenario):
+    html = auth_client.get(f"/reports/campaigns/{scenario.id}").get_data(as_text=True)
+    assert not re.search(r"\b1 (unique clicks|clicks|human unique opens)\b", html)
+    assert re.search(r"\b\d[\d,]* unique clicks?\b", html)
+    assert re.search(r"\b\d[\d,]* human unique opens?\b", html)
 
 
 def test_report_page_needs_login_and_an_existing_campaign(client, auth_client):

@@ -32,9 +32,14 @@ from tests.factories import (
 # bearer token (/api/). Add to this list only what a stranger must be able to open.
 PUBLIC_ENDPOINTS = {
     "auth.login": "the sign-in page itself",
+    "auth.login_code": "the sign-in's second step (the two-factor code): no session before it is passed",
+    "auth.forgot_password": "asks for a reset link; answers the same whether or not the address exists",
+    "auth.reset_password_page": "opened from the reset email; its signed, single-use token is the check",
+    "users.accept_invite": "opened from the invite email; its signed, single-use token is the check",
     "static": "the app's own CSS and JS",
     "bootstrap.static": "Bootstrap's CSS and JS, served locally by Bootstrap-Flask",
     "api.openapi_json": "the API's OpenAPI document: what the README says, no data of the installation",
+    "favicon": "the browser tab's icon, which browsers fetch before anyone signs in",
     "media.image": "layout images shown in sent messages; the URL holds the content's SHA-256",
 }
 # The tracking blueprint's links sit in sent emails and are opened by recipients who have no account:
@@ -198,12 +203,13 @@ def test_every_state_changing_form_needs_a_csrf_token(app, db, auth_client, seed
     assert auth_client.get("/").status_code == 200
 
 
-def test_the_sweeps_catch_a_route_added_without_protection(app):
-    """A throwaway app with one forgotten @login_required, one CSRF-exempt form and one open API route:
-    the same sweeps name all three (so the tests above can fail)."""
+def test_the_sweeps_catch_a_route_added_without_protection(app, monkeypatch):
+    """A throwaway app with one page wrongly declared public, one CSRF-exempt form and one open API
+    route: the same sweeps name all three (so the tests above can fail)."""
     from celery import _state
 
     from mailapp import create_app
+    from mailapp.auth import permissions
     from mailapp.web_extensions import csrf
 
     default_celery = _state.default_app
@@ -217,6 +223,9 @@ def test_the_sweeps_catch_a_route_added_without_protection(app):
     @csrf.exempt
     def forgotten(campaign_id: int) -> str:
         return "done"
+
+    # Every page is signed-in only unless declared public: a careless declaration is the way to open one.
+    monkeypatch.setitem(permissions.ENDPOINT_NEEDS, "forgotten", permissions.PUBLIC)
 
     # Under /api/ but outside the api blueprint, so its bearer check does not run.
     careless.add_url_rule("/api/v1/forgotten", "forgotten_api", lambda: {"items": []})
@@ -314,7 +323,7 @@ def test_uploaded_html_is_only_shown_in_sandboxed_frames(app, auth_client, seede
             failures.append(f"{src} (framed by {page}): CSP is {policy!r}")
     assert not failures, "\n".join(failures)
     # The pages that show uploaded or received HTML must have been among those checked.
-    for page in ("layouts.edit", "devinbox.show"):
+    for page in ("layouts.edit", "devinbox.show", "campaigns.show"):
         if page in app.view_functions:
             assert page in frames.values(), f"{page} shows no framed preview"
 

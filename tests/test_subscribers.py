@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from mailapp.errors import ConflictError, ValidationError
+from mailapp.models.base import utcnow
 from mailapp.models.subscriber import Subscriber, list_members
 from mailapp.subscribers import services
-from tests.factories import SubscriberFactory, SubscriberListFactory
+from tests.factories import CampaignFactory, SubscriberFactory, SubscriberListFactory
 
 # --- services -----------------------------------------------------------------------------------------
 
@@ -206,25 +207,56 @@ def test_edit_subscriber_through_the_page(auth_client, db):
 
 
 def test_subscriber_page_shows_unsubscribe_details_and_resubscribe(auth_client, db):
+    campaign = CampaignFactory(name="Spring sale")
     subscriber = SubscriberFactory(
         status="unsubscribed",
         unsubscribed_at=datetime(2026, 3, 4, 5, 6, tzinfo=UTC),
-        unsubscribed_campaign_id=42,
+        unsubscribed_campaign_id=campaign.id,
     )
     page = f"/subscribers/{subscriber.id}"
     html = auth_client.get(page).get_data(as_text=True)
     assert "2026-03-04 05:06 UTC" in html
-    assert 'href="/campaigns/42">Campaign #42</a>' in html
+    assert f'href="/campaigns/{campaign.id}">Spring sale</a>' in html
     assert "Resubscribe" in html
     listing = auth_client.get("/subscribers?status=unsubscribed").get_data(as_text=True)
     assert "2026-03-04 05:06 UTC" in listing
-    assert "Campaign #42" in listing
+    assert ">Spring sale</a>" in listing
+    assert "Campaign #" not in listing
     response = auth_client.post_form(f"{page}/status", {"status": "active"}, token_page=page)
     assert response.status_code == 302
     db.session.expire_all()
     stored = db.session.get(Subscriber, subscriber.id)
     assert stored.status == "active"
     assert stored.unsubscribed_at is None
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "blocklisted"])
+def test_the_status_dropdown_reactivates_a_subscriber_only_with_the_confirmation(auth_client, db, status):
+    subscriber = SubscriberFactory(status=status, name="Ann")
+    page = f"/subscribers/{subscriber.id}"
+    assert "They asked to receive mail again" in auth_client.get(page).get_data(as_text=True)
+    form = {"email": subscriber.email, "name": "Ann", "attributes": "{}", "status": "active"}
+    refused = auth_client.post_form(page, form, token_page=page)
+    assert refused.status_code == 422
+    assert f"This subscriber is {status}: tick" in refused.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Subscriber, subscriber.id).status == status
+    accepted = auth_client.post_form(page, {**form, "confirm_reactivation": "y"}, token_page=page)
+    assert accepted.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Subscriber, subscriber.id).status == "active"
+    # An active subscriber's form neither shows nor needs the box.
+    assert "They asked to receive mail again" not in auth_client.get(page).get_data(as_text=True)
+    assert auth_client.post_form(page, form, token_page=page).status_code == 302
+
+
+def test_a_deleted_campaign_is_named_by_its_number(auth_client, db):
+    subscriber = SubscriberFactory(
+        status="unsubscribed", unsubscribed_at=utcnow(), unsubscribed_campaign_id=987
+    )
+    html = auth_client.get(f"/subscribers/{subscriber.id}").get_data(as_text=True)
+    assert "a deleted campaign (#987)" in html
+    assert 'href="/campaigns/987"' not in html
 
 
 def test_blocklist_and_unblocklist_through_the_page(auth_client, db):

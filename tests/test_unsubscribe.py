@@ -41,6 +41,16 @@ def test_get_shows_a_confirmation_and_changes_nothing(client):
     assert delivery.unsubscribed_at is None
 
 
+@pytest.mark.parametrize(
+    ("from_name", "sentence_end"), [("Example Inc.", "Example Inc."), ("Example News", "Example News.")]
+)
+def test_the_confirmation_ends_its_sentence_with_one_full_stop(client, from_name, sentence_end):
+    delivery = make_delivery(make_campaign(from_name=from_name))
+    html = " ".join(client.get(unsubscribe_path(delivery.id)).get_data(as_text=True).split())
+    assert f"will get no more emails from {sentence_end}" in html
+    assert ".." not in html.split("<body", 1)[1]
+
+
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
 def test_one_click_post_without_cookie_or_csrf_unsubscribes(app, encoding):
     delivery = make_delivery(make_campaign())

@@ -1,5 +1,5 @@
-"""API: campaigns. Create, read, edit, delete, send, schedule, cancel, pause, resume, retry failed, test
-sends, and the per-recipient delivery log (keyset-paginated)."""
+"""API: campaigns. Create, read, edit, delete, preview, send, schedule, unschedule, cancel, pause,
+resume, retry failed, test sends, and the per-recipient delivery log (keyset-paginated)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from mailapp.errors import ValidationError
 from mailapp.extensions import db
 from mailapp.ids import MAX_ID
 from mailapp.models import Campaign, Delivery
+from mailapp.timezones import ZONE_NAME_MAX_LENGTH, is_zone_name
 
 MAX_DELIVERIES_PER_PAGE = 500
 
@@ -95,16 +96,36 @@ def parse_send_at(raw: Any) -> datetime:
     return value
 
 
+def parse_timezone(raw: Any) -> str | None:
+    """The optional IANA zone the schedule is shown in (None keeps the campaign's)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not is_zone_name(raw):
+        shown = raw[:ZONE_NAME_MAX_LENGTH] if isinstance(raw, str) else raw
+        raise ValidationError(
+            f"timezone {shown!r} is not an IANA time zone name, e.g. Europe/Paris.",
+            [{"field": "timezone", "message": "Not an IANA time zone name."}],
+        )
+    return raw
+
+
 @bp.post("/campaigns/<int:campaign_id>/schedule")
 def schedule_campaign(campaign_id: int):
-    send_at = parse_send_at(json_body().get("send_at"))
-    lifecycle.schedule(campaign_id, send_at)
+    body = json_body()
+    send_at = parse_send_at(body.get("send_at"))
+    lifecycle.schedule(campaign_id, send_at, send_timezone=parse_timezone(body.get("timezone")))
     return _campaign_response(campaign_id)
 
 
 @bp.post("/campaigns/<int:campaign_id>/cancel")
 def cancel_campaign(campaign_id: int):
     lifecycle.cancel(campaign_id)
+    return _campaign_response(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/unschedule")
+def unschedule_campaign(campaign_id: int):
+    lifecycle.unschedule(campaign_id)
     return _campaign_response(campaign_id)
 
 
@@ -138,6 +159,25 @@ def test_campaign(campaign_id: int):
         )
     sent_to = services.send_test(campaign_id, emails, body.get("subscriber_id"))
     return {"sent_to": sent_to, "subscriber_id": body.get("subscriber_id")}
+
+
+@bp.get("/campaigns/<int:campaign_id>/preview")
+def preview_campaign(campaign_id: int):
+    """The message as ?subscriber_id= (default: the first active recipient of its lists; with none, the
+    sample person) will receive it: built by the send's own code."""
+    lifecycle.get_campaign(campaign_id)
+    subscriber_id = number_arg("subscriber_id", 0, 1, MAX_ID) or None
+    preview = services.preview_campaign(campaign_id, subscriber_id)
+    message = preview.message
+    return {
+        "subscriber_id": preview.subscriber.id if preview.subscriber else None,
+        "to": preview.subscriber.email if preview.subscriber else None,
+        "from": message.from_header,
+        "subject": message.subject,
+        "preheader": message.preheader,
+        "html": message.html,
+        "text": message.text,
+    }
 
 
 @bp.get("/campaigns/<int:campaign_id>/deliveries")

@@ -69,7 +69,14 @@ PROBLEM = _object({"field": {"type": ["string", "null"]}, "message": STRING}, ["
 CAMPAIGN_STATS = _object({name: COUNT for name in ("total", "pending", "sent", "failed")},
                          ["total", "pending", "sent", "failed"])
 
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+
 SCHEMAS: dict[str, Schema] = {
+    "AuditEntry": _every_field(
+        {"id": ID, "at": TIME, "user_id": {"type": ["integer", "null"]}, "user_email": NULLABLE_STRING,
+         "token_name": NULLABLE_STRING, "action": STRING, "target_type": NULLABLE_STRING,
+         "target_id": NULLABLE_STRING, "summary": STRING, "ip": NULLABLE_STRING},
+    ),
     "Error": _object({"error": _object(
         {"code": STRING, "message": STRING, "details": {"type": "array", "items": PROBLEM}},
         ["code", "message", "details"],
@@ -105,7 +112,8 @@ SCHEMAS: dict[str, Schema] = {
          "layout_id": {"type": ["integer", "null"]}, "list_ids": {"type": "array", "items": ID},
          "message": {"type": "string"}, "track_opens": {"type": "boolean"},
          "track_clicks": {"type": "boolean"},
-         "send_at": NULLABLE_TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+         "send_at": NULLABLE_TIME, "send_timezone": {"type": "string"},
+         "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
          "created_at": NULLABLE_TIME, "stats": CAMPAIGN_STATS,
          "sender_identity_id": {"type": ["integer", "null"]}, "relay_id": {"type": ["integer", "null"]}},
         ["id", "name", "status", "subject", "from_name", "from_email", "reply_to", "layout_id", "list_ids",
@@ -185,7 +193,10 @@ SCHEMAS.update({
     "SenderIdentity": _every_field(
         {"id": ID, "name": STRING, "from_name": STRING, "from_email": STRING, "reply_to": STRING,
          "relay_id": {"type": ["integer", "null"]},
-         "domain": {"type": "string", "description": "The From address's domain (its sending domain)."},
+         "domain": {"type": "string", "description": "The From address's domain."},
+         "sending_domain_id": {"type": ["integer", "null"],
+                               "description": "The sending domain whose DKIM key signs this identity's "
+                                              "mail (the domain or a parent), or null: sent unsigned."},
          "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME},
     ),
 })
@@ -251,7 +262,8 @@ def _json_body(schema: Schema, *, required: bool = True, example: Schema | None 
 
 ERROR_MEANINGS = {
     "400": "The request could not be read.",
-    "401": "No valid bearer token.",
+    "401": "No valid bearer token (missing, unknown, revoked or expired).",
+    "403": "The token's role (capped by its user's) is below what the operation needs.",
     "404": "No such object (or an id out of range).",
     "409": "A name or email already taken, or an action the object's state does not allow.",
     "413": "The body is over the size limit.",
@@ -263,7 +275,7 @@ def _operation(summary: str, ok: dict[str, Schema], errors: str, *, parameters: 
                body: Schema | None = None, public: bool = False) -> Schema:
     """ok: {status: response}; errors: the error statuses it may answer, space-separated."""
     responses: dict[str, Schema] = dict(ok)
-    statuses = errors.split() + ([] if public else ["401"])
+    statuses = errors.split() + ([] if public else ["401", "403"])
     for status in sorted(set(statuses)):
         responses[status] = {"description": ERROR_MEANINGS[status],
                              "content": {JSON: {"schema": _ref("Error")}}}
@@ -488,10 +500,14 @@ def _paths() -> dict[str, Schema]:
         },
         "/campaigns/{campaign_id}/send": campaign_action("Start sending now.", "202"),
         "/campaigns/{campaign_id}/schedule": {"post": _operation(
-            "Send at a time (ISO 8601 with an offset).", campaign, "404 409 413 422", parameters=campaign_id,
-            body=_json_body(_object({"send_at": TIME}, ["send_at"]),
-                            example={"send_at": "2030-01-01T09:30:00+01:00"}),
+            "Send at a time (ISO 8601 with an offset), shown in `timezone` (IANA) if given.",
+            campaign, "404 409 413 422", parameters=campaign_id,
+            body=_json_body(_object({"send_at": TIME, "timezone": {"type": "string", "maxLength": 64}},
+                                    ["send_at"]),
+                            example={"send_at": "2030-01-01T09:30:00+01:00", "timezone": "Europe/Paris"}),
         )},
+        "/campaigns/{campaign_id}/unschedule": campaign_action(
+            "Take a scheduled campaign back to draft (cancel, by contrast, is final)."),
         "/campaigns/{campaign_id}/cancel": campaign_action("Cancel a scheduled or sending campaign."),
         "/campaigns/{campaign_id}/pause": campaign_action("Pause sending."),
         "/campaigns/{campaign_id}/resume": campaign_action("Resume sending."),
@@ -499,6 +515,17 @@ def _paths() -> dict[str, Schema]:
             "Send the failed deliveries again.",
             {"200": _json({"allOf": [_ref("Campaign"), _object({"retried": COUNT}, ["retried"])]})},
             "404 409 422", parameters=campaign_id,
+        )},
+        "/campaigns/{campaign_id}/preview": {"get": _operation(
+            "The message as a subscriber will receive it (default: the first active recipient of the "
+            "campaign's lists, else the sample person): subject, From, preheader and both bodies.",
+            {"200": _json(_object(
+                {"subscriber_id": {"type": ["integer", "null"]}, "to": {"type": ["string", "null"]},
+                 "from": {"type": "string"}, "subject": {"type": "string"}, "preheader": {"type": "string"},
+                 "html": {"type": "string"}, "text": {"type": "string"}},
+                ["subscriber_id", "to", "from", "subject", "preheader", "html", "text"],
+            ))},
+            "404 422", parameters=[*campaign_id, _query("subscriber_id", ID)],
         )},
         "/campaigns/{campaign_id}/test": {"post": _operation(
             "Send the campaign now to a few addresses, rendered for a subscriber or the sample one.",
@@ -563,6 +590,16 @@ def _paths() -> dict[str, Schema]:
             "delete": _operation("Delete a sender identity (campaigns keep their From fields).", NO_CONTENT,
                                  "404", parameters=identity_id),
         },
+        "/audit": {"get": _operation(
+            "The audit log, newest first (owner tokens).", {"200": _json(_page_of("AuditEntry"))}, "422",
+            parameters=[*PAGE_PARAMETERS, _query("user", {"type": "string", "maxLength": 320},
+                                                 "Part of the acting user's email."),
+                        _query("action", {"type": "string", "maxLength": 320},
+                               'An action ("campaign.send"), or a prefix ending in "." ("campaign.").'),
+                        _query("since", {"type": "string"}, "A day (YYYY-MM-DD, UTC) or an ISO 8601 time "
+                               "with an offset."),
+                        _query("until", {"type": "string"}, "A day (included) or an ISO 8601 time.")],
+        )},
         "/campaigns/{campaign_id}/report": {"get": _operation(
             "The campaign's report: the same figures as its report page.", {"200": _json(_ref("Report"))},
             "404", parameters=campaign_id,

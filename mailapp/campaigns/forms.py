@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
+from wtforms.widgets import CheckboxInput
 
 from mailapp.errors import ValidationError
+from mailapp.timezones import is_zone_name, zone_names
 
 
 class CampaignForm(FlaskForm):
@@ -20,7 +22,9 @@ class CampaignForm(FlaskForm):
     from_email = StringField("From email", validators=[DataRequired(), Length(max=320)])
     reply_to = StringField("Reply-to (optional)", validators=[Optional(), Length(max=320)])
     layout_id = SelectField("Layout", coerce=int, validate_choice=False)
-    list_ids = SelectMultipleField("Send to lists", coerce=int, validate_choice=False)
+    list_ids = SelectMultipleField(
+        "Send to lists", coerce=int, validate_choice=False, option_widget=CheckboxInput()
+    )
     message = TextAreaField("Message", validators=[Optional()])
     track_opens = BooleanField("Track opens", default=True)
     track_clicks = BooleanField("Track clicks", default=True)
@@ -49,12 +53,22 @@ class CampaignForm(FlaskForm):
 
 
 class ScheduleForm(FlaskForm):
-    """A datetime-local input is a wall-clock time with no zone; static/js/campaigns.js fills in the
-    browser's IANA zone and its UTC offset, so the time means what the marketer saw."""
+    """A datetime-local input is a wall-clock time with no zone: the time zone chosen beside it (the
+    campaign's last one, else the account's, else the browser's, which static/js/app.js fills in) says
+    what it means, and the schedule is shown in that zone. The browser's UTC offset is the fallback."""
 
     send_at = StringField("Send at", validators=[DataRequired(message="Pick a date and time.")])
-    timezone = HiddenField()
+    timezone = SelectField("Time zone", validate_choice=False)
     utc_offset = HiddenField()
+
+    def __init__(self, *args, zone: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.timezone.choices = [("", "— your browser's —"), *((name, name) for name in zone_names())]
+        if not self.is_submitted():
+            self.timezone.data = zone
+
+    def chosen_zone(self) -> str:
+        return self.timezone.data if is_zone_name(self.timezone.data or "") else ""
 
     def send_at_utc(self) -> datetime:
         return local_time_to_utc(

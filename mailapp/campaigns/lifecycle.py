@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from mailapp.audit.services import record
 from mailapp.errors import InvalidStateError, NotFoundError, ValidationError, field_problem
 from mailapp.extensions import db
+from mailapp.layouts.services import has_unsubscribe_link
 from mailapp.models.base import utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus
 from mailapp.models.delivery import Delivery, DeliveryStatus
@@ -35,7 +37,7 @@ SEND_BATCH_TASK = "mailapp.sending.tasks.send_batch"
 ALLOWED_ACTIONS: dict[str, frozenset[str]] = {
     CampaignStatus.DRAFT: frozenset({"edit", "send", "schedule", "test", "duplicate", "delete"}),
     CampaignStatus.SCHEDULED: frozenset(
-        {"edit", "send", "schedule", "cancel", "test", "duplicate", "delete"}
+        {"edit", "send", "schedule", "unschedule", "cancel", "test", "duplicate", "delete"}
     ),
     CampaignStatus.SENDING: frozenset({"pause", "cancel", "retry_failed", "test", "duplicate"}),
     CampaignStatus.PAUSED: frozenset({"resume", "cancel", "retry_failed", "test", "duplicate", "delete"}),
@@ -71,20 +73,36 @@ def queue_task(task_name: str, *args: int, eta: datetime | None = None) -> None:
 # --- scheduling -------------------------------------------------------------------------------------
 
 
+def missing_unsubscribe_link_message(layout_name: str) -> str:
+    return (
+        f"The layout '{layout_name}' has no unsubscribe link ({{{{ unsubscribe_url }}}}): add one to the "
+        "layout, or choose another, before sending or scheduling this campaign."
+    )
+
+
+def lacks_unsubscribe_link(campaign: Campaign) -> bool:
+    """For the draft's warning: the same rule _check_sendable enforces at send and schedule time."""
+    return campaign.layout is not None and not has_unsubscribe_link(campaign.layout.html)
+
+
 def _check_sendable(campaign: Campaign) -> None:
-    """What must hold before a campaign may be queued: a layout, lists, a subject that compiles."""
+    """What must hold before a campaign may be queued: a layout with an unsubscribe link, lists."""
     problems = []
     if campaign.layout_id is None:
         problems.append(
             field_problem("layout_id", "The campaign has no layout (it was deleted): choose one.")
         )
+    elif campaign.layout is not None and lacks_unsubscribe_link(campaign):
+        problems.append(field_problem("layout_id", missing_unsubscribe_link_message(campaign.layout.name)))
     if not campaign.lists:
         problems.append(field_problem("list_ids", "The campaign has no target list: choose at least one."))
     if problems:
         raise ValidationError(problems[0]["message"], problems)
 
 
-def schedule_campaign(campaign_id: int, send_at: datetime, *, now: datetime | None = None) -> Campaign:
+def schedule_campaign(
+    campaign_id: int, send_at: datetime, *, now: datetime | None = None, send_timezone: str | None = None
+) -> Campaign:
     """Set (or move) the send time of a draft or scheduled campaign. A new schedule_version makes any
     start message already queued for the old time do nothing. The caller commits, then calls
     queue_start (which only queues when the time falls within the horizon); schedule() does both."""
@@ -104,6 +122,8 @@ def schedule_campaign(campaign_id: int, send_at: datetime, *, now: datetime | No
     _check_sendable(campaign)
     campaign.status = CampaignStatus.SCHEDULED
     campaign.send_at = max(send_at, now)
+    if send_timezone is not None:
+        campaign.send_timezone = send_timezone
     campaign.schedule_version += 1
     campaign.status_reason = ""
     horizon = timedelta(seconds=current_app.config["SCHEDULE_HORIZON_SECONDS"])
@@ -117,6 +137,7 @@ def send_campaign_now(campaign_id: int) -> Campaign:
     """Schedule at once; the caller commits and then runs the start (start_now); send_now() does all."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "send", "send")
+    record("campaign.send", campaign, f"{campaign.name!r} sent now")
     return schedule_campaign(campaign_id, utcnow())
 
 
@@ -127,9 +148,11 @@ def queue_start(campaign_id: int, version: int, send_at: datetime, start_queued_
         queue_task(START_CAMPAIGN_TASK, campaign_id, version, eta=send_at)
 
 
-def schedule(campaign_id: int, send_at: datetime) -> Campaign:
-    """Schedule, commit, then queue the start."""
-    campaign = schedule_campaign(campaign_id, send_at)
+def schedule(campaign_id: int, send_at: datetime, *, send_timezone: str | None = None) -> Campaign:
+    """Schedule, commit, then queue the start. send_timezone: the IANA zone the time was picked in,
+    which the campaign's page shows the schedule in."""
+    campaign = schedule_campaign(campaign_id, send_at, send_timezone=send_timezone)
+    record("campaign.schedule", campaign, f"{campaign.name!r} scheduled for {campaign.send_at.isoformat()}")
     db.session.commit()
     queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
     return campaign
@@ -261,6 +284,7 @@ def continue_sending(campaign_id: int) -> None:
 def cancel_campaign(campaign_id: int) -> Campaign:
     campaign = get_campaign(campaign_id)
     require_action(campaign, "cancel", "cancel")
+    record("campaign.cancel", campaign, f"{campaign.name!r} cancelled ({campaign.status})")
     if campaign.status == CampaignStatus.SCHEDULED:
         # A start message already queued must find a different version and do nothing.
         campaign.schedule_version += 1
@@ -271,11 +295,26 @@ def cancel_campaign(campaign_id: int) -> Campaign:
     return campaign
 
 
+def unschedule_campaign(campaign_id: int) -> Campaign:
+    """Scheduled -> draft, unlike cancel, which is final. The new schedule_version makes a start message
+    already queued for the old time do nothing."""
+    campaign = get_campaign(campaign_id)
+    require_action(campaign, "unschedule", "unschedule")
+    record("campaign.unschedule", campaign, f"{campaign.name!r} unscheduled: back to draft")
+    campaign.schedule_version += 1
+    campaign.status = CampaignStatus.DRAFT
+    campaign.send_at = None
+    campaign.status_reason = ""
+    db.session.flush()
+    return campaign
+
+
 def pause_on_request(campaign_id: int, reason: str = "Paused from the dashboard.") -> Campaign:
     """A person's pause (the dashboard or the API), checked against the state table; the send engine
     pauses on its own with sending.ledger.pause_campaign."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "pause", "pause")
+    record("campaign.pause", campaign, f"{campaign.name!r} paused")
     campaign.status = CampaignStatus.PAUSED
     campaign.status_reason = reason
     db.session.flush()
@@ -286,6 +325,7 @@ def resume_campaign(campaign_id: int) -> Campaign:
     """Back to sending; the caller commits, then continue_sending queues the batches; resume() does all."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "resume", "resume")
+    record("campaign.resume", campaign, f"{campaign.name!r} resumed")
     campaign.status = CampaignStatus.SENDING
     campaign.status_reason = ""
     db.session.flush()
@@ -319,6 +359,8 @@ def retry_failed_deliveries(campaign_id: int) -> int:
     campaign.status = CampaignStatus.SENDING
     campaign.status_reason = ""
     campaign.finished_at = None
+    summary = f"{campaign.name!r}: {result.rowcount} failed deliveries retried"
+    record("campaign.retry_failed", campaign, summary)
     db.session.flush()
     return result.rowcount
 
@@ -326,6 +368,13 @@ def retry_failed_deliveries(campaign_id: int) -> int:
 def cancel(campaign_id: int) -> Campaign:
     """Cancel and commit."""
     campaign = cancel_campaign(campaign_id)
+    db.session.commit()
+    return campaign
+
+
+def unschedule(campaign_id: int) -> Campaign:
+    """Back to draft and commit."""
+    campaign = unschedule_campaign(campaign_id)
     db.session.commit()
     return campaign
 

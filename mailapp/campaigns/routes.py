@@ -1,5 +1,5 @@
-"""Routes of the campaigns area: list, create, edit, duplicate, delete, schedule or send, pause, resume,
-cancel, retry failed, test sends, the live progress JSON and the delivery log."""
+"""Routes of the campaigns area: list, create, edit, duplicate, delete, preview, schedule or send,
+unschedule, pause, resume, cancel, retry failed, test sends, the live progress JSON and the delivery log."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
@@ -23,6 +23,8 @@ from mailapp.ids import id_arg, page_arg
 from mailapp.models import Campaign, DeliveryStatus, Layout, SubscriberList
 from mailapp.models.base import utcnow
 from mailapp.relays import services as relay_services
+from mailapp.web import SANDBOX_HEADERS, viewer_zone_name
+from mailapp.wording import plural
 
 bp = Blueprint("campaigns", __name__)
 
@@ -104,6 +106,18 @@ def progress(campaign_id: int):
     return jsonify(body)
 
 
+@bp.get("/<int:campaign_id>/preview.html")
+@login_required
+def preview_frame(campaign_id: int):
+    """The message's HTML body alone, as the subscriber will receive it, for the page's sandboxed frame."""
+    db.get_or_404(Campaign, campaign_id)
+    try:
+        html = services.preview_campaign(campaign_id, request.args.get("subscriber") or None).message.html
+    except MailappError as error:
+        html = render_template("layouts/preview_error.html", error=error)
+    return Response(html, mimetype="text/html", headers=SANDBOX_HEADERS)
+
+
 @bp.post("/<int:campaign_id>/schedule")
 @login_required
 def schedule(campaign_id: int):
@@ -112,12 +126,12 @@ def schedule(campaign_id: int):
     if not form.validate_on_submit():
         return _render_page(campaign, schedule_form=form), 422
     try:
-        lifecycle.schedule(campaign_id, form.send_at_utc())
+        lifecycle.schedule(campaign_id, form.send_at_utc(), send_timezone=form.chosen_zone())
     except MailappError as error:
         db.session.rollback()
         form.send_at.errors = [*form.send_at.errors, error.message]
         return _render_page(db.get_or_404(Campaign, campaign_id), schedule_form=form), error.status_code
-    flash("Campaign scheduled. It starts at the time shown below, in your timezone.", "success")
+    flash("Campaign scheduled. It starts at the time shown below, in the time zone you chose.", "success")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
 
@@ -148,6 +162,11 @@ def _cancel(campaign_id: int) -> str:
     return "Campaign cancelled."
 
 
+def _unschedule(campaign_id: int) -> str:
+    lifecycle.unschedule(campaign_id)
+    return "Campaign unscheduled: it is a draft again."
+
+
 def _pause(campaign_id: int) -> str:
     lifecycle.pause(campaign_id)
     return "Campaign paused: messages already being sent finish, the rest wait."
@@ -160,19 +179,20 @@ def _resume(campaign_id: int) -> str:
 
 def _retry_failed(campaign_id: int) -> str:
     count = lifecycle.retry_failed(campaign_id)
-    return f"{count} failed deliveries will be tried again."
+    return f"{plural(count, 'failed delivery', 'failed deliveries')} will be tried again."
 
 
 ACTIONS: dict[str, Callable[[int], str]] = {
     "send": _send,
     "cancel": _cancel,
+    "unschedule": _unschedule,
     "pause": _pause,
     "resume": _resume,
     "retry-failed": _retry_failed,
 }
 
 
-@bp.post("/<int:campaign_id>/<any(send, cancel, pause, resume, 'retry-failed'):action>")
+@bp.post("/<int:campaign_id>/<any(send, cancel, unschedule, pause, resume, 'retry-failed'):action>")
 @login_required
 def action(campaign_id: int, action: str):
     db.get_or_404(Campaign, campaign_id)
@@ -245,6 +265,13 @@ def _campaign_form(campaign: Campaign | None = None) -> CampaignForm:
 def _render_page(
     campaign: Campaign, *, schedule_form: ScheduleForm | None = None, test_form: TestSendForm | None = None
 ) -> str:
+    # The preview first: on SQLite its render child ends the read transaction, which expires what the
+    # page loaded before it (each delivery row would be read again).
+    preview_as = request.args.get("preview_as", "").strip()
+    try:
+        preview, preview_error = services.preview_campaign(campaign.id, preview_as or None), None
+    except MailappError as error:
+        preview, preview_error = None, error.message
     status_filter = request.args.get("status") or None
     if status_filter not in {None, *DeliveryStatus}:
         status_filter = None
@@ -256,13 +283,23 @@ def _render_page(
         else None
     )
     deliveries, next_after = services.delivery_page(campaign.id, status=status_filter, after=after)
+    unsubscribe_warning = (
+        lifecycle.missing_unsubscribe_link_message(campaign.layout.name)
+        if campaign.status in lifecycle.EDITABLE_STATES and lifecycle.lacks_unsubscribe_link(campaign)
+        else None
+    )
     return render_template(
         "campaigns/show.html",
         campaign=campaign,
         progress=progress,
         expected_recipients=expected_recipients,
+        unsubscribe_warning=unsubscribe_warning,
+        preview=preview,
+        preview_error=preview_error,
+        preview_as=preview_as,
+        device="phone" if request.args.get("device") == "phone" else "desktop",
         actions=lifecycle.allowed_actions(campaign),
-        schedule_form=schedule_form or ScheduleForm(),
+        schedule_form=schedule_form or ScheduleForm(zone=campaign.send_timezone or viewer_zone_name()),
         test_form=test_form or TestSendForm(),
         action_form=ActionForm(),
         deliveries=deliveries,

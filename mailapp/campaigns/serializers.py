@@ -35,6 +35,7 @@ def campaign_state(campaign: Campaign) -> dict[str, Any]:
         "status": campaign.status,
         "status_reason": campaign.status_reason,
         "send_at": iso_or_none(campaign.send_at),
+        "send_timezone": campaign.send_timezone,
         "started_at": iso_or_none(campaign.started_at),
         "finished_at": iso_or_none(campaign.finished_at),
     }

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select, union_all
 
 from mailapp.addresses import normalize_email
+from mailapp.audit.services import record
 from mailapp.campaigns.lifecycle import allowed_actions, get_campaign, require_action
 from mailapp.campaigns.serializers import campaign_fields, campaign_state
 from mailapp.errors import TemplateError, ValidationError, field_problem
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
+from mailapp.layouts import isolation
 from mailapp.layouts import services as layout_services
 from mailapp.models.base import utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus
@@ -29,6 +32,11 @@ from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
 from mailapp.models.suppression import Suppression
 from mailapp.reports.figures import delivery_counts, status_counts
+from mailapp.sending import templating
+from mailapp.sending.compose import campaign_source
+from mailapp.sending.preview import PREVIEW_DELIVERY_ID, MessagePreview, preview_message
+from mailapp.sending.render import Recipient
+from mailapp.sending.settings import SendSettings
 
 MAX_TEST_RECIPIENTS = 20
 DELIVERY_PAGE_SIZE = 50
@@ -232,6 +240,7 @@ def duplicate_campaign(campaign_id: int) -> Campaign:
 def delete_campaign(campaign_id: int) -> None:
     campaign = get_campaign(campaign_id)
     require_action(campaign, "delete", "delete")
+    record("campaign.delete", campaign, f"{campaign.name!r} deleted ({campaign.status})")
     db.session.delete(campaign)
     db.session.flush()
 
@@ -300,6 +309,51 @@ def send_test(
     relay = choose_relay(campaign.id, config, current_app.extensions["mail"], current_app.instance_path).relay
     send_test_messages(campaign.id, addresses, subscriber_id, relay=relay)
     return addresses
+
+
+# --- preview ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CampaignPreview:
+    message: MessagePreview
+    # Whom it is rendered for: a subscriber, or None for the sample person (nobody on the lists yet).
+    subscriber: Subscriber | None
+
+
+def first_active_recipient(campaign: Campaign) -> Subscriber | None:
+    """The preview's default: the active subscriber of the campaign's lists with the lowest id."""
+    list_ids = [lst.id for lst in campaign.lists]
+    if not list_ids:
+        return None
+    return db.session.scalar(
+        select(Subscriber)
+        .join(list_members, list_members.c.subscriber_id == Subscriber.id)
+        .where(list_members.c.list_id.in_(list_ids), Subscriber.status == SubscriberStatus.ACTIVE)
+        .order_by(Subscriber.id)
+        .limit(1)
+    )
+
+
+def preview_campaign(campaign_id: int, subscriber: int | str | None = None) -> CampaignPreview:
+    """The message as the subscriber (an id or an email; by default the first active recipient) will
+    receive it: built by the send's own code (sending.preview), in a render child process under the
+    render limits. Raises TemplateError for a subject or layout that does not render."""
+    campaign = get_campaign(campaign_id)
+    subscriber_id = resolve_test_subscriber(subscriber)
+    chosen = db.session.get(Subscriber, subscriber_id) if subscriber_id is not None else None
+    chosen = chosen or (first_active_recipient(campaign) if subscriber_id is None else None)
+    person: Any = chosen or SimpleNamespace(**templating.SAMPLE_SUBSCRIBER)
+    recipient = Recipient(
+        delivery_id=PREVIEW_DELIVERY_ID, email=person.email, name=person.name or "",
+        subscriber_id=person.id or None, attributes=dict(person.attributes or {}),
+    )
+    settings = SendSettings.for_current_app()
+    message = isolation.run_isolated(
+        preview_message, campaign_source(campaign), recipient, settings.public_url,
+        current_app.config["SECRET_KEY"],
+    )
+    return CampaignPreview(message=message, subscriber=chosen)
 
 
 # --- figures ----------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ def home():
     summary = home_summary()
     growth_chart = charts.grouped_bars(
         [day.strftime("%d %b") for day, _ in summary.growth],
-        [charts.Series("new subscribers", GROWTH_COLOR, [count for _, count in summary.growth])],
+        [charts.Series(
+            "new subscribers", GROWTH_COLOR, [count for _, count in summary.growth], "new subscriber"
+        )],
         title="New subscribers per day, last 30 days",
         tick_every=5,
     )

@@ -10,18 +10,19 @@ from flask_login import login_required
 
 from mailapp.devinbox.store import inbox_for_app
 from mailapp.forms import ActionForm, require_valid
+from mailapp.web import SANDBOX_HEADERS
 
 bp = Blueprint("devinbox", __name__)
 
 PER_PAGE = 50
-# Received HTML is untrusted: its frame gets a unique opaque origin with scripts and forms off, even
-# when its URL is opened directly.
-SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 
 
-@bp.before_request
+# An app-wide hook, registered with the blueprint and so before the role check (mailapp/web.py): a
+# public installation answers 404 to everyone, the anonymous too, rather than a sign-in redirect that
+# would tell the pages exist.
+@bp.before_app_request
 def only_when_enabled() -> None:
-    if not current_app.config.get("DEVINBOX_ENABLED"):
+    if request.blueprint == "devinbox" and not current_app.config.get("DEVINBOX_ENABLED"):
         abort(404)
 
 

@@ -35,6 +35,7 @@ from mailapp.layouts import images, services, starters
 from mailapp.layouts.forms import LayoutForm, PreviewForm
 from mailapp.models import Layout, LayoutImage
 from mailapp.sending import templating
+from mailapp.web import SANDBOX_HEADERS
 from mailapp.web_extensions import csrf
 
 bp = Blueprint("layouts", __name__)
@@ -43,9 +44,6 @@ bp = Blueprint("layouts", __name__)
 media_bp = Blueprint("media", __name__)
 
 PER_PAGE = 25
-# The preview is uploaded HTML: served with a CSP that puts it in a unique opaque origin with scripts,
-# forms and plugins off, even if someone opens the frame's URL directly.
-SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 
 
 @bp.get("/")

@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.audit.services import record
 from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
 from mailapp.layouts import isolation, mjml
@@ -51,7 +52,7 @@ def decode_layout_file(data: bytes, filename: str | None = None) -> str:
     is dropped). Raises ValidationError saying what is wrong, and where for bad bytes."""
     if filename and not filename.lower().endswith(ALLOWED_EXTENSIONS):
         raise ValidationError(
-            f"'{filename}' is not an HTML or MJML file: upload a .html, .htm or .mjml file.",
+            f"'{filename}' is not an HTML file (nor MJML): upload a .html, .htm or .mjml file.",
             [{"field": "file", "line": None, "message": "Only .html, .htm and .mjml files are accepted."}],
         )
     _check_size(len(data))
@@ -116,6 +117,12 @@ def prepare_layout(source: str) -> PreparedLayout:
             [{"field": "html", "line": None, "message": "Compiled HTML over the layout limit."}],
         )
     return PreparedLayout(html=html, mjml=source, check=_check_of(variables))
+
+
+def has_unsubscribe_link(html: str) -> bool:
+    """A layout may be saved without {{ unsubscribe_url }} (with UNSUBSCRIBE_WARNING), but a campaign
+    cannot be sent or scheduled with it (campaigns.lifecycle)."""
+    return templating.uses_variable(html, "unsubscribe_url")
 
 
 def check_subject(subject: str) -> None:
@@ -204,6 +211,7 @@ def delete_layout(layout: Layout) -> None:
             "Choose another layout for them, or cancel them, before deleting it.",
             [{"campaign_id": c.id, "name": c.name, "status": c.status} for c in in_use],
         )
+    record("layout.delete", layout, f"layout {layout.name!r} deleted")
     db.session.delete(layout)
     db.session.flush()
 

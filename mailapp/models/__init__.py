@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and the app see every table."""
 
+from mailapp.models.audit import AuditEntry
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
@@ -24,11 +25,12 @@ from mailapp.models.tracking import (
     Link,
     OpenEvent,
 )
-from mailapp.models.user import ApiToken, User, UserSession
+from mailapp.models.user import ApiToken, Invite, RecoveryCode, Role, TeamSetting, User, UserSession
 from mailapp.models.webhook import WebhookBatch, WebhookReplayToken
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
     "Campaign",
     "CampaignDeliveryCount",
@@ -39,6 +41,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "ImportStatus",
+    "Invite",
     "Layout",
     "LayoutImage",
     "Link",
@@ -46,8 +49,10 @@ __all__ = [
     "MailEvent",
     "MailEventKind",
     "OpenEvent",
-    "SendingDomain",
+    "RecoveryCode",
+    "Role",
     "SenderIdentity",
+    "SendingDomain",
     "SmtpRelay",
     "Subscriber",
     "SubscriberImport",
@@ -55,6 +60,7 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
+    "TeamSetting",
     "TlsMode",
     "UTCDateTime",
     "User",

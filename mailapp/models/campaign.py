@@ -48,6 +48,8 @@ class Campaign(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.DRAFT, index=True)
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # The IANA zone the schedule was picked in: send_at is shown in it ("" shows the viewer's zone).
+    send_timezone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # Bumped on every schedule change, so a queued start message for an older schedule does nothing.
     schedule_version: Mapped[int] = mapped_column(default=0)
     # The schedule_version whose start message (an ETA task) has been queued, so the beat dispatcher

@@ -32,7 +32,7 @@ def _index_page(test_result: dict[str, Any] | None = None) -> str:
     return render_template(
         "relays/index.html", relays=relays, identities=services.list_identities(),
         names={relay.id: relay.name for relay in relays}, default_name=DEFAULT_RELAY_NAME,
-        action_form=ActionForm(), test_result=test_result,
+        action_form=ActionForm(), test_result=test_result, signing_domain=services.signing_domain,
     )
 
 

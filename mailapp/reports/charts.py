@@ -9,19 +9,28 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from mailapp.wording import plural
+
 WIDTH = 760
 HEIGHT = 240
 MARGIN_LEFT = 44
 MARGIN_RIGHT = 12
 MARGIN_TOP = 14
 MARGIN_BOTTOM = 40
+# An upper bound on the width of one character at font-size 11 in the usual sans-serif faces: text
+# placed from an estimate must never run past the viewBox, where it is cut off.
+CHAR_WIDTH = 7.0
+# A chart with fewer points than this keeps the bar width it would have with this many, so one hour
+# of data is a few bars at the start of the axis, not three bars as wide as the chart.
+MIN_SLOTS = 12
 
 
 @dataclass(frozen=True)
 class Series:
-    name: str
+    name: str  # the legend: "human opens"
     color: str
     values: Sequence[int]
+    singular: str  # a bar's hover title: "1 human open"
 
 
 def _nice_ceiling(value: int) -> int:
@@ -50,7 +59,9 @@ def _y_axis(top: int, plot_height: int, maximum: int) -> list[str]:
     for fraction in (0, 0.5, 1):
         y = MARGIN_TOP + plot_height - fraction * plot_height
         value = maximum * fraction
-        text = f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+        if value != int(value):
+            continue  # counts are whole: an axis up to 1 has no "0.5" line
+        text = f"{value:,.0f}"
         parts.append(
             f'<line x1="{MARGIN_LEFT}" x2="{WIDTH - MARGIN_RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="#dee2e6" stroke-width="1"/>'
@@ -76,7 +87,7 @@ def grouped_bars(
     maximum = _nice_ceiling(max((max(s.values, default=0) for s in series), default=0))
     parts = [_svg_open(title), *_y_axis(MARGIN_TOP, plot_height, maximum)]
     if count:
-        slot = plot_width / count
+        slot = plot_width / max(count, MIN_SLOTS)
         bar = max(slot * 0.8 / max(len(series), 1), 1.0)
         tick_every = tick_every or max(1, count // 12)
         for index, label in enumerate(labels):
@@ -86,13 +97,15 @@ def grouped_bars(
                 height = plot_height * value / maximum
                 x = x0 + number * bar
                 y = MARGIN_TOP + plot_height - height
+                hover = f"{label}: {plural(value, one.singular, one.name)}"
                 parts.append(
                     f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}" '
-                    f'fill="{one.color}"><title>{escape(label)}: {value:,} {escape(one.name)}</title></rect>'
+                    f'fill="{one.color}"><title>{escape(hover)}</title></rect>'
                 )
             if index % tick_every == 0:
                 y = HEIGHT - MARGIN_BOTTOM + 14
-                parts.append(f'<text x="{x0:.1f}" y="{y}" fill="#6c757d">{escape(label)}</text>')
+                x_text = min(x0, WIDTH - CHAR_WIDTH * len(label))  # the last label stays inside
+                parts.append(f'<text x="{x_text:.1f}" y="{y}" fill="#6c757d">{escape(label)}</text>')
         if marker_index is not None and 0 < marker_index < count:
             x = MARGIN_LEFT + marker_index * slot
             parts.append(
@@ -116,20 +129,23 @@ def horizontal_bars(items: Sequence[tuple[str, int, int]], *, title: str, color:
     row_height = 26
     height = max(len(items), 1) * row_height + 10
     label_width = 300
-    plot_width = WIDTH - label_width - 70
+    label_chars = int((label_width - 8) / CHAR_WIDTH)
+    values_text = [f"{value:,} ({secondary:,} unique)" for _, value, secondary in items]
+    # The value is written after its bar: the longest bar leaves room for the longest value.
+    plot_width = WIDTH - label_width - 6 - CHAR_WIDTH * max(map(len, values_text), default=0) - MARGIN_RIGHT
     maximum = max((value for _, value, _ in items), default=0) or 1
     parts = [_svg_open(title, height)]
     for index, (label, value, secondary) in enumerate(items):
         y = 5 + index * row_height
-        shown = label if len(label) <= 48 else label[:45] + "…"
+        shown = label if len(label) <= label_chars else label[: label_chars - 1] + "…"
         width = plot_width * value / maximum
         parts.append(
             f'<text x="{label_width - 8}" y="{y + 16}" text-anchor="end" fill="#212529">'
             f"<title>{escape(label)}</title>{escape(shown)}</text>"
             f'<rect x="{label_width}" y="{y + 4}" width="{max(width, 1):.1f}" height="16" fill="{color}">'
-            f"<title>{escape(label)}: {value:,} clicks, {secondary:,} unique</title></rect>"
+            f"<title>{escape(label)}: {plural(value, 'click')}, {secondary:,} unique</title></rect>"
             f'<text x="{label_width + max(width, 1) + 6:.1f}" y="{y + 16}" fill="#6c757d">'
-            f"{value:,} ({secondary:,} unique)</text>"
+            f"{values_text[index]}</text>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every interpolated label is escaped above

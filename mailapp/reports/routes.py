@@ -3,12 +3,16 @@ and the list of campaign reports."""
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from flask import Blueprint, Response, render_template, request
 from flask_login import login_required
 
+from mailapp.audit.services import record_read
 from mailapp.ids import id_arg, page_arg
 from mailapp.reports import activity, charts, exports, figures
-from mailapp.web import csv_download
+from mailapp.timezones import zone_or_utc
+from mailapp.web import csv_download, viewer_zone_name
 
 bp = Blueprint("reports", __name__)
 
@@ -32,11 +36,12 @@ def index():
 @login_required
 def campaign(campaign_id: int):
     report = figures.campaign_report(campaign_id)
+    zone = zone_or_utc(viewer_zone_name())
     return render_template(
         "reports/campaign.html",
         report=report,
-        timeline_chart=timeline_chart(report),
-        events_chart=events_chart(report),
+        timeline_chart=timeline_chart(report, zone),
+        events_chart=events_chart(report, zone),
         links_chart=charts.horizontal_bars(
             [(link.url, link.clicks, link.unique_clicks) for link in report.top_links if link.clicks],
             title="Top links by clicks",
@@ -44,27 +49,33 @@ def campaign(campaign_id: int):
     )
 
 
-def timeline_chart(report: figures.CampaignReport):  # Markup
+def timeline_chart(report: figures.CampaignReport, zone: tzinfo):  # Markup
+    """The axis in the viewer's zone: hours as HH:MM, since a zone half an hour off UTC starts its
+    hours at :30; days by the date their span starts on there."""
     points = report.timeline
-    return _over_time(points, "Opens and clicks over time", [
-        charts.Series("human opens", HUMAN_OPENS, [point.human_opens for point in points]),
-        charts.Series("machine opens", MACHINE_OPENS, [point.machine_opens for point in points]),
-        charts.Series("clicks", CLICKS, [point.clicks for point in points]),
+    return _over_time(points, zone, "Opens and clicks over time", [
+        charts.Series("human opens", HUMAN_OPENS, [point.human_opens for point in points], "human open"),
+        charts.Series(
+            "machine opens", MACHINE_OPENS, [point.machine_opens for point in points], "machine open"
+        ),
+        charts.Series("clicks", CLICKS, [point.clicks for point in points], "click"),
     ])
 
 
-def events_chart(report: figures.CampaignReport):  # Markup
+def events_chart(report: figures.CampaignReport, zone: tzinfo):  # Markup
     points = report.timeline
-    return _over_time(points, "Bounces and complaints over time", [
-        charts.Series("hard bounces", HARD_BOUNCES, [point.hard_bounces for point in points]),
-        charts.Series("soft bounces", SOFT_BOUNCES, [point.soft_bounces for point in points]),
-        charts.Series("complaints", COMPLAINTS, [point.complaints for point in points]),
+    return _over_time(points, zone, "Bounces and complaints over time", [
+        charts.Series("hard bounces", HARD_BOUNCES, [point.hard_bounces for point in points], "hard bounce"),
+        charts.Series("soft bounces", SOFT_BOUNCES, [point.soft_bounces for point in points], "soft bounce"),
+        charts.Series("complaints", COMPLAINTS, [point.complaints for point in points], "complaint"),
     ])
 
 
-def _over_time(points: list[figures.TimelinePoint], title: str, series: list[charts.Series]):  # Markup
+def _over_time(
+    points: list[figures.TimelinePoint], zone: tzinfo, title: str, series: list[charts.Series]
+):  # Markup
     labels = [
-        point.at.strftime("%d %b %H:00") if point.span.total_seconds() == 3600 else point.at.strftime("%d %b")
+        point.at.astimezone(zone).strftime("%d %b %H:%M" if point.span.total_seconds() == 3600 else "%d %b")
         for point in points
     ]
     hourly = sum(1 for point in points if point.span.total_seconds() == 3600)
@@ -104,5 +115,6 @@ def report_csv(campaign_id: int) -> Response:
 @bp.get("/campaigns/<int:campaign_id>/deliveries.csv")
 @login_required
 def deliveries_csv(campaign_id: int) -> Response:
-    figures.get_campaign(campaign_id)
+    campaign = figures.get_campaign(campaign_id)
+    record_read("export.deliveries", campaign, f"delivery log of {campaign.name!r} exported as CSV")
     return csv_download(exports.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")

@@ -72,29 +72,43 @@ def compile_campaign(
     the current app's by default) here, once per send run. A test send gets no Feedback-ID: Gmail's
     feedback loop is about the mail recipients get."""
     source = campaign_source(campaign)
+    return compile_source(
+        source, public_url, list_identity=campaign_list_identity(campaign, public_url), verp=verp,
+        signer=dkim_signer_for(address_domain(source.from_email), box), test_send=test_send,
+    )
+
+
+def compile_source(
+    source: CampaignSource, public_url: str, *, list_identity: ListIdentity | None = None,
+    verp: Verp | None = None, signer: DkimSigner | None = None, test_send: bool = False,
+) -> Compiled:
+    """The renderer and MIME builder of a campaign's source (a send, a test send, a preview)."""
     renderer = renderer_for(source, public_url)
     domain = address_domain(source.from_email)
-    list_identity = campaign_list_identity(campaign, public_url)
     builder = FastMessageBuilder(
         from_name=source.from_name, from_email=source.from_email, reply_to=source.reply_to,
         list_identity=list_identity,
         feedback="" if test_send else feedback_id(source.id, list_identity and list_identity.id, domain),
     )
-    return Compiled(
-        renderer, builder, domain, message_id_suffix(domain), verp, dkim_signer_for(domain, box)
-    )
+    return Compiled(renderer, builder, domain, message_id_suffix(domain), verp, signer)
 
 
-def dkim_signer_for(from_domain: str, box: SecretBox | None = None) -> DkimSigner | None:
-    """A signer with the keys of the From domain, or of its nearest parent that is a sending domain
-    (news.example.com signs as example.com, which DMARC's relaxed alignment accepts); None when
-    neither is. A sending domain's own name always has two labels or more, so `com` is never asked."""
+def sending_domain_for(from_domain: str) -> SendingDomain | None:
+    """The sending domain that signs mail from this domain: the domain itself, or its nearest parent
+    that is one (news.example.com signs as example.com, which DMARC's relaxed alignment accepts). A
+    sending domain's own name always has two labels or more, so `com` is never asked."""
     labels = from_domain.lower().rstrip(".").split(".")
     candidates = [".".join(labels[start:]) for start in range(len(labels) - 1)]
     found = db.session.scalars(select(SendingDomain).where(SendingDomain.domain.in_(candidates))).all()
-    if not found:
+    return max(found, key=lambda row: len(row.domain)) if found else None
+
+
+def dkim_signer_for(from_domain: str, box: SecretBox | None = None) -> DkimSigner | None:
+    """A signer with the keys of the From domain's sending domain (sending_domain_for); None when it has
+    none."""
+    sending_domain = sending_domain_for(from_domain)
+    if sending_domain is None:
         return None
-    sending_domain = max(found, key=lambda row: len(row.domain))
     box = box or SecretBox.for_current_app()
     keys = [DkimKey(sending_domain.selector, "rsa-sha256", box.open(sending_domain.rsa_private_key_sealed))]
     if sending_domain.ed25519_selector and sending_domain.ed25519_private_key_sealed:

@@ -155,6 +155,16 @@ def _validate(source: str, environment: SandboxedEnvironment) -> list[str]:
     return sorted(used)
 
 
+def uses_variable(source: str, name: str) -> bool:
+    """Whether the template reads the variable `name` anywhere: a parse, no render. A template that does
+    not parse uses nothing (saving it reports why)."""
+    try:
+        tree = _environment.parse(source)
+    except (TemplateSyntaxError, RecursionError):
+        return False
+    return any(node.name == name and node.ctx == "load" for node in tree.find_all(nodes.Name))
+
+
 def compile_template(source: str, *, environment: SandboxedEnvironment | None = None):
     """Compile once, render many times. Validates first, so a stored template that no longer passes
     (say, after a rule change) is refused here rather than mid-send."""

@@ -253,10 +253,13 @@ def _parse_row(
     limits: ImportLimits,
 ) -> ImportRow | None:
     raw_email = cells[layout.email_index] if layout.email_index < len(cells) else ""
-    if len(cells) != layout.column_count:
+    if len(cells) > layout.column_count:
         errors.add(line, _printable(raw_email[:EMAIL_MAX_LENGTH]),
                    f"Expected {layout.column_count} columns, found {len(cells)}.")
         return None
+    if len(cells) < layout.column_count:
+        # Spreadsheets drop trailing empty cells when they save CSV: the missing cells are empty ones.
+        cells = cells + [""] * (layout.column_count - len(cells))
     for cell in cells:
         if not cell.isascii():
             try:

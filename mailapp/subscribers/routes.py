@@ -18,6 +18,7 @@ from flask_login import login_required
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
+from mailapp.audit.services import record_read
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
@@ -109,6 +110,7 @@ def _render_list(
         import_form=import_form or ImportForm(),
         delete_form=ActionForm(),
         imports=imports.recent_imports(target.id),
+        campaign_names=services.unsubscribe_campaign_names(page.items),
     ), status
 
 
@@ -146,6 +148,7 @@ def delete_list(list_id: int):
 @login_required
 def export_list(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
+    record_read("export.list", target, f"list {target.name!r} exported as CSV")
     return csv_download(exports.export_list_csv(target.id), exports.export_filename(target))
 
 
@@ -207,6 +210,7 @@ def index():
         all_lists=all_lists,
         filters={"q": q, "list_id": list_id, "status": status},
         statuses=[s.value for s in SubscriberStatus],
+        campaign_names=services.unsubscribe_campaign_names(page.items),
         has_any=page.items or db.session.scalar(select(Subscriber.id).limit(1)) is not None,
     )
 
@@ -247,7 +251,7 @@ def edit_subscriber(subscriber_id: int):
     if not form.is_submitted():
         form.lists.data = [item.id for item in subscriber.lists]
         form.attributes.data = json.dumps(subscriber.attributes or {}, indent=2, ensure_ascii=False)
-    if form.validate_on_submit():
+    if form.validate_on_submit() and not form.refuses_unconfirmed_reactivation(subscriber.status):
         try:
             services.update_subscriber(
                 subscriber, email=form.email.data, name=form.name.data, attributes=form.attributes.data,
@@ -266,6 +270,7 @@ def edit_subscriber(subscriber_id: int):
         status_form=StatusForm(), delete_form=ActionForm(),
         mail_events=suppression.events_for_subscriber(subscriber.id, subscriber.email),
         suppression=suppression.suppression_in_force(subscriber.email),
+        campaign_names=services.unsubscribe_campaign_names([subscriber]),
     ), 422 if form.is_submitted() else 200
 
 

@@ -5,6 +5,7 @@ Lists, imports and exports have their own modules: subscriber_lists.py, imports.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +14,13 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from mailapp.addresses import normalize_email_field
+from mailapp.audit.services import record
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
 from mailapp.json_nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mailapp.models.base import iso_or_none, utcnow
+from mailapp.models.campaign import Campaign
 from mailapp.models.subscriber import (
     Subscriber,
     SubscriberList,
@@ -166,6 +169,7 @@ def set_subscriber_status(subscriber: Subscriber, status: Any) -> Subscriber:
 
 
 def delete_subscriber(subscriber: Subscriber) -> None:
+    record("subscriber.delete", subscriber, f"subscriber {subscriber.email} deleted")
     db.session.delete(subscriber)
     db.session.flush()
 
@@ -269,6 +273,16 @@ def subscriber_to_dict(subscriber: Subscriber, with_lists: bool = True) -> dict[
     if with_lists:
         data["list_ids"] = sorted(item.id for item in subscriber.lists)
     return data
+
+
+def unsubscribe_campaign_names(subscribers: Iterable[Subscriber]) -> dict[int, str]:
+    """The names of the campaigns these subscribers unsubscribed through, in one query; a deleted
+    campaign has no entry (the id is kept without a foreign key)."""
+    ids = {s.unsubscribed_campaign_id for s in subscribers if s.unsubscribed_campaign_id is not None}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(ids)))
+    return {row.id: row.name for row in rows}
 
 
 def list_ids_by_subscriber(subscriber_ids: list[int]) -> dict[int, list[int]]:

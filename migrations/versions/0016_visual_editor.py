@@ -4,7 +4,7 @@
 - layout_images: images uploaded for layouts, served publicly at /media/<id>-<digest>.<ext>.
 
 Revision ID: 0016
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-03 18:55:27.928112
 
 """
@@ -16,7 +16,7 @@ import mailapp.models.base
 
 # revision identifiers, used by Alembic.
 revision = '0016'
-down_revision = '0009'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

@@ -46,7 +46,8 @@ def test_changing_the_password_signs_out_the_other_browser(
         page = anonymous_page
         sign_in(page, email, old_password)
         expect(page).to_have_url(mailapp_server.url("/"))
-        page.get_by_role("navigation").get_by_role("link", name="Password").click()
+        page.get_by_role("navigation").get_by_role("link", name="Account").click()
+        page.get_by_role("link", name="Change password").click()
         expect(page.get_by_role("heading", name="Change password")).to_be_visible()
         page.get_by_label("Current password").fill("not it")
         page.get_by_label("New password", exact=True).fill(new_password)

@@ -3,48 +3,55 @@
 (function () {
   "use strict";
 
-  // Scheduling: the datetime-local value is wall-clock time here; send the zone (and, as a fallback,
-  // the UTC offset on the chosen date) so the server can turn it into UTC.
+  // Scheduling: the datetime-local value is wall-clock time in the zone chosen beside it (app.js
+  // preselects the browser's when there is none); the browser's UTC offset on the chosen date goes
+  // along as the server's fallback.
   document.querySelectorAll("input[data-local-datetime]").forEach((input) => {
     const form = input.form;
-    const zoneField = form.querySelector("input[data-browser-timezone]");
+    const zoneField = form.querySelector("[data-browser-timezone]");
     const offsetField = form.querySelector("input[data-browser-offset]");
     const fill = () => {
-      try {
-        zoneField.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
-      } catch (error) {
-        zoneField.value = "";
-      }
       const chosen = input.value ? new Date(input.value) : new Date();
       offsetField.value = Number.isNaN(chosen.getTime()) ? "" : String(chosen.getTimezoneOffset());
     };
-    const pad = (n) => String(n).padStart(2, "0");
-    const local = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    // The wall clock of a moment in a zone (the browser's when the zone is "" or unknown).
+    const wallClock = (moment, zone) => {
+      let parts;
+      try {
+        parts = new Intl.DateTimeFormat("en-CA", {
+          timeZone: zone || undefined, hourCycle: "h23",
+          year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+        }).formatToParts(moment);
+      } catch (error) {
+        return wallClock(moment, "");
+      }
+      const part = (type) => parts.find((p) => p.type === type).value;
+      return `${part("year")}-${part("month")}-${part("day")}T${part("hour")}:${part("minute")}`;
+    };
     if (!input.value) {
-      // The current schedule when rescheduling, else an hour from now; in local time either way.
+      // The current schedule when rescheduling (in its zone), else an hour from now.
       const current = input.dataset.current ? new Date(input.dataset.current) : null;
       const start = current && !Number.isNaN(current.getTime()) ? current : new Date(Date.now() + 3600 * 1000);
-      input.value = local(start);
+      input.value = wallClock(start, zoneField ? zoneField.value : "");
     }
-    input.min = local(new Date());
     fill();
     input.addEventListener("change", fill);
     form.addEventListener("submit", fill);
   });
 
   // Recipients preview: how many active subscribers the chosen lists give, each once.
-  const listSelect = document.querySelector("select[data-recipients-url]");
+  const listPicker = document.querySelector("[data-recipients-url]");
   const preview = document.getElementById("recipients-preview");
-  if (listSelect && preview) {
+  if (listPicker && preview) {
     const update = () => {
-      const chosen = Array.from(listSelect.selectedOptions).map((option) => option.value);
+      const chosen = Array.from(listPicker.querySelectorAll("input[type=checkbox]:checked")).map((box) => box.value);
       if (!chosen.length) {
         preview.textContent = "Choose lists to see how many active subscribers will get it (each once).";
         return;
       }
       const params = new URLSearchParams();
       chosen.forEach((id) => params.append("list_ids", id));
-      fetch(`${listSelect.dataset.recipientsUrl}?${params}`, { credentials: "same-origin" })
+      fetch(`${listPicker.dataset.recipientsUrl}?${params}`, { credentials: "same-origin" })
         .then((response) => response.json())
         .then((body) => {
           const count = body.recipients.toLocaleString();
@@ -54,7 +61,7 @@
           preview.textContent = "Could not count the recipients just now.";
         });
     };
-    listSelect.addEventListener("change", update);
+    listPicker.addEventListener("change", update);
     update();
   }
 
