@@ -11,6 +11,9 @@ import urllib.request
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from mailapp.layouts.mjml import compile_and_validate
+from mailapp.layouts.starters import STARTERS, Starter
+from mailapp.sending import limits, templating
 from tests.e2e.conftest import ADMIN_EMAIL, RunningApp
 from tests.e2e.test_responsive_mail import _api, _wait_for_mail
 
@@ -118,3 +121,25 @@ def test_a_layout_built_in_the_visual_editor_from_a_starter_arrives_responsive_w
         screenshot(reader, "92-visual-editor-message-phone")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("starter", STARTERS, ids=lambda starter: starter.key)
+def test_every_starter_renders_without_sideways_scrolling_on_desktop_and_phone(
+    chromium_browser: Browser, starter: Starter, screenshot
+) -> None:
+    # Compiled and validated as on save, then rendered as sent (CSS inlined) for the sample subscriber.
+    html, variables = compile_and_validate(starter.source())
+    assert "unsubscribe_url" in variables
+    with limits.render_limits(limits.RenderLimits()):
+        rendered = templating.render_layout_preview(html, templating.SAMPLE_SUBSCRIBER)
+    assert "{{" not in rendered
+    for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        context = chromium_browser.new_context(viewport=viewport)
+        try:
+            page = context.new_page()
+            page.set_content(rendered)
+            width = viewport["width"]
+            assert page.evaluate(NO_SIDEWAYS_SCROLL), f"{starter.key} scrolls sideways at {width} px"
+            screenshot(page, f"93-starter-{starter.key}-{name}")
+        finally:
+            context.close()
