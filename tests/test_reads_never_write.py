@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailapp.domains.services import create_domain
+from mailapp.layouts.images import store_image
 from mailapp.models import (
     CampaignDeliveryCount,
     SenderIdentity,
@@ -71,6 +72,8 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     identity = SenderIdentity(name="identity", from_email="news@example.com")
     db.session.add_all([record, relay, identity])
     db.session.commit()
+    image = store_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "dot.png")
+    db.session.commit()
     ids = {
         "campaign_id": campaign.id,
         "list_id": audience.lists[0].id,
@@ -81,6 +84,10 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "email": audience.active[1].email,
         "relay_id": relay.id,
         "identity_id": identity.id,
+        # A layout image, so that its public URL (/media/<id>-<digest>.<ext>) is read too.
+        "image_id": image.id,
+        "digest": image.digest,
+        "extension": image.extension,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)
