@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app wsgi
 PORT ?= 5000
 export PORT
 
-.PHONY: install run test test-all lint migration bench faults clean
+.PHONY: install run test test-all lint migration bench faults clean editor-assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,27 @@ bench: install
 
 bench-smoke: install
 	$(BIN)/python -m bench.run --scale smoke --runs 1 $(BENCH_ARGS)
+
+# The visual editor's browser code (GrapesJS and its MJML plugin, versions pinned in frontend/package.json
+# and package-lock.json), built by npm and committed under mailapp/static/vendor/grapesjs/, so that
+# `make run` needs no Node.js and the dashboard loads nothing from a CDN. Needs npm; run it after
+# changing frontend/package.json.
+EDITOR_ASSETS := mailapp/static/vendor/grapesjs
+editor-assets:
+	cd frontend && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(EDITOR_ASSETS)
+	cp frontend/node_modules/grapesjs/dist/grapes.min.js $(EDITOR_ASSETS)/grapes.min.js
+	cp frontend/node_modules/grapesjs/dist/css/grapes.min.css $(EDITOR_ASSETS)/grapes.min.css
+	cp frontend/node_modules/grapesjs-mjml/dist/index.js $(EDITOR_ASSETS)/grapesjs-mjml.min.js
+	cp frontend/node_modules/grapesjs/LICENSE $(EDITOR_ASSETS)/LICENSE-grapesjs
+	cp frontend/node_modules/grapesjs-mjml/LICENSE $(EDITOR_ASSETS)/LICENSE-grapesjs-mjml
+	mkdir -p $(EDITOR_ASSETS)/font-awesome/css $(EDITOR_ASSETS)/font-awesome/fonts
+	cp frontend/node_modules/font-awesome/css/font-awesome.min.css $(EDITOR_ASSETS)/font-awesome/css/
+	cp frontend/node_modules/font-awesome/fonts/fontawesome-webfont.woff2 \
+		frontend/node_modules/font-awesome/fonts/fontawesome-webfont.woff $(EDITOR_ASSETS)/font-awesome/fonts/
+	# The source maps are not shipped: drop the comments that point at them (not the line they end).
+	sed -i -E 's@/[/*]# sourceMappingURL=[^ *]*( \*/)?@@' $(EDITOR_ASSETS)/*.js $(EDITOR_ASSETS)/*.css
+	du -sh $(EDITOR_ASSETS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

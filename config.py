@@ -200,6 +200,8 @@ class Config:
 
     # Uploads: layouts are small; CSV files can be large but are streamed to disk.
     LAYOUT_MAX_BYTES = _env_int("LAYOUT_MAX_BYTES", 2 * 1024 * 1024)
+    # Layout images are kept in the database and served by the web process: a bound on both.
+    LAYOUT_IMAGE_MAX_BYTES = _env_int("LAYOUT_IMAGE_MAX_BYTES", 2 * 1024 * 1024)
     # A JSON body of the API beyond this is refused with 413 before it is read. Layouts, which arrive as
     # JSON too, get room of their own: six times LAYOUT_MAX_BYTES plus 1 MiB (a client may write every
     # non-ASCII character as a \u escape).

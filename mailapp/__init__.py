@@ -92,6 +92,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.devinbox.routes import bp as devinbox_bp
     from mailapp.domains.routes import bp as domains_bp
     from mailapp.layouts.routes import bp as layouts_bp
+    from mailapp.layouts.routes import media_bp
     from mailapp.relays.routes import bp as relays_bp
     from mailapp.reports.routes import bp as reports_bp
     from mailapp.segments.routes import bp as segments_bp
@@ -110,6 +111,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(users_bp, url_prefix="/users")
     app.register_blueprint(audit_bp, url_prefix="/audit")
     app.register_blueprint(layouts_bp, url_prefix="/layouts")
+    app.register_blueprint(media_bp)
     app.register_blueprint(subscribers_bp)
     app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
     app.register_blueprint(reports_bp, url_prefix="/reports")

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailapp.domains.services import create_domain
+from mailapp.layouts.images import store_image
 from mailapp.models import (
     CampaignDeliveryCount,
     Segment,
@@ -73,6 +74,8 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
     segment = Segment(name="active", rules={"field": "status", "op": "is", "value": "active"})
     db.session.add_all([record, relay, identity, segment])
     db.session.commit()
+    image = store_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "dot.png")
+    db.session.commit()
     ids = {
         "campaign_id": campaign.id,
         "list_id": audience.lists[0].id,
@@ -84,6 +87,10 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "relay_id": relay.id,
         "identity_id": identity.id,
         "segment_id": segment.id,
+        # A layout image, so that its public URL (/media/<id>-<digest>.<ext>) is read too.
+        "image_id": image.id,
+        "digest": image.digest,
+        "extension": image.extension,
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)

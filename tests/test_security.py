@@ -40,6 +40,7 @@ PUBLIC_ENDPOINTS = {
     "bootstrap.static": "Bootstrap's CSS and JS, served locally by Bootstrap-Flask",
     "api.openapi_json": "the API's OpenAPI document: what the README says, no data of the installation",
     "favicon": "the browser tab's icon, which browsers fetch before anyone signs in",
+    "media.image": "layout images shown in sent messages; the URL holds the content's SHA-256",
 }
 # The tracking blueprint's links sit in sent emails and are opened by recipients who have no account:
 # open pixel, click redirect, unsubscribe, view in browser. Their signed token is the authentication.

@@ -103,6 +103,7 @@ AREA_NEEDS: dict[str, Declared] = {
 ENDPOINT_NEEDS: dict[str, Declared] = {
     "static": PUBLIC,
     "favicon": PUBLIC,
+    "media.image": PUBLIC,  # layout images in sent messages; the URL holds the content's SHA-256
     "bootstrap.static": PUBLIC,
     "api.openapi_json": PUBLIC,
     "auth.login": PUBLIC,

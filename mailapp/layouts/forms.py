@@ -10,9 +10,10 @@ from mailapp.layouts.services import NAME_MAX_LENGTH
 
 class LayoutForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX_LENGTH)])
+    # HTML, or MJML (recognised by its <mjml> root): the visual editor posts its MJML here too.
     html = TextAreaField("HTML", validators=[Optional()])
     # Checked by services.decode_layout_file (extension, size, UTF-8), so the message says what is wrong.
-    file = FileField("…or upload an .html file (it replaces the HTML above)")
+    file = FileField("…or upload an .html or .mjml file (it replaces the text above)")
 
 
 class PreviewForm(FlaskForm):

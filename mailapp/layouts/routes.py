@@ -1,24 +1,47 @@
-"""Routes of the layouts area: list, create (paste or upload), edit, preview, delete."""
+"""Routes of the layouts area: list, create (paste or upload, or from a starter in the visual editor), edit
+as code or visually, preview, delete; image uploads and the public image URLs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import login_required
 from sqlalchemy import select
 
-from mailapp.errors import ConflictError, InvalidStateError, MailappError, NotFoundError, TemplateError
+from mailapp.errors import (
+    ConflictError,
+    InvalidStateError,
+    MailappError,
+    NotFoundError,
+    TemplateError,
+    ValidationError,
+)
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
 from mailapp.ids import id_arg, page_arg
-from mailapp.layouts import services
+from mailapp.layouts import images, services, starters
 from mailapp.layouts.forms import LayoutForm, PreviewForm
-from mailapp.models import Layout
+from mailapp.models import Layout, LayoutImage
 from mailapp.sending import templating
 from mailapp.web import SANDBOX_HEADERS
+from mailapp.web_extensions import csrf
 
 bp = Blueprint("layouts", __name__)
+# Layout images sit in sent messages, opened by recipients without an account: their own blueprint, public,
+# at the root (/media/...), apart from the signed-in pages under /layouts.
+media_bp = Blueprint("media", __name__)
 
 PER_PAGE = 25
 
@@ -29,7 +52,9 @@ def index():
     page = request.args.get("page", 1, type=page_arg)
     pager = db.paginate(select(Layout).order_by(Layout.name), page=page, per_page=PER_PAGE, error_out=False)
     used = services.campaign_counts([layout.id for layout in pager.items])
-    return render_template("layouts/index.html", pager=pager, used=used, delete_form=ActionForm())
+    return render_template(
+        "layouts/index.html", pager=pager, used=used, delete_form=ActionForm(), starters=starters.STARTERS
+    )
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -45,12 +70,43 @@ def create():
 @login_required
 def edit(layout_id: int):
     layout = db.get_or_404(Layout, layout_id)
-    return _save_or_show(LayoutForm(obj=layout), layout)
+    form = LayoutForm(obj=layout)
+    if not form.is_submitted() and layout.mjml is not None:
+        # An MJML layout is edited as its source; saving compiles it again.
+        form.html.data = layout.mjml
+    return _save_or_show(form, layout)
 
 
-def _save_or_show(form: LayoutForm, layout: Layout | None):
-    """On a valid POST create or update the layout and go to its page; otherwise show the editor, with
-    the errors (and their line numbers) and what the user typed."""
+@bp.route("/new/visual", methods=["GET", "POST"])
+@login_required
+def create_visual():
+    """The visual editor on a new layout, begun from a starter (?starter=newsletter) or empty."""
+    form = LayoutForm()
+    if not form.is_submitted():
+        starter = starters.find_starter(request.args.get("starter", "letter"))
+        if starter is None:
+            abort(404, "There is no such starter layout.")
+        form.html.data = starter.source()
+        form.name.data = starter.name
+    return _save_or_show(form, None, visual=True)
+
+
+@bp.route("/<int:layout_id>/visual", methods=["GET", "POST"])
+@login_required
+def edit_visual(layout_id: int):
+    layout = db.get_or_404(Layout, layout_id)
+    if layout.mjml is None:
+        flash("This layout is HTML: it is edited as code. Start a visual layout from a starter.", "warning")
+        return redirect(url_for("layouts.edit", layout_id=layout.id))
+    form = LayoutForm(obj=layout)
+    if not form.is_submitted():
+        form.html.data = layout.mjml
+    return _save_or_show(form, layout, visual=True)
+
+
+def _save_or_show(form: LayoutForm, layout: Layout | None, *, visual: bool = False):
+    """On a valid POST create or update the layout and go to its page; otherwise show the editor (code or
+    visual), with the errors (and their line numbers) and what the user typed."""
     problems: list[dict[str, Any]] = []
     if form.validate_on_submit():
         try:
@@ -64,8 +120,10 @@ def _save_or_show(form: LayoutForm, layout: Layout | None):
         else:
             db.session.commit()
             _flash_saved(saved, "created" if layout is None else "saved")
-            return redirect(url_for("layouts.edit", layout_id=saved.id))
+            return redirect(url_for("layouts.edit_visual" if visual else "layouts.edit", layout_id=saved.id))
     status = 422 if form.is_submitted() else 200
+    if visual:
+        return _render_visual_editor(form, layout, problems), status
     return _render_editor(form, layout, problems), status
 
 
@@ -134,6 +192,81 @@ def _render_editor(form: LayoutForm, layout: Layout | None, problems: list[dict[
         delete_form=ActionForm(),
         used_by=services.campaigns_needing_layout(layout) if layout is not None else [],
     )
+
+
+def _render_visual_editor(form: LayoutForm, layout: Layout | None, problems: list[dict[str, Any]]) -> str:
+    return render_template(
+        "layouts/visual.html",
+        form=form,
+        layout=layout,
+        problems=problems,
+        check=services.inspect_layout(layout) if layout is not None else None,
+        images=[_image_asset(image) for image in images.recent_images()],
+        variable_help=templating.VARIABLE_HELP,
+    )
+
+
+# At most this many images per upload request (the editor's asset manager may send several).
+MAX_IMAGES_PER_UPLOAD = 10
+
+
+@bp.post("/images")
+@csrf.exempt  # checked below, once the body's size is bounded (the check reads the form)
+@login_required
+def upload_images():
+    """The editor's asset manager uploads here (multipart `files`, CSRF token in X-CSRFToken); answers
+    {"data": [{"src", "name"}]} as GrapesJS expects, or the error shape of the API."""
+    # Bounded before the body is read: the images and their multipart framing.
+    request.max_content_length = MAX_IMAGES_PER_UPLOAD * (images.max_image_bytes() + 1) + 64 * 1024
+    csrf.protect()
+    try:
+        stored = _store_uploaded_images()
+    except MailappError as error:
+        db.session.rollback()
+        # The editor's script shows the message; it reads JSON, as from the API.
+        return jsonify(error.to_dict()), error.status_code
+    db.session.commit()
+    return jsonify({"data": [_image_asset(image) for image in stored]}), 201
+
+
+def _store_uploaded_images() -> list[LayoutImage]:
+    uploads = [upload for upload in request.files.getlist("files") if upload.filename]
+    if not uploads:
+        raise ValidationError("Choose an image to upload.", [{"field": "files", "message": "No file."}])
+    if len(uploads) > MAX_IMAGES_PER_UPLOAD:
+        raise ValidationError(
+            f"Upload at most {MAX_IMAGES_PER_UPLOAD} images at a time.",
+            [{"field": "files", "message": f"{len(uploads)} files."}],
+        )
+    # One byte past the limit is enough to refuse a file.
+    limit = images.max_image_bytes()
+    return [images.store_image(upload.read(limit + 1), upload.filename) for upload in uploads]
+
+
+@media_bp.get("/media/<int:image_id>-<digest>.<extension>")
+def image(image_id: int, digest: str, extension: str):
+    """A layout image, public: its URL names its content (digest), so it never changes and is cached
+    for a year."""
+    found = images.find_image(image_id, digest, extension)
+    if found is None:
+        abort(404)
+    return Response(found.data, mimetype=found.content_type, headers=MEDIA_HEADERS)
+
+
+MEDIA_HEADERS = {
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+}
+
+
+def _image_asset(image: LayoutImage) -> dict[str, str]:
+    """An image as the editor's asset manager lists it: an absolute URL under PUBLIC_URL, as sent messages
+    need."""
+    path = url_for("media.image", image_id=image.id, digest=image.digest, extension=image.extension)
+    src = current_app.config["PUBLIC_URL"].rstrip("/") + path
+    return {"src": src, "name": image.filename, "type": "image"}
 
 
 def _submitted_html(form: LayoutForm) -> str:

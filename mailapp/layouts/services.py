@@ -1,4 +1,5 @@
-"""Layouts: decoding uploads, validating and storing templates, refusing deletes in use, previews."""
+"""Layouts: decoding uploads, compiling MJML, validating and storing templates, refusing deletes in use,
+previews, and the images layouts show."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from mailapp.audit.services import record
 from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
-from mailapp.layouts import isolation
+from mailapp.layouts import isolation, mjml
 from mailapp.models import Campaign, CampaignStatus, Layout, Subscriber
 from mailapp.sending import templating
 
 NAME_MAX_LENGTH = 200
-ALLOWED_EXTENSIONS = (".html", ".htm")
+ALLOWED_EXTENSIONS = (".html", ".htm", ".mjml")
 # A layout in use by a campaign in one of these states is still needed to send it.
 CAMPAIGN_STATES_NEEDING_LAYOUT = (
     CampaignStatus.DRAFT,
@@ -51,8 +52,8 @@ def decode_layout_file(data: bytes, filename: str | None = None) -> str:
     is dropped). Raises ValidationError saying what is wrong, and where for bad bytes."""
     if filename and not filename.lower().endswith(ALLOWED_EXTENSIONS):
         raise ValidationError(
-            f"'{filename}' is not an HTML file: upload a .html or .htm file.",
-            [{"field": "file", "line": None, "message": "Only .html and .htm files are accepted."}],
+            f"'{filename}' is not an HTML file (nor MJML): upload a .html, .htm or .mjml file.",
+            [{"field": "file", "line": None, "message": "Only .html, .htm and .mjml files are accepted."}],
         )
     _check_size(len(data))
     try:
@@ -83,8 +84,39 @@ def check_layout_html(html: str, *, isolated: bool = True) -> LayoutCheck:
         variables = isolation.run_isolated(templating.validate_template, html)
     else:
         variables = templating.validate_template(html)
+    return _check_of(variables)
+
+
+def _check_of(variables: list[str]) -> LayoutCheck:
     warnings = [] if "unsubscribe_url" in variables else [UNSUBSCRIBE_WARNING]
     return LayoutCheck(variables=variables, warnings=warnings)
+
+
+@dataclass(frozen=True)
+class PreparedLayout:
+    """A layout as written (HTML, or MJML detected by its <mjml> root) made ready to store: the HTML that
+    sends use, the MJML source it was compiled from (None for HTML), and its check."""
+
+    html: str
+    mjml: str | None
+    check: LayoutCheck
+
+
+def prepare_layout(source: str) -> PreparedLayout:
+    """Validate a layout as written; MJML is compiled (in the render child process, under the render
+    limits) and its HTML checked like any layout, problems told on the MJML's lines."""
+    if not mjml.is_mjml(source):
+        return PreparedLayout(html=source, mjml=None, check=check_layout_html(source))
+    _check_layout_input(source)
+    html, variables = isolation.run_isolated(mjml.compile_and_validate, source)
+    compiled_size = len(html.encode("utf-8"))
+    if compiled_size > max_layout_bytes():
+        raise ValidationError(
+            f"The MJML compiles to {compiled_size:,} bytes of HTML, more than the layout limit of "
+            f"{max_layout_bytes():,} bytes (LAYOUT_MAX_BYTES). Make the layout shorter.",
+            [{"field": "html", "line": None, "message": "Compiled HTML over the layout limit."}],
+        )
+    return PreparedLayout(html=html, mjml=source, check=_check_of(variables))
 
 
 def has_unsubscribe_link(html: str) -> bool:
@@ -121,10 +153,11 @@ def inspect_layout(layout: Layout) -> LayoutCheck:
 
 
 def create_layout(name: str, html: str) -> Layout:
+    """A new layout from HTML or MJML (see prepare_layout)."""
     clean_name = _clean_name(name)
-    check_layout_html(html)
+    prepared = prepare_layout(html)
     _ensure_name_free(clean_name)
-    layout = Layout(name=clean_name, html=html)
+    layout = Layout(name=clean_name, html=prepared.html, mjml=prepared.mjml)
     with _unique_name(clean_name):
         db.session.add(layout)
     return layout
@@ -132,16 +165,16 @@ def create_layout(name: str, html: str) -> Layout:
 
 def update_layout(layout: Layout, *, name: str | None = None, html: str | None = None) -> Layout:
     # The template first: its check runs before this request changes anything (see isolation.py).
-    if html is not None:
-        check_layout_html(html)
+    prepared = prepare_layout(html) if html is not None else None
     if name is not None:
         clean_name = _clean_name(name)
         if clean_name != layout.name:
             _ensure_name_free(clean_name, excluding_id=layout.id)
         with _unique_name(clean_name):
             layout.name = clean_name
-    if html is not None:
-        layout.html = html
+    if prepared is not None:
+        layout.html = prepared.html
+        layout.mjml = prepared.mjml
     db.session.flush()
     return layout
 
@@ -189,7 +222,10 @@ def render_preview(layout: Layout, subscriber_id: int | None = None) -> str:
 
 
 def render_draft_preview(html: str, subscriber_id: int | None = None) -> str:
-    """Unsaved HTML from the editor, checked as on save (nothing is stored) and rendered like a layout."""
+    """Unsaved HTML or MJML from the editor, checked as on save (nothing is stored) and rendered like a
+    layout."""
+    if mjml.is_mjml(html):
+        return render_html_preview(prepare_layout(html).html, subscriber_id)
     _check_layout_input(html)
     return render_html_preview(html, subscriber_id)
 

@@ -4,7 +4,7 @@ from mailapp.models.audit import AuditEntry
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
-from mailapp.models.layout import Layout
+from mailapp.models.layout import Layout, LayoutImage
 from mailapp.models.login_attempt import LoginAttempt
 from mailapp.models.relay import SmtpRelay, TlsMode
 from mailapp.models.segment import Segment, campaign_segments
@@ -44,6 +44,7 @@ __all__ = [
     "ImportStatus",
     "Invite",
     "Layout",
+    "LayoutImage",
     "Link",
     "LoginAttempt",
     "MailEvent",
