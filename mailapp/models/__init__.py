@@ -8,6 +8,7 @@ from mailapp.models.login_attempt import LoginAttempt
 from mailapp.models.relay import SmtpRelay, TlsMode
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
+from mailapp.models.signup import ConsentRecord, SignupForm, signup_form_lists
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -36,6 +37,7 @@ __all__ = [
     "CampaignStats",
     "CampaignStatus",
     "ClickEvent",
+    "ConsentRecord",
     "Delivery",
     "DeliveryStatus",
     "ImportStatus",
@@ -47,6 +49,7 @@ __all__ = [
     "OpenEvent",
     "SendingDomain",
     "SenderIdentity",
+    "SignupForm",
     "SmtpRelay",
     "Subscriber",
     "SubscriberImport",
@@ -62,5 +65,6 @@ __all__ = [
     "WebhookReplayToken",
     "campaign_lists",
     "list_members",
+    "signup_form_lists",
     "utcnow",
 ]
