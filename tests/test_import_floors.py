@@ -18,7 +18,7 @@ PACKAGE = ROOT / "mailapp"
 BLUEPRINT_PACKAGES = frozenset(
     {
         "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "relays", "reports", "subscribers", "tracking", "webhooks", "api",
+        "relays", "reports", "subscribers", "tracking", "webhooks", "api", "signup",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

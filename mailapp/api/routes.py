@@ -9,7 +9,11 @@ from mailapp.auth.services import user_for_token
 from mailapp.errors import error_body
 
 API_PREFIX = "/api/v1"
-PUBLIC_ENDPOINTS = frozenset({"api.openapi_json"})
+# The public signup endpoint takes signups from anyone, as a hosted form does (rate-limited, CORS only
+# from the forms' origins).
+PUBLIC_ENDPOINTS = frozenset(
+    {"api.openapi_json", "api.api_public_subscribe", "api.api_public_subscribe_preflight"}
+)
 
 bp = Blueprint("api", __name__)
 
