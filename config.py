@@ -335,6 +335,12 @@ class Config:
     # Reverse proxies in front of the app that set X-Forwarded-For/-Proto/-Host. 0 trusts no such
     # header: the client address is the socket's, so a client cannot pick its own throttle key.
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
+    # Invite links (signed, single use) stop working after this long.
+    INVITE_TTL_HOURS = _env_float("INVITE_TTL_HOURS", 72)
+    # Password-reset links stop working after this long, or as soon as the password changes.
+    PASSWORD_RESET_TTL_MINUTES = _env_float("PASSWORD_RESET_TTL_MINUTES", 60)
+    # The second sign-in step (the two-factor code) must follow the password within this long.
+    TWO_FACTOR_STEP_SECONDS = _env_int("TWO_FACTOR_STEP_SECONDS", 300)
     # Werkzeug's scrypt parameters (n=2^15, r=8, p=1): memory-hard, about 0.1 s per check.
     PASSWORD_HASH_METHOD = "scrypt:32768:8:1"  # noqa: S105 - a method name, not a password
 

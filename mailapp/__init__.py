@@ -11,8 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config, apply_derived_settings, config_from_env
 
 API_ENDPOINT_MODULES = (
-    "campaigns", "layouts", "lists", "openapi", "relays", "reports", "sending_domains", "subscribers",
-    "signup", "suppressions",
+    "audit", "campaigns", "layouts", "lists", "openapi", "relays", "reports", "sending_domains",
+    "signup", "subscribers", "suppressions",
 )
 
 
@@ -49,6 +49,7 @@ def create_app(config: Config | None = None) -> Flask:
     bootstrap.init_app(app)
     celery_init_app(app)
     # Importing the task modules registers their @shared_task functions with the worker.
+    import mailapp.auth.tasks
     import mailapp.campaigns.tasks
     import mailapp.inbound.tasks
     import mailapp.reports.tasks
@@ -83,6 +84,7 @@ def _migrations_dir():  # a Path, imported lazily
 def _register_blueprints(app: Flask) -> None:
     from mailapp.api.routes import API_PREFIX
     from mailapp.api.routes import bp as api_bp
+    from mailapp.audit.routes import bp as audit_bp
     from mailapp.auth.routes import bp as auth_bp
     from mailapp.campaigns.routes import bp as campaigns_bp
     from mailapp.dashboard.routes import bp as dashboard_bp
@@ -95,6 +97,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.signup.routes import bp as signup_bp
     from mailapp.subscribers.routes import bp as subscribers_bp
     from mailapp.tracking.routes import bp as tracking_bp
+    from mailapp.users.routes import bp as users_bp
     from mailapp.web_extensions import csrf
     from mailapp.webhooks.routes import bp as webhooks_bp
 
@@ -104,6 +107,8 @@ def _register_blueprints(app: Flask) -> None:
         importlib.import_module(f"mailapp.api.{endpoint_module}")
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
+    app.register_blueprint(users_bp, url_prefix="/users")
+    app.register_blueprint(audit_bp, url_prefix="/audit")
     app.register_blueprint(layouts_bp, url_prefix="/layouts")
     app.register_blueprint(subscribers_bp)
     app.register_blueprint(campaigns_bp, url_prefix="/campaigns")

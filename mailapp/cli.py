@@ -16,17 +16,20 @@ broker_cli = AppGroup("broker", help="The Celery broker.")
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-@click.option("--admin/--no-admin", default=True)
-def create_user_command(email: str, password: str, admin: bool) -> None:
+@click.option("--admin/--no-admin", default=True, help="An owner (--admin) or an editor.")
+@click.option("--role", type=click.Choice(["owner", "editor", "viewer"]), default=None,
+              help="The user's role; overrides --admin.")
+def create_user_command(email: str, password: str, admin: bool, role: str | None) -> None:
     from mailapp.auth.services import create_user
     from mailapp.extensions import db
+    from mailapp.models import Role
 
     try:
-        user = create_user(email, password, is_admin=admin)
+        user = create_user(email, password, is_admin=admin, role=Role(role) if role else None)
     except MailappError as error:
         raise click.ClickException(error.message) from error
     db.session.commit()
-    click.echo(f"Created user {user.email}")
+    click.echo(f"Created user {user.email} ({user.role})")
 
 
 @users_cli.command("set-password")
@@ -66,13 +69,16 @@ def ensure_admin_command() -> None:
 @tokens_cli.command("create")
 @click.argument("email")
 @click.option("--name", default="cli", help="A label to recognise the token by.")
-def create_token_command(email: str, name: str) -> None:
+@click.option("--role", type=click.Choice(["owner", "editor", "viewer"]), default=None,
+              help="What the token may do (at most the user's role, which is the default).")
+def create_token_command(email: str, name: str, role: str | None) -> None:
     """Print a new API token for EMAIL as the last line of output."""
     from mailapp.auth.services import create_api_token
     from mailapp.extensions import db
+    from mailapp.models import Role
 
     try:
-        token = create_api_token(email, name=name)
+        token = create_api_token(email, name=name, role=Role(role) if role else None)
     except MailappError as error:
         raise click.ClickException(error.message) from error
     db.session.commit()

@@ -96,6 +96,13 @@ class InvalidStateError(MailappError):
     code = "invalid_state"
 
 
+class ForbiddenError(MailappError):
+    """A signed-in user or a valid token whose role is below what the action needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class TooManyAttemptsError(MailappError):
     """Sign-in attempts over the throttle's limit for this address or account.
     details: [{"field": None, "message", "retry_after": seconds}]."""
@@ -132,3 +139,14 @@ class WebhookForbiddenError(MailappError):
 
     status_code = 403
     code = "forbidden"
+class InvalidCodeError(ValidationError):
+    """A two-factor code (TOTP or recovery code) that is wrong, already used, or from another window."""
+
+    code = "invalid_code"
+
+
+class InvalidLinkError(MailappError):
+    """An invite or password-reset link that is forged, expired, or already used."""
+
+    status_code = 400
+    code = "invalid_link"

@@ -6,10 +6,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from flask import Flask, Response, jsonify, render_template, request, stream_with_context
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mailapp.errors import MailappError, ValidationError, error_body, field_problem
+from mailapp.audit.services import act_as
+from mailapp.auth.permissions import READ_METHODS, Need, need_for
+from mailapp.errors import ForbiddenError, MailappError, ValidationError, error_body, field_problem
+from mailapp.models import Role
+from mailapp.users.services import two_factor_required
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -39,6 +53,56 @@ def wants_json() -> bool:
     return request.path.startswith(("/api/", "/webhooks/"))
 
 
+def public_url_for(endpoint: str, **values: object) -> str:
+    """An absolute link for mail, on PUBLIC_URL: never built from the request's Host header, which a
+    client chooses (a reset link must not point at a host the asker names)."""
+    return current_app.config["PUBLIC_URL"].rstrip("/") + url_for(endpoint, **values)
+
+
+# What a user who must enrol in two-factor sign-in may still open.
+ENROLMENT_ENDPOINTS = frozenset(
+    {"auth.two_factor_page", "auth.two_factor_enrol", "auth.logout", "static", "bootstrap.static"}
+)
+
+
+def refusal(role: Role, need: Need | None, endpoint: str) -> ForbiddenError:
+    """The 403 a role below the need gets, saying what it cannot do and what it would take."""
+    if need is None:
+        # No role declared for the endpoint (mailapp/auth/permissions.py): refused to everyone.
+        return ForbiddenError(f"No role may open {endpoint}: its access is not declared.")
+    area = endpoint.partition(".")[0] if "." in endpoint else endpoint
+    doing = "open this" if request.method in READ_METHODS else "make this change"
+    return ForbiddenError(
+        f"Your role ({role}) cannot {doing} in {area}: it needs {need.describe()}.",
+        [{"field": None, "role": str(role), "needs": str(need.role)}],
+    )
+
+
+def enforce_page_roles():
+    """Every page's role check (the API checks its own after authenticating the token)."""
+    from flask_login import current_user
+
+    from mailapp.web_extensions import login_manager
+
+    endpoint = request.endpoint
+    if endpoint is None:  # no route matched: the 404 or 405 answers
+        return None
+    if endpoint.startswith("api.") and endpoint != "api.openapi_json":
+        return None
+    need = need_for(endpoint, request.method, current_app.view_functions.get(endpoint))
+    if need is not None and need.is_public:
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    user = current_user._get_current_object()
+    if need is None or not need.allows(user.user_role, can_export=user.can_export):
+        raise refusal(user.user_role, need, endpoint)
+    if endpoint not in ENROLMENT_ENDPOINTS and not user.has_two_factor and two_factor_required():
+        return redirect(url_for("auth.two_factor_page"))
+    act_as(user)
+    return None
+
+
 def init_app(app: Flask) -> None:
     from mailapp.auth.sessions import load_user_for_session
     from mailapp.web_extensions import login_manager
@@ -59,6 +123,8 @@ def init_app(app: Flask) -> None:
                 raise ValidationError(
                     f"The query parameter {field!r} holds a NUL character.", [{"field": field}]
                 )
+
+    app.before_request(enforce_page_roles)
 
     @app.after_request
     def security_headers(response):

@@ -17,8 +17,8 @@ PACKAGE = ROOT / "mailapp"
 
 BLUEPRINT_PACKAGES = frozenset(
     {
-        "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound", "layouts",
-        "relays", "reports", "subscribers", "tracking", "webhooks", "api", "signup",
+        "audit", "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound",
+        "layouts", "relays", "reports", "signup", "subscribers", "tracking", "users", "webhooks", "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

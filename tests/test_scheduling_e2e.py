@@ -232,9 +232,8 @@ def test_resume_sends_what_is_left(db, ready, smtp_server, api):
 
 def test_retry_failed_sends_the_failed_ones_again(db, ready, smtp_server, api):
     refused = ready.active[0].email
-    # A refusal of the message, not of the address (5.7.x): the address is not suppressed, so a retry
-    # may send to it. A 5.1.1 would be a hard bounce, and the retry would rightly skip the address.
-    smtp_server.script_replies(refused, ["554 5.7.1 Message refused by policy"])
+    # A policy refusal: the address stays sendable (a 5.1.1 would suppress it; see test_suppression.py).
+    smtp_server.script_replies(refused, ["554 5.7.1 message refused by policy"])
     campaign = make_ready_campaign(ready)
     assert api.post(f"/api/v1/campaigns/{campaign.id}/send").status_code == 202
     _session_done(db)

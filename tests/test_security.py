@@ -32,11 +32,15 @@ from tests.factories import (
 # bearer token (/api/). Add to this list only what a stranger must be able to open.
 PUBLIC_ENDPOINTS = {
     "auth.login": "the sign-in page itself",
+    "auth.login_code": "the sign-in's second step (the two-factor code): no session before it is passed",
+    "auth.forgot_password": "asks for a reset link; answers the same whether or not the address exists",
+    "auth.reset_password_page": "opened from the reset email; its signed, single-use token is the check",
+    "users.accept_invite": "opened from the invite email; its signed, single-use token is the check",
     "static": "the app's own CSS and JS",
     "bootstrap.static": "Bootstrap's CSS and JS, served locally by Bootstrap-Flask",
     "api.openapi_json": "the API's OpenAPI document: what the README says, no data of the installation",
+    # (its CORS preflight, api.api_public_subscribe_preflight, answers OPTIONS only: no sweep sends it)
     "api.api_public_subscribe": "websites post signups with their own code (rate-limited, CORS by form)",
-    "api.api_public_subscribe_preflight": "the browser's CORS preflight of that post",
 }
 # Signup pages for visitors and readers: the hosted form (snippets on other sites post to it, so no
 # CSRF token can be had), the emailed confirmation link and the preference center, whose signed token
@@ -212,12 +216,13 @@ def test_every_state_changing_form_needs_a_csrf_token(app, db, auth_client, seed
     assert auth_client.get("/").status_code == 200
 
 
-def test_the_sweeps_catch_a_route_added_without_protection(app):
-    """A throwaway app with one forgotten @login_required, one CSRF-exempt form and one open API route:
-    the same sweeps name all three (so the tests above can fail)."""
+def test_the_sweeps_catch_a_route_added_without_protection(app, monkeypatch):
+    """A throwaway app with one page wrongly declared public, one CSRF-exempt form and one open API
+    route: the same sweeps name all three (so the tests above can fail)."""
     from celery import _state
 
     from mailapp import create_app
+    from mailapp.auth import permissions
     from mailapp.web_extensions import csrf
 
     default_celery = _state.default_app
@@ -231,6 +236,9 @@ def test_the_sweeps_catch_a_route_added_without_protection(app):
     @csrf.exempt
     def forgotten(campaign_id: int) -> str:
         return "done"
+
+    # Every page is signed-in only unless declared public: a careless declaration is the way to open one.
+    monkeypatch.setitem(permissions.ENDPOINT_NEEDS, "forgotten", permissions.PUBLIC)
 
     # Under /api/ but outside the api blueprint, so its bearer check does not run.
     careless.add_url_rule("/api/v1/forgotten", "forgotten_api", lambda: {"items": []})

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from mailapp.api.common import json_body, paginated
 from mailapp.api.routes import bp
+from mailapp.audit.services import record_read
 from mailapp.errors import ImportFileError, ValidationError
 from mailapp.extensions import db
 from mailapp.models.base import iso_or_none
@@ -95,6 +96,7 @@ def api_import_status(import_id: int):
 @bp.get("/lists/<int:list_id>/export")
 def api_export(list_id: int) -> Response:
     target = subscriber_lists.get_list(list_id)
+    record_read("export.list", target, f"list {target.name!r} exported as CSV")
     return csv_download(
         subscriber_exports.export_list_csv(target.id), subscriber_exports.export_filename(target)
     )

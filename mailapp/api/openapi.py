@@ -69,7 +69,14 @@ PROBLEM = _object({"field": {"type": ["string", "null"]}, "message": STRING}, ["
 CAMPAIGN_STATS = _object({name: COUNT for name in ("total", "pending", "sent", "failed")},
                          ["total", "pending", "sent", "failed"])
 
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+
 SCHEMAS: dict[str, Schema] = {
+    "AuditEntry": _every_field(
+        {"id": ID, "at": TIME, "user_id": {"type": ["integer", "null"]}, "user_email": NULLABLE_STRING,
+         "token_name": NULLABLE_STRING, "action": STRING, "target_type": NULLABLE_STRING,
+         "target_id": NULLABLE_STRING, "summary": STRING, "ip": NULLABLE_STRING},
+    ),
     "Error": _object({"error": _object(
         {"code": STRING, "message": STRING, "details": {"type": "array", "items": PROBLEM}},
         ["code", "message", "details"],
@@ -262,11 +269,12 @@ def _json_body(schema: Schema, *, required: bool = True, example: Schema | None 
 
 ERROR_MEANINGS = {
     "400": "The request could not be read.",
-    "401": "No valid bearer token.",
+    "401": "No valid bearer token (missing, unknown, revoked or expired).",
+    "403": "The token's role (capped by its user's) is below what the operation needs; for the public "
+           "signup, the request's Origin is not one the form allows.",
     "404": "No such object (or an id out of range).",
     "409": "A name or email already taken, or an action the object's state does not allow.",
     "413": "The body is over the size limit.",
-    "403": "The request's Origin is not one the signup form allows.",
     "429": "Too many signups for this address or form; details give retry_after seconds.",
     "422": "Bad input: details list each problem as {field, message}.",
 }
@@ -276,7 +284,7 @@ def _operation(summary: str, ok: dict[str, Schema], errors: str, *, parameters: 
                body: Schema | None = None, public: bool = False) -> Schema:
     """ok: {status: response}; errors: the error statuses it may answer, space-separated."""
     responses: dict[str, Schema] = dict(ok)
-    statuses = errors.split() + ([] if public else ["401"])
+    statuses = errors.split() + ([] if public else ["401", "403"])
     for status in sorted(set(statuses)):
         responses[status] = {"description": ERROR_MEANINGS[status],
                              "content": {JSON: {"schema": _ref("Error")}}}
@@ -595,6 +603,16 @@ def _paths() -> dict[str, Schema]:
             "delete": _operation("Delete a sender identity (campaigns keep their From fields).", NO_CONTENT,
                                  "404", parameters=identity_id),
         },
+        "/audit": {"get": _operation(
+            "The audit log, newest first (owner tokens).", {"200": _json(_page_of("AuditEntry"))}, "422",
+            parameters=[*PAGE_PARAMETERS, _query("user", {"type": "string", "maxLength": 320},
+                                                 "Part of the acting user's email."),
+                        _query("action", {"type": "string", "maxLength": 320},
+                               'An action ("campaign.send"), or a prefix ending in "." ("campaign.").'),
+                        _query("since", {"type": "string"}, "A day (YYYY-MM-DD, UTC) or an ISO 8601 time "
+                               "with an offset."),
+                        _query("until", {"type": "string"}, "A day (included) or an ISO 8601 time.")],
+        )},
         "/campaigns/{campaign_id}/report": {"get": _operation(
             "The campaign's report: the same figures as its report page.", {"200": _json(_ref("Report"))},
             "404", parameters=campaign_id,

@@ -1,12 +1,17 @@
-"""The API blueprint: its URL prefix and the bearer-token check in front of every endpoint; the
-endpoint modules beside it add their routes to it."""
+"""The JSON API's blueprint and its bearer-token check: a live token (not revoked, not expired, its
+user active) whose role, capped by its user's current role, is enough for the endpoint
+(mailapp/auth/permissions.py); 401 without one, 403 when the role is too low."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
-from mailapp.auth.services import user_for_token
+from mailapp.audit.services import act_as
+from mailapp.auth.permissions import need_for
+from mailapp.auth.services import effective_token_role, live_api_token, note_token_use
 from mailapp.errors import error_body
+from mailapp.extensions import db
+from mailapp.web import refusal
 
 API_PREFIX = "/api/v1"
 # The public signup endpoint takes signups from anyone, as a hosted form does (rate-limited, CORS only
@@ -24,10 +29,21 @@ def require_bearer_token():
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-    if user is None:
-        body = error_body("unauthorized", "A valid API token is required: Authorization: Bearer <token>.")
+    api_token = live_api_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    if api_token is None:
+        body = error_body(
+            "unauthorized",
+            "A valid API token is required: Authorization: Bearer <token> (not revoked, not expired).",
+        )
         return jsonify(body), 401, {"WWW-Authenticate": "Bearer"}
-    g.api_user = user
+    if note_token_use(api_token):
+        db.session.commit()
+    role = effective_token_role(api_token)
+    endpoint = request.endpoint or ""
+    need = need_for(endpoint, request.method, current_app.view_functions.get(endpoint))
+    if need is None or not need.allows(role, can_export=api_token.user.can_export):
+        raise refusal(role, need, endpoint)
+    g.api_user = api_token.user
+    g.api_token = api_token
+    act_as(api_token.user, token_name=api_token.name or f"token {api_token.id}")
     return None
-

@@ -59,6 +59,7 @@ def load_user_for_session(session_id: str) -> User | None:
             User.id == int(user_id),
             UserSession.secret_hash == _hash_secret(secret),
             UserSession.expires_at > utcnow(),
+            User.deactivated_at.is_(None),
         )
     )
     if user is not None:

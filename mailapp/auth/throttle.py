@@ -106,14 +106,18 @@ class LoginThrottle:
             counter=RedisAttemptCounter(redis_url) if redis_url else DatabaseAttemptCounter(),
         )
 
-    def count_attempt(self, address: str, email: str) -> None:
+    def count_attempt(self, address: str, email: str, *, purpose: str = "") -> None:
         """Count a sign-in attempt; TooManyAttemptsError when the address or the account is over its
-        limit for this window (the attempt still counts: hammering on does not reopen the door)."""
+        limit for this window (the attempt still counts: hammering on does not reopen the door).
+        `purpose` keeps separate counts for other doors (two-factor codes, reset requests)."""
         now = time.time()
         window_start = int(now // self.window_seconds) * self.window_seconds
-        by_address = self.counter.add(_key_hash("address", address), window_start, self.window_seconds)
+        prefix = f"{purpose}:" if purpose else ""
+        by_address = self.counter.add(
+            _key_hash(f"{prefix}address", address), window_start, self.window_seconds
+        )
         by_account = self.counter.add(
-            _key_hash("account", email.strip().lower()), window_start, self.window_seconds
+            _key_hash(f"{prefix}account", email.strip().lower()), window_start, self.window_seconds
         )
         if by_address > self.max_per_address or by_account > self.max_per_account:
             retry_after = max(1, math.ceil(window_start + self.window_seconds - now))

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from mailapp.audit.services import record
 from mailapp.errors import InvalidStateError, NotFoundError, ValidationError, field_problem
 from mailapp.extensions import db
 from mailapp.models.base import utcnow
@@ -117,6 +118,7 @@ def send_campaign_now(campaign_id: int) -> Campaign:
     """Schedule at once; the caller commits and then runs the start (start_now); send_now() does all."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "send", "send")
+    record("campaign.send", campaign, f"{campaign.name!r} sent now")
     return schedule_campaign(campaign_id, utcnow())
 
 
@@ -130,6 +132,7 @@ def queue_start(campaign_id: int, version: int, send_at: datetime, start_queued_
 def schedule(campaign_id: int, send_at: datetime) -> Campaign:
     """Schedule, commit, then queue the start."""
     campaign = schedule_campaign(campaign_id, send_at)
+    record("campaign.schedule", campaign, f"{campaign.name!r} scheduled for {campaign.send_at.isoformat()}")
     db.session.commit()
     queue_start(campaign.id, campaign.schedule_version, campaign.send_at, campaign.start_queued_version)
     return campaign
@@ -261,6 +264,9 @@ def continue_sending(campaign_id: int) -> None:
 def cancel_campaign(campaign_id: int) -> Campaign:
     campaign = get_campaign(campaign_id)
     require_action(campaign, "cancel", "cancel")
+    was_scheduled = campaign.status == CampaignStatus.SCHEDULED
+    record("campaign.unschedule" if was_scheduled else "campaign.cancel", campaign,
+           f"{campaign.name!r} {'unscheduled' if was_scheduled else 'cancelled'} ({campaign.status})")
     if campaign.status == CampaignStatus.SCHEDULED:
         # A start message already queued must find a different version and do nothing.
         campaign.schedule_version += 1
@@ -276,6 +282,7 @@ def pause_on_request(campaign_id: int, reason: str = "Paused from the dashboard.
     pauses on its own with sending.ledger.pause_campaign."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "pause", "pause")
+    record("campaign.pause", campaign, f"{campaign.name!r} paused")
     campaign.status = CampaignStatus.PAUSED
     campaign.status_reason = reason
     db.session.flush()
@@ -286,6 +293,7 @@ def resume_campaign(campaign_id: int) -> Campaign:
     """Back to sending; the caller commits, then continue_sending queues the batches; resume() does all."""
     campaign = get_campaign(campaign_id)
     require_action(campaign, "resume", "resume")
+    record("campaign.resume", campaign, f"{campaign.name!r} resumed")
     campaign.status = CampaignStatus.SENDING
     campaign.status_reason = ""
     db.session.flush()
@@ -319,6 +327,8 @@ def retry_failed_deliveries(campaign_id: int) -> int:
     campaign.status = CampaignStatus.SENDING
     campaign.status_reason = ""
     campaign.finished_at = None
+    summary = f"{campaign.name!r}: {result.rowcount} failed deliveries retried"
+    record("campaign.retry_failed", campaign, summary)
     db.session.flush()
     return result.rowcount
 

@@ -14,6 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select, union_all
 
 from mailapp.addresses import normalize_email
+from mailapp.audit.services import record
 from mailapp.campaigns.lifecycle import allowed_actions, get_campaign, require_action
 from mailapp.campaigns.serializers import campaign_fields, campaign_state
 from mailapp.errors import TemplateError, ValidationError, field_problem
@@ -232,6 +233,7 @@ def duplicate_campaign(campaign_id: int) -> Campaign:
 def delete_campaign(campaign_id: int) -> None:
     campaign = get_campaign(campaign_id)
     require_action(campaign, "delete", "delete")
+    record("campaign.delete", campaign, f"{campaign.name!r} deleted ({campaign.status})")
     db.session.delete(campaign)
     db.session.flush()
 

@@ -14,6 +14,7 @@ from typing import IO, Any
 from sqlalchemy import Select, func, select
 
 from mailapp.addresses import normalize_email, normalize_email_field
+from mailapp.audit import services as audit
 from mailapp.csv_cells import csv_line
 from mailapp.errors import ImportFileError, NotFoundError, ValidationError
 from mailapp.extensions import db
@@ -80,7 +81,10 @@ def add_suppression(email: Any, reason: Any = SuppressionReason.MANUAL, detail: 
     cleaned_reason = clean_reason(reason if reason not in (None, "") else SuppressionReason.MANUAL)
     note = _clean_text(detail, "detail", MAX_DETAIL_LENGTH)
     was_suppressed = policy.is_suppressed(address)
-    return policy.suppress_address(address, cleaned_reason, source, note), not was_suppressed
+    suppression = policy.suppress_address(address, cleaned_reason, source, note)
+    if not was_suppressed:
+        audit.record("suppression.add", suppression, f"Suppressed {address} ({cleaned_reason}).")
+    return suppression, not was_suppressed
 
 
 def get_suppression(email: str) -> Suppression:
@@ -112,6 +116,7 @@ def remove_suppression(suppression: Suppression, reason: Any, lifted_by: str) ->
     if not why:
         raise ValidationError("Say why the suppression is lifted.", [{"field": "reason"}])
     policy.lift_suppression(suppression.email, why, lifted_by)
+    audit.record("suppression.lift", suppression, f"Lifted the suppression of {suppression.email}: {why}")
     db.session.refresh(suppression)
     return suppression
 
@@ -169,6 +174,7 @@ def import_suppressions(upload: IO[bytes], max_bytes: int, max_line_bytes: int, 
     added = 0
     for start in range(0, len(entries), 1000):
         added += policy.suppress_many(entries[start:start + 1000], source)
+    audit.record("suppression.import", None, f"Imported {lines:,} suppressions ({added:,} new).")
     return ImportResult(lines=lines, added=added, already=lines - added)
 
 
@@ -224,6 +230,11 @@ def _cell(cells: list[str], index: int | None) -> str:
 
 
 def export_suppressions() -> Iterator[str]:
+    audit.record_read("export.suppressions", None, "the suppression list exported as CSV")
+    return _suppression_rows()
+
+
+def _suppression_rows() -> Iterator[str]:
     """Every suppression in force as CSV (EXPORT_HEADER), streamed in chunks by id; cells guarded
     against formulas. Imports back as it is."""
     yield csv_line(EXPORT_HEADER)

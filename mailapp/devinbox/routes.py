@@ -19,9 +19,12 @@ PER_PAGE = 50
 SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"}
 
 
-@bp.before_request
+# An app-wide hook, registered with the blueprint and so before the role check (mailapp/web.py): a
+# public installation answers 404 to everyone, the anonymous too, rather than a sign-in redirect that
+# would tell the pages exist.
+@bp.before_app_request
 def only_when_enabled() -> None:
-    if not current_app.config.get("DEVINBOX_ENABLED"):
+    if request.blueprint == "devinbox" and not current_app.config.get("DEVINBOX_ENABLED"):
         abort(404)
 
 

@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.audit import services as audit
 from mailapp.domains import dns_check
 from mailapp.domains.records import DnsRecord, spf_mechanisms, suggested_records
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
@@ -118,6 +119,7 @@ def create_domain(domain: Any, *, selector: Any = None, ed25519: bool = False,
             db.session.add(sending_domain)
     except IntegrityError as error:
         raise ConflictError(f"{name} is already a sending domain.", [{"field": "domain"}]) from error
+    audit.record("domain.create", sending_domain, f"Added the sending domain {name} (new DKIM keys).")
     return sending_domain
 
 
@@ -134,6 +136,9 @@ def find_domain(domain: str) -> SendingDomain | None:
 
 def delete_domain(sending_domain: SendingDomain) -> None:
     """Mail from the domain is sent unsigned from the next send run on."""
+    audit.record(
+        "domain.delete", sending_domain, f"Deleted the sending domain {sending_domain.domain} and its keys."
+    )
     db.session.delete(sending_domain)
     db.session.flush()
 

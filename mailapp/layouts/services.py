@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.audit.services import record
 from mailapp.errors import ConflictError, InvalidStateError, NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
 from mailapp.layouts import isolation
@@ -171,6 +172,7 @@ def delete_layout(layout: Layout) -> None:
             "Choose another layout for them, or cancel them, before deleting it.",
             [{"campaign_id": c.id, "name": c.name, "status": c.status} for c in in_use],
         )
+    record("layout.delete", layout, f"layout {layout.name!r} deleted")
     db.session.delete(layout)
     db.session.flush()
 

@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and the app see every table."""
 
+from mailapp.models.audit import AuditEntry
 from mailapp.models.base import Base, UTCDateTime, utcnow
 from mailapp.models.campaign import Campaign, CampaignStatus, campaign_lists
 from mailapp.models.delivery import CampaignDeliveryCount, Delivery, DeliveryStatus
@@ -25,11 +26,12 @@ from mailapp.models.tracking import (
     Link,
     OpenEvent,
 )
-from mailapp.models.user import ApiToken, User, UserSession
+from mailapp.models.user import ApiToken, Invite, RecoveryCode, Role, TeamSetting, User, UserSession
 from mailapp.models.webhook import WebhookBatch, WebhookReplayToken
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
     "Campaign",
     "CampaignDeliveryCount",
@@ -41,14 +43,17 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "ImportStatus",
+    "Invite",
     "Layout",
     "Link",
     "LoginAttempt",
     "MailEvent",
     "MailEventKind",
     "OpenEvent",
-    "SendingDomain",
+    "RecoveryCode",
+    "Role",
     "SenderIdentity",
+    "SendingDomain",
     "SignupForm",
     "SmtpRelay",
     "Subscriber",
@@ -57,6 +62,7 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
+    "TeamSetting",
     "TlsMode",
     "UTCDateTime",
     "User",

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailapp.addresses import normalize_email
+from mailapp.audit import services as audit
 from mailapp.errors import ConflictError, NotFoundError, ValidationError, field_problem
 from mailapp.extensions import db
 from mailapp.ids import id_from_text, is_id
@@ -247,6 +248,7 @@ def create_relay(data: Mapping[str, Any]) -> SmtpRelay:
     _flush_unique("relay", values["name"])
     _apply_relay(relay, values)
     db.session.flush()
+    audit.record("relay.create", relay, f"Added the relay {relay.name} ({relay.host}:{relay.port}).")
     return relay
 
 
@@ -256,13 +258,18 @@ def update_relay(relay_id: int, changes: Mapping[str, Any]) -> SmtpRelay:
     _require_free_name(SmtpRelay, values.get("name"), "relay", relay.id)
     _apply_relay(relay, values)
     _flush_unique("relay", relay.name)
+    # Names only: a password must never reach the log.
+    changed = ", ".join(sorted(values)) or "nothing"
+    audit.record("relay.update", relay, f"Changed the relay {relay.name}: {changed}.")
     return relay
 
 
 def delete_relay(relay_id: int) -> None:
     """Campaigns and identities that named it fall back on the default; relays that had it as their
     backup have none."""
-    db.session.delete(get_relay(relay_id))
+    relay = get_relay(relay_id)
+    audit.record("relay.delete", relay, f"Deleted the relay {relay.name}.")
+    db.session.delete(relay)
     db.session.flush()
 
 
@@ -362,6 +369,7 @@ def create_identity(data: Mapping[str, Any]) -> SenderIdentity:
     identity = SenderIdentity(**values)
     db.session.add(identity)
     _flush_unique("sender identity", identity.name)
+    audit.record("identity.create", identity, f"Added the sender identity {identity.name}.")
     return identity
 
 
@@ -377,7 +385,9 @@ def update_identity(identity_id: int, changes: Mapping[str, Any]) -> SenderIdent
 
 def delete_identity(identity_id: int) -> None:
     """Campaigns that picked it keep their From fields (copied when picked) and lose the link."""
-    db.session.delete(get_identity(identity_id))
+    identity = get_identity(identity_id)
+    audit.record("identity.delete", identity, f"Deleted the sender identity {identity.name}.")
+    db.session.delete(identity)
     db.session.flush()
 
 

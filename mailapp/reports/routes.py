@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template, request
 from flask_login import login_required
 
+from mailapp.audit.services import record_read
 from mailapp.ids import id_arg, page_arg
 from mailapp.reports import activity, charts, exports, figures
 from mailapp.web import csv_download
@@ -104,5 +105,6 @@ def report_csv(campaign_id: int) -> Response:
 @bp.get("/campaigns/<int:campaign_id>/deliveries.csv")
 @login_required
 def deliveries_csv(campaign_id: int) -> Response:
-    figures.get_campaign(campaign_id)
+    campaign = figures.get_campaign(campaign_id)
+    record_read("export.deliveries", campaign, f"delivery log of {campaign.name!r} exported as CSV")
     return csv_download(exports.delivery_log_csv(campaign_id), f"campaign-{campaign_id}-deliveries.csv")

@@ -14,6 +14,7 @@ from typing import IO, Any
 from flask import current_app
 from sqlalchemy import select, text
 
+from mailapp.audit import services as audit
 from mailapp.db_setup import is_postgres
 from mailapp.errors import ImportFileError, NotFoundError
 from mailapp.extensions import db
@@ -64,6 +65,7 @@ def start_import(target: SubscriberList, filename: str, stream: IO[bytes]) -> Su
     )
     db.session.add(record)
     db.session.flush()
+    audit.record("import.start", record, f"{record.filename} ({size} bytes) into list {target.name!r}")
     return record
 
 

@@ -18,6 +18,7 @@ from flask_login import login_required
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
+from mailapp.audit.services import record_read
 from mailapp.errors import MailappError
 from mailapp.extensions import db
 from mailapp.forms import ActionForm, require_valid
@@ -146,6 +147,7 @@ def delete_list(list_id: int):
 @login_required
 def export_list(list_id: int):
     target = db.get_or_404(SubscriberList, list_id)
+    record_read("export.list", target, f"list {target.name!r} exported as CSV")
     return csv_download(exports.export_list_csv(target.id), exports.export_filename(target))
 
 

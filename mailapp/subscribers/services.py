@@ -13,6 +13,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from mailapp.addresses import normalize_email_field
+from mailapp.audit.services import record
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import is_id
@@ -166,6 +167,7 @@ def set_subscriber_status(subscriber: Subscriber, status: Any) -> Subscriber:
 
 
 def delete_subscriber(subscriber: Subscriber) -> None:
+    record("subscriber.delete", subscriber, f"subscriber {subscriber.email} deleted")
     db.session.delete(subscriber)
     db.session.flush()
 

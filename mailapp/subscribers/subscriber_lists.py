@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
+from mailapp.audit.services import record
 from mailapp.errors import ConflictError, NotFoundError, ValidationError
 from mailapp.extensions import db
 from mailapp.models.subscriber import Subscriber, SubscriberList, SubscriberStatus, list_members
@@ -58,6 +59,7 @@ def create_list(name: Any, description: Any = "") -> SubscriberList:
     created = SubscriberList(name=cleaned, description=_clean_description(description))
     with _unique_list_name(cleaned):
         db.session.add(created)
+    record("list.create", created, f"list {cleaned!r} created")
     return created
 
 
@@ -88,6 +90,7 @@ def _unique_list_name(name: str) -> Iterator[None]:
 
 def delete_list(target: SubscriberList) -> None:
     """The list and its memberships go; the subscribers stay."""
+    record("list.delete", target, f"list {target.name!r} deleted")
     db.session.execute(delete(list_members).where(list_members.c.list_id == target.id))
     db.session.delete(target)
     db.session.flush()

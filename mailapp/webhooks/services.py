@@ -171,13 +171,16 @@ def record_batch(batch_id: int) -> int:
     return recorded
 
 
-def stale_batch_ids(now: datetime | None = None) -> list[int]:
+def record_stale_batches(now: datetime | None = None) -> int:
+    """Record every batch staged more than STALE_BATCH_SECONDS ago (its task lost or cut short); the
+    number of events recorded."""
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=STALE_BATCH_SECONDS)
-    return list(
+    batch_ids = list(
         db.session.scalars(
             select(WebhookBatch.id).where(WebhookBatch.received_at < cutoff).order_by(WebhookBatch.id)
         )
     )
+    return sum(record_batch(batch_id) for batch_id in batch_ids)
 
 
 def _event_json(event: ProviderEvent) -> dict[str, Any]:

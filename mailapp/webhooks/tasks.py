@@ -17,4 +17,4 @@ def record_webhook_batch(batch_id: int) -> int:
 @shared_task(name="mailapp.webhooks.tasks.record_stale_webhook_batches")
 def record_stale_webhook_batches() -> int:
     """Run by beat every minute: batches whose task was lost or cut short are recorded again."""
-    return sum(services.record_batch(batch_id) for batch_id in services.stale_batch_ids())
+    return services.record_stale_batches()

@@ -1,7 +1,7 @@
 """signup forms, consent records, double opt-in and public lists
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-03 18:55:54.050054
 
 """
@@ -13,7 +13,7 @@ import mailapp.models.base
 
 # revision identifiers, used by Alembic.
 revision = '0014'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

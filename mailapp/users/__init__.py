@@ -1,0 +1,1 @@
+"""The team: users and their roles, invites, deactivation, and the team-wide settings."""
