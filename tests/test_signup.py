@@ -430,3 +430,91 @@ def test_preferences_url_in_a_layout_leads_to_the_recipients_preference_center(c
         html = renderer.render(recipient, fast=fast, strings=True).html
         path = re.search(r'href="http://mailapp\.test(/p/[^"]+)"', html).group(1)
         assert client.get(path).status_code == 200
+
+
+# --- dashboard --------------------------------------------------------------------------------------
+
+
+def form_fields(list_id: int, **overrides) -> dict:
+    fields = {
+        "name": "Garden news",
+        "slug": "garden",
+        "lists": [str(list_id)],
+        "ask_name": "y",
+        "fields": "city:text:City\nage:number:Age",
+        "title": "Join",
+        "intro": "",
+        "consent_text": "I agree.",
+        "button_text": "Join",
+        "thank_you_text": "Thanks!",
+        "redirect_url": "",
+        "allowed_origins": "https://www.example.org/\nhttps://shop.example.org",
+    }
+    return {**fields, **overrides}
+
+
+def test_an_editor_creates_a_form_and_gets_its_snippet(auth_client):
+    subscriber_list = SubscriberListFactory()
+    db.session.commit()
+    response = auth_client.post_form("/signup-forms/new", form_fields(subscriber_list.id))
+    assert response.status_code == 302
+    form = db.session.scalar(select(SignupForm))
+    assert form.slug == "garden"
+    assert [row.id for row in form.lists] == [subscriber_list.id]
+    assert form.fields == [
+        {"name": "city", "type": "text", "label": "City"},
+        {"name": "age", "type": "number", "label": "Age"},
+    ]
+    assert form.allowed_origins == ["https://www.example.org", "https://shop.example.org"]
+    page = auth_client.get(f"/signup-forms/{form.id}").get_data(as_text=True)
+    # The snippet is shown as text to copy, never as markup of the dashboard.
+    assert '&lt;form method=&#34;post&#34; action=&#34;http://mailapp.test/s/garden&#34;&gt;' in page
+    assert "Garden news" in auth_client.get("/signup-forms").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"fields": "email:text:Email"}, "cannot be an attribute name"),
+        ({"fields": "city:colour:City"}, "the type must be one of"),
+        ({"allowed_origins": "www.example.org"}, "is not an origin"),
+        ({"redirect_url": "javascript:alert(1)"}, "must start with https://"),
+        ({"slug": "Not A Slug"}, "Lower-case letters, digits and dashes."),
+    ],
+)
+def test_a_bad_form_setting_is_named_and_nothing_is_saved(auth_client, overrides, message):
+    subscriber_list = SubscriberListFactory()
+    db.session.commit()
+    response = auth_client.post_form("/signup-forms/new", form_fields(subscriber_list.id, **overrides))
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(SignupForm)) == 0
+
+
+def test_two_forms_cannot_share_an_address(auth_client):
+    subscriber_list = SubscriberListFactory()
+    make_form(slug="garden", lists=[subscriber_list])
+    response = auth_client.post_form("/signup-forms/new", form_fields(subscriber_list.id))
+    assert response.status_code == 422
+    assert "Another form has this address." in response.get_data(as_text=True)
+
+
+def test_a_lists_opt_in_settings_are_saved(auth_client):
+    subscriber_list = SubscriberListFactory()
+    layout = LayoutFactory()
+    db.session.commit()
+    response = auth_client.post_form(
+        f"/lists/{subscriber_list.id}/opt-in",
+        {
+            "double_opt_in": "y",
+            "public": "y",
+            "confirmation_layout_id": str(layout.id),
+            "welcome_layout_id": "0",
+        },
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert subscriber_list.double_opt_in is True
+    assert subscriber_list.public is True
+    assert subscriber_list.confirmation_layout_id == layout.id
+    assert subscriber_list.welcome_layout_id is None
