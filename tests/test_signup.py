@@ -12,7 +12,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
 from mailapp.extensions import db
-from mailapp.models import Campaign, ConsentRecord, Delivery, SignupForm, Subscriber, Suppression
+from mailapp.models import AuditEntry, Campaign, ConsentRecord, Delivery, SignupForm, Subscriber, Suppression
 from mailapp.sending import tokens
 from mailapp.sending.snapshot import snapshot_recipients
 from mailapp.signup import services
@@ -470,6 +470,7 @@ def test_an_editor_creates_a_form_and_gets_its_snippet(auth_client):
     # The snippet is shown as text to copy, never as markup of the dashboard.
     assert '&lt;form method=&#34;post&#34; action=&#34;http://mailapp.test/s/garden&#34;&gt;' in page
     assert "Garden news" in auth_client.get("/signup-forms").get_data(as_text=True)
+    assert "signup_form.save" in db.session.scalars(select(AuditEntry.action)).all()
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, flash, redirect, render_temp
 from flask_login import login_required
 from sqlalchemy import select
 
+from mailapp.audit import services as audit
 from mailapp.errors import MailappError, NotFoundError, TooManyAttemptsError
 from mailapp.extensions import db
 from mailapp.models import Layout, SignupForm, Subscriber, SubscriberList
@@ -224,6 +225,7 @@ def save_form(form_id: int | None):
             target = getattr(editor, field, editor.name)
             target.errors = [*target.errors, error.message]
         else:
+            audit.record("signup_form.save", saved, f"signup form {saved.name} (/s/{saved.slug}) saved")
             db.session.commit()
             flash(f"Signup form {saved.name} saved.", "success")
             return redirect(url_for("signup.edit_form", form_id=saved.id))
@@ -234,6 +236,7 @@ def save_form(form_id: int | None):
 @login_required
 def delete_form(form_id: int):
     form_row = db.get_or_404(SignupForm, form_id)
+    audit.record("signup_form.delete", form_row, f"signup form {form_row.name} deleted")
     db.session.delete(form_row)
     db.session.commit()
     flash(f"Signup form {form_row.name} deleted.", "success")
@@ -258,6 +261,11 @@ def list_opt_in(list_id: int):
         subscriber_list.public = editor.public.data
         subscriber_list.confirmation_layout_id = editor.confirmation_layout_id.data or None
         subscriber_list.welcome_layout_id = editor.welcome_layout_id.data or None
+        audit.record(
+            "list.opt_in", subscriber_list,
+            f"list {subscriber_list.name}: {'double' if subscriber_list.double_opt_in else 'single'} opt-in, "
+            f"{'public' if subscriber_list.public else 'not public'}",
+        )
         db.session.commit()
         flash(f"Opt-in settings of {subscriber_list.name} saved.", "success")
         return redirect(url_for("signup.list_opt_in", list_id=list_id))
