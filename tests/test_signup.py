@@ -132,6 +132,15 @@ def test_form_attributes_are_typed_and_only_the_asked_ones_kept(client):
     assert subscriber("bo@example.com") is None
 
 
+def test_a_date_field_takes_iso_dates_only(client):
+    make_form(double_opt_in=False, fields=[{"name": "birthday", "type": "date", "label": "Birthday"}])
+    assert sign_up(client, birthday="1990-02-28").status_code == 303
+    assert subscriber().attributes == {"birthday": "1990-02-28"}
+    response = sign_up(client, email="bo@example.com", birthday="next tuesday")
+    assert response.status_code == 422
+    assert "Birthday must be a date" in response.get_data(as_text=True)
+
+
 # --- double opt-in ----------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from flask import current_app
@@ -114,6 +115,14 @@ def _chosen_lists(form: SignupForm, list_ids: list[int]) -> list[SubscriberList]
     return [offered[list_id] for list_id in dict.fromkeys(list_ids)]
 
 
+def _finite_number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _form_attributes(form: SignupForm, given: dict[str, Any]) -> dict[str, Any]:
     """Only the attributes the form asks for, each checked against its type."""
     attributes: dict[str, Any] = {}
@@ -122,20 +131,23 @@ def _form_attributes(form: SignupForm, given: dict[str, Any]) -> dict[str, Any]:
         value = given.get(name)
         if value in (None, ""):
             continue
+        label = spec.get("label") or name
         if kind == "number":
-            try:
-                number = float(value)
-            except (TypeError, ValueError) as error:
-                raise ValidationError(
-                    f"{spec.get('label') or name} must be a number.", [{"field": name}]
-                ) from error
-            if not math.isfinite(number):
-                raise ValidationError(f"{spec.get('label') or name} must be a number.", [{"field": name}])
+            number = _finite_number(value)
+            if number is None:
+                raise ValidationError(f"{label} must be a number.", [{"field": name}])
             value = int(number) if number.is_integer() else number
+        elif kind == "date":
+            try:
+                value = date.fromisoformat(value).isoformat() if isinstance(value, str) else None
+            except ValueError:
+                value = None
+            if value is None:
+                raise ValidationError(f"{label} must be a date (YYYY-MM-DD).", [{"field": name}])
         elif kind == "checkbox":
             value = value not in (False, "0", "false", "off")
         elif not isinstance(value, str):
-            raise ValidationError(f"{spec.get('label') or name} must be text.", [{"field": name}])
+            raise ValidationError(f"{label} must be text.", [{"field": name}])
         attributes[name] = value
     return clean_attributes(attributes, AttributeLimits.from_config(current_app.config))
 
