@@ -244,6 +244,9 @@ def test_resend_from_the_dashboard_and_the_api_sends_the_link_again(auth_client,
     sign_up(auth_client)
     smtp_server.wait_for(1)
     found = subscriber()
+    assert 'data-testid="resend-confirmation"' in auth_client.get(f"/subscribers/{found.id}").get_data(
+        as_text=True
+    )
     response = auth_client.post_form(f"/subscribers/{found.id}/resend-confirmation")
     assert response.status_code == 302
     smtp_server.wait_for(2)
@@ -477,7 +480,7 @@ def test_an_editor_creates_a_form_and_gets_its_snippet(auth_client):
     assert form.allowed_origins == ["https://www.example.org", "https://shop.example.org"]
     page = auth_client.get(f"/signup-forms/{form.id}").get_data(as_text=True)
     # The snippet is shown as text to copy, never as markup of the dashboard.
-    assert '&lt;form method=&#34;post&#34; action=&#34;http://mailapp.test/s/garden&#34;&gt;' in page
+    assert "&lt;form method=&#34;post&#34; action=&#34;http://mailapp.test/s/garden&#34;&gt;" in page
     assert "Garden news" in auth_client.get("/signup-forms").get_data(as_text=True)
     assert "signup_form.save" in db.session.scalars(select(AuditEntry.action)).all()
 
