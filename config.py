@@ -324,6 +324,16 @@ class Config:
     LOGIN_MAX_ATTEMPTS_PER_ADDRESS = _env_int("LOGIN_MAX_ATTEMPTS_PER_ADDRESS", 10)
     LOGIN_MAX_ATTEMPTS_PER_ACCOUNT = _env_int("LOGIN_MAX_ATTEMPTS_PER_ACCOUNT", 10)
     LOGIN_THROTTLE_WINDOW_SECONDS = _env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 60)
+    # Signups (hosted forms, snippets, the public API): per email address and per form in each window,
+    # counted like sign-ins. Per address keeps a form from being used to flood one inbox with
+    # confirmation emails; per form bounds what a bot can add.
+    SIGNUP_MAX_PER_ADDRESS = _env_int("SIGNUP_MAX_PER_ADDRESS", 5)
+    SIGNUP_MAX_PER_FORM = _env_int("SIGNUP_MAX_PER_FORM", 1000)
+    SIGNUP_THROTTLE_WINDOW_SECONDS = _env_int("SIGNUP_THROTTLE_WINDOW_SECONDS", 3600)
+    # How long an emailed double opt-in confirmation link works.
+    CONFIRM_LINK_TTL_HOURS = _env_int("CONFIRM_LINK_TTL_HOURS", 72)
+    # Largest signup request body (form post or JSON): a signup is a few fields.
+    SIGNUP_MAX_BYTES = _env_int("SIGNUP_MAX_BYTES", 16384)
     # Reverse proxies in front of the app that set X-Forwarded-For/-Proto/-Host. 0 trusts no such
     # header: the client address is the socket's, so a client cannot pick its own throttle key.
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)

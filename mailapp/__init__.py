@@ -12,7 +12,7 @@ from config import Config, apply_derived_settings, config_from_env
 
 API_ENDPOINT_MODULES = (
     "audit", "campaigns", "layouts", "lists", "openapi", "relays", "reports", "segments",
-    "sending_domains", "subscribers", "suppressions",
+    "sending_domains", "signup", "subscribers", "suppressions",
 )
 
 
@@ -96,6 +96,7 @@ def _register_blueprints(app: Flask) -> None:
     from mailapp.relays.routes import bp as relays_bp
     from mailapp.reports.routes import bp as reports_bp
     from mailapp.segments.routes import bp as segments_bp
+    from mailapp.signup.routes import bp as signup_bp
     from mailapp.subscribers.routes import bp as subscribers_bp
     from mailapp.tracking.routes import bp as tracking_bp
     from mailapp.users.routes import bp as users_bp
@@ -121,6 +122,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(segments_bp, url_prefix="/segments")
     app.register_blueprint(devinbox_bp, url_prefix="/dev/inbox")
     app.register_blueprint(tracking_bp)
+    app.register_blueprint(signup_bp)
     # The API authenticates with bearer tokens, not cookies, so CSRF does not apply; the tracking
     # endpoints are public, and RFC 8058 one-click POSTs come with no token by design.
     csrf.exempt(api_bp)

@@ -22,6 +22,7 @@ from mailapp.api.openapi import openapi_document
 from mailapp.auth.services import create_api_token, create_user
 from mailapp.domains.services import create_domain
 from mailapp.models.segment import Segment
+from mailapp.models.signup import SignupForm
 from mailapp.models.subscriber import ImportStatus, SubscriberImport
 from mailapp.models.suppression import SuppressionReason
 from mailapp.sending.suppression import suppress_address
@@ -38,7 +39,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzz_token(db, smtp_server) -> str:
     """A token, and a little of everything for the fuzz to find under small ids (the document's examples
     use id 1): a layout, two lists with subscribers, a draft campaign, one that has deliveries, a
-    finished import, and a sending domain with both keys."""
+    finished import, a sending domain with both keys, and a signup form."""
     create_user("fuzz@example.com", TEST_PASSWORD, is_admin=True)
     token = create_api_token("fuzz@example.com", name="fuzz")
     audience = make_audience(3)
@@ -53,6 +54,8 @@ def fuzz_token(db, smtp_server) -> str:
     ))
     create_domain("example.com", ed25519=True)
     db.session.add(Segment(name="Active", rules={"field": "status", "op": "is", "value": "active"}))
+    # The public signup's example names this form.
+    db.session.add(SignupForm(slug="news", name="News", lists=[audience.lists[0]]))
     db.session.commit()
     return token
 

@@ -18,7 +18,8 @@ PACKAGE = ROOT / "mailapp"
 BLUEPRINT_PACKAGES = frozenset(
     {
         "audit", "auth", "campaigns", "dashboard", "deliverability", "devinbox", "domains", "inbound",
-        "layouts", "relays", "reports", "segments", "subscribers", "tracking", "users", "webhooks", "api",
+        "layouts", "relays", "reports", "segments", "signup", "subscribers", "tracking", "users", "webhooks",
+        "api",
     }
 )
 GROUND, SENDING, DOMAIN, WEB = 0, 1, 2, 3

@@ -9,17 +9,23 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailapp.domains.services import create_domain
+from mailapp.extensions import db
 from mailapp.layouts.images import store_image
 from mailapp.models import (
     CampaignDeliveryCount,
+    ConsentRecord,
+    Delivery,
     Segment,
     SenderIdentity,
+    SignupForm,
     SmtpRelay,
     SubscriberImport,
     SuppressionReason,
 )
 from mailapp.reports import figures as reports
+from mailapp.sending import tokens
 from mailapp.sending.suppression import suppress_address
+from mailapp.signup import services as signup_services
 from tests.campaign_fixtures import audience, make_delivery, make_ready_campaign
 from tests.factories import SubscriberFactory
 
@@ -60,6 +66,23 @@ def committed_writes(db):
         event.remove(db.engine, name, listener)
 
 
+def signup_ids(audience) -> dict[str, int | str]:
+    """A signup form, a signup waiting for its confirmation, and a delivery's preference link."""
+    form = SignupForm(slug="news", name="News", lists=[audience.lists[0]])
+    db.session.add(form)
+    db.session.flush()
+    person = audience.active[0]
+    consent = ConsentRecord(subscriber_id=person.id, form_id=form.id, email=person.email,
+                            pending_list_ids=[audience.lists[0].id])
+    db.session.add(consent)
+    db.session.commit()
+    delivery = db.session.scalars(select(Delivery)).first()
+    return {
+        "form_id": form.id, "slug": form.slug, "token": signup_services.confirmation_token(consent.id),
+        "delivery_token": tokens.make_token("unsubscribe", delivery.id),
+    }
+
+
 def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, committed_writes, monkeypatch):
     monkeypatch.setattr(reports, "FOLD_COUNT_ROWS_FROM", 1)
     campaign = make_ready_campaign(audience, status="sending")
@@ -91,6 +114,7 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
         "image_id": image.id,
         "digest": image.digest,
         "extension": image.extension,
+        **signup_ids(audience),
     }
     count_rows = select(func.count()).select_from(CampaignDeliveryCount)
     rows_before = db.session.scalar(count_rows)
@@ -113,6 +137,8 @@ def test_no_get_handler_commits_a_write(app, db, auth_client, api, audience, com
 
     assert f"/campaigns/{campaign.id}/progress.json" in visited
     assert f"/api/v1/campaigns/{campaign.id}/report" in visited
+    assert f"/s/confirm/{ids['token']}" in visited
+    assert f"/p/{ids['delivery_token']}" in visited
     db.session.expire_all()
     assert db.session.scalar(count_rows) == rows_before
 

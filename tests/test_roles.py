@@ -20,6 +20,7 @@ from tests.auth_fixtures import throwaway_app
 from tests.conftest import TEST_PASSWORD
 from tests.test_security import (
     PUBLIC_ENDPOINTS,
+    PUBLIC_SIGNUP_ENDPOINTS,
     PUBLIC_WEBHOOK_ENDPOINTS,
     all_rules,
     build_urls,
@@ -150,7 +151,7 @@ def test_only_the_allow_listed_endpoints_are_declared_public(app):
         if (need := need_for(rule.endpoint, method, app.view_functions.get(rule.endpoint))) and need.is_public
     }
     assert {endpoint for endpoint in public if not endpoint.startswith("tracking.")} == (
-        set(PUBLIC_ENDPOINTS) | set(PUBLIC_WEBHOOK_ENDPOINTS)
+        set(PUBLIC_ENDPOINTS) | set(PUBLIC_WEBHOOK_ENDPOINTS) | set(PUBLIC_SIGNUP_ENDPOINTS)
     )
 
 

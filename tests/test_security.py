@@ -41,6 +41,20 @@ PUBLIC_ENDPOINTS = {
     "api.openapi_json": "the API's OpenAPI document: what the README says, no data of the installation",
     "favicon": "the browser tab's icon, which browsers fetch before anyone signs in",
     "media.image": "layout images shown in sent messages; the URL holds the content's SHA-256",
+    # (its CORS preflight, api.api_public_subscribe_preflight, answers OPTIONS only: no sweep sends it)
+    "api.api_public_subscribe": "websites post signups with their own code (rate-limited, CORS by form)",
+}
+# Signup pages for visitors and readers: the hosted form (snippets on other sites post to it, so no
+# CSRF token can be had), the emailed confirmation link and the preference center, whose signed token
+# is the authority. GETs change nothing (tests/test_signup.py).
+PUBLIC_SIGNUP_ENDPOINTS = {
+    "signup.hosted_form": "the hosted signup page",
+    "signup.hosted_submit": "a signup, from the hosted page or a snippet on the marketer's site",
+    "signup.thanks": "the hosted thank-you page",
+    "signup.confirm_page": "the double opt-in link's page (signed, expiring token)",
+    "signup.confirm": "the button on that page",
+    "signup.preferences": "the preference center (the delivery's signed token)",
+    "signup.preferences_save": "its form",
 }
 # The tracking blueprint's links sit in sent emails and are opened by recipients who have no account:
 # open pixel, click redirect, unsubscribe, view in browser. Their signed token is the authentication.
@@ -57,7 +71,7 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def is_public(rule: Rule) -> bool:
-    if rule.endpoint in PUBLIC_ENDPOINTS:
+    if rule.endpoint in PUBLIC_ENDPOINTS or rule.endpoint in PUBLIC_SIGNUP_ENDPOINTS:
         return True
     if PUBLIC_WEBHOOK_ENDPOINTS.get(rule.endpoint) == rule.rule:
         return True
@@ -143,7 +157,7 @@ def snapshot(db, ignore: frozenset[str] | set[str] = frozenset()) -> dict[str, l
 
 def test_public_allow_list_names_real_endpoints(app):
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
-    assert set(PUBLIC_ENDPOINTS) <= endpoints
+    assert set(PUBLIC_ENDPOINTS) | set(PUBLIC_SIGNUP_ENDPOINTS) <= endpoints
 
 
 def anonymous_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple[int, list[str]]:
@@ -176,7 +190,8 @@ def csrf_failures(rules: list[Rule], client, ids: dict[str, int | str]) -> tuple
     """(requests made, state-changing form requests without a token that were not refused with 400)."""
     checked, failures = 0, []
     for rule in rules:
-        if is_api(rule) or rule.endpoint.startswith("tracking.") or rule.endpoint in PUBLIC_WEBHOOK_ENDPOINTS:
+        if (is_api(rule) or rule.endpoint.startswith("tracking.") or rule.endpoint in PUBLIC_WEBHOOK_ENDPOINTS
+                or rule.endpoint in PUBLIC_SIGNUP_ENDPOINTS):
             continue
         methods = sorted(set(methods_of(rule)) & STATE_CHANGING)
         for url, method in itertools.product(build_urls(rule, ids), methods):

@@ -74,6 +74,16 @@ def _finite_float(literal: str) -> float:
     return value
 
 
+def refuse_unknown_fields(data: dict[str, Any], allowed: set[str], what: str) -> None:
+    """ValidationError naming each field of the body that is not one of `what`'s."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"Unknown field(s): {', '.join(unknown)}.",
+            [{"field": name, "message": f"Not a field of {what}."} for name in unknown],
+        )
+
+
 def require_storable_text(fields: dict[str, Any]) -> None:
     """The same refusal as json_body's, for values that came another way (a multipart form, a file)."""
     field = _unstorable_string_at(fields, "")

@@ -289,6 +289,17 @@ CAMPAIGN_FIELDS = {
 }
 
 
+SIGNUP_FIELDS: dict[str, Schema] = {
+    "form": {"type": "string", "minLength": 1, "maxLength": 64, "description": "The form's address (slug)."},
+    "email": {"type": "string", "maxLength": 320},
+    "name": {"type": "string", "maxLength": 300},
+    "lists": {"type": "array", "items": ID, "maxItems": 100,
+              "description": "For a form whose visitors choose: which of its lists."},
+    "attributes": {"type": "object", "description": "The form's extra fields."},
+    "website": {"type": "string", "description": "The honeypot: leave it out or empty."},
+}
+
+
 def _json_body(schema: Schema, *, required: bool = True, example: Schema | None = None) -> Schema:
     media_type: Schema = {"schema": schema}
     if example is not None:
@@ -301,10 +312,12 @@ def _json_body(schema: Schema, *, required: bool = True, example: Schema | None 
 ERROR_MEANINGS = {
     "400": "The request could not be read.",
     "401": "No valid bearer token (missing, unknown, revoked or expired).",
-    "403": "The token's role (capped by its user's) is below what the operation needs.",
+    "403": "The token's role (capped by its user's) is below what the operation needs; for the public "
+           "signup, the request's Origin is not one the form allows.",
     "404": "No such object (or an id out of range).",
     "409": "A name or email already taken, or an action the object's state does not allow.",
     "413": "The body is over the size limit.",
+    "429": "Too many signups for this address or form; details give retry_after seconds.",
     "422": "Bad input: details list each problem as {field, message}.",
 }
 
@@ -419,6 +432,25 @@ def _paths() -> dict[str, Schema]:
                 body=_json_body(_object(SUBSCRIBER_FIELDS, closed=True)),
             ),
             "delete": _operation("Delete a subscriber.", NO_CONTENT, "404", parameters=subscriber_id),
+        },
+        "/public/subscribe": {
+            "post": _operation(
+                "Sign up through a signup form, as its hosted page would (no token; CORS from the form's "
+                "allowed origins, preflight OPTIONS answered). 202 whatever became of it: the answer never "
+                "tells whether the address was known.",
+                {"202": _json(_object({"status": {"type": "string"}, "message": {"type": "string"}},
+                                      ["status", "message"]), "Accepted.")},
+                "400 403 404 413 422 429", public=True,
+                body=_json_body(_object(SIGNUP_FIELDS, ["form", "email"], closed=True), example={
+                    "form": "news", "email": "ann@example.com", "name": "Ann", "lists": [1]}),
+            ),
+        },
+        "/subscribers/{subscriber_id}/resend-confirmation": {
+            "post": _operation(
+                "Email the subscriber's newest unconfirmed signup its confirmation link again.",
+                {"200": _json(_object({"sent": {"type": "boolean"}}, ["sent"]))}, "404",
+                parameters=subscriber_id,
+            ),
         },
         "/suppressions": {
             "get": _operation(

@@ -14,7 +14,11 @@ from mailapp.extensions import db
 from mailapp.web import refusal
 
 API_PREFIX = "/api/v1"
-PUBLIC_ENDPOINTS = frozenset({"api.openapi_json"})
+# The public signup endpoint takes signups from anyone, as a hosted form does (rate-limited, CORS only
+# from the forms' origins).
+PUBLIC_ENDPOINTS = frozenset(
+    {"api.openapi_json", "api.api_public_subscribe", "api.api_public_subscribe_preflight"}
+)
 
 bp = Blueprint("api", __name__)
 

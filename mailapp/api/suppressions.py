@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request
 
-from mailapp.api.common import json_body, paginated
+from mailapp.api.common import json_body, paginated, refuse_unknown_fields
 from mailapp.api.routes import bp
 from mailapp.deliverability import services
-from mailapp.errors import ImportFileError, ValidationError
+from mailapp.errors import ImportFileError
 from mailapp.extensions import db
 from mailapp.models import Suppression
 from mailapp.web import csv_download
@@ -28,12 +28,7 @@ def api_suppressions():
 @bp.post("/suppressions")
 def api_add_suppression():
     data = json_body()
-    unknown = set(data) - FIELDS
-    if unknown:
-        raise ValidationError(
-            f"Unknown field(s): {', '.join(sorted(unknown))}.",
-            [{"field": name, "message": "Not a field of a suppression."} for name in sorted(unknown)],
-        )
+    refuse_unknown_fields(data, FIELDS, "a suppression")
     suppression, created = services.add_suppression(
         data.get("email"), data.get("reason"), data.get("detail", ""), source="api"
     )

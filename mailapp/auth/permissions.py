@@ -97,6 +97,9 @@ AREA_NEEDS: dict[str, Declared] = {
     "api.suppressions": READ_VIEWER_WRITE_EDITOR,
     "api.sending_domains": READ_VIEWER_WRITE_OWNER,
     "api.relays": READ_VIEWER_WRITE_OWNER,
+    # Signup forms and the lists' opt-in settings; resending a confirmation.
+    "signup": READ_VIEWER_WRITE_EDITOR,
+    "api.signup": READ_VIEWER_WRITE_EDITOR,
 }
 
 # Single endpoints that differ from their area (or have none: the auth pages, static files).
@@ -111,6 +114,18 @@ ENDPOINT_NEEDS: dict[str, Declared] = {
     "auth.forgot_password": PUBLIC,
     "auth.reset_password_page": PUBLIC,
     "users.accept_invite": PUBLIC,
+    # Visitors and readers without an account: the hosted signup form (snippets on other sites post to
+    # it), the public signup API and its CORS preflight, and the emailed confirmation and preference
+    # links, whose signed token is the check.
+    "signup.hosted_form": PUBLIC,
+    "signup.hosted_submit": PUBLIC,
+    "signup.thanks": PUBLIC,
+    "signup.confirm_page": PUBLIC,
+    "signup.confirm": PUBLIC,
+    "signup.preferences": PUBLIC,
+    "signup.preferences_save": PUBLIC,
+    "api.api_public_subscribe": PUBLIC,
+    "api.api_public_subscribe_preflight": PUBLIC,
     "auth.logout": SIGNED_IN,
     "auth.change_password_page": SIGNED_IN,
     "auth.account": SIGNED_IN,  # the user's own settings (time zone)

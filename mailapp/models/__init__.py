@@ -10,6 +10,7 @@ from mailapp.models.relay import SmtpRelay, TlsMode
 from mailapp.models.segment import Segment, campaign_segments
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
+from mailapp.models.signup import ConsentRecord, SignupForm, signup_form_lists
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -39,6 +40,7 @@ __all__ = [
     "CampaignStats",
     "CampaignStatus",
     "ClickEvent",
+    "ConsentRecord",
     "Delivery",
     "DeliveryStatus",
     "ImportStatus",
@@ -55,6 +57,7 @@ __all__ = [
     "Segment",
     "SenderIdentity",
     "SendingDomain",
+    "SignupForm",
     "SmtpRelay",
     "Subscriber",
     "SubscriberImport",
@@ -72,5 +75,6 @@ __all__ = [
     "campaign_lists",
     "campaign_segments",
     "list_members",
+    "signup_form_lists",
     "utcnow",
 ]

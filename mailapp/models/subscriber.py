@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text, false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -35,6 +35,10 @@ class SubscriberStatus(enum.StrEnum):
     # Hard-bounced, or soft-bounced too often (mailapp/sending/suppression.py): the address is
     # suppressed too, and lifting the suppression does not make the subscriber active again.
     BOUNCED = "bounced"
+    # Signed up through a form to a double opt-in list and has not clicked the confirmation yet. The
+    # lists waiting for the click live on the consent record (mailapp/models/signup.py), not in
+    # list_members, so an unconfirmed person is on no list at all and no campaign can reach them.
+    UNCONFIRMED = "unconfirmed"
 
 
 class ImportStatus(enum.StrEnum):
@@ -82,6 +86,14 @@ class SubscriberList(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Signups through a form join only after clicking the emailed confirmation link.
+    double_opt_in: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Shown in the preference center, where readers may join or leave it themselves.
+    public: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The confirmation and welcome emails' layouts; no confirmation layout means the built-in one,
+    # no welcome layout means no welcome email.
+    confirmation_layout_id: Mapped[int | None] = mapped_column(ForeignKey("layouts.id", ondelete="SET NULL"))
+    welcome_layout_id: Mapped[int | None] = mapped_column(ForeignKey("layouts.id", ondelete="SET NULL"))
 
     subscribers: Mapped[list[Subscriber]] = relationship(
         secondary=list_members, back_populates="lists", lazy="dynamic"

@@ -43,18 +43,23 @@ _FIRST_SENTINEL = 0xE001
 # A value html2text handles exactly like a sentinel (see the module docstring).
 _TEXT_SAFE = re.compile(r"[^\W\d_](?:[^\s\\&<>\"'\[\]():\ue000-\uf8ff]| (?! ))*")
 _PER_RECIPIENT_ROOTS = frozenset(
-    {"subscriber", "campaign", "unsubscribe_url", "view_in_browser_url", "mailapp_links"}
+    {"subscriber", "campaign", "unsubscribe_url", "view_in_browser_url", "preferences_url", "mailapp_links"}
 )
 _LEAF_PATHS = frozenset(
     {
         ("subscriber", "id"), ("subscriber", "email"), ("subscriber", "name"),
         ("campaign", "id"), ("campaign", "name"), ("campaign", "subject"),
-        ("unsubscribe_url",), ("view_in_browser_url",),
+        ("unsubscribe_url",), ("view_in_browser_url",), ("preferences_url",),
     }
 )
 # Where a path's value is a tracking URL, the sentinel stands for the token only, so html2text sees
 # the same absolute URL shape in the skeleton as in the real message.
-_TOKEN_PATHS = {("unsubscribe_url",): ("unsubscribe", "/u/"), ("view_in_browser_url",): ("view", "/v/")}
+# The preference center's link carries the unsubscribe token: it grants what that token grants (leave
+# everything) plus the public lists and the name, and like it never reaches image proxies.
+_TOKEN_PATHS = {
+    ("unsubscribe_url",): ("unsubscribe", "/u/"), ("view_in_browser_url",): ("view", "/v/"),
+    ("preferences_url",): ("preferences", "/p/"),
+}
 
 
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
@@ -211,7 +216,10 @@ class CampaignRenderer:
         self._tokens = tokens.TokenMinter()
         self._prefixes = {
             kind: tokens.public_url(path)
-            for kind, path in (("unsubscribe", "/u/"), ("view", "/v/"), ("click", "/c/"), ("open", "/o/"))
+            for kind, path in (
+                ("unsubscribe", "/u/"), ("view", "/v/"), ("click", "/c/"), ("open", "/o/"),
+                ("preferences", "/p/"),
+            )
         }
         try:
             self.skeleton = self._build_skeleton(template_source)
@@ -223,7 +231,7 @@ class CampaignRenderer:
     # -- per recipient -------------------------------------------------------------------------------
 
     def _context(self, recipient: Recipient, subject: str, unsubscribe_url: str, view_url: str,
-                 links: list[str]) -> dict[str, Any]:
+                 links: list[str], preferences_url: str = "") -> dict[str, Any]:
         context = templating.recipient_context(
             subscriber={
                 "id": recipient.subscriber_id, "email": recipient.email, "name": recipient.name,
@@ -234,6 +242,7 @@ class CampaignRenderer:
             message=self.message,
             unsubscribe_url=unsubscribe_url,
             view_in_browser_url=view_url,
+            preferences_url=preferences_url,
         )
         context["mailapp_links"] = links
         return context
@@ -256,6 +265,7 @@ class CampaignRenderer:
         context = self._context(
             recipient, subject, unsubscribe_url, self._prefixes["view"] + issued.view,
             [self._prefixes["click"] + issued.click(n) for n in range(len(self.links))],
+            self._prefixes["preferences"] + issued.unsubscribe,
         )
         html = self.template.render(context)
         text = self._text_part(html, self._click_urls(issued))
@@ -336,6 +346,8 @@ class CampaignRenderer:
                 token = issued.unsubscribe
             elif root == "view_in_browser_url":
                 token = issued.view
+            elif root == "preferences_url":
+                token = issued.unsubscribe
             elif root == "mailapp_links":
                 token = issued.click(path[1])
             elif root == "mailapp_open":

@@ -31,6 +31,7 @@ SUPPORTED_VARIABLES: dict[str, frozenset[str] | None] = {
     "message": None,
     "unsubscribe_url": None,
     "view_in_browser_url": None,
+    "preferences_url": None,
 }
 
 VARIABLE_HELP: list[tuple[str, str]] = [
@@ -44,6 +45,7 @@ VARIABLE_HELP: list[tuple[str, str]] = [
     ("{{ campaign.name }}", "The campaign's name"),
     ("{{ unsubscribe_url }}", "The recipient's one-click unsubscribe link"),
     ("{{ view_in_browser_url }}", "A link to this email as a web page"),
+    ("{{ preferences_url }}", "The recipient's preference center: name, public lists, unsubscribe"),
 ]
 
 SAMPLE_SUBSCRIBER: dict[str, Any] = {
@@ -241,6 +243,7 @@ def recipient_context(
     message: Markup | str,
     unsubscribe_url: str,
     view_in_browser_url: str = "",
+    preferences_url: str = "",
 ) -> dict[str, Any]:
     return {
         "subscriber": subscriber,
@@ -249,6 +252,7 @@ def recipient_context(
         "message": message,
         "unsubscribe_url": unsubscribe_url,
         "view_in_browser_url": view_in_browser_url,
+        "preferences_url": preferences_url,
     }
 
 
@@ -264,6 +268,7 @@ def sample_context(
         message=message_html(message),
         unsubscribe_url="#unsubscribe",
         view_in_browser_url="#view-in-browser",
+        preferences_url="#preferences",
     )
 
 

@@ -1,0 +1,1 @@
+"""Signup forms, double opt-in confirmation and the preference center."""
