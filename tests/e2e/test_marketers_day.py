@@ -74,9 +74,9 @@ def upload_layout(page: Page, screenshot, html_file: Path) -> None:
     nav(page, "Layouts")
     expect(page.get_by_role("heading", name="Layouts", exact=True)).to_be_visible()
     screenshot(page, "10-layouts")
-    page.get_by_role("link", name="New layout", exact=True).click()
+    page.get_by_role("link", name="New layout (HTML or MJML)", exact=True).click()
     page.get_by_label("Name", exact=True).fill(LAYOUT_NAME)
-    page.get_by_label(re.compile(r"upload an \.html file")).set_input_files(html_file)
+    page.get_by_label(re.compile(r"upload an \.html")).set_input_files(html_file)
     page.get_by_role("button", name="Create layout").click()
 
     expect(page.get_by_text(f"Layout '{LAYOUT_NAME}' created.")).to_be_visible()
