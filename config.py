@@ -174,6 +174,9 @@ class Config:
     # A bounce or report larger than this is refused (SMTP SIZE) or skipped (IMAP): real ones are a few
     # kilobytes plus the returned message.
     INBOUND_MAX_BYTES = _env_int("INBOUND_MAX_BYTES", 10 * 1024 * 1024)
+    # Open SMTP sessions the receiver holds at once; one more is answered 421 and closed, so a client
+    # that opens thousands of idle connections costs sockets only up to this many.
+    INBOUND_MAX_CONNECTIONS = _env_int("INBOUND_MAX_CONNECTIONS", 100)
     # A mailbox that collects bounces (when the MX is someone else's), polled by a beat task.
     BOUNCE_IMAP_HOST = os.environ.get("BOUNCE_IMAP_HOST", "")
     BOUNCE_IMAP_PORT = _env_int("BOUNCE_IMAP_PORT", 993)

@@ -4,6 +4,7 @@ accepted message does to subscribers, suppressions and deliveries."""
 from __future__ import annotations
 
 import smtplib
+import time
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -211,3 +212,39 @@ def test_the_procfile_command_runs_the_receiver_as_a_process(app) -> None:
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert f"listening on 127.0.0.1:{port}" in stderr
+
+
+def test_sessions_past_the_limit_are_answered_421_and_a_freed_slot_is_reused(app, inbound_config) -> None:
+    import dataclasses
+    import socket
+
+    from mailapp.inbound.receiver import start_receiver
+    from mailapp.inbound.services import InboundSettings
+    from tests.postfix import free_port
+
+    def greeting(sock: socket.socket) -> bytes:
+        sock.settimeout(10)
+        return sock.recv(512)
+
+    settings = dataclasses.replace(InboundSettings.for_current_app(), max_connections=2)
+    port = free_port()
+    controller = start_receiver(app, "127.0.0.1", port, settings)
+    try:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        assert all(greeting(sock).startswith(b"220") for sock in held)
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            assert greeting(extra).startswith(b"421 4.7.0")
+            assert extra.recv(512) == b""  # and closed
+        held.pop().close()
+        # The slot is given back once the receiver sees the close.
+        for _ in range(50):
+            with socket.create_connection(("127.0.0.1", port)) as again:
+                reply = greeting(again)
+            if reply.startswith(b"220"):
+                break
+            time.sleep(0.05)
+        assert reply.startswith(b"220")
+        for sock in held:
+            sock.close()
+    finally:
+        controller.stop()

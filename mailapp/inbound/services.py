@@ -42,6 +42,7 @@ class InboundSettings:
     verp: Verp | None  # BOUNCE_DOMAIN and SECRET_KEY
     limits: Limits  # INBOUND_MAX_BYTES
     feedback_addresses: frozenset[str]  # INBOUND_FEEDBACK_ADDRESSES, lower case
+    max_connections: int = 100  # INBOUND_MAX_CONNECTIONS: open sessions at once, the rest get 421
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> InboundSettings:
@@ -51,6 +52,7 @@ class InboundSettings:
             feedback_addresses=frozenset(
                 address.strip().lower() for address in config.get("INBOUND_FEEDBACK_ADDRESSES") or []
             ),
+            max_connections=int(config["INBOUND_MAX_CONNECTIONS"]),
         )
 
     @classmethod
