@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 
@@ -192,11 +192,21 @@ class _ReplyReader:
 @dataclass(eq=False)
 class _QueuedOpen:
     payload: bytes
-    done: threading.Event = field(default_factory=threading.Event)
-    # Set before `done` when the batch is written: None once Redis acknowledged the entry.
+    # Held until the writer releases it; made only for a request that waits (a bare lock is several
+    # times cheaper than an Event, and the writer of a batch waits on nothing).
+    wake: threading.Lock | None = None
+    # Set before `wake` is released when the batch is written: None once Redis acknowledged the entry.
     error: BufferUnavailable | None = None
-    # Set before `done` when this request is to write the next batch instead.
+    # Set before `wake` is released when this request is to write the next batch instead.
     writes_next: bool = False
+
+    def wait(self) -> None:
+        if self.wake is not None:
+            self.wake.acquire()
+
+    def release(self) -> None:
+        if self.wake is not None:
+            self.wake.release()
 
 
 class GroupCommit:
@@ -216,13 +226,16 @@ class GroupCommit:
         """Return once Redis has acknowledged this open's XADD; raise BufferUnavailable if it did not."""
         queued = _QueuedOpen(payload)
         with self.lock:
-            self.queue.append(queued)
             writes_now = not self.writing
+            if not writes_now:
+                queued.wake = threading.Lock()
+                queued.wake.acquire()
+            self.queue.append(queued)
             self.writing = True
         if not writes_now:
             # The current writer wakes this request with its outcome, or to write the next batch. The
             # wait ends: every step of a write is bounded by the connection's timeouts.
-            queued.done.wait()
+            queued.wait()
             if not queued.writes_next:
                 _raise_for(queued.error)
                 return
@@ -248,10 +261,10 @@ class GroupCommit:
             outcomes += [unfinished] * (len(batch) - len(outcomes))
             for queued, outcome in zip(batch, outcomes, strict=True):
                 queued.error = outcome
-                queued.done.set()
+                queued.release()
             if successor is not None:
                 successor.writes_next = True
-                successor.done.set()
+                successor.release()
 
     def close(self) -> None:
         """Close the connection (the next write opens another)."""
