@@ -9,7 +9,7 @@ routes that exist only here:
 
 Each worker counts the pixel requests it answered and writes the count when it exits (gunicorn's
 worker_exit hook in bench/pixel_gunicorn.py), so the bench can check that every answered open was
-recorded."""
+recorded, and how many pipelined batches the open buffer's group commit wrote them in."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Any
 from flask import Response
 
 from bench.common import bench_app
+from mailapp.tracking import buffer
 from mailapp.tracking.fast_pixel import PIXEL_HEADERS
 from mailapp.tracking.opens import PIXEL_GIF
 from mailapp.tracking.routes import NO_CACHE
@@ -67,5 +68,8 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
 
 
 def write_counts() -> None:
-    (_workdir / f"answered-{os.getpid()}.json").write_text(json.dumps(answered))
+    # The open buffer's group commit: how many pipelined batches carried this worker's opens.
+    writers = list(buffer._writers.values())
+    grouping = {"batches": sum(w.batches for w in writers), "appended": sum(w.appended for w in writers)}
+    (_workdir / f"answered-{os.getpid()}.json").write_text(json.dumps({**answered, **grouping}))
 

@@ -53,8 +53,8 @@ from bench.common import (  # after the sys.path fix above
 
 # The baselines first in each round, then the system; modules found later in bench/ run after these.
 MODULES = (
-    "baselines", "bench_send", "bench_send_memory", "bench_import", "bench_pixel", "bench_dashboard",
-    "bench_schedule",
+    "baselines", "bench_send", "bench_send_memory", "bench_import", "bench_pixel", "bench_pixel_send",
+    "bench_dashboard", "bench_schedule",
 )
 TOOLS = {"smtp-sink": "postfix", "smtp-source": "postfix", "wrk": "wrk"}
 
