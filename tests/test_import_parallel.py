@@ -75,7 +75,7 @@ def snapshot(db, target: SubscriberList, world: str) -> dict:
 
 def report_without_ids(report: dict, world: str) -> dict:
     kept = {key: value for key, value in report.items()
-            if key not in ("id", "list_id", "filename", "created_at", "finished_at", "errors")}
+            if key not in ("id", "list_id", "filename", "created_at", "finished_at", "errors", "parts")}
     kept["errors"] = [(error["line"], error["email"].replace(f"{world}.example", ""), error["reason"])
                       for error in report["errors"]]
     return kept
@@ -112,6 +112,22 @@ def test_two_writers_leave_what_one_writer_leaves_row_for_row(app, db, monkeypat
     for key in ("processed", "imported", "updated", "skipped"):
         assert sum(getattr(part, key) for part in parts) == two[key], key
     assert sum(part.error_count for part in parts) == two["invalid"]
+    assert [part["part"] for part in two["parts"]] == [0, 1]
+    assert sum(part["imported"] for part in two["parts"]) == two["imported"]
+
+
+def test_the_import_page_shows_each_writers_progress(auth_client, app, db, monkeypatch):
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 4)
+    target = SubscriberListFactory(name="Imported")
+    db.session.commit()
+    emails = emails_in_part(0, 3) + emails_in_part(1, 5)
+    report = run_csv(target, "email\n" + "".join(f"{email}\n" for email in emails))
+
+    html = auth_client.get(f"/imports/{report['id']}").get_data(as_text=True)
+
+    table = html.split('data-testid="import-parts"', 1)[1].split("</table>", 1)[0]
+    assert [row.split("</td>")[:3] for row in table.split("<tr>")[2:]] == [
+        ["<td>1", "<td>3", "<td>3"], ["<td>2", "<td>5", "<td>5"]]
 
 
 def test_a_reimport_with_two_writers_changes_nothing(app, db, monkeypatch):

@@ -172,6 +172,11 @@ def import_to_dict(record: SubscriberImport) -> dict[str, Any]:
         "failure": record.failure or None,
         "created_at": iso_or_none(record.created_at),
         "finished_at": iso_or_none(record.finished_at),
+        "parts": [
+            {"part": part.part, "processed": part.processed, "imported": part.imported, "updated": part.updated,
+             "skipped": part.skipped, "invalid": part.error_count}
+            for part in record.parts
+        ],
     }
 
 
