@@ -35,8 +35,9 @@ overlap.
 Parts: on PostgreSQL, IMPORT_WRITERS writers (2 by default), each on its own connection, store each
 chunk between them: a row goes to the writer `part_of(email)` names, a hash of its (lower-cased)
 email. An email therefore always meets the same writer, so the two never touch the same subscriber
-(no deadlock, no lock wait between them), and a repeat of an email in a later chunk is found by the
-writer that stored it first. Each writer commits its share of a chunk together with its counters:
+(no deadlock), and a repeat of an email in a later chunk is found by the writer that stored it first.
+The one row they both write is the import's, updated last before each commit, so a writer waits at
+most for the other's commit there. Each writer commits its share of a chunk together with its counters:
 it adds them to the import's and to its own SubscriberImportPart, whose `records` says how far into
 the file it has committed. So the progress shown is always true, a failure leaves every committed
 share counted and nothing else, and a resumed import starts at the part furthest behind, each writer

@@ -173,8 +173,8 @@ def import_to_dict(record: SubscriberImport) -> dict[str, Any]:
         "created_at": iso_or_none(record.created_at),
         "finished_at": iso_or_none(record.finished_at),
         "parts": [
-            {"part": part.part, "processed": part.processed, "imported": part.imported, "updated": part.updated,
-             "skipped": part.skipped, "invalid": part.error_count}
+            {"part": part.part, "processed": part.processed, "imported": part.imported,
+             "updated": part.updated, "skipped": part.skipped, "invalid": part.error_count}
             for part in record.parts
         ],
     }
