@@ -214,6 +214,9 @@ class Config:
     # One CSV row (a quoted field's line breaks included) may be at most this long; a longer one is an
     # invalid row. It bounds what the import worker holds per row, whatever the file.
     IMPORT_MAX_LINE_BYTES = _env_int("IMPORT_MAX_LINE_BYTES", 64 * 1024)
+    # PostgreSQL: writers per import, each on its own connection, each taking the emails of its hash
+    # share of every chunk (1 writes as before). SQLite has one writer whatever this says.
+    IMPORT_WRITERS = _env_int("IMPORT_WRITERS", 2)
     # A suppression-list CSV is read whole and checked line by line before anything is written (all or
     # nothing), in the request: bounded so that it stays a few seconds and a few tens of MB (~300,000
     # addresses at the default).

@@ -26,6 +26,8 @@ SCALE_ROWS = {"smoke": 2_000, "full": 1_000_000}
 TARGET_ROWS_PER_S = 50_000
 CITIES = ["Paris", "Berlin", "Lisbon", "Oslo", "Kraków", "Montréal", "Osaka", "Lagos"]
 PLANS = ["free", "pro", "team"]
+# Set for a child importing into a database dropped afterwards: its rows are left where they are.
+THROWAWAY_DATABASE_ENV = "MAILAPP_BENCH_THROWAWAY_DATABASE"
 
 
 def write_csv(path: Path, rows: int, run_id: str) -> None:
@@ -81,15 +83,17 @@ def child_import(csv_path: Path, run_id: str) -> dict[str, Any]:
         backends_cpu = _postgres_cpu_seconds() - backends_before
         record = imports.get_import(import_id)
         result = imports.import_to_dict(record)
-        # Leave the database as it was.
-        db.session.execute(
-            delete(Subscriber).where(Subscriber.email.like(f"%.{run_id}@example.com")),
-            execution_options={"synchronize_session": False},
-        )
-        subscriber_lists.delete_list(subscriber_lists.get_list(list_id))
-        db.session.delete(record)
-        db.session.commit()
-        assert db.session.scalar(select(Subscriber.id).where(Subscriber.email.like(f"%.{run_id}@%"))) is None
+        # Leave the database as it was (unless it is a throwaway copy, see import_schema_costs.py).
+        if not os.environ.get(THROWAWAY_DATABASE_ENV):
+            db.session.execute(
+                delete(Subscriber).where(Subscriber.email.like(f"%.{run_id}@example.com")),
+                execution_options={"synchronize_session": False},
+            )
+            subscriber_lists.delete_list(subscriber_lists.get_list(list_id))
+            db.session.delete(record)
+            db.session.commit()
+            assert db.session.scalar(
+                select(Subscriber.id).where(Subscriber.email.like(f"%.{run_id}@%"))) is None
     return {
         "seconds": elapsed,
         "import": {key: result[key] for key in ("status", "processed", "imported", "updated", "skipped",

@@ -94,7 +94,11 @@ SCHEMAS: dict[str, Schema] = {
          "status": _enum(ImportStatus), "total": COUNT, "processed": COUNT, "imported": COUNT,
          "updated": COUNT, "skipped": COUNT, "duplicates": COUNT, "invalid": COUNT,
          "errors": {"type": "array", "items": {"type": "object"}}, "failure": {"type": ["string", "null"]},
-         "created_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME},
+         "created_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+         # Each writer's share (PostgreSQL runs IMPORT_WRITERS of them): its counters add up to the import's.
+         "parts": {"type": "array", "items": _every_field(
+             {"part": COUNT, "processed": COUNT, "imported": COUNT, "updated": COUNT, "skipped": COUNT,
+              "invalid": COUNT})}},
     ),
     "Subscriber": _every_field(
         {"id": ID, "email": {"type": "string"}, "name": {"type": "string"}, "attributes": {"type": "object"},

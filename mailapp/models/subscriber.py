@@ -124,3 +124,25 @@ class SubscriberImport(Base):
     failure: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    parts: Mapped[list[SubscriberImportPart]] = relationship(
+        order_by="SubscriberImportPart.part", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class SubscriberImportPart(Base):
+    """One writer's share of an import. Each chunk of the file is split between the writers by a hash of
+    the email, and each writer commits its share with its own counters, on its own connection: so each
+    part knows how far into the file it has committed (`records`), which is where it resumes. The
+    import's counters are the sum of its parts' (each writer adds its share to both in one commit)."""
+
+    __tablename__ = "import_parts"
+
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(primary_key=True)
+    # Data records of the file (valid or not) up to the end of the last chunk this part committed.
+    records: Mapped[int] = mapped_column(default=0)
+    processed: Mapped[int] = mapped_column(default=0)
+    imported: Mapped[int] = mapped_column(default=0)
+    updated: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    error_count: Mapped[int] = mapped_column(default=0)

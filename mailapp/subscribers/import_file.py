@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,12 @@ class CsvLayout:
     name_index: int | None
     attribute_columns: tuple[tuple[int, str], ...]
 
-    @property
+    # Cached: the importer reads them for every row.
+    @cached_property
     def attribute_names(self) -> list[str]:
         return [name for _, name in self.attribute_columns]
 
-    @property
+    @cached_property
     def attribute_indexes(self) -> list[int]:
         return [index for index, _ in self.attribute_columns]
 

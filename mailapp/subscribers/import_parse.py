@@ -260,8 +260,8 @@ def _parse_row(
     if len(cells) < layout.column_count:
         # Spreadsheets drop trailing empty cells when they save CSV: the missing cells are empty ones.
         cells = cells + [""] * (layout.column_count - len(cells))
-    for cell in cells:
-        if not cell.isascii():
+    if not all(map(str.isascii, cells)):  # the common row is ASCII: one C-level pass decides
+        for cell in cells:
             try:
                 cell.encode("utf-8")
             except UnicodeEncodeError:

@@ -117,7 +117,7 @@ def _run_claimed_import(import_id: int) -> None:
     errors = import_parse.ErrorLog()
     if resuming:
         errors = import_parse.ErrorLog(record.error_count, list(record.errors or []))
-    skip_records = record.processed if resuming else 0
+    processed = record.processed if resuming else 0
     try:
         if list_id is None:
             raise ImportFileError("The list was deleted before the import ran.")
@@ -129,7 +129,8 @@ def _run_claimed_import(import_id: int) -> None:
         db.session.commit()
         limits = import_file.ImportLimits.from_config(current_app.config)
         layout = import_file.inspect_csv(path, limits)
-        importer.import_rows(db.engine, import_id, list_id, path, layout, errors, skip_records, limits=limits)
+        importer.import_rows(db.engine, import_id, list_id, path, layout, errors, processed, limits=limits,
+                             writers=int(current_app.config.get("IMPORT_WRITERS", 2)))
     except Exception as error:
         db.session.rollback()
         log.exception("import %s failed", import_id)
@@ -171,6 +172,11 @@ def import_to_dict(record: SubscriberImport) -> dict[str, Any]:
         "failure": record.failure or None,
         "created_at": iso_or_none(record.created_at),
         "finished_at": iso_or_none(record.finished_at),
+        "parts": [
+            {"part": part.part, "processed": part.processed, "imported": part.imported,
+             "updated": part.updated, "skipped": part.skipped, "invalid": part.error_count}
+            for part in record.parts
+        ],
     }
 
 

@@ -35,6 +35,18 @@
     const failure = field("failure");
     failure.textContent = status.failure || "";
     failure.classList.toggle("d-none", !status.failure);
+    const parts = field("parts");
+    if (parts && status.parts) {
+      parts.replaceChildren();
+      status.parts.forEach((part) => {
+        const row = parts.insertRow();
+        row.insertCell().textContent = String(part.part + 1);
+        ["processed", "imported", "updated", "skipped", "invalid"].forEach((key) => {
+          row.insertCell().textContent = number.format(part[key]);
+        });
+      });
+      field("parts-section").classList.toggle("d-none", status.parts.length < 2);
+    }
     const body = field("errors");
     body.replaceChildren();
     if (status.errors.length === 0) {
