@@ -85,7 +85,14 @@ def leave_the_workers_process_group(**_: object) -> None:
     hung until honcho's SIGKILL. Left alone, the pool processes finish the task in hand and exit on
     the main process's warm shutdown, as they do on a terminal's Ctrl-C (SIGINT, which they ignore).
     They still die with the main process (Celery sets their parent-death signal to SIGKILL), and a
-    revoke or a time limit still signals them by process id."""
+    revoke or a time limit still signals them by process id.
+
+    The solo pool (the `scheduler`) sends the same signal in the worker's own process, which must stay
+    in the group its process manager signals."""
+    from billiard.process import current_process
+
+    if current_process().name == "MainProcess":
+        return
     os.setpgid(0, 0)
 
 
