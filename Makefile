@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app wsgi
 PORT ?= 5000
 export PORT
+# honcho gives each Procfile process a PORT of its own (web's, then 100 more per process), so `announce`
+# finds the web process's port here instead.
+export WEB_PORT := $(PORT)
 
 .PHONY: install run test test-all lint migration bench faults clean editor-assets
 

@@ -12,3 +12,7 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 keepalive = 5
+# gunicorn's control socket (`gunicornc`; new in gunicorn 24) is not used by mailapp, and stopping its
+# server thread cost the web process up to 4 s of every stop, past honcho's 5 s before a SIGKILL
+# under `make run`. Off, two web servers of one user also no longer share its per-user path.
+control_socket_disable = True

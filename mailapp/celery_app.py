@@ -1,13 +1,16 @@
 """Celery wired the Flask docs' way: every task runs inside an app context of the app that made it.
 Also: beat's periodic ticks log at DEBUG, so an idle installation is quiet (QuietTicks), and so does
-the pool's report of processes stopped with the worker (QuietStop)."""
+the pool's report of processes stopped with the worker (QuietStop); and a stop signal sent to the
+worker's whole process group stops it promptly (leave_the_workers_process_group)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 
 from celery import Celery, Task
+from celery.signals import worker_process_init
 from flask import Flask
 
 # Where Celery logs the three lines every periodic tick costs: beat's "Scheduler: Sending due task",
@@ -69,6 +72,28 @@ class QuietStop(logging.Filter):
             return True
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+@worker_process_init.connect
+def leave_the_workers_process_group(**_: object) -> None:
+    """A pool process moves to a process group of its own, so that only the worker's main process gets
+    the SIGTERM that honcho (`make run`'s Ctrl-C) and other process managers send to a whole group.
+
+    Killed by that signal, a pool process waiting for work dies holding the pool's shared queue lock.
+    On the embedded default's database broker the worker runs billiard's plain Pool (the broker has no
+    event loop for Celery's own pool), whose shutdown then waits for that lock forever: the worker
+    hung until honcho's SIGKILL. Left alone, the pool processes finish the task in hand and exit on
+    the main process's warm shutdown, as they do on a terminal's Ctrl-C (SIGINT, which they ignore).
+    They still die with the main process (Celery sets their parent-death signal to SIGKILL), and a
+    revoke or a time limit still signals them by process id.
+
+    The solo pool (the `scheduler`) sends the same signal in the worker's own process, which must stay
+    in the group its process manager signals."""
+    from billiard.process import current_process
+
+    if current_process().name == "MainProcess":
+        return
+    os.setpgid(0, 0)
 
 
 def quiet_periodic_ticks(celery_app: Celery) -> None:

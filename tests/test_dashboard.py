@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
@@ -31,6 +32,48 @@ def test_growth_counts_new_subscribers_per_day_for_30_days():
     assert growth[-1] == (today, 3)
     assert growth[-2] == (date(2026, 3, 30), 1)
     assert sum(count for _, count in growth) == 6
+
+
+def _count_on(growth: list[tuple[date, int]], day: date) -> int:
+    return dict(growth)[day]
+
+
+def test_growth_days_are_the_viewers_days_on_either_side_of_utc():
+    # 23:30 UTC on the 30th: already the 31st in Tokyo (UTC+9), still the 30th's evening in New York.
+    SubscriberFactory(created_at=datetime(2026, 3, 30, 23, 30, tzinfo=UTC))
+    today = date(2026, 3, 31)
+    tokyo = subscriber_growth(zone=ZoneInfo("Asia/Tokyo"), today=today)
+    new_york = subscriber_growth(zone=ZoneInfo("America/New_York"), today=today)
+    utc = subscriber_growth(today=today)
+    assert (_count_on(tokyo, date(2026, 3, 31)), _count_on(tokyo, date(2026, 3, 30))) == (1, 0)
+    assert (_count_on(new_york, date(2026, 3, 30)), _count_on(new_york, date(2026, 3, 31))) == (1, 0)
+    assert _count_on(utc, date(2026, 3, 30)) == 1
+
+
+def test_growth_days_follow_the_zones_offset_across_a_dst_change_and_a_half_hour_zone():
+    new_york = ZoneInfo("America/New_York")
+    # New York moved to summer time on 8 March 2026: that day's midnight was 05:00 UTC, the next 04:00.
+    SubscriberFactory(created_at=datetime(2026, 3, 9, 4, 30, tzinfo=UTC))  # 9 March 00:30 EDT
+    SubscriberFactory(created_at=datetime(2026, 3, 8, 4, 30, tzinfo=UTC))  # 7 March 23:30 EST
+    growth = subscriber_growth(zone=new_york, today=date(2026, 3, 10))
+    assert [_count_on(growth, date(2026, 3, day)) for day in (7, 8, 9)] == [1, 0, 1]
+    # India is UTC+5:30: 18:29 UTC is 23:59 there, 18:31 UTC the next day.
+    SubscriberFactory(created_at=datetime(2026, 3, 20, 18, 29, tzinfo=UTC))
+    SubscriberFactory(created_at=datetime(2026, 3, 20, 18, 31, tzinfo=UTC))
+    india = subscriber_growth(zone=ZoneInfo("Asia/Kolkata"), today=date(2026, 3, 25))
+    assert [_count_on(india, date(2026, 3, day)) for day in (20, 21)] == [1, 1]
+
+
+def test_the_home_pages_growth_chart_counts_in_the_viewers_zone(auth_client, user):
+    user.timezone = "Asia/Tokyo"
+    db.session.commit()
+    tokyo_today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    # 00:30 in Tokyo today: 15:30 UTC on the day before, which a UTC chart would count yesterday.
+    SubscriberFactory(created_at=datetime(tokyo_today.year, tokyo_today.month, tokyo_today.day, 0, 30,
+                                          tzinfo=ZoneInfo("Asia/Tokyo")))
+    html = auth_client.get("/").get_data(as_text=True)
+    assert f"<title>{tokyo_today:%d %b}: 1 new subscriber</title>" in html
+    assert "days in Asia/Tokyo" in html
 
 
 def test_totals_by_status():

@@ -4,9 +4,11 @@ the announcing process quietly. bench/idle_logs.py measures the whole of `make r
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailapp.celery_app import POOL_LOGGER, TICK_LOGGERS, QuietTicks
+from tests.smtp import _free_port
 from tests.test_make_targets import REPO_ROOT
 
 FLASK = Path(sys.executable).parent / "flask"
@@ -155,4 +158,84 @@ def test_make_run_hands_the_sign_in_details_to_announce():
     assert 'MAILAPP_SIGNIN_DETAILS="$(' in dry_run
     assert "honcho start web worker scheduler beat devsmtp announce" in dry_run
     procfile = (REPO_ROOT / "Procfile").read_text()
-    assert "announce: flask --app wsgi users announce --url http://127.0.0.1:${PORT:-5000}/login" in procfile
+    # Not ${PORT}: honcho gives every process a PORT of its own, announce's is not the web's.
+    announce = "announce: flask --app wsgi users announce --url http://127.0.0.1:${WEB_PORT:-5000}/login"
+    assert announce in procfile
+
+
+# How long every process of `make run` may take to stop after Ctrl-C: honcho SIGKILLs whatever is left
+# 5 s after the first process stops.
+STOP_SECONDS = 5
+
+
+def _make_run_processes() -> list[str]:
+    """The Procfile processes `make run` starts, read from its honcho command line."""
+    dry_run = subprocess.run(
+        ["make", "-n", "run"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+        env={key: value for key, value in os.environ.items() if key not in {"MAKEFLAGS", "MAKELEVEL"}},
+    ).stdout
+    return re.search(r"honcho start ([\w ]+)", dry_run).group(1).split()
+
+
+def _make_run_environment(instance: Path) -> dict[str, str]:
+    """The embedded default of `make run` (no DATABASE_URL, broker or Redis), on an instance folder and
+    ports of its own."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("MAIL", "FLASK_")) and key not in {"DATABASE_URL", "CELERY_BROKER_URL",
+                                                                    "REDIS_URL", "PUBLIC_URL", "SECRET_KEY"}}
+    web_port = str(_free_port())
+    env.update(
+        MAILAPP_INSTANCE_DIR=str(instance), PORT=web_port, WEB_PORT=web_port, MAIL_PORT=str(_free_port()),
+        INBOUND_SMTP_PORT=str(_free_port()), PYTHONUNBUFFERED="1", XDG_RUNTIME_DIR=str(instance),
+        PATH=f"{FLASK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    return env
+
+
+def _kill_what_is_left(honcho: subprocess.Popen, log: Path) -> None:
+    """honcho, and each process it started: every one runs in a session of its own."""
+    if honcho.poll() is None:
+        honcho.kill()
+        honcho.wait()
+    for pid in re.findall(r"started \(pid=(\d+)\)", log.read_text()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres"),
+    reason="make run's embedded default (SQLite, its database broker) whatever the suite's backend: "
+    "the SQLite pass runs it",
+)
+def test_ctrl_c_stops_every_make_run_process_promptly_and_quietly(tmp_path):
+    processes = _make_run_processes()
+    assert {"web", "worker", "scheduler", "beat", "devsmtp", "announce"} <= set(processes)
+    env = _make_run_environment(tmp_path)
+    for command in (["db", "upgrade"], ["broker", "prepare"], ["users", "ensure-admin"]):
+        subprocess.run([FLASK, "--app", "wsgi", *command], cwd=REPO_ROOT, env=env, check=True,
+                       capture_output=True, timeout=120)
+    log = tmp_path / "honcho.log"
+    with log.open("w") as output:
+        honcho = subprocess.Popen([FLASK.parent / "honcho", "start", *processes, "inbound"], cwd=REPO_ROOT,
+                                  env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        # Every process up: the worker and the scheduler say so, and announce once web answers.
+        while not all(mark in log.read_text() for mark in ("celery@", "scheduler@", "mailapp is ready")):
+            assert honcho.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1)  # the beat's first ticks go through the worker
+        stopping = time.monotonic()
+        honcho.send_signal(signal.SIGINT)  # what Ctrl-C in make run's terminal does
+        honcho.wait(timeout=60)
+        took = time.monotonic() - stopping
+    finally:
+        _kill_what_is_left(honcho, log)
+    output = log.read_text()
+    stop_lines = output[output.index("SIGINT received"):]
+    assert "SIGKILL" not in stop_lines, stop_lines
+    assert "Traceback" not in output, output
+    assert "ERROR" not in stop_lines, stop_lines
+    assert "CRITICAL" not in stop_lines, stop_lines
+    assert took < STOP_SECONDS + 3, f"stopping took {took:.1f} s:\n{stop_lines}"

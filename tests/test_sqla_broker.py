@@ -6,6 +6,7 @@ passes: it makes its own broker file whatever CELERY_BROKER_URL says."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,23 @@ def test_rows_hidden_by_kombus_transport_are_cleared_and_the_file_is_in_wal_mode
     assert _rows(broker_file) == []
     with sqlite3.connect(broker_file) as database:
         assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_empty_look_returns_after_one_polling_interval(connection: Connection) -> None:
+    # Celery's loop for polling brokers asks for 2 s at a time and checks for a stop request between
+    # asks: a worker stopped by Ctrl-C began its shutdown up to 2 s late.
+    connection.SimpleQueue("idle").close()
+    started = time.monotonic()
+    connection.drain_events(timeout=30)
+    assert time.monotonic() - started < 10  # one polling interval (0.05 s), whatever the machine's load
+    with pytest.raises(TimeoutError):
+        connection.drain_events(timeout=0)
+
+
+def test_a_simple_queue_still_waits_its_whole_timeout_for_a_message(connection: Connection) -> None:
+    queue = connection.SimpleQueue("late")
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        queue.get(timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    queue.close()

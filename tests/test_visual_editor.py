@@ -207,3 +207,53 @@ def test_image_kinds_are_told_by_their_first_bytes() -> None:
     assert images.image_kind(b"GIF89a...").extension == "gif"
     assert images.image_kind(b"RIFF\x00\x00\x00\x00WEBPVP8 ").extension == "webp"
     assert images.image_kind(SVG) is None
+
+
+def test_the_api_takes_mjml_and_gives_back_its_source_and_kind(api, db) -> None:
+    created = api.post("/api/v1/layouts", json={"name": "From the API", "mjml": SIMPLE_MJML})
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert (body["kind"], body["mjml"]) == ("mjml", SIMPLE_MJML)
+    assert "<mjml" not in body["html"]  # compiled...
+    assert "{{ unsubscribe_url }}" in body["html"]  # ...its variables kept
+    assert "unsubscribe_url" in body["variables"]
+    fetched = api.get(f"/api/v1/layouts/{body['id']}").get_json()
+    assert (fetched["kind"], fetched["mjml"], fetched["html"]) == ("mjml", SIMPLE_MJML, body["html"])
+    [listed] = api.get("/api/v1/layouts").get_json()["items"]
+    assert listed["kind"] == "mjml"
+    # Replaced by HTML: an html layout, its MJML forgotten, as in the dashboard.
+    patched = api.patch(f"/api/v1/layouts/{body['id']}", json={"html": "<p>{{ message }}</p>"}).get_json()
+    assert (patched["kind"], patched["mjml"]) == ("html", None)
+    patched = api.patch(f"/api/v1/layouts/{body['id']}", json={"mjml": SIMPLE_MJML.replace("Hello", "Hi")})
+    assert patched.get_json()["kind"] == "mjml"
+    assert "Hi " in patched.get_json()["html"]
+    # An MJML file in a multipart upload, as on the layouts page.
+    upload = {"name": "Uploaded", "file": (io.BytesIO(SIMPLE_MJML.encode()), "letter.mjml")}
+    uploaded = api.post("/api/v1/layouts", data=upload, content_type="multipart/form-data").get_json()
+    assert (uploaded["kind"], uploaded["mjml"]) == ("mjml", SIMPLE_MJML)
+
+
+def test_bad_mjml_through_the_api_is_the_one_error_shape_naming_the_mjml_line(api, db) -> None:
+    response = api.post("/api/v1/layouts", json={
+        "name": "Unknown", "mjml": SIMPLE_MJML.replace("{{ message }}", "{{ shop.url }}"),
+    })
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "template_error"
+    assert error["details"][0]["field"] == "mjml"
+    assert error["details"][0]["line"] == 5
+    unclosed = api.post("/api/v1/layouts", json={
+        "name": "Unclosed", "mjml": "<mjml>\n  <mj-body>\n    <mj-section>\n  </mj-body>\n</mjml>",
+    })
+    assert unclosed.status_code == 422
+    assert unclosed.get_json()["error"]["details"][0]["field"] == "mjml"
+    not_mjml = api.post("/api/v1/layouts", json={"name": "HTML", "mjml": "<html><body></body></html>"})
+    assert not_mjml.status_code == 422
+    assert not_mjml.get_json()["error"]["details"] == [
+        {"field": "mjml", "line": 1, "message": "No <mjml> root element."}
+    ]
+    both = api.post("/api/v1/layouts", json={"name": "Both", "mjml": SIMPLE_MJML, "html": "<p></p>"})
+    assert both.status_code == 422
+    assert {problem["field"] for problem in both.get_json()["error"]["details"]} == {"html", "mjml"}
+    assert api.post("/api/v1/layouts", json={"name": "Number", "mjml": 5}).status_code == 422
+    assert db.session.scalar(select(Layout)) is None

@@ -1,8 +1,11 @@
-"""API: layouts. POST takes JSON {name, html} or multipart name + file; template problems answer 422
-template_error with details [{line, message}]."""
+"""API: layouts. POST takes JSON {name, html} or {name, mjml}, or multipart name + file (.html, .htm or
+.mjml); MJML is compiled on the server as the dashboard does. Template problems answer 422
+template_error with details [{field, line, message}], the line of the source sent."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import jsonify, request
@@ -10,7 +13,7 @@ from sqlalchemy import select
 
 from mailapp.api.common import json_body, paginated, require_storable_text
 from mailapp.api.routes import bp
-from mailapp.errors import NotFoundError, ValidationError
+from mailapp.errors import NotFoundError, TemplateError, ValidationError
 from mailapp.extensions import db
 from mailapp.ids import parse_id
 from mailapp.layouts import services
@@ -25,8 +28,9 @@ def list_layouts():
 
 @bp.post("/layouts")
 def create_layout():
-    name, html = _layout_input(require_all=True)
-    layout = services.create_layout(name or "", html or "")
+    name, source, field = _layout_input(require_all=True)
+    with _problems_named(field):
+        layout = services.create_layout(name or "", source or "")
     db.session.commit()
     return jsonify(services.serialize_layout(layout)), 201
 
@@ -39,8 +43,9 @@ def get_layout(layout_id: int):
 @bp.patch("/layouts/<int:layout_id>")
 def update_layout(layout_id: int):
     layout = _layout_or_404(layout_id)
-    name, html = _layout_input(require_all=False)
-    services.update_layout(layout, name=name, html=html)
+    name, source, field = _layout_input(require_all=False)
+    with _problems_named(field):
+        services.update_layout(layout, name=name, html=source)
     db.session.commit()
     return jsonify(services.serialize_layout(layout))
 
@@ -68,32 +73,68 @@ def _layout_or_404(layout_id: int) -> Layout:
     return layout
 
 
-def _layout_input(*, require_all: bool) -> tuple[str | None, str | None]:
-    """(name, html) from a JSON body or a multipart form with a `file`; None where not given."""
-    # Room for the html field and a file of the layout limit each, plus form overhead; beyond that the
+SOURCE_FIELDS = ("html", "mjml")
+
+
+def _layout_input(*, require_all: bool) -> tuple[str | None, str | None, str]:
+    """(name, source, the field the source came in: html or mjml) from a JSON body or a multipart form
+    with a `file`; None where not given. An html source may be MJML too (recognised by its <mjml>
+    root, as in the dashboard); an mjml source must be."""
+    # Room for the source field and a file of the layout limit each, plus form overhead; beyond that the
     # body is refused (413) before it is read, not spooled to disk first.
     request.max_content_length = 2 * services.max_layout_bytes() + 1024 * 1024
     if request.mimetype == "multipart/form-data":
         name = request.form.get("name")
+        sources = {field: request.form.get(field) for field in SOURCE_FIELDS}
         upload = request.files.get("file")
-        html = request.form.get("html")
         if upload is not None and upload.filename:
-            html = services.decode_layout_file(upload.read(services.max_layout_bytes() + 1), upload.filename)
+            sources = {"html": services.decode_layout_file(
+                upload.read(services.max_layout_bytes() + 1), upload.filename
+            ), "mjml": None}
     else:
         # A client's JSON encoder may escape every non-ASCII character (\u00e9: six bytes for two of
         # UTF-8, a surrogate pair twelve for four): room for a layout of the limit written that way.
         body: dict[str, Any] = json_body(max_bytes=6 * services.max_layout_bytes() + 1024 * 1024)
-        name, html = body.get("name"), body.get("html")
-    require_storable_text({"name": name, "html": html})
-    for field, value in (("name", name), ("html", html)):
+        name = body.get("name")
+        sources = {field: body.get(field) for field in SOURCE_FIELDS}
+    require_storable_text({"name": name, **sources})
+    for field, value in (("name", name), *sources.items()):
         if value is not None and not isinstance(value, str):
             raise ValidationError(
                 f"{field} must be a string.", [{"field": field, "message": "Not a string."}]
             )
-    missing = [field for field, value in (("name", name), ("html", html)) if require_all and value is None]
+    given = [field for field, value in sources.items() if value is not None]
+    if len(given) > 1:
+        raise ValidationError(
+            "Send the layout as html or as mjml, not both.",
+            [{"field": field, "message": "Only one of html and mjml."} for field in given],
+        )
+    field = given[0] if given else "html"
+    missing = [] if not require_all else [
+        field_name for field_name, absent in (("name", name is None), ("html", not given)) if absent
+    ]
     if missing:
         raise ValidationError(
-            f"Missing: {', '.join(missing)}. Send JSON {{name, html}} or multipart name + file.",
-            [{"field": field, "message": "Required."} for field in missing],
+            f"Missing: {', '.join(missing)}. Send JSON {{name, html}} or {{name, mjml}}, or multipart "
+            "name + file.",
+            [{"field": missing_field, "message": "Required (html or mjml)." if missing_field == "html"
+              else "Required."} for missing_field in missing],
         )
-    return name, html
+    if field == "mjml":
+        services.require_mjml(sources["mjml"], field="mjml")
+    return name, sources[field], field
+
+
+@contextmanager
+def _problems_named(field: str) -> Iterator[None]:
+    """The services name a layout's source `html`, as the dashboard's form field is, and a template
+    problem names no field (the whole template); sent as mjml, the problems name that field."""
+    try:
+        yield
+    except ValidationError as error:
+        if field != "html":
+            about_the_source = {"html", None} if isinstance(error, TemplateError) else {"html"}
+            for problem in error.details:
+                if problem.get("field") in about_the_source:
+                    problem["field"] = field
+        raise

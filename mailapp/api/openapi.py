@@ -107,11 +107,18 @@ SCHEMAS: dict[str, Schema] = {
          "list_ids": {"type": "array", "items": ID}},
     ),
     "LayoutSummary": _object(
-        {"id": ID, "name": {"type": "string"}, "variables": {"type": "array", "items": {"type": "string"}},
+        {"id": ID, "name": {"type": "string"},
+         "kind": {"type": "string", "enum": ["html", "mjml"],
+                  "description": "What the layout is written in: html, or mjml (compiled to html on save)."},
+         "variables": {"type": "array", "items": {"type": "string"}},
          "warnings": {"type": "array", "items": {"type": "string"}}, "created_at": TIME, "updated_at": TIME},
-        ["id", "name", "variables", "warnings", "created_at", "updated_at"],
+        ["id", "name", "kind", "variables", "warnings", "created_at", "updated_at"],
     ),
-    "Layout": {"allOf": [_ref("LayoutSummary"), _object({"html": {"type": "string"}}, ["html"])]},
+    "Layout": {"allOf": [_ref("LayoutSummary"), _object(
+        {"html": {"type": "string", "description": "The HTML campaigns send (compiled from mjml if any)."},
+         "mjml": {"type": ["string", "null"], "description": "The MJML source; null for an html layout."}},
+        ["html", "mjml"],
+    )]},
     "Campaign": _object(
         {"id": ID, "name": {"type": "string"}, "status": _enum(CampaignStatus),
          "status_reason": {"type": ["string", "null"]}, "subject": {"type": "string"},
@@ -256,7 +263,14 @@ SUPPRESSION_FIELDS = {
     "reason": _enum(SuppressionReason),
     "detail": {"type": "string", "maxLength": 2000},
 }
-LAYOUT_FIELDS = {"name": {"type": "string", "minLength": 1}, "html": {"type": "string"}}
+LAYOUT_FIELDS = {
+    "name": {"type": "string", "minLength": 1},
+    "html": {"type": "string", "description": "The layout as HTML (or MJML, recognised by its <mjml> root)."},
+    "mjml": {"type": "string", "description": (
+        "The layout as MJML, compiled and validated on the server; problems name the MJML's line. "
+        "Send html or mjml, not both."
+    )},
+}
 NULLABLE_ID: Schema = {"anyOf": [ID, {"type": "null"}]}
 RELAY_FIELDS = {
     "name": {"type": "string", "minLength": 1, "maxLength": relay_services.NAME_MAX},
@@ -496,24 +510,29 @@ def _paths() -> dict[str, Schema]:
             {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}}, "",
         )},
         "/layouts": {
-            "get": _operation("Layouts, without their HTML.", {"200": _json(_page_of("LayoutSummary"))},
+            "get": _operation("Layouts, with their kind but without their HTML or MJML.",
+                              {"200": _json(_page_of("LayoutSummary"))},
                               "422", parameters=PAGE_PARAMETERS),
             "post": _operation(
-                "Create a layout from JSON {name, html} or multipart name + file.",
+                "Create a layout from JSON {name, html} or {name, mjml}, or multipart name + file (.html, "
+                ".htm or .mjml).",
                 {"201": _json(_ref("Layout"), "Created.")}, "400 409 413 422",
                 body={"required": True, "content": {
-                    JSON: {"schema": _object(LAYOUT_FIELDS, ["name", "html"]),
+                    JSON: {"schema": {**_object(LAYOUT_FIELDS, ["name"]),
+                                      "oneOf": [{"required": ["html"]}, {"required": ["mjml"]}]},
                            "example": {"name": "Plain", "html": "<html><body>{{ message }}</body></html>"}},
                     "multipart/form-data": {"schema": _object(
-                        {"name": {"type": "string"}, "html": {"type": "string"},
+                        {"name": {"type": "string"}, "html": {"type": "string"}, "mjml": {"type": "string"},
                          "file": {"type": "string", "contentMediaType": "text/html"}}, ["name"])},
                 }},
             ),
         },
         "/layouts/{layout_id}": {
-            "get": _operation("A layout with its HTML.", {"200": _json(_ref("Layout"))}, "404",
+            "get": _operation("A layout with its HTML and, for an mjml one, its MJML source.",
+                              {"200": _json(_ref("Layout"))}, "404",
                               parameters=layout_id),
-            "patch": _operation("Rename a layout or replace its HTML.", {"200": _json(_ref("Layout"))},
+            "patch": _operation("Rename a layout or replace it with HTML or MJML.",
+                                {"200": _json(_ref("Layout"))},
                                 "400 404 409 413 422", parameters=layout_id,
                                 body=_json_body(_object(LAYOUT_FIELDS))),
             "delete": _operation("Delete a layout no campaign uses.", NO_CONTENT, "404 409",

@@ -7,6 +7,8 @@ from flask_login import login_required
 
 from mailapp.dashboard.services import home_summary
 from mailapp.reports import charts
+from mailapp.timezones import zone_or_utc
+from mailapp.web import viewer_zone_name
 
 bp = Blueprint("dashboard", __name__)
 
@@ -16,7 +18,7 @@ GROWTH_COLOR = "#6f42c1"
 @bp.route("/")
 @login_required
 def home():
-    summary = home_summary()
+    summary = home_summary(zone=zone_or_utc(viewer_zone_name()))
     growth_chart = charts.grouped_bars(
         [day.strftime("%d %b") for day, _ in summary.growth],
         [charts.Series(

@@ -5,10 +5,9 @@ fast with millions of subscribers and deliveries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
-from sqlalchemy import func, literal_column, select, text
+from sqlalchemy import case, func, literal_column, select, text
 
 from mailapp.db_setup import is_postgres
 from mailapp.extensions import db
@@ -101,17 +100,22 @@ def _about(value: float) -> int:
     return round(value, -digits)
 
 
-def home_summary(*, today: date | None = None, live: bool = False) -> HomeSummary:
+def home_summary(*, zone: tzinfo = UTC, today: date | None = None, live: bool = False) -> HomeSummary:
     """live=False serves the subscriber totals and growth from a one-minute cache, and on a big table
     estimated totals (see estimated_subscriber_counts): with a million subscribers they are GROUP BYs
-    over every row, and they move slowly. Campaign figures are live."""
+    over every row, and they move slowly. Campaign figures are live. The growth's days are the
+    viewer's (`zone`)."""
     estimated = None
     if live or today is not None:
-        by_status, growth = subscriber_counts(), subscriber_growth(today=today)
+        by_status, growth = subscriber_counts(), subscriber_growth(zone=zone, today=today)
     else:
         estimated = estimated_subscriber_counts()
         by_status = estimated or cached(("subscriber_counts",), subscriber_counts)
-        growth = cached(("subscriber_growth", utcnow().date()), subscriber_growth)
+        zone_today = utcnow().astimezone(zone).date()
+        growth = cached(
+            ("subscriber_growth", str(zone), zone_today),
+            lambda: subscriber_growth(zone=zone, today=zone_today),
+        )
     recent = list(
         db.session.scalars(
             select(Campaign)
@@ -134,29 +138,30 @@ def home_summary(*, today: date | None = None, live: bool = False) -> HomeSummar
     )
 
 
-def subscriber_growth(*, days: int = GROWTH_DAYS, today: date | None = None) -> list[tuple[date, int]]:
-    """New subscribers per UTC day for the last `days` days, today included, zeros filled in."""
-    today = today or utcnow().date()
+def subscriber_growth(
+    *, zone: tzinfo = UTC, days: int = GROWTH_DAYS, today: date | None = None
+) -> list[tuple[date, int]]:
+    """New subscribers per day of the viewer's zone for the last `days` days, today (in that zone)
+    included, zeros filled in.
+
+    The days are cut in Python, where zoneinfo knows each day's UTC offset (a DST day lasts 23 or 25
+    hours), and the database only sorts each row between those UTC instants: one query that SQLite,
+    which knows no zones, runs as PostgreSQL does, over the created_at index's range."""
+    today = today or utcnow().astimezone(zone).date()
     first = today - timedelta(days=days - 1)
-    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    if is_postgres():
-        day = func.date_trunc("day", Subscriber.created_at)
-    else:
-        day = func.strftime("%Y-%m-%d", Subscriber.created_at)
-    counts: dict[date, int] = {}
-    for value, number in db.session.execute(
-        select(day.label("day"), func.count())
-        .where(Subscriber.created_at >= since)
-        .group_by(literal_column("day"))
-    ):
-        counts[_as_date(value)] = number
-    return [
-        (first + timedelta(days=offset), counts.get(first + timedelta(days=offset), 0))
-        for offset in range(days)
-    ]
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, str):
-        return date.fromisoformat(value[:10])
-    return value.date() if isinstance(value, datetime) else value
+    day_list = [first + timedelta(days=offset) for offset in range(days)]
+    starts = [datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC) for day in day_list]
+    end = datetime(today.year, today.month, today.day, tzinfo=zone).astimezone(UTC) + timedelta(days=1)
+    # The newest day first: a row takes the first day whose start it is past.
+    day_index = case(
+        *((Subscriber.created_at >= start, index) for index, start in reversed(list(enumerate(starts)))),
+        else_=-1,
+    ).label("day_index")
+    counts = dict(
+        db.session.execute(
+            select(day_index, func.count())
+            .where(Subscriber.created_at >= starts[0], Subscriber.created_at < end)
+            .group_by(literal_column("day_index"))
+        ).all()
+    )
+    return [(day, counts.get(index, 0)) for index, day in enumerate(day_list)]

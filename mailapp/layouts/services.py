@@ -119,6 +119,16 @@ def prepare_layout(source: str) -> PreparedLayout:
     return PreparedLayout(html=html, mjml=source, check=_check_of(variables))
 
 
+def require_mjml(source: str, *, field: str) -> None:
+    """Refuse a source sent as MJML that is not an MJML document, rather than storing it as HTML."""
+    if not mjml.is_mjml(source):
+        raise ValidationError(
+            f"{field} is not an MJML document: it must start with its <mjml> root element "
+            "(send HTML as html).",
+            [{"field": field, "line": 1, "message": "No <mjml> root element."}],
+        )
+
+
 def has_unsubscribe_link(html: str) -> bool:
     """A layout may be saved without {{ unsubscribe_url }} (with UNSUBSCRIBE_WARNING), but a campaign
     cannot be sent or scheduled with it (campaigns.lifecycle)."""
@@ -264,6 +274,8 @@ def serialize_layout(layout: Layout, *, with_html: bool = True) -> dict[str, Any
     data: dict[str, Any] = {
         "id": layout.id,
         "name": layout.name,
+        # What the layout is written in: mjml (then its source below, the HTML compiled from it) or html.
+        "kind": "mjml" if layout.mjml is not None else "html",
         "variables": check.variables,
         "warnings": check.warnings,
         "created_at": layout.created_at.isoformat(),
@@ -271,6 +283,7 @@ def serialize_layout(layout: Layout, *, with_html: bool = True) -> dict[str, Any
     }
     if with_html:
         data["html"] = layout.html
+        data["mjml"] = layout.mjml
     return data
 
 

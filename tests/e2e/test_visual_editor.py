@@ -143,3 +143,27 @@ def test_every_starter_renders_without_sideways_scrolling_on_desktop_and_phone(
             screenshot(page, f"93-starter-{starter.key}-{name}")
         finally:
             context.close()
+
+
+# The widest element past the window's right edge, for the failure message.
+WIDEST_OVERFLOW = """() => { let widest = null;
+  for (const element of document.querySelectorAll('body *')) {
+    const right = element.getBoundingClientRect().right;
+    if (right > window.innerWidth && (!widest || right > widest.right)) {
+      widest = {right, tag: element.tagName, id: element.id, cls: String(element.className).slice(0, 80)};
+    }
+  }
+  return widest; }"""
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, PHONE], ids=["desktop-1280", "phone"])
+def test_the_visual_editor_page_fits_the_window_without_sideways_scrolling(
+    page: Page, mailapp_server: RunningApp, viewport, screenshot
+) -> None:
+    page.set_viewport_size(viewport)
+    page.goto(mailapp_server.url("/layouts/new/visual?starter=newsletter"))
+    expect(page.frame_locator(".gjs-frame").locator("body")).to_contain_text("{{ message }}", timeout=30_000)
+    fits = page.evaluate("() => document.scrollingElement.scrollWidth <= window.innerWidth")
+    screenshot(page, f"94-visual-editor-{viewport['width']}")
+    width = viewport["width"]
+    assert fits, f"the editor page scrolls sideways at {width} px: {page.evaluate(WIDEST_OVERFLOW)}"
