@@ -165,24 +165,19 @@ def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(s
         answers.extend(pipeline.submit(host, iter(messages)))
     assert [answer.message.key for answer in answers] == [0]
     assert lost.value.in_doubt == messages[1]
-    # messages[2]'s envelope rode with messages[1]'s content; messages[3] was built while the server
-    # took that content in. Neither got its content through.
-    assert lost.value.unsent == [messages[2], messages[3]]
+    assert lost.value.unsent == [messages[2]]
 
 
-def test_the_message_after_next_is_built_while_the_server_takes_the_content(smtp_server) -> None:
-    """The third message is pulled after the first one's content went out and before its answer is
+def test_the_next_message_is_built_while_the_server_takes_the_content(smtp_server) -> None:
+    """The next message is pulled after the current one's content went out and before its answer is
     read; a failure while building it (a time limit) reaches the caller only after that answer, so
-    the first message is recorded as taken, not handed back to be sent twice."""
+    the message already sent is recorded as taken, not handed back to be sent twice."""
     messages = _messages(3, tag=".overlap")
-    pulled: list[int] = []
     answers: list[pipeline.Submitted] = []
 
     def building() -> Iterator[Outgoing]:
         for message in messages:
             if message.key == 2:
-                delivered = [m.to for m in smtp_server.messages if m.to.endswith(".overlap@example.com")]
-                pulled.append(len(delivered))
                 raise TimeoutError("building took too long")
             yield message
 
@@ -191,9 +186,8 @@ def test_the_message_after_next_is_built_while_the_server_takes_the_content(smtp
         with pytest.raises(TimeoutError):
             answers.extend(pipeline.submit(host, building()))
     finally:
-        host.close()  # the next message's envelope is open: no QUIT, as the engine's relay does
-    assert [(answer.message.key, answer.code) for answer in answers] == [(0, 250)]
-    assert [m.to for m in smtp_server.messages if m.to.endswith(".overlap@example.com")] == [
-        "reader0.overlap@example.com"
+        host.close()
+    assert [(answer.message.key, answer.code) for answer in answers] == [(0, 250), (1, 250)]
+    assert sorted(m.to for m in smtp_server.messages if m.to.endswith(".overlap@example.com")) == [
+        "reader0.overlap@example.com", "reader1.overlap@example.com"
     ]
-    assert len(pulled) == 1

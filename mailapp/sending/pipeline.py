@@ -106,15 +106,13 @@ def _positive(reply: tuple[int, str]) -> bool:
 
 
 def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Submitted]:
-    """One round trip a message, and the sender's work overlapped with the server's: while the server
-    takes in one message's content, the message after the next is built (pulled from `messages`), so
-    neither side waits for the other. Pulled messages whose envelope has not gone out are `unsent` if
-    the connection breaks."""
+    """One round trip a message, and the sender's work overlapped with the server's: the next message
+    is pulled from `messages` (built) while the server takes in the current one's content, and its
+    envelope follows that content without waiting for the answer."""
     sock = host.sock
     current = next(messages, None)
     to_send = _envelope(current)
     reset_sent = False
-    ahead: Outgoing | None = None  # built, its envelope not sent yet
     while current is not None:
         try:
             sock.sendall(to_send)
@@ -122,7 +120,7 @@ def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Sub
                 _reply(host)
             mail, rcpt, data = _reply(host), _reply(host), _reply(host)
         except OSError as error:
-            raise ConnectionLost(_describe(error), unsent=_present(current, ahead)) from error
+            raise ConnectionLost(_describe(error), unsent=[current]) from error
         refusal = next((reply for reply in (mail, rcpt) if not _positive(reply)), None)
         if refusal is not None or data[0] != 354:
             if data[0] == 354:
@@ -132,34 +130,29 @@ def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Sub
                     sock.sendall(_DATA_END)
                     _reply(host)
                 except OSError as error:
-                    raise ConnectionLost(_describe(error), unsent=_present(current, ahead)) from error
+                    raise ConnectionLost(_describe(error), unsent=[current]) from error
             yield Submitted(current, *(refusal or data))
             # RSET closes the transaction that an accepted MAIL FROM may have left open.
-            current = ahead if ahead is not None else next(messages, None)
-            ahead = None
+            current = next(messages, None)
             to_send, reset_sent = b"RSET\r\n" + _envelope(current), True
             continue
-        following = ahead if ahead is not None else next(messages, None)
-        ahead = None
         try:
-            sock.sendall(dot_stuffed(current.data) + _envelope(following))
+            sock.sendall(dot_stuffed(current.data))
         except OSError as error:
-            raise ConnectionLost(_describe(error), in_doubt=current, unsent=_present(following)) from error
+            raise ConnectionLost(_describe(error), in_doubt=current) from error
         stopped: BaseException | None = None
-        if following is not None:
-            try:
-                ahead = next(messages, None)
-            except BaseException as error:
-                # A time limit, say, while building: re-raised once the content's answer is read, so
-                # the caller records whether the server took it instead of handing it back to be
-                # sent again.
-                stopped = error
         try:
+            following = next(messages, None)
+        except BaseException as error:
+            # A time limit, say, while building: re-raised once the content's answer is read, so the
+            # caller records whether the server took it instead of handing it back to be sent again.
+            following, stopped = None, error
+        try:
+            if following is not None:
+                sock.sendall(_envelope(following))
             answer = _reply(host)
         except OSError as error:
-            raise ConnectionLost(
-                _describe(error), in_doubt=current, unsent=_present(following, ahead)
-            ) from error
+            raise ConnectionLost(_describe(error), in_doubt=current, unsent=_present(following)) from error
         yield Submitted(current, *answer)
         if stopped is not None:
             raise stopped
