@@ -107,14 +107,17 @@ def run_full(recipients: int) -> list[dict[str, Any]]:
                 app.config["SEND_PARALLELISM"] = parallelism  # enqueue_sending, in this process
                 campaign_id = bench_send._prepare_campaign(recipients)
                 env = {"SEND_PARALLELISM": str(parallelism)}
-                try:
-                    with bench_send.running_workers(pool=pool, concurrency=threads, env=env) as workers:
+                with bench_send.running_workers(pool=pool, concurrency=threads, env=env) as workers:
+                    try:
                         elapsed, peaks = bench_send.send_and_watch(
                             campaign_id, workers, limit_seconds=LIMIT_SECONDS["full"]
                         )
                         sent = _sent_count(campaign_id)
-                finally:
-                    _cancel(campaign_id)
+                    finally:
+                        # Before the workers stop: their tasks see it at their next group of outcomes
+                        # and end, instead of sending on until their run time is up.
+                        _cancel(campaign_id)
+                        time.sleep(2)
                 rows.append(result_row(
                     f"send, relay 20 ms away: {label}", sent / elapsed, "msg/s", baseline=SEND_ROW["full"],
                     target=TARGET, peak_rss_mb=max(peaks),
