@@ -218,7 +218,7 @@ def run_full(recipients: int) -> list[dict[str, Any]]:
         result_row("send: whole campaign", rate, "msg/s", baseline=BASELINE_FLASK_MAIL, target=TARGET,
                    notes=note.strip(), peak_rss_mb=max(peaks)),
         result_row("send: whole campaign vs smtp-source ceiling", rate, "msg/s", baseline=CEILING_FOUR,
-                   notes="fraction of the 4-connection ceiling"),
+                   target=">= 0.35x", notes="fraction of the 4-connection ceiling"),
         result_row("send: worker peak RSS", max(peaks), "MB", target="rss < 250",
                    notes=f"per worker process: {', '.join(f'{peak:.0f}' for peak in peaks)} MB"),
     ]

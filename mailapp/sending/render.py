@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -532,6 +533,7 @@ def _printed_paths(tree: nodes.Template) -> set[tuple[Any, ...]] | None:
 
 
 _renderers: dict[tuple[Any, ...], CampaignRenderer] = {}
+_renderers_lock = threading.Lock()
 
 
 def renderer_for(source: CampaignSource, public_url: str, build: Callable[[], CampaignRenderer] | None = None
@@ -541,9 +543,11 @@ def renderer_for(source: CampaignSource, public_url: str, build: Callable[[], Ca
     renderer = _renderers.get(key)
     if renderer is None:
         renderer = build() if build else CampaignRenderer(source, public_url=public_url)
-        for stale in [k for k in _renderers if k[0] == source.id]:
-            del _renderers[stale]
-        if len(_renderers) > 32:
-            _renderers.clear()
-        _renderers[key] = renderer
+        # Send tasks of a threads-pool worker share this cache: one changes it at a time.
+        with _renderers_lock:
+            for stale in [k for k in _renderers if k[0] == source.id]:
+                del _renderers[stale]
+            if len(_renderers) > 32:
+                _renderers.clear()
+            _renderers[key] = renderer
     return renderer
