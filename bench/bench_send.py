@@ -161,14 +161,16 @@ def run_smoke(recipients: int) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_workers(count: int = 2) -> Iterator[list[subprocess.Popen]]:
-    """`count` real `celery worker --pool solo` processes on DATABASE_URL / CELERY_BROKER_URL, up and
-    consuming when the block starts; stopped after it."""
-    env = dict(os.environ, SECRET_KEY="bench-secret", MAILAPP_ENV="development")  # noqa: S106 - bench only
+def running_workers(count: int = 2, *, pool: str = "solo", concurrency: int = 1,
+                    env: dict[str, str] | None = None) -> Iterator[list[subprocess.Popen]]:
+    """`count` real `celery worker --pool solo` processes (or another pool, `concurrency` each) on
+    DATABASE_URL / CELERY_BROKER_URL, with `env` on top of this process's, up and consuming when the
+    block starts; stopped after it."""
+    env = dict(os.environ, SECRET_KEY="bench-secret", MAILAPP_ENV="development", **(env or {}))  # noqa: S106
     workers = [
         subprocess.Popen(  # our own worker command
-            [str(ROOT / ".venv/bin/celery"), "-A", "wsgi:celery_app", "worker", "--pool", "solo",
-             "--loglevel", "WARNING", "-n", f"bench{n}@%h"],
+            [str(ROOT / ".venv/bin/celery"), "-A", "wsgi:celery_app", "worker", "--pool", pool,
+             "--concurrency", str(concurrency), "--loglevel", "WARNING", "-n", f"bench{n}@%h"],
             cwd=ROOT, env=env,
         )
         for n in range(count)
@@ -216,7 +218,7 @@ def run_full(recipients: int) -> list[dict[str, Any]]:
         result_row("send: whole campaign", rate, "msg/s", baseline=BASELINE_FLASK_MAIL, target=TARGET,
                    notes=note.strip(), peak_rss_mb=max(peaks)),
         result_row("send: whole campaign vs smtp-source ceiling", rate, "msg/s", baseline=CEILING_FOUR,
-                   notes="fraction of the 4-connection ceiling"),
+                   target=">= 0.35x", notes="fraction of the 4-connection ceiling"),
         result_row("send: worker peak RSS", max(peaks), "MB", target="rss < 250",
                    notes=f"per worker process: {', '.join(f'{peak:.0f}' for peak in peaks)} MB"),
     ]

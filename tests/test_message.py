@@ -108,6 +108,39 @@ def test_fast_render_equals_jinja_and_html2text(app, layout, name, city, plan, d
     )
 
 
+SUBJECTS = {
+    "name": "News for {{ subscriber.name }}",
+    "several values, twice": (
+        "  {{ subscriber.name }}, {{ subscriber.attributes.city }} {{ subscriber.id }}"
+        " <{{ subscriber.email }}> {{ subscriber.name }}{{ subscriber.attributes.missing }} "
+    ),
+    "literal braces around": "{{ '{' }}{{ subscriber.attributes.city }}{{ '}' }} {0} {{ campaign.name }}",
+    "branches": "{% if subscriber.attributes.plan %}Pro{% endif %} {{ subscriber.name|upper }}",
+}
+
+
+@pytest.mark.parametrize("subject", SUBJECTS.values(), ids=SUBJECTS.keys())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=names, city=values, plan=values, subscriber_id=st.none() | st.integers(min_value=1))
+@example(name=" padded ", city="", plan=None, subscriber_id=None)
+def test_fast_subject_equals_jinja(app, subject, name, city, plan, subscriber_id) -> None:
+    renderer = CampaignRenderer(source(LAYOUTS["plain printing"], subject=subject),
+                                public_url=app.config["PUBLIC_URL"])
+    recipient = Recipient(delivery_id=1, email="reader@example.com", name=name, subscriber_id=subscriber_id,
+                          attributes={"city": city, "plan": plan})
+    assert renderer.render_subject(recipient) == renderer.render_subject(recipient, fast=False)
+
+
+def test_subjects_that_only_print_subscriber_values_take_the_format_path(app) -> None:
+    compiled = {name: CampaignRenderer(source(LAYOUTS["plain printing"], subject=subject),
+                                       public_url=app.config["PUBLIC_URL"]).subject_skeleton
+                for name, subject in SUBJECTS.items()}
+    assert compiled["name"] is not None
+    assert compiled["several values, twice"] is not None
+    assert compiled["literal braces around"] is not None
+    assert compiled["branches"] is None
+
+
 def test_plain_layouts_take_the_skeleton_path_and_branching_ones_do_not(app) -> None:
     assert renderer_for(app, LAYOUTS["plain printing"]).skeleton is not None
     assert renderer_for(app, LAYOUTS["loop in a table"]).skeleton is not None

@@ -166,3 +166,28 @@ def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(s
     assert [answer.message.key for answer in answers] == [0]
     assert lost.value.in_doubt == messages[1]
     assert lost.value.unsent == [messages[2]]
+
+
+def test_the_next_message_is_built_while_the_server_takes_the_content(smtp_server) -> None:
+    """The next message is pulled after the current one's content went out and before its answer is
+    read; a failure while building it (a time limit) reaches the caller only after that answer, so
+    the message already sent is recorded as taken, not handed back to be sent twice."""
+    messages = _messages(3, tag=".overlap")
+    answers: list[pipeline.Submitted] = []
+
+    def building() -> Iterator[Outgoing]:
+        for message in messages:
+            if message.key == 2:
+                raise TimeoutError("building took too long")
+            yield message
+
+    host = smtplib.SMTP("127.0.0.1", smtp_server.port)
+    try:
+        with pytest.raises(TimeoutError):
+            answers.extend(pipeline.submit(host, building()))
+    finally:
+        host.close()
+    assert [(answer.message.key, answer.code) for answer in answers] == [(0, 250), (1, 250)]
+    assert sorted(m.to for m in smtp_server.messages if m.to.endswith(".overlap@example.com")) == [
+        "reader0.overlap@example.com", "reader1.overlap@example.com"
+    ]

@@ -106,6 +106,9 @@ def _positive(reply: tuple[int, str]) -> bool:
 
 
 def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Submitted]:
+    """One round trip a message, and the sender's work overlapped with the server's: the next message
+    is pulled from `messages` (built) while the server takes in the current one's content, and its
+    envelope follows that content without waiting for the answer."""
     sock = host.sock
     current = next(messages, None)
     to_send = _envelope(current)
@@ -133,15 +136,31 @@ def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Sub
             current = next(messages, None)
             to_send, reset_sent = b"RSET\r\n" + _envelope(current), True
             continue
-        following = next(messages, None)
         try:
-            sock.sendall(dot_stuffed(current.data) + _envelope(following))
+            sock.sendall(dot_stuffed(current.data))
+        except OSError as error:
+            raise ConnectionLost(_describe(error), in_doubt=current) from error
+        stopped: BaseException | None = None
+        try:
+            following = next(messages, None)
+        except BaseException as error:
+            # A time limit, say, while building: re-raised once the content's answer is read, so the
+            # caller records whether the server took it instead of handing it back to be sent again.
+            following, stopped = None, error
+        try:
+            if following is not None:
+                sock.sendall(_envelope(following))
             answer = _reply(host)
         except OSError as error:
-            unsent = [following] if following is not None else []
-            raise ConnectionLost(_describe(error), in_doubt=current, unsent=unsent) from error
+            raise ConnectionLost(_describe(error), in_doubt=current, unsent=_present(following)) from error
         yield Submitted(current, *answer)
+        if stopped is not None:
+            raise stopped
         current, to_send, reset_sent = following, b"", False
+
+
+def _present(*messages: Outgoing | None) -> list[Outgoing]:
+    return [message for message in messages if message is not None]
 
 
 def _lockstep(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Submitted]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import html2text
-from jinja2 import nodes
+from jinja2 import Undefined, nodes
 from markupsafe import Markup, escape
 
 from mailapp.sending import templating, tokens
@@ -188,6 +189,12 @@ class RenderedMessage:
 _OPEN_PATH = ("mailapp_open",)
 
 
+@dataclass(frozen=True)
+class _SubjectSkeleton:
+    paths: list[tuple[Any, ...]]
+    format: str  # str.format template: the literal text with {0}, {1}... where the values go
+
+
 @dataclass
 class _Skeleton:
     paths: list[tuple[Any, ...]]
@@ -221,6 +228,7 @@ class CampaignRenderer:
                 ("preferences", "/p/"),
             )
         }
+        self.subject_skeleton = self._build_subject_skeleton()
         try:
             self.skeleton = self._build_skeleton(template_source)
         except RenderLimitExceeded:
@@ -247,14 +255,18 @@ class CampaignRenderer:
         context["mailapp_links"] = links
         return context
 
-    def render_subject(self, recipient: Recipient) -> str:
+    def render_subject(self, recipient: Recipient, *, fast: bool = True) -> str:
+        """The recipient's subject: its skeleton filled in when it has one, else (and for the reference,
+        `fast=False`) Jinja."""
+        if fast and self.subject_skeleton is not None:
+            return self._render_subject_fast(recipient)
         context = self._context(recipient, self.source.subject, "", "", [])
         return self.subject_template.render(context).strip()
 
     def render(self, recipient: Recipient, *, fast: bool = True, strings: bool = False) -> RenderedMessage:
         """The recipient's message. `fast=False` is the reference: Jinja and html2text for this one
         message. `strings=True` also returns the bodies as text on the fast path (tests)."""
-        subject = self.render_subject(recipient)
+        subject = self.render_subject(recipient, fast=fast)
         # One HMAC per message: every token of the delivery is cut from it.
         issued = self._tokens.issue(recipient.delivery_id, self.source.id, recipient.subscriber_id)
         if fast and self.skeleton is not None:
@@ -328,6 +340,55 @@ class CampaignRenderer:
             ordered, _format_template(skeleton_html), _format_template(skeleton_text),
             _precoded(skeleton_html), _precoded(skeleton_text),
         )
+
+    def _build_subject_skeleton(self) -> _SubjectSkeleton | None:
+        """The subject as a str.format template when it only prints subscriber values (the usual
+        "News for {{ subscriber.name }}"): per message, str.format instead of a Jinja render. None when
+        it branches, filters or loops on per-recipient values."""
+        subject = self.source.subject
+        if _SENTINEL_CHARS.search(subject):
+            return None
+        paths = _printed_paths(templating.text_environment().parse(subject))
+        if paths is None:
+            return None
+        # Only the subscriber's values differ between recipients: the rest of the subject's context
+        # (the campaign's name and id, empty links) is rendered into the skeleton as it is.
+        ordered = sorted((path for path in paths if path[0] == "subscriber"), key=repr)
+        sentinels = {path: "\ue000" + chr(_FIRST_SENTINEL + n) + "\ue000" for n, path in enumerate(ordered)}
+        subscriber: dict[str, Any] = {"attributes": {}}
+        for path, sentinel in sentinels.items():
+            if len(path) == 3:
+                subscriber["attributes"][path[2]] = sentinel
+            else:
+                subscriber[path[1]] = sentinel
+        # The same context as the Jinja path's (render_subject), with sentinels for the subscriber.
+        context = self._context(Recipient(delivery_id=0, email=""), subject, "", "", [])
+        context["subscriber"] = subscriber
+        try:
+            rendered = self.subject_template.render(context)
+        except RenderLimitExceeded:
+            return None
+        return _SubjectSkeleton(ordered, _format_template(rendered))
+
+    def _render_subject_fast(self, recipient: Recipient) -> str:
+        # Jinja's text environment prints a string as it is and an attribute the subscriber lacks as
+        # "". Any other attribute value (a number, a list) goes through Jinja, whose render limits
+        # bound what it prints.
+        environment = templating.text_environment()
+        values = []
+        for path in self.subject_skeleton.paths:
+            if len(path) == 3:
+                value = environment.getattr(recipient.attributes, path[2])
+                if isinstance(value, Undefined):
+                    value = ""
+                elif not isinstance(value, str):
+                    return self.render_subject(recipient, fast=False)
+            elif path[1] == "id":
+                value = str(recipient.subscriber_id)  # None prints as "None", as in Jinja
+            else:
+                value = getattr(recipient, path[1])
+            values.append(value)
+        return self.subject_skeleton.format.format(*values).strip()
 
     def _render_fast(self, recipient: Recipient, subject: str, issued: tokens.DeliveryTokens, *,
                      strings: bool) -> RenderedMessage | None:
@@ -472,6 +533,7 @@ def _printed_paths(tree: nodes.Template) -> set[tuple[Any, ...]] | None:
 
 
 _renderers: dict[tuple[Any, ...], CampaignRenderer] = {}
+_renderers_lock = threading.Lock()
 
 
 def renderer_for(source: CampaignSource, public_url: str, build: Callable[[], CampaignRenderer] | None = None
@@ -481,9 +543,11 @@ def renderer_for(source: CampaignSource, public_url: str, build: Callable[[], Ca
     renderer = _renderers.get(key)
     if renderer is None:
         renderer = build() if build else CampaignRenderer(source, public_url=public_url)
-        for stale in [k for k in _renderers if k[0] == source.id]:
-            del _renderers[stale]
-        if len(_renderers) > 32:
-            _renderers.clear()
-        _renderers[key] = renderer
+        # Send tasks of a threads-pool worker share this cache: one changes it at a time.
+        with _renderers_lock:
+            for stale in [k for k in _renderers if k[0] == source.id]:
+                del _renderers[stale]
+            if len(_renderers) > 32:
+                _renderers.clear()
+            _renderers[key] = renderer
     return renderer
