@@ -8,6 +8,8 @@ import pytest
 from mailapp.models import MailEventKind
 from mailapp.sending.bounce_codes import classify, enhanced_code
 
+pytestmark = pytest.mark.backend_free
+
 HARD, SOFT = MailEventKind.HARD_BOUNCE, MailEventKind.SOFT_BOUNCE
 
 REAL_REPLIES = [

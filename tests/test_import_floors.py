@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.backend_free
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mailapp"
 

@@ -12,6 +12,8 @@ from mailapp.inbound.parsing import HostileMessage, Limits, read_message
 from mailapp.models.suppression import MailEventKind
 from mailapp.sending.verp import Verp
 
+pytestmark = pytest.mark.backend_free
+
 SAMPLES = Path(__file__).parent / "inbound_samples"
 VERP = Verp("bounce.example.com", "test-secret-key")
 LIMITS = Limits(max_bytes=10 * 1024 * 1024)

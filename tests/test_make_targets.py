@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _pytest.mark.expression import Expression
+
+pytestmark = pytest.mark.backend_free
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,6 +32,8 @@ from mailapp.sending.message import (
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, html_to_text
 from mailapp.sending.verp import Verp
 
+pytestmark = pytest.mark.backend_free
+
 LAYOUTS = {
     "plain printing": (
         "<html><head><style>p { color: #333; } .x { font-weight: bold; }</style></head><body>"

@@ -14,6 +14,8 @@ import pytest
 from mailapp.sending import pipeline
 from mailapp.sending.pipeline import ConnectionLost, Outgoing, dot_stuffed
 
+pytestmark = pytest.mark.backend_free
+
 
 def test_dot_stuffing_doubles_leading_dots_and_ends_the_data() -> None:
     assert dot_stuffed(b".first\r\nmiddle\r\n.\r\n..two\r\nlast") == (

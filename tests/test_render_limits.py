@@ -124,6 +124,7 @@ def test_there_are_at_least_twenty_hostile_templates() -> None:
     assert len(HOSTILE_TEMPLATES) >= 20
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("source", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
 def test_a_hostile_template_is_refused_quickly_with_bounded_memory(source: str) -> None:
     outcome, elapsed, grown_mb = validate_in_child(source)
@@ -165,6 +166,7 @@ def _render_measured(source: str, connection: Any) -> None:
     connection.close()
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("source", HOSTILE_RENDERS.values(), ids=HOSTILE_RENDERS.keys())
 def test_the_render_budget_stops_a_hostile_macro(source: str) -> None:
     context = multiprocessing.get_context("fork")

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from mailapp.sending import templating
+
+pytestmark = pytest.mark.backend_free
 
 RESPONSIVE_LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8">

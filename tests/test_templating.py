@@ -11,6 +11,8 @@ from jinja2.exceptions import SecurityError
 from mailapp.errors import TemplateError
 from mailapp.sending import templating
 
+pytestmark = pytest.mark.backend_free
+
 # Well-known Jinja server-side template injection payloads (PayloadsAllTheThings, HackTricks, and
 # variants built to dodge static checks). Every one must be refused by validate_template.
 SSTI_PAYLOADS = [

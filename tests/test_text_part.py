@@ -13,6 +13,8 @@ import pytest
 from mailapp.sending import tokens
 from mailapp.sending.render import CampaignRenderer, CampaignSource, Recipient, html_to_text
 
+pytestmark = pytest.mark.backend_free
+
 GOLDEN = Path(__file__).parent / "data" / "text_part"
 LAYOUTS = ("newsletter", "announcement", "digest")
 READER = Recipient(delivery_id=42, email="ann@example.com", name="Ann", subscriber_id=3)

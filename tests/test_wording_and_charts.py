@@ -10,6 +10,8 @@ import pytest
 from mailapp.reports import charts
 from mailapp.wording import plural
 
+pytestmark = pytest.mark.backend_free
+
 
 @pytest.mark.parametrize(
     ("count", "expected"),
