@@ -8,8 +8,10 @@ from the interpreter, not from the design."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -83,35 +85,62 @@ def floor_of(module: str) -> int:
     raise AssertionError(f"{module} is on no floor: place it in TOP_LEVEL_FLOORS of {__file__}")
 
 
-def imported_modules(path: Path, known: dict[str, Path]) -> set[str]:
-    """The mailapp modules a file imports anywhere in it (top level, functions, TYPE_CHECKING)."""
+def names_imported_in(path: Path) -> list[list[str]]:
+    """Every import in a file, anywhere in it (top level, functions, TYPE_CHECKING): `[name]` for
+    `import name`, `[module, name]` for `from module import name`."""
+    names: list[list[str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [[alias.name] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [[node.module, alias.name] for alias in node.names]
+    return names
+
+
+def names_imported_by_file(paths: list[Path]) -> dict[str, list[list[str]]]:
+    """`names_imported_in` for each file, parsed in a fresh interpreter. CPython 3.11's ast.parse can
+    fail with "AST constructor recursion depth mismatch" in a process where an earlier deep parse went
+    wrong (the test suite's own tools parse source too), which would fail these checks for no fault of
+    the code they read."""
+    script = (
+        "import json, sys; from pathlib import Path; from tests.test_import_floors import names_imported_in;"
+        " print(json.dumps({p: names_imported_in(Path(p)) for p in sys.argv[1:]}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    )
+    return json.loads(result.stdout)
+
+
+def resolve_imports(imports: list[list[str]], known: dict[str, Path]) -> set[str]:
+    """The mailapp modules these imports load."""
 
     def nearest_known(name: str) -> str | None:
         while name and name not in known:
             name = name.rpartition(".")[0]
         return name or None
 
-    targets: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from mailapp.sending import engine` imports the module engine, not a name of the package.
-            names = [
-                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
-                for alias in node.names
-            ]
-        else:
-            continue
-        targets.update(
-            target for name in names if name.split(".")[0] == "mailapp" and (target := nearest_known(name))
-        )
-    return targets
+    # `from mailapp.sending import engine` imports the module engine, not a name of the package.
+    names = [
+        f"{parts[0]}.{parts[1]}" if len(parts) == 2 and f"{parts[0]}.{parts[1]}" in known else parts[0]
+        for parts in imports
+    ]
+    return {
+        target for name in names if name.split(".")[0] == "mailapp" and (target := nearest_known(name))
+    }
 
 
+def imported_modules(path: Path, known: dict[str, Path]) -> set[str]:
+    """The mailapp modules a file imports anywhere in it."""
+    return resolve_imports(names_imported_by_file([path])[str(path)], known)
+
+
+@cache
 def import_graph() -> dict[str, set[str]]:
     known = all_modules()
-    return {module: imported_modules(path, known) - {module} for module, path in known.items()}
+    names = names_imported_by_file(list(known.values()))
+    return {module: resolve_imports(names[str(path)], known) - {module} for module, path in known.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
