@@ -132,10 +132,24 @@ def _app_context(app: Flask, smtp_server: SMTPTestServer) -> Iterator[None]:
 
 
 def _empty_tables(db) -> None:
-    tables = [table.name for table in reversed(db.metadata.sorted_tables)]
+    tables = [table.name for table in reversed(db.metadata.sorted_tables)]  # children before parents
     with db.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            # A TRUNCATE of every table costs PostgreSQL new files for each table and index, a quarter
+            # of a second per test; most tests touch a few tables. So: one probe for the tables that
+            # hold rows, a DELETE of those, and the sequences that were used set back to 1 (what
+            # TRUNCATE ... RESTART IDENTITY did, so ids still start at 1 in every test).
+            probe = " UNION ALL ".join(
+                f"SELECT '{table}' WHERE EXISTS (SELECT 1 FROM {table})" for table in tables
+            )
+            holding_rows = set(connection.execute(text(probe)).scalars())
+            for table in tables:
+                if table in holding_rows:
+                    connection.execute(text(f"DELETE FROM {table}"))  # table names from metadata
+            connection.execute(text(
+                "SELECT setval(format('%I.%I', schemaname, sequencename), 1, false) FROM pg_sequences"
+                " WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+            ))
         else:
             for table in tables:
                 connection.execute(text(f"DELETE FROM {table}"))  # table names from metadata
