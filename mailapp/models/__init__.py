@@ -20,6 +20,7 @@ from mailapp.models.subscriber import (
     list_members,
 )
 from mailapp.models.suppression import MailEvent, MailEventKind, Suppression, SuppressionReason
+from mailapp.models.system_message import SystemMessage, SystemMessageKind, SystemMessageStatus
 from mailapp.models.tracking import (
     CampaignHourlyActivity,
     CampaignStats,
@@ -65,6 +66,9 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
+    "SystemMessage",
+    "SystemMessageKind",
+    "SystemMessageStatus",
     "TeamSetting",
     "TlsMode",
     "UTCDateTime",

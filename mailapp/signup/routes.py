@@ -15,7 +15,8 @@ from sqlalchemy import select
 from mailapp.audit import services as audit
 from mailapp.errors import MailappError, NotFoundError, TooManyAttemptsError
 from mailapp.extensions import db
-from mailapp.models import Layout, SignupForm, Subscriber, SubscriberList
+from mailapp.models import Layout, SignupForm, Subscriber, SubscriberList, SystemMessage
+from mailapp.sending.tasks import commit_and_send
 from mailapp.signup import mailer, services
 from mailapp.signup.forms import ListOptInForm, SignupFormForm
 from mailapp.tracking.routes import PRIVATE_PAGE
@@ -56,9 +57,11 @@ def signup_input_from_form() -> services.SignupInput:
     )
 
 
-def send_after_commit(outcome: services.SignupOutcome) -> None:
-    if outcome.confirmation_consent_id is not None:
-        mailer.send_confirmation(outcome.confirmation_consent_id)
+def queue_confirmation(outcome: services.SignupOutcome) -> list[SystemMessage | None]:
+    """The signup's confirmation email, its row written before the commit (commit_and_send)."""
+    if outcome.confirmation_consent_id is None:
+        return []
+    return [mailer.queue_confirmation(outcome.confirmation_consent_id)]
 
 
 # --- public -----------------------------------------------------------------------------------------
@@ -89,8 +92,7 @@ def hosted_submit(slug: str):
         return _public(
             "signup/hosted.html", 422, form=form, errors={field: error.message}, values=request.form
         )
-    db.session.commit()
-    send_after_commit(outcome)
+    commit_and_send(queue_confirmation(outcome))
     if form.redirect_url:
         return redirect(form.redirect_url, 303)
     return redirect(url_for("signup.thanks", slug=form.slug), 303)
@@ -116,9 +118,9 @@ def confirm_page(token: str):
 @bp.post("/s/confirm/<token>")
 def confirm(token: str):
     consent, joined = services.confirm(token)
-    db.session.commit()
-    for subscriber_list in joined:
-        mailer.send_welcome(consent.subscriber_id, subscriber_list.id)
+    commit_and_send(
+        [mailer.queue_welcome(consent.subscriber_id, subscriber_list.id) for subscriber_list in joined]
+    )
     return _public(
         "signup/message.html",
         title="Subscription confirmed",
@@ -281,8 +283,7 @@ def resend_confirmation(subscriber_id: int):
     except NotFoundError as error:
         flash(error.message, "error")
     else:
-        if mailer.send_confirmation(consent.id):
-            flash(f"Confirmation sent again to {subscriber.email}.", "success")
-        else:
-            flash(f"The confirmation to {subscriber.email} could not be sent; see the log.", "error")
+        commit_and_send([mailer.queue_confirmation(consent.id)])
+        flash(f"Confirmation queued to {subscriber.email}: its status is under System emails below.",
+              "success")
     return redirect(url_for("subscribers.edit_subscriber", subscriber_id=subscriber.id))
