@@ -308,6 +308,9 @@ SIGNUP_FIELDS: dict[str, Schema] = {
               "description": "For a form whose visitors choose: which of its lists."},
     "attributes": {"type": "object", "description": "The form's extra fields."},
     "website": {"type": "string", "description": "The honeypot: leave it out or empty."},
+    "altcha": {"type": "string", "maxLength": 4096,
+               "description": "For a form with ALTCHA on: the solved challenge (the widget's base64 payload; "
+                              "challenges from GET /s/{form}/altcha)."},
 }
 
 

@@ -14,10 +14,10 @@ from mailapp.errors import NotFoundError, ValidationError, error_body
 from mailapp.extensions import db
 from mailapp.models import SignupForm, Subscriber
 from mailapp.sending.tasks import commit_and_send
-from mailapp.signup import mailer, services
+from mailapp.signup import mailer, proof_of_work, services
 from mailapp.signup.routes import queue_confirmation
 
-FIELDS = {"form", "email", "name", "lists", "attributes", services.HONEYPOT_FIELD}
+FIELDS = {"form", "email", "name", "lists", "attributes", services.HONEYPOT_FIELD, proof_of_work.FIELD}
 CORS_MAX_AGE = "600"
 
 
@@ -103,6 +103,7 @@ def api_public_subscribe():
             list_ids=_list_ids(data.get("lists")),
             attributes=attributes,
             honeypot=honeypot if isinstance(honeypot, str) else "filled",
+            altcha=data.get(proof_of_work.FIELD),
             ip=request.remote_addr,
             user_agent=request.headers.get("User-Agent", ""),
         ),

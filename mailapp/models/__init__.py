@@ -10,7 +10,7 @@ from mailapp.models.relay import SmtpRelay, TlsMode
 from mailapp.models.segment import Segment, campaign_segments
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
-from mailapp.models.signup import ConsentRecord, SignupForm, signup_form_lists
+from mailapp.models.signup import ConsentRecord, SignupForm, SpentAltchaChallenge, signup_form_lists
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -59,6 +59,7 @@ __all__ = [
     "SenderIdentity",
     "SendingDomain",
     "SignupForm",
+    "SpentAltchaChallenge",
     "SmtpRelay",
     "Subscriber",
     "SubscriberImport",

@@ -1,4 +1,4 @@
-"""system messages: the log of confirmations, welcomes, invites and password resets
+"""system messages (the log of confirmations, welcomes, invites and password resets); ALTCHA on signup forms
 
 Revision ID: 0024
 Revises: 0014
@@ -43,8 +43,26 @@ def upgrade():
     with op.batch_alter_table('system_messages', schema=None) as batch_op:
         batch_op.create_index('ix_system_messages_subscriber_id_id', ['subscriber_id', 'id'], unique=False)
 
+    with op.batch_alter_table('signup_forms', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('altcha', sa.Boolean(), server_default=sa.false(), nullable=False))
+
+    op.create_table('spent_altcha_challenges',
+    sa.Column('signature', sa.String(length=128), nullable=False),
+    sa.Column('expires_at', mailapp.models.base.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('signature', name=op.f('pk_spent_altcha_challenges'))
+    )
+    with op.batch_alter_table('spent_altcha_challenges', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_spent_altcha_challenges_expires_at'), ['expires_at'], unique=False)
+
 
 def downgrade():
+    with op.batch_alter_table('spent_altcha_challenges', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_spent_altcha_challenges_expires_at'))
+
+    op.drop_table('spent_altcha_challenges')
+    with op.batch_alter_table('signup_forms', schema=None) as batch_op:
+        batch_op.drop_column('altcha')
+
     with op.batch_alter_table('system_messages', schema=None) as batch_op:
         batch_op.drop_index('ix_system_messages_subscriber_id_id')
 
