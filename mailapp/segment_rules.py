@@ -284,12 +284,16 @@ def _activity(op: str, value: Any, now: datetime) -> ColumnElement[bool]:
         ever = select(literal(1)).where(Delivery.subscriber_id == Subscriber.id, _engaged(Delivery.id))
         return ~ever.exists()
     since = now - timedelta(days=value)
+    # Uncorrelated IN (...) rather than a correlated EXISTS per subscriber: each set of recent human
+    # events is read once (ix_*_events_human_at) and hashed, where OR-ed EXISTS subplans would run once
+    # for each of a million subscribers.
     recent = [
-        select(literal(1))
-        .select_from(model)
-        .join(Delivery, Delivery.id == model.delivery_id)
-        .where(Delivery.subscriber_id == Subscriber.id, model.is_machine == false(), model.at >= since)
-        .exists()
+        Subscriber.id.in_(
+            select(Delivery.subscriber_id)
+            .select_from(model)
+            .join(Delivery, Delivery.id == model.delivery_id)
+            .where(model.is_machine == false(), model.at >= since)
+        )
         for model in (OpenEvent, ClickEvent)
     ]
     return or_(*recent)
