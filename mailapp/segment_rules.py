@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     true,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -284,19 +285,17 @@ def _activity(op: str, value: Any, now: datetime) -> ColumnElement[bool]:
         ever = select(literal(1)).where(Delivery.subscriber_id == Subscriber.id, _engaged(Delivery.id))
         return ~ever.exists()
     since = now - timedelta(days=value)
-    # Uncorrelated IN (...) rather than a correlated EXISTS per subscriber: each set of recent human
-    # events is read once (ix_*_events_human_at) and hashed, where OR-ed EXISTS subplans would run once
-    # for each of a million subscribers.
+    # One uncorrelated IN over both kinds of recent human events (ix_*_events_human_at), which
+    # PostgreSQL plans as one semi-join. OR-ed EXISTS (or OR-ed INs, one of which outgrows work_mem and
+    # is not hashed) run a subplan for each of a million subscribers.
     recent = [
-        Subscriber.id.in_(
-            select(Delivery.subscriber_id)
-            .select_from(model)
-            .join(Delivery, Delivery.id == model.delivery_id)
-            .where(model.is_machine == false(), model.at >= since)
-        )
+        select(Delivery.subscriber_id)
+        .select_from(model)
+        .join(Delivery, Delivery.id == model.delivery_id)
+        .where(model.is_machine == false(), model.at >= since)
         for model in (OpenEvent, ClickEvent)
     ]
-    return or_(*recent)
+    return Subscriber.id.in_(union_all(*recent))
 
 
 def _attribute(key: str, op: str, value: Any, dialect: str) -> ColumnElement[bool]:
