@@ -26,7 +26,6 @@ from sqlalchemy import (
     select,
     true,
     type_coerce,
-    union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -285,17 +284,15 @@ def _activity(op: str, value: Any, now: datetime) -> ColumnElement[bool]:
         ever = select(literal(1)).where(Delivery.subscriber_id == Subscriber.id, _engaged(Delivery.id))
         return ~ever.exists()
     since = now - timedelta(days=value)
-    # One uncorrelated IN over both kinds of recent human events (ix_*_events_human_at), which
-    # PostgreSQL plans as one semi-join. OR-ed EXISTS (or OR-ed INs, one of which outgrows work_mem and
-    # is not hashed) run a subplan for each of a million subscribers.
     recent = [
-        select(Delivery.subscriber_id)
+        select(literal(1))
         .select_from(model)
         .join(Delivery, Delivery.id == model.delivery_id)
-        .where(model.is_machine == false(), model.at >= since)
+        .where(Delivery.subscriber_id == Subscriber.id, model.is_machine == false(), model.at >= since)
+        .exists()
         for model in (OpenEvent, ClickEvent)
     ]
-    return Subscriber.id.in_(union_all(*recent))
+    return or_(*recent)
 
 
 def _attribute(key: str, op: str, value: Any, dialect: str) -> ColumnElement[bool]:
