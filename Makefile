@@ -9,7 +9,7 @@ export PORT
 # finds the web process's port here instead.
 export WEB_PORT := $(PORT)
 
-.PHONY: install run test test-all lint migration bench faults clean editor-assets
+.PHONY: install run test test-all lint migration bench faults clean editor-assets altcha-assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,17 @@ editor-assets:
 	# The source maps are not shipped: drop the comments that point at them (not the line they end).
 	sed -i -E 's@/[/*]# sourceMappingURL=[^ *]*( \*/)?@@' $(EDITOR_ASSETS)/*.js $(EDITOR_ASSETS)/*.css
 	du -sh $(EDITOR_ASSETS)
+
+# The ALTCHA proof-of-work widget of signup forms, pinned in frontend/package.json like the editor's
+# assets and committed under mailapp/static/vendor/altcha/: the bundle with its workers inlined (they
+# start from blob: URLs, which the hosted page's CSP allows), so a pasted snippet works from any site.
+ALTCHA_ASSETS := mailapp/static/vendor/altcha
+altcha-assets:
+	cd frontend && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(ALTCHA_ASSETS)
+	cp frontend/node_modules/altcha/dist/main/altcha.min.js $(ALTCHA_ASSETS)/altcha.min.js
+	cp frontend/node_modules/altcha/LICENSE.txt $(ALTCHA_ASSETS)/LICENSE-altcha
+	du -sh $(ALTCHA_ASSETS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

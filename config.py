@@ -340,6 +340,11 @@ class Config:
     CONFIRM_LINK_TTL_HOURS = _env_int("CONFIRM_LINK_TTL_HOURS", 72)
     # Largest signup request body (form post or JSON): a signup is a few fields.
     SIGNUP_MAX_BYTES = _env_int("SIGNUP_MAX_BYTES", 16384)
+    # ALTCHA proof of work (forms that turn it on): PBKDF2/SHA-256 iterations per attempt (a browser
+    # makes about 256 attempts, well under a second on a phone at the default), and how long a
+    # challenge may be solved and used.
+    ALTCHA_COST = _env_int("ALTCHA_COST", 5000)
+    ALTCHA_EXPIRY_SECONDS = _env_int("ALTCHA_EXPIRY_SECONDS", 600)
     # Reverse proxies in front of the app that set X-Forwarded-For/-Proto/-Host. 0 trusts no such
     # header: the client address is the socket's, so a client cannot pick its own throttle key.
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)

@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -614,48 +614,55 @@ def _signed_in_client(app: Any) -> tuple[Any, int]:
     return client, campaign_id
 
 
-def run(scale: str) -> list[Row]:
+@contextlib.contextmanager
+def app_on_dashboard_data(scale: str, name: str) -> Iterator[tuple[Any, Scale]]:
+    """The bench app on this module's data (filled, or reused when it is current), inside its app
+    context: MAILAPP_BENCH_DATABASE_URL, or a temporary SQLite file for a smoke run. A smoke run on a
+    borrowed database leaves it as empty as it found it. The segments bench uses the same data."""
     from mailapp.extensions import db
 
     sizes = SCALES[scale]
-    with tempfile.TemporaryDirectory(prefix="mailapp-bench-dashboard-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"mailapp-bench-{name}-") as folder:
         workdir = Path(folder)
         database = os.environ.get(BENCH_DATABASE_ENV) or (
-            DEFAULT_BENCH_DATABASE if scale == "full" else f"sqlite:///{workdir / 'dashboard.sqlite'}"
+            DEFAULT_BENCH_DATABASE if scale == "full" else f"sqlite:///{workdir / f'{name}.sqlite'}"
         )
         app = bench_app(database, f"sqla+sqlite:///{workdir / 'broker.sqlite'}", workdir)
         with app.app_context():
             try:
                 prepare_database(scale, sizes)
-                client, campaign_id = _signed_in_client(app)
-                data = (
-                    f"{sizes.subscribers:,} subscribers, {sizes.subscribers * sizes.campaigns:,} deliveries"
-                )
-                rows = []
-                for page in PAGES:
-                    name = f"dashboard: {page.label} p95"
-                    found = find_url(app, page, campaign_id)
-                    if found is None:
-                        reason = f"no {page.label} route yet ({page.preferred[0]})"
-                        rows.append(unavailable_row(name, "ms", reason, target=f"< {TARGET_MS}"))
-                        continue
-                    endpoint, url = found
-                    samples, status = measure(client, url, sizes)
-                    if status != 200:
-                        error = f"error: GET {url} ({endpoint}) answered {status}"
-                        rows.append(result_row(name, None, "ms", target=f"< {TARGET_MS}", notes=error))
-                        continue
-                    rows.append(result_row(
-                        name, percentile(samples, 0.95), "ms", target=f"< {TARGET_MS}",
-                        notes=f"GET {url} ({endpoint}), {len(samples)} requests, median "
-                              f"{percentile(samples, 0.5):.0f} ms; {data}",
-                    ))  # fmt: skip
-                return rows
+                yield app, sizes
             finally:
                 db.session.remove()
                 if scale == "smoke" and os.environ.get(BENCH_DATABASE_ENV):
                     _empty_tables()
                 db.engine.dispose()
+
+
+def run(scale: str) -> list[Row]:
+    with app_on_dashboard_data(scale, "dashboard") as (app, sizes):
+        client, campaign_id = _signed_in_client(app)
+        data = f"{sizes.subscribers:,} subscribers, {sizes.subscribers * sizes.campaigns:,} deliveries"
+        rows = []
+        for page in PAGES:
+            name = f"dashboard: {page.label} p95"
+            found = find_url(app, page, campaign_id)
+            if found is None:
+                reason = f"no {page.label} route yet ({page.preferred[0]})"
+                rows.append(unavailable_row(name, "ms", reason, target=f"< {TARGET_MS}"))
+                continue
+            endpoint, url = found
+            samples, status = measure(client, url, sizes)
+            if status != 200:
+                error = f"error: GET {url} ({endpoint}) answered {status}"
+                rows.append(result_row(name, None, "ms", target=f"< {TARGET_MS}", notes=error))
+                continue
+            rows.append(result_row(
+                name, percentile(samples, 0.95), "ms", target=f"< {TARGET_MS}",
+                notes=f"GET {url} ({endpoint}), {len(samples)} requests, median "
+                      f"{percentile(samples, 0.5):.0f} ms; {data}",
+            ))  # fmt: skip
+        return rows
 
 
 def _empty_tables() -> None:

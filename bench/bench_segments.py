@@ -8,14 +8,11 @@ mailapp.segments.services.count (the matching count and the sendable count) dire
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from bench.bench_dashboard import SCALES, _empty_tables, prepare_database
-from bench.common import BENCH_DATABASE_ENV, DEFAULT_BENCH_DATABASE, Row, bench_app, result_row
+from bench.bench_dashboard import app_on_dashboard_data
+from bench.common import Row, result_row
 
 TARGET_MS = 1000
 RUNS = 1
@@ -57,36 +54,22 @@ def run(scale: str) -> list[Row]:
     from mailapp.segment_rules import validate_rules
     from mailapp.segments import services
 
-    sizes = SCALES[scale]
-    with tempfile.TemporaryDirectory(prefix="mailapp-bench-segments-") as folder:
-        workdir = Path(folder)
-        database = os.environ.get(BENCH_DATABASE_ENV) or (
-            DEFAULT_BENCH_DATABASE if scale == "full" else f"sqlite:///{workdir / 'segments.sqlite'}"
+    with app_on_dashboard_data(scale, "segments") as (_, sizes):
+        newest_sent = select(func.max(Campaign.id)).where(Campaign.status == "sent")
+        campaign_id = db.session.scalar(newest_sent)
+        baseline = _median_ms(
+            lambda: db.session.scalar(select(func.count()).select_from(Subscriber)), REPEATS[scale]
         )
-        app = bench_app(database, f"sqla+sqlite:///{workdir / 'broker.sqlite'}", workdir)
-        with app.app_context():
-            try:
-                prepare_database(scale, sizes)
-                newest_sent = select(func.max(Campaign.id)).where(Campaign.status == "sent")
-                campaign_id = db.session.scalar(newest_sent)
-                baseline = _median_ms(
-                    lambda: db.session.scalar(select(func.count()).select_from(Subscriber)), REPEATS[scale]
-                )
-                deliveries = sizes.subscribers * sizes.campaigns
-                data = f"{sizes.subscribers:,} subscribers, {deliveries:,} deliveries"
-                rows = []
-                for label, tree in trees(campaign_id).items():
-                    rules = validate_rules(tree)
-                    figures = services.count(rules)
-                    value = _median_ms(lambda rules=rules: services.count(rules), REPEATS[scale])
-                    rows.append(result_row(
-                        f"segment count: {label}", value, "ms", baseline="COUNT(*) of subscribers",
-                        baseline_value=baseline, target=f"< {TARGET_MS}",
-                        notes=f"{figures.matching:,} match, {figures.recipients:,} sendable; {data}",
-                    ))  # fmt: skip
-                return rows
-            finally:
-                db.session.remove()
-                if scale == "smoke" and os.environ.get(BENCH_DATABASE_ENV):
-                    _empty_tables()
-                db.engine.dispose()
+        deliveries = sizes.subscribers * sizes.campaigns
+        data = f"{sizes.subscribers:,} subscribers, {deliveries:,} deliveries"
+        rows = []
+        for label, tree in trees(campaign_id).items():
+            rules = validate_rules(tree)
+            figures = services.count(rules)
+            value = _median_ms(lambda rules=rules: services.count(rules), REPEATS[scale])
+            rows.append(result_row(
+                f"segment count: {label}", value, "ms", baseline="COUNT(*) of subscribers",
+                baseline_value=baseline, target=f"< {TARGET_MS}",
+                notes=f"{figures.matching:,} match, {figures.recipients:,} sendable; {data}",
+            ))  # fmt: skip
+        return rows

@@ -49,7 +49,6 @@ def create_app(config: Config | None = None) -> Flask:
     bootstrap.init_app(app)
     celery_init_app(app)
     # Importing the task modules registers their @shared_task functions with the worker.
-    import mailapp.auth.tasks
     import mailapp.campaigns.tasks
     import mailapp.inbound.tasks
     import mailapp.reports.tasks

@@ -22,7 +22,6 @@ from sqlalchemy import (
     false,
     func,
     literal,
-    not_,
     or_,
     select,
     true,
@@ -253,8 +252,14 @@ def _compile(node: dict[str, Any], dialect: str, now: datetime) -> ColumnElement
     return _activity(op, value, now)
 
 
-def _human_event(model, delivery_id) -> ColumnElement[bool]:
-    return select(literal(1)).where(model.delivery_id == delivery_id, model.is_machine == false()).exists()
+def _human_event(model, delivery_id, campaign_id: int | None = None) -> ColumnElement[bool]:
+    """A human event of this kind on the delivery. Given the delivery's campaign too (an event carries
+    its delivery's campaign), PostgreSQL reads only that campaign's human events, from the partial
+    index ix_*_events_campaign_human_delivery."""
+    query = select(literal(1)).where(model.delivery_id == delivery_id, model.is_machine == false())
+    if campaign_id is not None:
+        query = query.where(model.campaign_id == campaign_id)
+    return query.exists()
 
 
 def _engaged(delivery_id) -> ColumnElement[bool]:
@@ -264,14 +269,17 @@ def _engaged(delivery_id) -> ColumnElement[bool]:
 
 def _activity(op: str, value: Any, now: datetime) -> ColumnElement[bool]:
     if op in CAMPAIGN_OPS:
-        engagement = _human_event(ClickEvent, Delivery.id) if "clicked" in op else _engaged(Delivery.id)
+        models = (ClickEvent,) if "clicked" in op else (OpenEvent, ClickEvent)
         received = select(literal(1)).where(
             Delivery.campaign_id == value, Delivery.subscriber_id == Subscriber.id
         )
         if op.startswith("not_"):
             # Did not open / click it: among those it was sent to, so a later resend reaches only them.
-            return received.where(Delivery.status == DeliveryStatus.SENT, not_(engagement)).exists()
-        return received.where(engagement).exists()
+            # One NOT EXISTS per kind of event, not NOT (a OR b): PostgreSQL turns each into a hash
+            # anti-join over the campaign's events instead of a subplan run for each delivery.
+            unengaged = [~_human_event(model, Delivery.id, value) for model in models]
+            return received.where(Delivery.status == DeliveryStatus.SENT, *unengaged).exists()
+        return received.where(or_(*(_human_event(model, Delivery.id, value) for model in models))).exists()
     if op == "never_opened":
         ever = select(literal(1)).where(Delivery.subscriber_id == Subscriber.id, _engaged(Delivery.id))
         return ~ever.exists()

@@ -68,7 +68,7 @@ def committed_writes(db):
 
 def signup_ids(audience) -> dict[str, int | str]:
     """A signup form, a signup waiting for its confirmation, and a delivery's preference link."""
-    form = SignupForm(slug="news", name="News", lists=[audience.lists[0]])
+    form = SignupForm(slug="news", name="News", lists=[audience.lists[0]], altcha=True)
     db.session.add(form)
     db.session.flush()
     person = audience.active[0]

@@ -51,6 +51,7 @@ PUBLIC_SIGNUP_ENDPOINTS = {
     "signup.hosted_form": "the hosted signup page",
     "signup.hosted_submit": "a signup, from the hosted page or a snippet on the marketer's site",
     "signup.thanks": "the hosted thank-you page",
+    "signup.altcha_challenge": "a signed ALTCHA challenge for the form's widget (stores nothing)",
     "signup.confirm_page": "the double opt-in link's page (signed, expiring token)",
     "signup.confirm": "the button on that page",
     "signup.preferences": "the preference center (the delivery's signed token)",

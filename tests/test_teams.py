@@ -31,10 +31,13 @@ def link_in(message) -> str:
 
 
 @pytest.fixture
-def mail_to(celery_worker, smtp_server):
+def mail_to(db, celery_worker, smtp_server):
     """Waits for the system mail (sent by the worker) to one address, so none arrives after the test."""
 
     def wait(address: str):
+        # The worker logs the message in the database: end this test's transaction, which on SQLite
+        # holds the write lock (BEGIN IMMEDIATE).
+        db.session.rollback()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             for message in smtp_server.messages:

@@ -19,6 +19,7 @@ from mailapp.models.relay import TlsMode
 from mailapp.models.sending_domain import SELECTOR_MAX_LENGTH
 from mailapp.models.subscriber import ImportStatus, SubscriberStatus
 from mailapp.models.suppression import SuppressionReason
+from mailapp.models.system_message import SystemMessageKind, SystemMessageStatus
 from mailapp.relays import services as relay_services
 from mailapp.segment_rules import MAX_DAYS, MAX_DEPTH, MAX_IN_VALUES, MAX_KEY_LENGTH, MAX_NODES, RULE_FIELDS
 from mailapp.segments.services import MAX_RESEND_DELAY_HOURS
@@ -106,6 +107,16 @@ SCHEMAS: dict[str, Schema] = {
          "unsubscribed_at": NULLABLE_TIME, "unsubscribed_campaign_id": {"type": ["integer", "null"]},
          "list_ids": {"type": "array", "items": ID}},
     ),
+    "SystemMessage": _every_field(
+        {"id": ID, "kind": _enum(SystemMessageKind), "list_id": {"type": ["integer", "null"]},
+         "email": {"type": "string"}, "subject": {"type": "string"}, "status": _enum(SystemMessageStatus),
+         "attempts": COUNT, "smtp_code": {"type": ["integer", "null"]}, "error": {"type": "string"},
+         "message_id": {"type": "string"}, "created_at": NULLABLE_TIME, "sent_at": NULLABLE_TIME},
+    ),
+    "SubscriberDetail": {"allOf": [_ref("Subscriber"), _object(
+        {"system_messages": {"type": "array", "items": _ref("SystemMessage"),
+                             "description": "The newest confirmation and welcome emails, newest first."}},
+        ["system_messages"])]},
     "LayoutSummary": _object(
         {"id": ID, "name": {"type": "string"},
          "kind": {"type": "string", "enum": ["html", "mjml"],
@@ -315,6 +326,9 @@ SIGNUP_FIELDS: dict[str, Schema] = {
               "description": "For a form whose visitors choose: which of its lists."},
     "attributes": {"type": "object", "description": "The form's extra fields."},
     "website": {"type": "string", "description": "The honeypot: leave it out or empty."},
+    "altcha": {"type": "string", "maxLength": 4096,
+               "description": "For a form with ALTCHA on: the solved challenge (the widget's base64 payload; "
+                              "challenges from GET /s/{form}/altcha)."},
 }
 
 
@@ -442,7 +456,8 @@ def _paths() -> dict[str, Schema]:
             ),
         },
         "/subscribers/{subscriber_id}": {
-            "get": _operation("A subscriber.", {"200": _json(_ref("Subscriber"))}, "404",
+            "get": _operation("A subscriber, with their newest system emails.",
+                              {"200": _json(_ref("SubscriberDetail"))}, "404",
                               parameters=subscriber_id),
             "patch": _operation(
                 "Change some fields (attributes are replaced whole).", {"200": _json(_ref("Subscriber"))},
@@ -465,8 +480,11 @@ def _paths() -> dict[str, Schema]:
         },
         "/subscribers/{subscriber_id}/resend-confirmation": {
             "post": _operation(
-                "Email the subscriber's newest unconfirmed signup its confirmation link again.",
-                {"200": _json(_object({"sent": {"type": "boolean"}}, ["sent"]))}, "404",
+                "Queue the confirmation link of the subscriber's newest unconfirmed signup again; the "
+                "worker sends it, and the outcome is in the subscriber's system_messages.",
+                {"202": _json(_object({"queued": {"type": "boolean"},
+                                       "system_message_id": {"type": ["integer", "null"]}},
+                                      ["queued", "system_message_id"]), "Queued.")}, "404",
                 parameters=subscriber_id,
             ),
         },

@@ -13,10 +13,11 @@ from mailapp.api.routes import bp
 from mailapp.errors import NotFoundError, ValidationError, error_body
 from mailapp.extensions import db
 from mailapp.models import SignupForm, Subscriber
-from mailapp.signup import mailer, services
-from mailapp.signup.routes import send_after_commit
+from mailapp.sending.tasks import commit_and_send
+from mailapp.signup import mailer, proof_of_work, services
+from mailapp.signup.routes import queue_confirmation
 
-FIELDS = {"form", "email", "name", "lists", "attributes", services.HONEYPOT_FIELD}
+FIELDS = {"form", "email", "name", "lists", "attributes", services.HONEYPOT_FIELD, proof_of_work.FIELD}
 CORS_MAX_AGE = "600"
 
 
@@ -102,12 +103,12 @@ def api_public_subscribe():
             list_ids=_list_ids(data.get("lists")),
             attributes=attributes,
             honeypot=honeypot if isinstance(honeypot, str) else "filled",
+            altcha=data.get(proof_of_work.FIELD),
             ip=request.remote_addr,
             user_agent=request.headers.get("User-Agent", ""),
         ),
     )
-    db.session.commit()
-    send_after_commit(outcome)
+    commit_and_send(queue_confirmation(outcome))
     response = jsonify({"status": "accepted", "message": services.ACCEPTED})
     response.status_code = 202
     return _cors(response, origin) if origin else response
@@ -134,6 +135,7 @@ def api_resend_confirmation(subscriber_id: int):
     if db.session.get(Subscriber, subscriber_id) is None:
         raise NotFoundError(f"Subscriber {subscriber_id} not found.")
     consent = services.latest_pending_consent(subscriber_id)
-    sent = mailer.send_confirmation(consent.id)
-    # false: the relay did not take it (logged); the link stays valid and can be sent again.
-    return jsonify({"sent": sent})
+    queued = mailer.queue_confirmation(consent.id)
+    commit_and_send([queued])
+    # Queued: the worker sends it; what became of it is in the subscriber's system_messages.
+    return jsonify({"queued": queued is not None, "system_message_id": queued.id if queued else None}), 202

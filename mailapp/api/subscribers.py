@@ -53,7 +53,11 @@ def api_create_subscriber():
 
 @bp.get("/subscribers/<int:subscriber_id>")
 def api_get_subscriber(subscriber_id: int):
-    return jsonify(services.subscriber_to_dict(services.get_subscriber(subscriber_id)))
+    data = services.subscriber_to_dict(services.get_subscriber(subscriber_id))
+    data["system_messages"] = [
+        services.system_message_to_dict(row) for row in services.system_messages_for(subscriber_id)
+    ]
+    return jsonify(data)
 
 
 @bp.patch("/subscribers/<int:subscriber_id>")

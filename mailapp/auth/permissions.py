@@ -120,6 +120,7 @@ ENDPOINT_NEEDS: dict[str, Declared] = {
     "signup.hosted_form": PUBLIC,
     "signup.hosted_submit": PUBLIC,
     "signup.thanks": PUBLIC,
+    "signup.altcha_challenge": PUBLIC,
     "signup.confirm_page": PUBLIC,
     "signup.confirm": PUBLIC,
     "signup.preferences": PUBLIC,

@@ -39,7 +39,6 @@ from mailapp.auth.services import (
     user_for_reset_token,
 )
 from mailapp.auth.sessions import end_session, is_remembered, start_session
-from mailapp.auth.tasks import send_system_mail
 from mailapp.auth.throttle import LoginThrottle
 from mailapp.errors import (
     InvalidLinkError,
@@ -49,8 +48,10 @@ from mailapp.errors import (
     WrongPasswordError,
 )
 from mailapp.extensions import db
-from mailapp.models import ApiToken, Role, User, utcnow
+from mailapp.models import ApiToken, Role, SystemMessageKind, User, utcnow
 from mailapp.secret_box import SecretBox, SecretUnreadableError
+from mailapp.sending.system_mail import queue_system_message
+from mailapp.sending.tasks import commit_and_send
 from mailapp.timezones import is_zone_name
 from mailapp.web import public_url_for
 
@@ -218,14 +219,14 @@ def forgot_password():
         if user is not None:
             link = public_url_for("auth.reset_password_page", token=password_reset_token(user))
             record("user.password_reset_request", user, f"reset link sent to {user.email}", actor=user)
-            db.session.commit()
             minutes = current_app.config["PASSWORD_RESET_TTL_MINUTES"]
-            send_system_mail.delay(
-                user.email, "Reset your mailapp password",
+            commit_and_send([queue_system_message(
+                SecretBox.for_current_app(), SystemMessageKind.PASSWORD_RESET, user.email,
+                "Reset your mailapp password",
                 f"Someone (we hope you) asked to reset the password of {user.email}.\n\n"
                 f"Choose a new password here (the link works once, for {minutes:g} minutes):\n\n{link}\n\n"
                 "If it was not you, ignore this message: your password stays as it is.\n",
-            )
+            )])
         # The same answer, queued or not: the page tells nobody which addresses have accounts.
         flash("If that address has an account, a reset link is on its way. Check your inbox.", "info")
         return redirect(url_for("auth.login"))

@@ -10,7 +10,7 @@ from mailapp.models.relay import SmtpRelay, TlsMode
 from mailapp.models.segment import Segment, campaign_segments
 from mailapp.models.sender_identity import SenderIdentity
 from mailapp.models.sending_domain import SendingDomain
-from mailapp.models.signup import ConsentRecord, SignupForm, signup_form_lists
+from mailapp.models.signup import ConsentRecord, SignupForm, SpentAltchaChallenge, signup_form_lists
 from mailapp.models.subscriber import (
     ImportStatus,
     Subscriber,
@@ -21,6 +21,7 @@ from mailapp.models.subscriber import (
     list_members,
 )
 from mailapp.models.suppression import MailEvent, MailEventKind, Suppression, SuppressionReason
+from mailapp.models.system_message import SystemMessage, SystemMessageKind, SystemMessageStatus
 from mailapp.models.tracking import (
     CampaignHourlyActivity,
     CampaignStats,
@@ -59,6 +60,7 @@ __all__ = [
     "SenderIdentity",
     "SendingDomain",
     "SignupForm",
+    "SpentAltchaChallenge",
     "SmtpRelay",
     "Subscriber",
     "SubscriberImport",
@@ -67,6 +69,9 @@ __all__ = [
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
+    "SystemMessage",
+    "SystemMessageKind",
+    "SystemMessageStatus",
     "TeamSetting",
     "TlsMode",
     "UTCDateTime",

@@ -38,6 +38,8 @@ class SignupForm(Base):
     ask_name: Mapped[bool] = mapped_column(default=True, server_default=false())
     # True: the visitor ticks which of the form's lists they want; False: they join all of them.
     lists_choosable: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The visitor's browser must solve an ALTCHA proof-of-work challenge before the signup is taken.
+    altcha: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Extra attributes asked for: [{"name": "city", "label": "City", "type": "text"}].
     fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -68,3 +70,14 @@ class ConsentRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SpentAltchaChallenge(Base):
+    """An ALTCHA challenge already used for a signup, kept until it expires: a solution is good once."""
+
+    __tablename__ = "spent_altcha_challenges"
+
+    # The challenge's HMAC signature (hex): it names the challenge, and no one without the key can
+    # make another that verifies.
+    signature: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -70,12 +70,12 @@ def identity_relay_row(identity_id: int | None) -> SmtpRelay | None:
     return identity.relay if identity is not None else None
 
 
-def choose_relay(campaign_id: int, config: Mapping[str, Any], mail_extension: Any, instance_path: str
+def choose_relay(campaign_id: int | None, config: Mapping[str, Any], mail_extension: Any, instance_path: str
                  ) -> ChosenRelay:
     """The relay to send the campaign's next batch through, built with its limits. config: the app's
     (MAIL_*, SEND_SMTP_TIMEOUT_SECONDS, REDIS_URL, MAIL_RATE_LIMIT, secret keys); mail_extension: the
-    app's Flask-Mail (the default relay's settings)."""
-    campaign = db.session.get(Campaign, campaign_id)
+    app's Flask-Mail (the default relay's settings). No campaign (system mail): the default relay."""
+    campaign = db.session.get(Campaign, campaign_id) if campaign_id is not None else None
     row = chosen_relay_row(campaign) if campaign is not None else default_relay_row()
     now = utcnow()
     failed_over_from = None

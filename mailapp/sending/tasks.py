@@ -1,10 +1,11 @@
 """Celery tasks of the send engine: the batch sender (with its relay's failover and caps), its fan-out,
-and the lease sweeper (beat)."""
+the lease sweeper (beat), and the sender of system mail (confirmations, welcomes, invites, resets)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -12,8 +13,9 @@ from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from mailapp.extensions import db
-from mailapp.models import utcnow
-from mailapp.sending import engine, ledger, relay_choice
+from mailapp.models import SystemMessage, utcnow
+from mailapp.secret_box import SecretBox
+from mailapp.sending import engine, ledger, relay_choice, system_mail
 from mailapp.sending.caps import CapReached
 from mailapp.sending.relay import RelayDeferring, SMTPUnavailable
 from mailapp.sending.settings import SendSettings
@@ -31,7 +33,7 @@ def enqueue_sending(campaign_id: int, countdown: float | None = None) -> None:
         send_batch.apply_async((campaign_id,), countdown=countdown)
 
 
-def _choose_relay(campaign_id: int) -> relay_choice.ChosenRelay:
+def _choose_relay(campaign_id: int | None) -> relay_choice.ChosenRelay:
     return relay_choice.choose_relay(
         campaign_id, current_app.config, current_app.extensions["mail"], current_app.instance_path
     )
@@ -51,15 +53,22 @@ def _fail_over(campaign_id: int, chosen: relay_choice.ChosenRelay, error: SMTPUn
     return {"stopped": "failed over", "relay": chosen.relay.name, "reason": error.message}
 
 
-@shared_task(
-    bind=True,
-    name="mailapp.sending.tasks.send_batch",
-    # A database hiccup (failover, too many connections) retries the whole task; leases keep it safe.
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=8,
-)
+# A database hiccup (failover, too many connections) retries the whole send task; leases (batches) and
+# the row's status (system mail) keep it from sending twice.
+_RETRY_ON_DATABASE_ERRORS = {
+    "autoretry_for": (OperationalError,), "retry_backoff": True, "retry_backoff_max": 60, "max_retries": 8,
+}
+
+
+def _connect_retry_delay(retries_done: int) -> float | None:
+    """How long to wait before trying an unreachable relay again: SEND_CONNECT_RETRY_SECONDS, doubled
+    each time, SEND_CONNECT_RETRIES times; None once they are used up."""
+    if retries_done >= int(current_app.config["SEND_CONNECT_RETRIES"]):
+        return None
+    return float(current_app.config["SEND_CONNECT_RETRY_SECONDS"]) * 2**retries_done
+
+
+@shared_task(bind=True, name="mailapp.sending.tasks.send_batch", **_RETRY_ON_DATABASE_ERRORS)
 def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound task
     """Send the campaign's due pending deliveries, batch after batch, until none is left. Deferred rows
     (4xx) bring the task back when they fall due. An unreachable SMTP server is retried with backoff
@@ -86,8 +95,7 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound t
             # A failed probe, or a relay that is up but defers everything: straight to the backup.
             return _fail_over(campaign_id, chosen, error)
         retries = int(current_app.config["SEND_CONNECT_RETRIES"])
-        if self.request.retries < retries:
-            delay = float(current_app.config["SEND_CONNECT_RETRY_SECONDS"]) * 2**self.request.retries
+        if (delay := _connect_retry_delay(self.request.retries)) is not None:
             logger.warning("campaign %s: %s; retrying in %.1fs", campaign_id, error.message, delay)
             raise self.retry(countdown=delay, max_retries=retries, exc=error) from error
         if chosen.has_backup:
@@ -108,6 +116,51 @@ def send_batch(self, campaign_id: int) -> dict[str, object]:  # Celery's bound t
         send_batch.apply_async((campaign_id,), countdown=result.retry_in)
     return {"sent": result.sent, "stopped": result.stopped, "retry_in": result.retry_in,
             "continued": result.run_over}
+
+
+def commit_and_send(messages: Sequence[SystemMessage | None]) -> None:
+    """Commit the caller's work with these system messages' rows (system_mail.queue_system_message),
+    then queue their sending: the worker sends, so a web request answers the same whether or not the
+    mail goes out."""
+    ids = [message.id for message in messages if message is not None]
+    db.session.commit()
+    for message_id in ids:
+        send_system_message.delay(message_id)
+
+
+@shared_task(bind=True, name="mailapp.sending.tasks.send_system_message", **_RETRY_ON_DATABASE_ERRORS)
+def send_system_message(self, system_message_id: int) -> dict[str, object]:  # Celery's bound task
+    """Send one system message through the default relay choice. A relay that is unreachable or
+    answers 4xx is tried again SEND_CONNECT_RETRIES times, waiting SEND_CONNECT_RETRY_SECONDS doubled
+    each time; then the row is failed with the last reason. A 5xx fails the row with the reply."""
+    chosen = _choose_relay(None)
+    db.session.commit()  # reads only
+    try:
+        row = system_mail.deliver_system_message(
+            system_message_id, chosen.relay, chosen.limiter, current_app.config["MAIL_DEFAULT_SENDER"],
+            SecretBox.for_current_app(),
+        )
+    except CapReached as waiting:
+        db.session.rollback()
+        delay = max(0.0, (waiting.resumes_at - utcnow()).total_seconds()) + _CAP_WINDOW_MARGIN_SECONDS
+        logger.info("system message %s: %s", system_message_id, waiting.reason)
+        # The cap's wait is not a failure: it does not use up the retries.
+        send_system_message.apply_async((system_message_id,), countdown=delay)
+        return {"stopped": "waiting", "reason": waiting.reason}
+    except (system_mail.SystemMailDeferred, SMTPUnavailable) as error:
+        db.session.rollback()
+        retries = int(current_app.config["SEND_CONNECT_RETRIES"])
+        if (delay := _connect_retry_delay(self.request.retries)) is not None:
+            logger.warning("system message %s: %s; retrying in %.1fs", system_message_id, error.message,
+                           delay)
+            raise self.retry(countdown=delay, max_retries=retries, exc=error) from error
+        row = db.session.get(SystemMessage, system_message_id)
+        if row is not None:
+            system_mail.mark_failed(
+                row, getattr(error, "smtp_code", None), f"{error.message} (tried {retries + 1} times)"
+            )
+        return {"status": "failed", "reason": error.message}
+    return {"status": row.status if row is not None else "gone"}
 
 
 def _wait_for_cap(campaign_id: int, waiting: CapReached, sent: int) -> dict[str, object]:

@@ -19,6 +19,7 @@ class SignupFormForm(FlaskForm):
     lists = SelectMultipleField("Lists", coerce=int, validators=[DataRequired("Choose at least one list.")])
     lists_choosable = BooleanField("Visitors choose which of these lists they join")
     ask_name = BooleanField("Ask for a name", default=True)
+    altcha = BooleanField("Anti-spam proof of work (ALTCHA): the visitor's browser solves a puzzle first")
     fields = TextAreaField(
         "Extra fields",
         validators=[Optional(), Length(max=5000)],

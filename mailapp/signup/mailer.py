@@ -1,28 +1,32 @@
 """The confirmation and welcome emails of signups: rendered in the list's chosen layout (the text with
-the button goes where the layout prints `{{ message }}`) and sent at once, through the same relay, rate
-limiter and DKIM signing as campaigns. One message, one recipient, no delivery row: there is no
-campaign to report on, and a failed send is logged and can be resent from the dashboard or API."""
+the button goes where the layout prints `{{ message }}`) and queued as system mail (sending/system_mail.py):
+the same relay choice, rate limiter and DKIM signing as campaigns, one log row per message, shown on the
+subscriber's page. The queue_* functions write the row; the caller commits, then queues the send task
+with the row's id (mailapp.sending.tasks.enqueue_system_message)."""
 
 from __future__ import annotations
 
 import logging
-import smtplib
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import parseaddr
 
 from flask import current_app
 from markupsafe import Markup
 
 from mailapp.errors import MailappError
 from mailapp.extensions import db
-from mailapp.models import ConsentRecord, Layout, Subscriber, SubscriberList, utcnow
+from mailapp.models import (
+    ConsentRecord,
+    Layout,
+    Subscriber,
+    SubscriberList,
+    SystemMessage,
+    SystemMessageKind,
+    utcnow,
+)
+from mailapp.secret_box import SecretBox
 from mailapp.sending import templating
-from mailapp.sending.compose import dkim_signer_for
-from mailapp.sending.message import address_domain, ascii_address
-from mailapp.sending.ratelimit import RateLimiter
-from mailapp.sending.relay import Relay, describe
 from mailapp.sending.render import html_to_text
+from mailapp.sending.system_mail import queue_system_message
 from mailapp.signup.services import confirmation_token
 
 log = logging.getLogger(__name__)
@@ -37,17 +41,17 @@ def confirm_url(consent_id: int) -> str:
     return f"{current_app.config['PUBLIC_URL']}/s/confirm/{confirmation_token(consent_id)}"
 
 
-def send_confirmation(consent_id: int) -> bool:
-    """Email the consent's confirmation link, in the first pending list's confirmation layout. True
-    when the relay took it; a relay failure is logged (the signup stands, and can be resent)."""
+def queue_confirmation(consent_id: int) -> SystemMessage | None:
+    """The consent's confirmation link, in the first pending list's confirmation layout, queued (the
+    caller commits, then queues the task). None when there is nothing to confirm."""
     consent = db.session.get(ConsentRecord, consent_id)
     if consent is None or consent.confirmed_at is not None or not consent.pending_list_ids:
-        return False
+        return None
     lists = [db.session.get(SubscriberList, list_id) for list_id in consent.pending_list_ids]
     lists = [subscriber_list for subscriber_list in lists if subscriber_list is not None]
-    if not lists:
-        return False
-    subscriber = db.session.get(Subscriber, consent.subscriber_id)
+    subscriber = db.session.get(Subscriber, consent.subscriber_id) if consent.subscriber_id else None
+    if not lists or subscriber is None:
+        return None
     names = ", ".join(subscriber_list.name for subscriber_list in lists)
     url = confirm_url(consent.id)
     message = Markup(
@@ -57,57 +61,47 @@ def send_confirmation(consent_id: int) -> bool:
         "<p>Or open this link: {url}</p>"
         "<p>If you did not sign up, ignore this email: you will not be added.</p>"
     ).format(names=names, url=url)
-    sent = _send(
-        subscriber, f"Confirm your subscription to {names}", lists[0].confirmation_layout_id, message
+    queued = _queue(
+        SystemMessageKind.CONFIRMATION, subscriber, lists[0], f"Confirm your subscription to {names}",
+        lists[0].confirmation_layout_id, message,
     )
-    if sent:
-        consent.confirmation_sent_at = utcnow()
-        db.session.commit()
-    return sent
+    consent.confirmation_sent_at = utcnow()
+    return queued
 
 
-def send_welcome(subscriber_id: int, list_id: int) -> bool:
-    """The list's welcome email, when it has a welcome layout."""
+def queue_welcome(subscriber_id: int, list_id: int) -> SystemMessage | None:
+    """The list's welcome email, when it has a welcome layout (the caller commits, then queues)."""
     subscriber_list = db.session.get(SubscriberList, list_id)
     subscriber = db.session.get(Subscriber, subscriber_id)
     if subscriber_list is None or subscriber is None or subscriber_list.welcome_layout_id is None:
-        return False
+        return None
     message = Markup("<p>Welcome to <strong>{name}</strong>! Your subscription is confirmed.</p>").format(
         name=subscriber_list.name
     )
-    return _send(subscriber, f"Welcome to {subscriber_list.name}", subscriber_list.welcome_layout_id, message)
+    return _queue(
+        SystemMessageKind.WELCOME, subscriber, subscriber_list, f"Welcome to {subscriber_list.name}",
+        subscriber_list.welcome_layout_id, message,
+    )
 
 
-def _send(subscriber: Subscriber | None, subject: str, layout_id: int | None, message: Markup) -> bool:
-    if subscriber is None:
-        return False
+def _queue(kind: SystemMessageKind, subscriber: Subscriber, subscriber_list: SubscriberList, subject: str,
+           layout_id: int | None, message: Markup) -> SystemMessage:
     layout = db.session.get(Layout, layout_id) if layout_id is not None else None
-    sender_email = current_app.config["MAIL_DEFAULT_SENDER"]
     try:
-        raw = _build(
-            subscriber,
-            subject,
-            layout.html if layout is not None else DEFAULT_SYSTEM_LAYOUT,
-            message,
-            sender_email,
-        )
-        RateLimiter.for_app().wait()
-        with Relay.for_current_app().smtp_connection() as host:
-            if host is not None:
-                host.sendmail(
-                    ascii_address("from address", sender_email),
-                    [ascii_address("recipient address", subscriber.email)],
-                    raw,
-                )
-    except (MailappError, OSError, smtplib.SMTPException) as error:
-        log.warning("signup email %r to subscriber %s not sent: %s", subject, subscriber.id, describe(error))
-        return False
-    return True
+        html = _render(subscriber, subject, layout.html if layout is not None else DEFAULT_SYSTEM_LAYOUT,
+                       message)
+    except MailappError as error:
+        # A layout that no longer renders (edited since it was chosen) must not cost the signup its
+        # email: the built-in layout carries the same text.
+        log.warning("%s layout %s does not render (%s); the built-in one is used", kind, layout_id, error)
+        html = _render(subscriber, subject, DEFAULT_SYSTEM_LAYOUT, message)
+    return queue_system_message(
+        SecretBox.for_current_app(), kind, subscriber.email, subject, html_to_text(html), html,
+        to_name=subscriber.name or "", subscriber_id=subscriber.id, list_id=subscriber_list.id,
+    )
 
 
-def _build(
-    subscriber: Subscriber, subject: str, layout_html: str, message: Markup, sender_email: str
-) -> bytes:
+def _render(subscriber: Subscriber, subject: str, layout_html: str, message: Markup) -> str:
     context = templating.recipient_context(
         subscriber={
             "id": subscriber.id,
@@ -115,23 +109,9 @@ def _build(
             "name": subscriber.name,
             "attributes": subscriber.attributes or {},
         },
-        sender={"email": sender_email, "name": ""},
+        sender={"email": parseaddr(current_app.config["MAIL_DEFAULT_SENDER"])[1], "name": ""},
         campaign={"id": 0, "name": subject, "subject": subject},
         message=message,
         unsubscribe_url="",
     )
-    html = templating.compile_template(templating.inline_css(layout_html)).render(context)
-    email = EmailMessage(policy=SMTP)
-    email["From"] = ascii_address("from address", sender_email)
-    email["To"] = formataddr((subscriber.name or "", ascii_address("recipient address", subscriber.email)))
-    email["Subject"] = subject
-    email["Date"] = formatdate(localtime=False)
-    domain = address_domain(sender_email)
-    email["Message-ID"] = make_msgid(domain=domain or None)
-    # Asked for by the reader, yet sent by a machine: vacation responders keep quiet (RFC 3834).
-    email["Auto-Submitted"] = "auto-generated"
-    email.set_content(html_to_text(html), cte="quoted-printable")
-    email.add_alternative(html, subtype="html", cte="quoted-printable")
-    raw = email.as_bytes(policy=SMTP)
-    signer = dkim_signer_for(domain) if domain else None
-    return signer.sign(raw) if signer is not None else raw
+    return templating.compile_template(templating.inline_css(layout_html)).render(context)

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import login_required
 from sqlalchemy import select
 
 from mailapp.audit import services as audit
 from mailapp.errors import MailappError, NotFoundError, TooManyAttemptsError
 from mailapp.extensions import db
-from mailapp.models import Layout, SignupForm, Subscriber, SubscriberList
-from mailapp.signup import mailer, services
+from mailapp.models import Layout, SignupForm, Subscriber, SubscriberList, SystemMessage
+from mailapp.sending.tasks import commit_and_send
+from mailapp.signup import mailer, proof_of_work, services
 from mailapp.signup.forms import ListOptInForm, SignupFormForm
 from mailapp.tracking.routes import PRIVATE_PAGE
+from mailapp.web import CONTENT_SECURITY_POLICY
 from mailapp.web_extensions import csrf
 
 bp = Blueprint("signup", __name__)
@@ -26,8 +38,16 @@ bp = Blueprint("signup", __name__)
 log = logging.getLogger(__name__)
 
 
+# The hosted form of a form with ALTCHA: its widget solves in Web Workers it starts from blob: URLs.
+ALTCHA_PAGE_CSP = f"{CONTENT_SECURITY_POLICY}; worker-src 'self' blob:"
+
+
 def _public(template: str, status: int = 200, **context: object) -> Response:
-    return Response(render_template(template, **context), status, headers=PRIVATE_PAGE)
+    response = Response(render_template(template, **context), status, headers=PRIVATE_PAGE)
+    form = context.get("form")
+    if isinstance(form, SignupForm) and form.altcha:
+        response.headers["Content-Security-Policy"] = ALTCHA_PAGE_CSP
+    return response
 
 
 @bp.errorhandler(NotFoundError)
@@ -43,22 +63,29 @@ def list_ids_from_form() -> list[int]:
     ]
 
 
+# The fields of a signup that are not attributes.
+NOT_ATTRIBUTES = ("email", "name", "lists", proof_of_work.FIELD)
+
+
 def signup_input_from_form() -> services.SignupInput:
     values = request.form
     return services.SignupInput(
         email=values.get("email", ""),
         name=values.get("name", ""),
         list_ids=list_ids_from_form(),
-        attributes={key: values.get(key) for key in values if key not in ("email", "name", "lists")},
+        attributes={key: values.get(key) for key in values if key not in NOT_ATTRIBUTES},
         honeypot=values.get(services.HONEYPOT_FIELD, ""),
+        altcha=values.get(proof_of_work.FIELD),
         ip=request.remote_addr,
         user_agent=request.headers.get("User-Agent", ""),
     )
 
 
-def send_after_commit(outcome: services.SignupOutcome) -> None:
-    if outcome.confirmation_consent_id is not None:
-        mailer.send_confirmation(outcome.confirmation_consent_id)
+def queue_confirmation(outcome: services.SignupOutcome) -> list[SystemMessage | None]:
+    """The signup's confirmation email, its row written before the commit (commit_and_send)."""
+    if outcome.confirmation_consent_id is None:
+        return []
+    return [mailer.queue_confirmation(outcome.confirmation_consent_id)]
 
 
 # --- public -----------------------------------------------------------------------------------------
@@ -89,11 +116,22 @@ def hosted_submit(slug: str):
         return _public(
             "signup/hosted.html", 422, form=form, errors={field: error.message}, values=request.form
         )
-    db.session.commit()
-    send_after_commit(outcome)
+    commit_and_send(queue_confirmation(outcome))
     if form.redirect_url:
         return redirect(form.redirect_url, 303)
     return redirect(url_for("signup.thanks", slug=form.slug), 303)
+
+
+@bp.get("/s/<slug>/altcha")
+def altcha_challenge(slug: str):
+    """A fresh signed challenge for the form's ALTCHA widget. Any site may fetch one (the pasted
+    snippet runs on the marketer's site): a challenge costs its solver, not us, and nothing is stored."""
+    form = services.form_by_slug(slug)
+    if not form.altcha:
+        raise NotFoundError("This form does not ask for a proof of work.")
+    response = jsonify(proof_of_work.new_challenge())
+    response.headers.update({**PRIVATE_PAGE, "Access-Control-Allow-Origin": "*"})
+    return response
 
 
 @bp.get("/s/<slug>/thanks")
@@ -116,9 +154,9 @@ def confirm_page(token: str):
 @bp.post("/s/confirm/<token>")
 def confirm(token: str):
     consent, joined = services.confirm(token)
-    db.session.commit()
-    for subscriber_list in joined:
-        mailer.send_welcome(consent.subscriber_id, subscriber_list.id)
+    commit_and_send(
+        [mailer.queue_welcome(consent.subscriber_id, subscriber_list.id) for subscriber_list in joined]
+    )
     return _public(
         "signup/message.html",
         title="Subscription confirmed",
@@ -194,6 +232,7 @@ def edit_form(form_id: int):
             "lists": [row.id for row in form_row.lists],
             "lists_choosable": form_row.lists_choosable,
             "ask_name": form_row.ask_name,
+            "altcha": form_row.altcha,
             "fields": "\n".join(f"{spec['name']}:{spec['type']}:{spec['label']}" for spec in form_row.fields),
             "title": form_row.title,
             "intro": form_row.intro,
@@ -281,8 +320,7 @@ def resend_confirmation(subscriber_id: int):
     except NotFoundError as error:
         flash(error.message, "error")
     else:
-        if mailer.send_confirmation(consent.id):
-            flash(f"Confirmation sent again to {subscriber.email}.", "success")
-        else:
-            flash(f"The confirmation to {subscriber.email} could not be sent; see the log.", "error")
+        commit_and_send([mailer.queue_confirmation(consent.id)])
+        flash(f"Confirmation queued to {subscriber.email}: its status is under System emails below.",
+              "success")
     return redirect(url_for("subscribers.edit_subscriber", subscriber_id=subscriber.id))

@@ -32,6 +32,7 @@ from mailapp.models import (
     Suppression,
     utcnow,
 )
+from mailapp.signup import proof_of_work
 from mailapp.subscribers.validation import AttributeLimits, clean_attributes, clean_name
 from mailapp.tracking.machine import truncate_ip
 from mailapp.tracking.services import delivery_for_token, unsubscribe_delivery
@@ -52,6 +53,8 @@ class SignupInput:
     list_ids: list[int] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     honeypot: str = ""
+    # The ALTCHA solution (base64 payload), for forms that ask for one.
+    altcha: object = None
     ip: str | None = None
     user_agent: str = ""
 
@@ -163,6 +166,8 @@ def submit_signup(form: SignupForm, given: SignupInput) -> SignupOutcome:
     attributes = _form_attributes(form, given.attributes)
     if given.honeypot:
         return SignupOutcome()  # a bot: accepted as far as it can tell, and dropped
+    if form.altcha:
+        proof_of_work.spend_solution(given.altcha)
     count_signup(form.id, email)
     suppressed = db.session.scalar(
         select(Suppression.id).where(Suppression.email == email, Suppression.lifted_at.is_(None))
@@ -377,6 +382,7 @@ def save_form(form: SignupForm | None, values: dict[str, Any]) -> SignupForm:
     form.name, form.slug = values["name"], values["slug"]
     form.lists = list(lists)
     form.lists_choosable, form.ask_name = bool(values["lists_choosable"]), bool(values["ask_name"])
+    form.altcha = bool(values.get("altcha"))
     form.fields = parse_fields(values["fields"])
     form.allowed_origins = parse_origins(values["allowed_origins"])
     form.redirect_url = check_redirect_url(values["redirect_url"])

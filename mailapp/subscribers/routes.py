@@ -313,6 +313,7 @@ def edit_subscriber(subscriber_id: int):
         status_form=StatusForm(), delete_form=ActionForm(),
         mail_events=suppression.events_for_subscriber(subscriber.id, subscriber.email),
         suppression=suppression.suppression_in_force(subscriber.email),
+        system_messages=services.system_messages_for(subscriber.id),
         campaign_names=services.unsubscribe_campaign_names([subscriber]), **_typed_context(form),
     ), 422 if form.is_submitted() else 200
 

@@ -27,6 +27,7 @@ from mailapp.models.subscriber import (
     SubscriberStatus,
     list_members,
 )
+from mailapp.models.system_message import SystemMessage
 from mailapp.segment_rules import compile_rules, validate_rules
 from mailapp.subscribers import import_parse
 from mailapp.subscribers.validation import (
@@ -303,6 +304,27 @@ def subscriber_to_dict(subscriber: Subscriber, with_lists: bool = True) -> dict[
     if with_lists:
         data["list_ids"] = sorted(item.id for item in subscriber.lists)
     return data
+
+
+# A subscriber's page and API view show their newest system emails, this many.
+SYSTEM_MESSAGES_SHOWN = 20
+
+
+def system_messages_for(subscriber_id: int) -> list[SystemMessage]:
+    """The subscriber's newest confirmation and welcome emails, with what became of each."""
+    return list(db.session.scalars(
+        select(SystemMessage).where(SystemMessage.subscriber_id == subscriber_id)
+        .order_by(SystemMessage.id.desc()).limit(SYSTEM_MESSAGES_SHOWN)
+    ))
+
+
+def system_message_to_dict(row: SystemMessage) -> dict[str, Any]:
+    return {
+        "id": row.id, "kind": row.kind, "list_id": row.list_id, "email": row.email, "subject": row.subject,
+        "status": row.status, "attempts": row.attempts, "smtp_code": row.smtp_code, "error": row.error,
+        "message_id": row.message_id, "created_at": iso_or_none(row.created_at),
+        "sent_at": iso_or_none(row.sent_at),
+    }
 
 
 def unsubscribe_campaign_names(subscribers: Iterable[Subscriber]) -> dict[int, str]:

@@ -8,9 +8,12 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from mailapp.audit.services import record
 from mailapp.auth.sessions import start_session
-from mailapp.auth.tasks import send_system_mail
 from mailapp.errors import ConflictError, InvalidLinkError, MailappError, ValidationError
 from mailapp.extensions import db
+from mailapp.models import SystemMessageKind
+from mailapp.secret_box import SecretBox
+from mailapp.sending.system_mail import queue_system_message
+from mailapp.sending.tasks import commit_and_send
 from mailapp.users import services
 from mailapp.users.forms import AcceptInviteForm, InviteForm, RoleForm, TwoFactorPolicyForm
 from mailapp.web import public_url_for
@@ -53,14 +56,13 @@ def invite():
     except (ValidationError, ConflictError) as error:
         form.email.errors.append(error.message)
         return _render_index(form, status=error.status_code)
-    db.session.commit()
     link = public_url_for("users.accept_invite", token=token)
     hours = current_app.config["INVITE_TTL_HOURS"]
-    send_system_mail.delay(
-        created.email, "You are invited to mailapp",
+    commit_and_send([queue_system_message(
+        SecretBox.for_current_app(), SystemMessageKind.INVITE, created.email, "You are invited to mailapp",
         f"{current_user.email} invites you to their mailapp as {created.role}.\n\n"
         f"Choose your name and password here (the link works once, for {hours:g} hours):\n\n{link}\n",
-    )
+    )])
     flash(f"Invite sent to {created.email}. You can also give them the link below.", "success")
     return _render_index(invite_link=link)
 
