@@ -1,7 +1,7 @@
 """system messages (the log of confirmations, welcomes, invites and password resets); ALTCHA on signup forms
 
-Revision ID: 0024
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-03 21:15:00
 
 """
@@ -12,8 +12,8 @@ import mailapp.models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '0024'
-down_revision = '0014'
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
