@@ -2,7 +2,7 @@
 the button goes where the layout prints `{{ message }}`) and queued as system mail (sending/system_mail.py):
 the same relay choice, rate limiter and DKIM signing as campaigns, one log row per message, shown on the
 subscriber's page. The queue_* functions write the row; the caller commits, then queues the send task
-with the row's id (mailapp.sending.tasks.enqueue_system_message)."""
+with the row's id (mailapp.sending.tasks.commit_and_send)."""
 
 from __future__ import annotations
 
