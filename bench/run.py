@@ -123,10 +123,12 @@ def ensure_postgres_database(url: str) -> None:
 def full_scale_environment(scale: str) -> Iterator[dict[str, str]]:
     """At full scale, modules that follow DATABASE_URL / CELERY_BROKER_URL (the import and send benches)
     get PostgreSQL and Redis unless the caller set them: a `<bench db>_app` database next to the
-    dashboard's, and the bench Redis db. Restored afterwards."""
+    dashboard's, and the bench Redis db. Both databases are created if missing. Restored afterwards."""
     chosen: dict[str, str] = {}
     if scale == "full":
         bench_db = os.environ.get(BENCH_DATABASE_ENV) or DEFAULT_BENCH_DATABASE
+        # The dashboard and segment benches fill this one; a fresh machine has neither.
+        ensure_postgres_database(bench_db)
         if not os.environ.get("DATABASE_URL"):
             chosen["DATABASE_URL"] = bench_db.split("?")[0] + "_app"
             ensure_postgres_database(chosen["DATABASE_URL"])
