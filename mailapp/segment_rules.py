@@ -4,7 +4,9 @@ compilation to one SQLAlchemy condition on subscribers that runs on PostgreSQL a
 A tree is a group {"all": [...]} or {"any": [...]} of rules and groups, or a single rule
 {"field", "op", "value"?, "key"?}. See RULE_FIELDS for each field's operators and value types, and the
 README's "Segments" section. Activity counts human events only, as reports do: "opened" means a human
-open or a human click (a click implies an open), machine opens never count.
+open or a human click (a click implies an open), machine opens never count. Activity rules read the
+engagement columns (Delivery.engaged_at, Delivery.human_clicked_at, Subscriber.last_engaged_at) that
+triggers on the event tables keep.
 
 Ground floor: the send engine's snapshot compiles the segments a campaign targets."""
 
@@ -31,10 +33,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from mailapp.errors import ValidationError, field_problem
 from mailapp.models import (
-    ClickEvent,
     Delivery,
     DeliveryStatus,
-    OpenEvent,
     Subscriber,
     SubscriberStatus,
     list_members,
@@ -252,47 +252,25 @@ def _compile(node: dict[str, Any], dialect: str, now: datetime) -> ColumnElement
     return _activity(op, value, now)
 
 
-def _human_event(model, delivery_id, campaign_id: int | None = None) -> ColumnElement[bool]:
-    """A human event of this kind on the delivery. Given the delivery's campaign too (an event carries
-    its delivery's campaign), PostgreSQL reads only that campaign's human events, from the partial
-    index ix_*_events_campaign_human_delivery."""
-    query = select(literal(1)).where(model.delivery_id == delivery_id, model.is_machine == false())
-    if campaign_id is not None:
-        query = query.where(model.campaign_id == campaign_id)
-    return query.exists()
-
-
-def _engaged(delivery_id) -> ColumnElement[bool]:
-    """A human open, or a human click (which implies one), on this delivery."""
-    return or_(_human_event(OpenEvent, delivery_id), _human_event(ClickEvent, delivery_id))
-
-
 def _activity(op: str, value: Any, now: datetime) -> ColumnElement[bool]:
-    if op in CAMPAIGN_OPS:
-        models = (ClickEvent,) if "clicked" in op else (OpenEvent, ClickEvent)
-        received = select(literal(1)).where(
-            Delivery.campaign_id == value, Delivery.subscriber_id == Subscriber.id
-        )
-        if op.startswith("not_"):
-            # Did not open / click it: among those it was sent to, so a later resend reaches only them.
-            # One NOT EXISTS per kind of event, not NOT (a OR b): PostgreSQL turns each into a hash
-            # anti-join over the campaign's events instead of a subplan run for each delivery.
-            unengaged = [~_human_event(model, Delivery.id, value) for model in models]
-            return received.where(Delivery.status == DeliveryStatus.SENT, *unengaged).exists()
-        return received.where(or_(*(_human_event(model, Delivery.id, value) for model in models))).exists()
+    """Read from the engagement columns the events' triggers keep (migration 0017), never from the
+    events themselves: a campaign rule is a probe into one partial index of that campaign's deliveries
+    (or, at the top of a tree, one index-only scan of it), and the all-campaigns rules read one column
+    of the subscriber."""
     if op == "never_opened":
-        ever = select(literal(1)).where(Delivery.subscriber_id == Subscriber.id, _engaged(Delivery.id))
-        return ~ever.exists()
-    since = now - timedelta(days=value)
-    recent = [
-        select(literal(1))
-        .select_from(model)
-        .join(Delivery, Delivery.id == model.delivery_id)
-        .where(Delivery.subscriber_id == Subscriber.id, model.is_machine == false(), model.at >= since)
-        .exists()
-        for model in (OpenEvent, ClickEvent)
-    ]
-    return or_(*recent)
+        return Subscriber.last_engaged_at.is_(None)
+    if op == "opened_within_days":
+        return Subscriber.last_engaged_at >= now - timedelta(days=value)
+    received = select(literal(1)).where(
+        Delivery.campaign_id == value, Delivery.subscriber_id == Subscriber.id
+    )
+    if op == "opened":
+        return received.where(Delivery.engaged_at.is_not(None)).exists()
+    if op == "clicked":
+        return received.where(Delivery.human_clicked_at.is_not(None)).exists()
+    # Did not open / click it: among those it was sent to, so a later resend reaches only them.
+    unengaged = Delivery.engaged_at if op == "not_opened" else Delivery.human_clicked_at
+    return received.where(Delivery.status == DeliveryStatus.SENT, unengaged.is_(None)).exists()
 
 
 def _attribute(key: str, op: str, value: Any, dialect: str) -> ColumnElement[bool]:

@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from mailapp.models import Base
-from mailapp.models.delivery import DELIVERY_COUNT_TRIGGERS
+from mailapp.models.delivery import DELIVERY_COUNT_TRIGGERS, ENGAGEMENT_TRIGGERS
 from mailapp.models.tracking import HOURLY_ACTIVITY_TRIGGERS
 
 
@@ -32,5 +32,5 @@ def _triggers(db) -> set[tuple[str, str]]:
 def test_the_counting_triggers_the_models_name_are_the_ones_the_migrations_install(db):
     named = {(name, "deliveries") for name in DELIVERY_COUNT_TRIGGERS} | {
         (name, name.split("_roll_up")[0]) for name in HOURLY_ACTIVITY_TRIGGERS
-    }
+    } | {(name, name.split("_engagement")[0]) for name in ENGAGEMENT_TRIGGERS}
     assert _triggers(db) == named

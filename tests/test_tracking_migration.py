@@ -13,8 +13,8 @@ from flask import Flask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
 
-from config import TestConfig
 from mailapp.extensions import db
+from tests.sibling_database import app_on_fresh_database
 
 NOW = "2026-11-30 10:00:00.000000"
 
@@ -22,20 +22,8 @@ NOW = "2026-11-30 10:00:00.000000"
 @pytest.fixture
 def fresh_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
     """An app of its own on an empty SQLite file (whatever database the suite runs on)."""
-    from celery import _state
-
-    from mailapp import create_app
-
-    default_celery = _state.default_app
-    config = TestConfig()
-    config.SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'migrate.sqlite'}"
-    config.CELERY_BROKER_URL = app.config["CELERY_BROKER_URL"]
-    fresh = create_app(config)
-    _state.default_app = default_celery  # create_app made the throwaway app's Celery the default
-    yield fresh
-    with fresh.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with app_on_fresh_database(app, tmp_path, "migrate", sqlite=True) as fresh:
+        yield fresh
 
 
 def sql(statement: str, **params: object) -> list:

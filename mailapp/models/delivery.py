@@ -18,6 +18,11 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+ENGAGED = text("engaged_at IS NOT NULL")
+HUMAN_CLICKED = text("human_clicked_at IS NOT NULL")
+SENT_UNENGAGED = text("status = 'sent' AND engaged_at IS NULL")
+
+
 class Delivery(Base):
     """One recipient of one campaign: the row that makes "sent exactly once" checkable."""
 
@@ -34,6 +39,29 @@ class Delivery(Base):
             "id",
             postgresql_where=text("unsubscribed_at IS NOT NULL"),
             sqlite_where=text("unsubscribed_at IS NOT NULL"),
+        ),
+        # Segments' activity rules on one campaign ("opened", "clicked", "did not open"): each reads only
+        # its own small slice of a campaign's deliveries, index only, instead of probing the events.
+        Index(
+            "ix_deliveries_campaign_engaged",
+            "campaign_id",
+            "subscriber_id",
+            postgresql_where=ENGAGED,
+            sqlite_where=ENGAGED,
+        ),
+        Index(
+            "ix_deliveries_campaign_human_clicked",
+            "campaign_id",
+            "subscriber_id",
+            postgresql_where=HUMAN_CLICKED,
+            sqlite_where=HUMAN_CLICKED,
+        ),
+        Index(
+            "ix_deliveries_campaign_unengaged",
+            "campaign_id",
+            "subscriber_id",
+            postgresql_where=SENT_UNENGAGED,
+            sqlite_where=SENT_UNENGAGED,
         ),
         # Tracking tokens name delivery ids: SQLite must never hand out a deleted row's id again
         # (PostgreSQL sequences never do).
@@ -62,6 +90,11 @@ class Delivery(Base):
     first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     click_count: Mapped[int] = mapped_column(default=0)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The first human open or click (a click implies an open) and the first human click: what segments
+    # and reports mean by "opened" and "clicked". Machine opens and scanner clicks never set them. Kept
+    # by the ENGAGEMENT_TRIGGERS on open_events and click_events (migration 0017), not by Python.
+    engaged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    human_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # True only for the rows that existed when migration 0003 ran: tracking links of the old format
     # (v1, the delivery id alone) are honoured for them, and refused for newer rows, whose id may be a
     # reused one on SQLite. The server default covers the send engine's INSERT ... SELECT.
@@ -72,6 +105,13 @@ class Delivery(Base):
 # 0002_dashboard_indexes on both backends (0003 puts them back as they were after rebuilding deliveries
 # on SQLite). No Python code writes these counts; tests/test_schema.py checks the triggers are there.
 DELIVERY_COUNT_TRIGGERS = ("deliveries_count_insert", "deliveries_count_update", "deliveries_count_delete")
+
+
+# The database triggers on open_events and click_events that keep Delivery.engaged_at,
+# Delivery.human_clicked_at and Subscriber.last_engaged_at: installed by migration 0017_engagement on
+# both backends, so every writer of events (the open buffer's flush, the click route, an import of old
+# data) keeps them true without knowing of them. tests/test_schema.py checks they are there.
+ENGAGEMENT_TRIGGERS = ("open_events_engagement", "click_events_engagement")
 
 
 class CampaignDeliveryCount(Base):

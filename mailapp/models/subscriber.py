@@ -73,6 +73,9 @@ class Subscriber(Base):
     # Which campaign's link they unsubscribed through. No foreign key: subscribers are created before
     # campaigns in the schema, and the id stays meaningful in reports after a campaign is deleted.
     unsubscribed_campaign_id: Mapped[int | None] = mapped_column()
+    # The latest human open or click of any campaign: segments' "opened within N days" and "never
+    # opened" read this one column. Kept by mailapp.models.delivery.ENGAGEMENT_TRIGGERS.
+    last_engaged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     lists: Mapped[list[SubscriberList]] = relationship(
         secondary=list_members, back_populates="subscribers"

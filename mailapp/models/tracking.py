@@ -36,14 +36,6 @@ class OpenEvent(Base):
     __table_args__ = (
         Index("ix_open_events_campaign_at", "campaign_id", "at"),
         Index("ix_open_events_delivery_machine", "delivery_id", "is_machine"),
-        # Segments' "opened within N days": the recent human opens, newest first, without the machine ones.
-        Index(
-            "ix_open_events_human_at",
-            "at",
-            "delivery_id",
-            postgresql_where=HUMAN_ONLY,
-            sqlite_where=HUMAN_ONLY,
-        ),
         Index(
             "ix_open_events_campaign_human_delivery",
             "campaign_id",
@@ -73,13 +65,6 @@ class ClickEvent(Base):
     __table_args__ = (
         Index("ix_click_events_campaign_at", "campaign_id", "at"),
         Index("ix_click_events_delivery_machine", "delivery_id", "is_machine"),
-        Index(
-            "ix_click_events_human_at",
-            "at",
-            "delivery_id",
-            postgresql_where=HUMAN_ONLY,
-            sqlite_where=HUMAN_ONLY,
-        ),
         Index(
             "ix_click_events_campaign_human_delivery",
             "campaign_id",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import and_, func, literal, select
 
 from mailapp.campaigns import lifecycle
 from mailapp.campaigns import services as campaign_services
@@ -162,14 +162,14 @@ class SegmentCount:
 
 
 def count(rules: dict[str, Any]) -> SegmentCount:
-    condition = compile_rules(rules, dialect_name())
-    total = db.session.scalar(select(func.count()).select_from(Subscriber).where(condition)) or 0
-    sendable = db.session.scalar(
-        select(func.count())
+    """Both figures from one pass over the matching subscribers."""
+    sendable = and_(Subscriber.status == SubscriberStatus.ACTIVE, _not_suppressed())
+    total, recipients = db.session.execute(
+        select(func.count(), func.count().filter(sendable))
         .select_from(Subscriber)
-        .where(condition, Subscriber.status == SubscriberStatus.ACTIVE, _not_suppressed())
-    )
-    return SegmentCount(total, sendable or 0)
+        .where(compile_rules(rules, dialect_name()))
+    ).one()
+    return SegmentCount(total, recipients)
 
 
 # --- resend to non-openers --------------------------------------------------------------------------
