@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailapp.db_setup import is_postgres
 from mailapp.extensions import db
-from mailapp.models import CampaignStats, ClickEvent, Delivery, OpenEvent
+from mailapp.models import CampaignStats, Delivery
 
 
 def _insert_ignoring_conflicts(table: Table):  # a dialect Insert
@@ -62,20 +62,11 @@ def _bump_campaign_stats(campaign_id: int, **increments: int) -> None:
 
 
 def _engaged_deliveries(delivery_ids: Iterable[int]) -> set[int]:
-    """Deliveries whose recipient has already opened or clicked as a human (a click implies an open).
-    One EXISTS probe per delivery on the (delivery_id, is_machine) indexes: it stops at the first
-    human event however many a recipient has."""
+    """Deliveries whose recipient has already opened or clicked as a human (a click implies an open):
+    Delivery.engaged_at, which the event tables' triggers set (migration 0017). Read after
+    _lock_campaign_stats, so a concurrent writer's events of the same campaign are already committed."""
     ids = sorted(set(delivery_ids))
     if not ids:
         return set()
-    human_open = (
-        select(OpenEvent.id)
-        .where(OpenEvent.delivery_id == Delivery.id, OpenEvent.is_machine.is_(False))
-        .exists()
-    )
-    human_click = (
-        select(ClickEvent.id)
-        .where(ClickEvent.delivery_id == Delivery.id, ClickEvent.is_machine.is_(False))
-        .exists()
-    )
-    return set(db.session.scalars(select(Delivery.id).where(Delivery.id.in_(ids), human_open | human_click)))
+    engaged = select(Delivery.id).where(Delivery.id.in_(ids), Delivery.engaged_at.is_not(None))
+    return set(db.session.scalars(engaged))

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import current_app
 from markupsafe import Markup
-from sqlalchemy import and_, case, exists, select, update
+from sqlalchemy import and_, case, select, update
 
 from mailapp.errors import NotFoundError
 from mailapp.extensions import db
@@ -25,7 +25,7 @@ from mailapp.models import (
 )
 from mailapp.sending import tokens
 from mailapp.tracking import machine
-from mailapp.tracking.counters import _bump_campaign_stats, _engaged_deliveries, _lock_campaign_stats
+from mailapp.tracking.counters import _bump_campaign_stats, _lock_campaign_stats
 from mailapp.tracking.opens import early_seconds
 
 # Every token that names no delivery gets the same page: it tells nobody whether an id exists.
@@ -72,12 +72,11 @@ def record_click(token: str, user_agent: str | None, remote_addr: str | None) ->
     if is_machine:
         _bump_campaign_stats(found.campaign_id, scanner_clicks=1)
     else:
-        clicked_before = db.session.scalar(
-            select(
-                exists().where(ClickEvent.delivery_id == delivery_id, ClickEvent.is_machine.is_(False))
-            )
-        )
-        engaged_before = delivery_id in _engaged_deliveries([delivery_id])
+        # Set by the event tables' triggers; read after the campaign's lock, like _engaged_deliveries.
+        clicked_at, engaged_at = db.session.execute(
+            select(Delivery.human_clicked_at, Delivery.engaged_at).where(Delivery.id == delivery_id)
+        ).one()
+        clicked_before, engaged_before = clicked_at is not None, engaged_at is not None
         _bump_campaign_stats(
             found.campaign_id,
             clicks=1,
