@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert
 
 from mailapp.extensions import db
-from mailapp.models import ClickEvent, Link, OpenEvent, utcnow
+from mailapp.models import ClickEvent, Link, OpenEvent, Suppression, utcnow
 from mailapp.sending import tasks
 from tests.campaign_fixtures import make_audience
 from tests.factories import SubscriberFactory, SubscriberListFactory
@@ -53,6 +53,19 @@ def test_a_segment_is_saved_read_counted_and_its_matches_paged(api, readers) -> 
     assert renamed.get_json()["name"] == "Pro readers"
     assert api.delete(f"/api/v1/segments/{segment['id']}").status_code == 204
     assert api.get(f"/api/v1/segments/{segment['id']}").status_code == 404
+
+
+def test_a_count_leaves_suppressed_addresses_out_of_the_recipients_until_lifted(api, readers) -> None:
+    _, people = readers
+    suppressed, lifted = people[0], people[1]
+    db.session.add_all([
+        Suppression(email=suppressed.email, reason="manual", source="test"),
+        Suppression(email=lifted.email, reason="manual", source="test", lifted_at=utcnow()),
+    ])  # fmt: skip
+    db.session.commit()
+    counted = api.post("/api/v1/segments/count", json={"rules": PRO}).get_json()
+    # Three match; the unsubscribed one and the suppressed one are no recipients; the lifted one is.
+    assert counted == {"count": 3, "recipients": 1}
 
 
 def test_a_bad_tree_gets_a_422_naming_where_it_is_wrong(api, readers) -> None:
