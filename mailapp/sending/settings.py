@@ -11,6 +11,11 @@ from flask import current_app
 
 from mailapp.sending.suppression import BouncePolicy
 
+# The answers to a window's messages wait in the sender's socket buffer while it writes the next ones
+# (about 150 bytes a message): a window of thousands could fill it, and sender and relay would then wait
+# on each other until the timeout. 100 stays far below that.
+MAX_PIPELINE_WINDOW = 100
+
 
 @dataclass(frozen=True)
 class SendSettings:
@@ -45,7 +50,7 @@ class SendSettings:
             max_attempts=int(config["SEND_MAX_ATTEMPTS"]),
             retry_base_seconds=float(config["SEND_RETRY_BASE_SECONDS"]),
             chunking=bool(config["SEND_SMTP_CHUNKING"]),
-            pipeline_window=max(1, int(config["SEND_SMTP_PIPELINE_WINDOW"])),
+            pipeline_window=min(max(1, int(config["SEND_SMTP_PIPELINE_WINDOW"])), MAX_PIPELINE_WINDOW),
             bounce_domain=config.get("BOUNCE_DOMAIN") or "",
             secret_key=config["SECRET_KEY"],
             bounce_policy=BouncePolicy.from_config(config),
