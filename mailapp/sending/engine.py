@@ -170,8 +170,13 @@ def _send_rows(
             # retried later and counted as an attempt (at most these can arrive twice: one message with
             # DATA, at most SEND_SMTP_PIPELINE_WINDOW with BDAT).
             why = f"Connection to {relay.address} lost: {lost.reason}"
+            streak = outcomes.consecutive_failures
             for message in lost.in_doubt:
                 _defer(outcomes, settings, message.key, None, why)
+            if lost.in_doubt:
+                # One broken connection is one failure of the relay, however many messages it left in
+                # doubt: a window of them must not pause the campaign (SEND_MAX_CONSECUTIVE_FAILURES).
+                outcomes.consecutive_failures = streak + 1
             queue.extendleft(message.key for message in reversed(lost.unsent))
             drops_in_a_row += 1
             if drops_in_a_row > 1:
