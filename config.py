@@ -243,6 +243,12 @@ class Config:
     # A relay that stops answering mid-session: give up on the connection after this long (the message
     # in flight is retried later), well inside the lease, so a stalled task never outlives its rows.
     SEND_SMTP_TIMEOUT_SECONDS = _env_float("SEND_SMTP_TIMEOUT_SECONDS", 60)
+    # A relay that offers CHUNKING (RFC 3030) and PIPELINING gets BDAT, and up to this many messages are
+    # written ahead of their answers: on a relay 20 ms away a connection carries that many messages per
+    # round trip instead of one (at most 100; 1 keeps DATA). Also the most messages a broken connection
+    # leaves in doubt (each is retried, and may arrive twice). Off for a relay whose CHUNKING misbehaves.
+    SEND_SMTP_CHUNKING = _env_bool("SEND_SMTP_CHUNKING", True)
+    SEND_SMTP_PIPELINE_WINDOW = _env_int("SEND_SMTP_PIPELINE_WINDOW", 20)
     SEND_CONNECT_RETRIES = _env_int("SEND_CONNECT_RETRIES", 3)  # an unreachable relay, then pause
     SEND_CONNECT_RETRY_SECONDS = _env_float("SEND_CONNECT_RETRY_SECONDS", 5)  # doubling
     # An address that soft-bounced (mailbox full, server down) this many times within the window is

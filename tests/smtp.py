@@ -1,7 +1,8 @@
 """A real SMTP server for tests (aiosmtpd) that parses and keeps every message it accepts.
 
 Faults are injected the way a real relay produces them: by answering a recipient with a 4xx or 5xx
-reply, or by refusing connections while stopped."""
+reply, or by refusing connections while stopped. ChunkingSMTPTestServer also offers CHUNKING (RFC 3030
+BDAT), which aiosmtpd does not implement."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 @dataclass
@@ -52,11 +54,15 @@ class CapturingHandler:
     # Addresses whose next message the server reads whole and then hangs up on without an answer, as a
     # relay that crashes mid-transaction does. The message is not kept.
     hang_up_on: set[str] = field(default_factory=set)
+    # Offer CHUNKING (RFC 3030); only a ChunkingSMTP server can keep that promise.
+    chunking: bool = False
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname  # this hook's duty (aiosmtpd docs)
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if self.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -85,14 +91,55 @@ class CapturingHandler:
         return "250 Message accepted for delivery"
 
 
+class ChunkingSMTP(SMTP):
+    """aiosmtpd's server plus BDAT (RFC 3030 section 2): each chunk is read by its size, nothing
+    unstuffed, and on BDAT LAST the message goes to the handler's handle_DATA as DATA's would. Like
+    Postfix, a BDAT without a sender or an accepted recipient is refused after its chunk is read and
+    discarded, and the transaction is reset."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.chunks: list[bytes] = []  # the transaction's chunks so far
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self.chunks = []
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        size, _, last = (arg or "").partition(" ")
+        if not size.isdigit() or last.strip().upper() not in ("", "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        chunk = await self._reader.readexactly(int(size))
+        if self.envelope.mail_from is None or not self.envelope.rcpt_tos:
+            self._set_post_data_state()
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        self.chunks.append(chunk)
+        if not last.strip():
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        self.envelope.content = self.envelope.original_content = b"".join(self.chunks)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+
+class _ChunkingController(Controller):
+    def factory(self) -> SMTP:
+        return ChunkingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SMTPTestServer:
+    controller_class: type[Controller] = Controller
+
     def __init__(self) -> None:
         self.handler = CapturingHandler()
         self.port = _free_port()
         self.controller: Controller | None = None
 
     def start(self) -> None:
-        self.controller = Controller(
+        self.controller = self.controller_class(
             self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
             data_size_limit=50 * 1024 * 1024,
         )
@@ -128,6 +175,16 @@ class SMTPTestServer:
                 return messages
             time.sleep(0.05)
         raise AssertionError(f"expected {count} messages, got {len(self.messages)} within {timeout}s")
+
+
+class ChunkingSMTPTestServer(SMTPTestServer):
+    """The capture server offering PIPELINING and CHUNKING, as Postfix does."""
+
+    controller_class = _ChunkingController
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handler.chunking = True
 
 
 def _free_port() -> int:

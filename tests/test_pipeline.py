@@ -166,7 +166,7 @@ def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(s
     with smtplib.SMTP("127.0.0.1", smtp_server.port) as host, pytest.raises(ConnectionLost) as lost:
         answers.extend(pipeline.submit(host, iter(messages)))
     assert [answer.message.key for answer in answers] == [0]
-    assert lost.value.in_doubt == messages[1]
+    assert lost.value.in_doubt == [messages[1]]
     assert lost.value.unsent == [messages[2]]
 
 

@@ -154,7 +154,10 @@ def _send_rows(
     checkpoints.relay = relay
     while queue and not result.stopped:
         try:
-            for submitted in pipeline.submit(connection[0], _outgoing(queue, compiled, limiter, checkpoints)):
+            for submitted in pipeline.submit(
+                connection[0], _outgoing(queue, compiled, limiter, checkpoints),
+                window=settings.pipeline_window, chunking=settings.chunking,
+            ):
                 drops_in_a_row = 0
                 row = submitted.message.key
                 if submitted.accepted:
@@ -163,11 +166,17 @@ def _send_rows(
                 else:
                     _smtp_reply(outcomes, settings, row, submitted.code, submitted.reply)
         except pipeline.ConnectionLost as lost:
-            if lost.in_doubt is not None:
-                # The content went out but no answer came back: it may have been taken, so it is retried
-                # later and counted as an attempt (at most this one message can arrive twice).
-                why = f"Connection to {relay.address} lost: {lost.reason}"
-                _defer(outcomes, settings, lost.in_doubt.key, None, why)
+            # Their content went out but no answer came back: they may have been taken, so they are
+            # retried later and counted as an attempt (at most these can arrive twice: one message with
+            # DATA, at most SEND_SMTP_PIPELINE_WINDOW with BDAT).
+            why = f"Connection to {relay.address} lost: {lost.reason}"
+            streak = outcomes.consecutive_failures
+            for message in lost.in_doubt:
+                _defer(outcomes, settings, message.key, None, why)
+            if lost.in_doubt:
+                # One broken connection is one failure of the relay, however many messages it left in
+                # doubt: a window of them must not pause the campaign (SEND_MAX_CONSECUTIVE_FAILURES).
+                outcomes.consecutive_failures = streak + 1
             queue.extendleft(message.key for message in reversed(lost.unsent))
             drops_in_a_row += 1
             if drops_in_a_row > 1:
