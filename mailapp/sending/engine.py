@@ -7,6 +7,7 @@ Exactly once, as far as SMTP allows. A batch claims its rows atomically (FOR UPD
 PostgreSQL; on SQLite BEGIN IMMEDIATE serialises writers), so two tasks never hold the same row. A row
 is marked sent in a small group right after the server accepted it: a worker that dies can re-send at
 most the messages of its current group that the server had accepted (SEND_MARK_GROUP, default 20)
+plus, over BDAT, the messages written ahead of their answers (SEND_SMTP_PIPELINE_WINDOW, default 20),
 once its lease expires; it can never lose one, because the sweeper hands expired leases back."""
 
 from __future__ import annotations
