@@ -41,11 +41,9 @@ def app_on_fresh_database(app: Flask, tmp_path: Path, name: str, *, sqlite: bool
     """An app of its own on an empty database: an SQLite file under tmp_path when `sqlite` is asked for or
     the suite runs on SQLite, else a sibling PostgreSQL database `<suite database>_<name>`, dropped after.
     Its Celery app becomes neither the default nor the current one (tests go on using the suite's)."""
-    from celery import _state
-
     from config import TestConfig
-    from mailapp import create_app
     from mailapp.extensions import db
+    from tests.side_app import create_app_aside
 
     drop = None
     config = TestConfig()
@@ -55,12 +53,7 @@ def app_on_fresh_database(app: Flask, tmp_path: Path, name: str, *, sqlite: bool
     else:
         config.SQLALCHEMY_DATABASE_URI, drop = create_sibling_database(suite_url, name)
     config.CELERY_BROKER_URL = app.config["CELERY_BROKER_URL"]
-    default_celery, current_celery = _state.default_app, _state.get_current_app()
-    fresh = create_app(config)
-    # create_app made the throwaway app's Celery both the default and the current one, and shared
-    # tasks run in the current one's Flask app: the suite's must come back for the tests that follow.
-    _state.default_app = default_celery
-    _state._set_current_app(current_celery)
+    fresh = create_app_aside(config)
     try:
         yield fresh
     finally:

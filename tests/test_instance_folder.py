@@ -6,24 +6,18 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from celery import _state
-
 from config import TestConfig
+from tests.side_app import create_app_aside
 
 
 def test_creating_the_app_makes_its_instance_folder_for_its_owner_only(app, tmp_path: Path) -> None:
-    from mailapp import create_app
 
     instance = tmp_path / "fresh-clone" / "instance"
     config = TestConfig()
     config.INSTANCE_DIR = str(instance)
     config.SQLALCHEMY_DATABASE_URI = app.config["SQLALCHEMY_DATABASE_URI"]
     config.CELERY_BROKER_URL = app.config["CELERY_BROKER_URL"]
-    suite_celery = _state.default_app
-    try:
-        created = create_app(config)
-    finally:
-        _state.default_app = suite_celery  # create_app made the new app's Celery the default
+    created = create_app_aside(config)
     assert instance.is_dir()
     assert stat.S_IMODE(instance.stat().st_mode) == 0o700
     assert created.instance_path == str(instance)

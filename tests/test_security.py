@@ -27,6 +27,7 @@ from tests.factories import (
     SubscriberFactory,
     SubscriberListFactory,
 )
+from tests.side_app import create_app_aside
 
 # Endpoints anyone may reach, each with the reason. Everything else must demand a login (pages) or a
 # bearer token (/api/). Add to this list only what a stranger must be able to open.
@@ -222,18 +223,14 @@ def test_every_state_changing_form_needs_a_csrf_token(app, db, auth_client, seed
 def test_the_sweeps_catch_a_route_added_without_protection(app, monkeypatch):
     """A throwaway app with one page wrongly declared public, one CSRF-exempt form and one open API
     route: the same sweeps name all three (so the tests above can fail)."""
-    from celery import _state
 
-    from mailapp import create_app
     from mailapp.auth import permissions
     from mailapp.web_extensions import csrf
 
-    default_celery = _state.default_app
     config = TestConfig()
     config.SQLALCHEMY_DATABASE_URI = app.config["SQLALCHEMY_DATABASE_URI"]
     config.CELERY_BROKER_URL = app.config["CELERY_BROKER_URL"]
-    careless = create_app(config)
-    _state.default_app = default_celery  # create_app made the throwaway app's Celery the default
+    careless = create_app_aside(config)
 
     @careless.post("/campaigns/<int:campaign_id>/forgotten")
     @csrf.exempt

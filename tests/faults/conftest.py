@@ -32,6 +32,7 @@ from tests.faults.servers import (
     Worker,
     wait_until,
 )
+from tests.side_app import create_app_aside
 
 FULL = os.environ.get("MAILAPP_FAULTS_FULL", "") == "1"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -103,11 +104,8 @@ def fault_app(fault_servers: FaultServers, app: Flask) -> Flask:
 
     create_app makes its Celery app the process default; the default goes back to the suite's, so only
     code run inside `fault_cluster` (which sets this one as current) publishes to the private Redis."""
-    from celery import _state
 
-    from mailapp import create_app
 
-    previous_default = _state.default_app
     config = TestConfig()
     config.SECRET_KEY = SECRET_KEY
     config.SQLALCHEMY_DATABASE_URI = database_url(fault_servers.database_url)
@@ -115,9 +113,7 @@ def fault_app(fault_servers: FaultServers, app: Flask) -> Flask:
     config.REDIS_URL = fault_servers.broker_url
     config.PUBLIC_URL = PUBLIC_URL
     config.SEND_LEASE_SECONDS = LEASE_SECONDS
-    created = create_app(config)
-    _state.default_app = previous_default
-    return created
+    return create_app_aside(config)
 
 
 @dataclass
