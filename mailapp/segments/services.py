@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, outerjoin, select
+from sqlalchemy import and_, func, outerjoin, select
 
 from mailapp.campaigns import lifecycle
 from mailapp.campaigns import services as campaign_services
@@ -138,12 +138,6 @@ def segment_to_dict(segment: Segment) -> dict[str, Any]:
 
 
 # --- matching ---------------------------------------------------------------------------------------
-
-
-def _not_suppressed():
-    return ~select(literal(1)).where(
-        Suppression.email == Subscriber.email, Suppression.lifted_at.is_(None)
-    ).exists()
 
 
 def matching(rules: dict[str, Any]):
