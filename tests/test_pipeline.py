@@ -170,10 +170,10 @@ def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(s
     assert lost.value.unsent == [messages[2]]
 
 
-def test_the_next_message_is_built_while_the_server_takes_the_content(smtp_server) -> None:
-    """The next message is pulled after the current one's content went out and before its answer is
-    read; a failure while building it (a time limit) reaches the caller only after that answer, so
-    the message already sent is recorded as taken, not handed back to be sent twice."""
+def test_a_failure_while_building_the_next_message_waits_for_the_current_ones_answer(smtp_server) -> None:
+    """The next message is pulled before the current one's content goes out (its envelope rides in the
+    same write); a failure while building it (a time limit) reaches the caller only after the current
+    one is sent and answered, so it is recorded as taken, not handed back to be sent twice."""
     messages = _messages(3, tag=".overlap")
     answers: list[pipeline.Submitted] = []
 
