@@ -170,26 +170,51 @@ def test_a_relay_that_hangs_up_reports_the_message_in_doubt_and_the_unsent_one(s
     assert lost.value.unsent == [messages[2]]
 
 
-def test_a_failure_while_building_the_next_message_waits_for_the_current_ones_answer(smtp_server) -> None:
+def _failing_at(messages: list[Outgoing], key: int, error: BaseException) -> Iterator[Outgoing]:
+    for message in messages:
+        if message.key == key:
+            raise error
+        yield message
+
+
+def test_a_time_limit_while_building_the_next_message_waits_for_the_current_ones_answer(smtp_server) -> None:
     """The next message is pulled before the current one's content goes out (its envelope rides in the
-    same write); a failure while building it (a time limit) reaches the caller only after the current
-    one is sent and answered, so it is recorded as taken, not handed back to be sent twice."""
+    same write); a time limit while building it (one of `finish_on`) reaches the caller only after the
+    current one is sent and answered, so it is recorded as taken, not handed back to be sent twice."""
     messages = _messages(3, tag=".overlap")
     answers: list[pipeline.Submitted] = []
-
-    def building() -> Iterator[Outgoing]:
-        for message in messages:
-            if message.key == 2:
-                raise TimeoutError("building took too long")
-            yield message
-
     host = smtplib.SMTP("127.0.0.1", smtp_server.port)
     try:
         with pytest.raises(TimeoutError):
-            answers.extend(pipeline.submit(host, building()))
+            answers.extend(pipeline.submit(
+                host, _failing_at(messages, 2, TimeoutError("building took too long")),
+                finish_on=(TimeoutError,),
+            ))
     finally:
         host.close()
     assert [(answer.message.key, answer.code) for answer in answers] == [(0, 250), (1, 250)]
     assert sorted(m.to for m in smtp_server.messages if m.to.endswith(".overlap@example.com")) == [
         "reader0.overlap@example.com", "reader1.overlap@example.com"
+    ]
+
+
+def test_any_other_failure_while_building_abandons_the_current_message_undelivered(smtp_server) -> None:
+    """A failure that is not one of `finish_on` (the caller's database went away, so it could not record
+    the answer) must not let the current message be delivered: it would be taken, never marked, and
+    sent again. Its envelope is out and the server waits for content, so the connection is closed."""
+    messages = _messages(4, tag=".abandon")
+    answers: list[pipeline.Submitted] = []
+    host = smtplib.SMTP("127.0.0.1", smtp_server.port)
+    try:
+        with pytest.raises(RuntimeError, match="database went away"):
+            answers.extend(pipeline.submit(
+                host, _failing_at(messages, 2, RuntimeError("the database went away")),
+                finish_on=(TimeoutError,),
+            ))
+        assert host.sock is None  # closed: nothing can end the open DATA transaction by mistake
+    finally:
+        host.close()
+    assert [(answer.message.key, answer.code) for answer in answers] == [(0, 250)]
+    assert [m.to for m in smtp_server.messages if m.to.endswith(".abandon@example.com")] == [
+        "reader0.abandon@example.com"
     ]

@@ -125,7 +125,7 @@ def test_a_failure_while_building_waits_for_the_answers_in_flight(
             yield message
 
     with smtplib.SMTP("127.0.0.1", bdat_server.port) as host, pytest.raises(TimeoutError):
-        answers.extend(pipeline.submit(host, building(), window=8))
+        answers.extend(pipeline.submit(host, building(), window=8, finish_on=(TimeoutError,)))
     assert [(answer.message.key, answer.code) for answer in answers] == [(0, 250), (1, 250), (2, 250)]
     assert len(bdat_server.messages) == 3
 

@@ -158,6 +158,7 @@ def _send_rows(
             for submitted in pipeline.submit(
                 connection[0], _outgoing(queue, compiled, limiter, checkpoints),
                 window=settings.pipeline_window, chunking=settings.chunking,
+                finish_on=(SoftTimeLimitExceeded,),
             ):
                 drops_in_a_row = 0
                 row = submitted.message.key

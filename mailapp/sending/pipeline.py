@@ -73,7 +73,8 @@ class ConnectionLost(Exception):  # reads as the condition it reports
 
 
 def submit(
-    host: smtplib.SMTP | None, messages: Iterable[Outgoing], *, window: int = 1, chunking: bool = True
+    host: smtplib.SMTP | None, messages: Iterable[Outgoing], *, window: int = 1, chunking: bool = True,
+    finish_on: tuple[type[BaseException], ...] = (),
 ) -> Iterator[Submitted]:
     """Send each message and yield the server's answer to it, in order; ConnectionLost when the
     connection breaks. Pulls the next message before it has the current one's answer (that is what
@@ -81,7 +82,14 @@ def submit(
     whether there is a next message before the current one's outcome is known. With `chunking` and a
     server that offers CHUNKING and PIPELINING, up to `window` messages are sent ahead of their
     answers (window 1: DATA, one message in flight, one round trip each). `host` None
-    (MAIL_SUPPRESS_SEND) accepts everything without sending."""
+    (MAIL_SUPPRESS_SEND) accepts everything without sending.
+
+    An error raised by `messages` (the caller's iterator) while a message is under way: one of
+    `finish_on` (a time limit, whose caller can still record outcomes) waits until what is under way is
+    sent and answered; any other (the caller could not write its outcomes: its database went away)
+    abandons the message whose content has not gone out, closing the connection (the only way to end a
+    DATA transaction without delivering it), because a message taken but never recorded would be sent
+    again."""
     if host is None:
         for message in messages:
             yield Submitted(message, 250, "not sent: MAIL_SUPPRESS_SEND is on")
@@ -99,9 +107,9 @@ def submit(
     if not host.has_extn("pipelining"):
         yield from _lockstep(host, iter(messages))
     elif chunking and window > 1 and host.has_extn("chunking"):
-        yield from _chunked(host, iter(messages), window)
+        yield from _chunked(host, iter(messages), window, finish_on)
     else:
-        yield from _pipelined(host, iter(messages))
+        yield from _pipelined(host, iter(messages), finish_on)
 
 
 def dot_stuffed(data: bytes) -> bytes:
@@ -130,7 +138,9 @@ def _positive(reply: tuple[int, str]) -> bool:
     return 200 <= reply[0] < 300
 
 
-def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Submitted]:
+def _pipelined(
+    host: smtplib.SMTP, messages: Iterator[Outgoing], finish_on: tuple[type[BaseException], ...]
+) -> Iterator[Submitted]:
     """One round trip a message: the next message is pulled from `messages` (built) before the current
     one's content goes out, and its envelope rides in the same write, ahead of the content's answer."""
     sock = host.sock
@@ -163,10 +173,15 @@ def _pipelined(host: smtplib.SMTP, messages: Iterator[Outgoing]) -> Iterator[Sub
         stopped: BaseException | None = None
         try:
             following = next(messages, None)
-        except BaseException as error:
+        except finish_on as error:
             # A time limit, say, while building: re-raised once the content's answer is read, so the
             # caller records whether the server took it instead of handing it back to be sent again.
             following, stopped = None, error
+        except BaseException:
+            # The server waits for the current message's content: closing is the only way out that
+            # does not deliver it (see submit).
+            host.close()
+            raise
         try:
             # The content and the next envelope in one write: one segment into a relay on this machine,
             # and (with TCP_NODELAY) nothing held back for an acknowledgement from a far one.
@@ -197,7 +212,9 @@ def _bdat_transaction(message: Outgoing) -> bytes:
     ).encode("ascii") + content
 
 
-def _chunked(host: smtplib.SMTP, messages: Iterator[Outgoing], window: int) -> Iterator[Submitted]:
+def _chunked(
+    host: smtplib.SMTP, messages: Iterator[Outgoing], window: int, finish_on: tuple[type[BaseException], ...]
+) -> Iterator[Submitted]:
     """Up to `window` messages written ahead of their answers, and the next message built while the
     server answers. A message whose MAIL FROM or RCPT TO is refused gets that refusal; the server
     then refuses its BDAT too and discards the content (RFC 3030 section 2; Postfix: 554 5.5.1 no valid
@@ -211,7 +228,7 @@ def _chunked(host: smtplib.SMTP, messages: Iterator[Outgoing], window: int) -> I
         if built is None and not exhausted and stopped is None:
             try:
                 built = next(messages, None)
-            except BaseException as error:
+            except finish_on as error:
                 # A time limit, say, while building: re-raised once the answers to what is in flight
                 # are read, so the caller records what the server took instead of sending it again.
                 stopped = error
