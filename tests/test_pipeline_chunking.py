@@ -151,7 +151,14 @@ def test_the_engine_retries_the_messages_in_doubt_and_requeues_the_unsent(
     assert {row.status for email, row in rows.items() if email not in in_doubt} <= {"sent", "failed"}
     time.sleep(first_run.retry_in)
     engine.send_campaign(campaign.id)
-    assert Counter(message.to for message in bdat_server.messages) == Counter(p.email for p in people)
+    received = Counter(message.to for message in bdat_server.messages)
+    assert set(received) == {p.email for p in people}
+    # The message hung up on was never kept, so its retry is its only copy.
+    assert received[hung_up_on] == 1
+    # An earlier message's answer can die in the reset after the server kept it (as in the test
+    # above): that message is in doubt and its retry may deliver it a second time. Only a message in
+    # doubt may arrive twice, and none more than twice.
+    assert all(count == 1 or (email in in_doubt and count == 2) for email, count in received.items())
     assert all(row.status == "sent" for row in deliveries(campaign.id) if row.email in in_doubt)
     assert wait_for_status(campaign.id, "sent").status == "sent"
 
