@@ -12,6 +12,7 @@ the client asks again over TCP. `server.queries` lists (name, type) asked."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import socketserver
 import struct
@@ -37,6 +38,26 @@ def _txt_rdata_text(value: str) -> str:
     return " ".join(f'"{part}"' for part in escaped)
 
 
+def _udp_and_tcp_on_one_port(
+    handler: type[socketserver.BaseRequestHandler],
+) -> tuple[socket.socket, socketserver.ThreadingTCPServer]:
+    """A free UDP port and a TCP server on the same number, as a resolver address names one port for
+    both. The UDP port is free when chosen, but its TCP twin may be any other socket's (another
+    test's server, an outgoing connection's local port): then try another."""
+    for _ in range(100):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        try:
+            tcp = socketserver.ThreadingTCPServer(("127.0.0.1", udp.getsockname()[1]), handler)
+        except OSError as error:
+            udp.close()
+            if error.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return udp, tcp
+    raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP after 100 tries")
+
+
 class DnsTestServer:
     def __init__(self, records: Records | None = None) -> None:
         self.records: Records = {(name.lower().rstrip("."), kind.upper()): values
@@ -44,9 +65,6 @@ class DnsTestServer:
         self.queries: list[tuple[str, str]] = []
         self.tcp_answers = 0  # answers sent over TCP (after a truncated UDP one)
         self.silent = False  # True: read queries and never answer, like a resolver that is down
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind(("127.0.0.1", 0))
-        self.port = self._udp.getsockname()[1]
         server = self
 
         class TcpHandler(socketserver.BaseRequestHandler):
@@ -66,7 +84,8 @@ class DnsTestServer:
                 self.request.sendall(struct.pack("!H", len(answer)) + answer)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), TcpHandler)
+        self._udp, self._tcp = _udp_and_tcp_on_one_port(TcpHandler)
+        self.port = self._udp.getsockname()[1]
         self._tcp.daemon_threads = True
         self._threads = [threading.Thread(target=self._serve_udp, daemon=True),
                          threading.Thread(target=self._tcp.serve_forever, daemon=True)]
