@@ -7,12 +7,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select, text
 
 from mailapp.extensions import db
-from mailapp.models import ClickEvent, Link, OpenEvent, Suppression, utcnow
+from mailapp.models import ClickEvent, Link, OpenEvent, Subscriber, Suppression, utcnow
+from mailapp.segment_rules import validate_rules
+from mailapp.segments import services
 from mailapp.sending import tasks
 from tests.campaign_fixtures import make_audience
+from tests.conftest import is_postgres
 from tests.factories import SubscriberFactory, SubscriberListFactory
 from tests.test_sending import deliveries, make_campaign, wait_for_status
 
@@ -167,3 +170,45 @@ def test_resend_to_non_openers_can_be_scheduled_hours_ahead(api, db) -> None:
     assert copy["subject"] == campaign.subject
     send_at = datetime.fromisoformat(copy["send_at"])
     assert before + timedelta(hours=24) <= send_at <= utcnow() + timedelta(hours=24)
+
+
+def _show(setting: str) -> str:
+    return db.session.execute(text(f"SHOW {setting}")).scalar_one()
+
+
+@pytest.mark.skipif(not is_postgres(), reason="the statement timeout and work_mem are PostgreSQL's")
+def test_a_count_past_its_time_is_stopped_with_a_clear_error_and_the_transaction_goes_on(
+    api, app, monkeypatch
+) -> None:
+    lists = [SubscriberListFactory() for _ in range(12)]
+    db.session.execute(
+        insert(Subscriber),
+        [{"email": f"slow{n}@example.com", "attributes": {"n": n}} for n in range(20_000)],
+    )
+    db.session.commit()
+    # 12 list probes for each of 20,000 subscribers: far more than a millisecond.
+    rules = {"any": [{"field": "list", "op": "member", "value": each.id} for each in lists]}
+    monkeypatch.setitem(app.config, "SEGMENT_COUNT_TIMEOUT_MS", 1)
+    refused = api.post("/api/v1/segments/count", json={"rules": rules})
+    assert refused.status_code == 422
+    body = refused.get_json()
+    assert body["error"]["code"] == "segment_too_slow"
+    assert "longer than 0.001 s" in body["error"]["message"]
+    # The same session counts again once the bound allows it, with its own settings back.
+    monkeypatch.setitem(app.config, "SEGMENT_COUNT_TIMEOUT_MS", 60_000)
+    before = (_show("statement_timeout"), _show("work_mem"))
+    assert services.count(services.checked_rules(rules)).matching == 0
+    assert (_show("statement_timeout"), _show("work_mem")) == before
+    assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 20_000
+
+
+def test_the_rules_that_hash_share_the_counts_memory_within_bounds(app) -> None:
+    def probing(count: int) -> dict:
+        return validate_rules({"any": [{"field": "activity", "op": "not_opened", "value": n + 1}
+                                       for n in range(count)] + [PRO]})  # fmt: skip
+
+    budget_kb = app.config["SEGMENT_COUNT_MEMORY_MB"] * 1024
+    assert services._hash_memory_kb(validate_rules(PRO)) == 64 * 1024  # nothing hashes: the cap
+    assert services._hash_memory_kb(probing(2)) == min(64 * 1024, budget_kb // 2)
+    assert services._hash_memory_kb(probing(10)) == max(4 * 1024, budget_kb // 10)
+    assert services._hash_memory_kb(probing(150)) == 4 * 1024  # never below PostgreSQL's default

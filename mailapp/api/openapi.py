@@ -746,14 +746,15 @@ def _segment_paths() -> dict[str, Schema]:
                                                example={"name": "Pro readers", "rules": example})),
         },
         "/segments/count": {"post": _operation(
-            "Count the subscribers an (unsaved) rule tree matches, and how many of them a send would reach.",
+            "Count the subscribers an (unsaved) rule tree matches, and how many of them a send would reach. "
+            "On PostgreSQL a count that runs past SEGMENT_COUNT_TIMEOUT_MS is stopped: 422 segment_too_slow.",
             {"200": _json(_ref("SegmentCount"))}, "413 422",
             body=_json_body(_object({"rules": _ref("SegmentRules")}, ["rules"], closed=True),
                             example={"rules": example}),
         )},
         "/segments/{segment_id}": {
             "get": _operation("A segment with its counts.",
-                              {"200": _json({"allOf": [_ref("Segment"), _ref("SegmentCount")]})}, "404",
+                              {"200": _json({"allOf": [_ref("Segment"), _ref("SegmentCount")]})}, "404 422",
                               parameters=segment_id),
             "patch": _operation("Rename a segment or change its rules.", {"200": _json(_ref("Segment"))},
                                 "404 409 413 422", parameters=segment_id,

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import psycopg2.errors
+from flask import current_app
 from sqlalchemy import and_, func, outerjoin, select
+from sqlalchemy.exc import OperationalError
 
 from mailapp.campaigns import lifecycle
 from mailapp.campaigns import services as campaign_services
@@ -165,12 +168,53 @@ def count(rules: dict[str, Any]) -> SegmentCount:
         and_(Suppression.email == Subscriber.email, Suppression.lifted_at.is_(None)),
     )
     sendable = and_(Subscriber.status == SubscriberStatus.ACTIVE, Suppression.id.is_(None))
-    total, recipients = db.session.execute(
+    query = (
         select(func.count(), func.count().filter(sendable))
         .select_from(suppressed)
         .where(compile_rules(rules, dialect_name()))
-    ).one()
+    )
+    if dialect_name() != "postgresql":
+        total, recipients = db.session.execute(query).one()
+        return SegmentCount(total, recipients)
+    timeout_ms = current_app.config["SEGMENT_COUNT_TIMEOUT_MS"]
+    # Inside a savepoint that is always rolled back (the count writes nothing): that undoes both SET
+    # LOCALs, so the rest of the caller's transaction runs with its own settings, and a cancelled
+    # count leaves that transaction usable.
+    savepoint = db.session.begin_nested()
+    try:
+        connection = db.session.connection()
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{_hash_memory_kb(rules)}kB'")
+        total, recipients = connection.execute(query).one()
+    except OperationalError as error:
+        if not isinstance(error.orig, psycopg2.errors.QueryCanceled):
+            raise
+        raise SegmentTooSlowError(
+            f"Counting this segment took longer than {timeout_ms / 1000:g} s and was stopped. "
+            "Rules that look into campaigns or lists inside an 'any' group cost the most: "
+            "fewer of them, or narrower ones, count faster.",
+            [field_problem("rules", "Too slow to count.")],
+        ) from None
+    finally:
+        savepoint.rollback()
     return SegmentCount(total, recipients)
+
+
+class SegmentTooSlowError(ValidationError):
+    code = "segment_too_slow"
+
+
+def _hash_memory_kb(rules: dict[str, Any]) -> int:
+    """work_mem for a count: SEGMENT_COUNT_MEMORY_MB shared by the rules that look into deliveries or
+    lists. Inside an 'any' group PostgreSQL cannot turn such a rule into a join; it either probes an
+    index once per subscriber or hashes the campaign's (or list's) ids once, and it hashes only when
+    they fit in work_mem (times hash_mem_multiplier). Shared, so that a tree of many such rules stays
+    within the budget as a whole."""
+    probes = sum(
+        1 for _, rule in rules_with_paths(rules) if rule["field"] == "list" or rule["op"] in CAMPAIGN_OPS
+    )
+    share = current_app.config["SEGMENT_COUNT_MEMORY_MB"] * 1024 // max(probes, 1)
+    return max(4 * 1024, min(64 * 1024, share))
 
 
 # --- resend to non-openers --------------------------------------------------------------------------
