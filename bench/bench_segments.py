@@ -29,6 +29,10 @@ def trees(campaign_id: int) -> dict[str, dict]:
         "opened a campaign": {"field": "activity", "op": "opened", "value": campaign_id},
         "did not open a campaign (resend)": {"field": "activity", "op": "not_opened", "value": campaign_id},
         "opened within 30 days": {"field": "activity", "op": "opened_within_days", "value": 30},
+        # The hardest shape: campaign rules inside `any` cannot become joins (see README, segments).
+        "opened one campaign or did not open another": {"any": [
+            {"field": "activity", "op": "opened", "value": campaign_id - 1},
+            {"field": "activity", "op": "not_opened", "value": campaign_id}]},
         "mixed: pro and (opened within 30 days or list member)": {"all": [
             {"field": "attribute", "key": "plan", "op": "equals", "value": "pro"},
             {"any": [{"field": "activity", "op": "opened_within_days", "value": 30},
