@@ -168,12 +168,13 @@ def count(rules: dict[str, Any]) -> SegmentCount:
         and_(Suppression.email == Subscriber.email, Suppression.lifted_at.is_(None)),
     )
     sendable = and_(Subscriber.status == SubscriberStatus.ACTIVE, Suppression.id.is_(None))
+    dialect = dialect_name()
     query = (
         select(func.count(), func.count().filter(sendable))
         .select_from(suppressed)
-        .where(compile_rules(rules, dialect_name()))
+        .where(compile_rules(rules, dialect))
     )
-    if dialect_name() != "postgresql":
+    if dialect != "postgresql":
         total, recipients = db.session.execute(query).one()
         return SegmentCount(total, recipients)
     timeout_ms = current_app.config["SEGMENT_COUNT_TIMEOUT_MS"]
